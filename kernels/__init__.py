@@ -1,0 +1,18 @@
+"""Logit-processing ops: torch reference + Triton kernels + dispatch (Triton on CUDA,
+vectorised torch on CPU). See docs/kernels.md.
+
+Triton modules are imported lazily (only for CUDA tensors), so importing this package
+needs neither a GPU nor a configured Triton.
+"""
+
+from .bitmask import bitmask_words, pack_token_bitmask, unpack_token_bitmask
+from .logit_controls import apply_logit_controls
+from .sampling import sample_from_logits
+
+__all__ = [
+    "apply_logit_controls",
+    "sample_from_logits",
+    "pack_token_bitmask",
+    "unpack_token_bitmask",
+    "bitmask_words",
+]

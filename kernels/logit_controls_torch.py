@@ -1,0 +1,86 @@
+"""Vectorised torch implementation of the fused logit controls (the CPU path).
+
+In place, no Python loops over rows or tokens: the sparse stages gather the touched
+logits through flat indices, compute in float32 and write them back with index_put_;
+the bitmask is unpacked with byte shifts (one byte per token) and applied with
+masked_fill_; temperature is one div_.
+
+Arithmetic is float32; for bf16/fp16 logits each sparse stage rounds its result to the
+logits dtype (exactly as the Triton kernel does), the dense stages round once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._args import GREEDY_EPS
+from .bitmask import unpack_token_bitmask
+
+
+def _flat_index(indptr, token_ids, batch: int, vocab: int, row_stride: int):
+    """(flat index into the logits storage, row of each entry, keep-mask) for a CSR list."""
+    lengths = (indptr[1:] - indptr[:-1]).to(torch.long)
+    rows = torch.repeat_interleave(torch.arange(batch, device=token_ids.device), lengths,
+                                   output_size=token_ids.numel())
+    ids = token_ids.to(torch.long)
+    keep = (ids >= 0) & (ids < vocab)
+    return rows * row_stride + ids, rows, keep
+
+
+def apply_logit_controls_torch(
+    logits: torch.Tensor,
+    *,
+    bias_indptr=None,
+    bias_token_ids=None,
+    bias_values=None,
+    banned_bitmask=None,
+    penalty_indptr=None,
+    penalty_token_ids=None,
+    penalty_output_counts=None,
+    penalty_in_prompt=None,
+    repetition_penalty=None,
+    presence_penalty=None,
+    frequency_penalty=None,
+    temperature=None,
+) -> torch.Tensor:
+    b, v = logits.shape
+    # A flat 1-D view over the rows' storage (rows may be strided, columns are contiguous).
+    flat = logits.as_strided(((b - 1) * logits.stride(0) + v,), (1,))
+    stride = logits.stride(0)
+
+    if bias_indptr is not None and bias_token_ids.numel() > 0:
+        idx, _, keep = _flat_index(bias_indptr, bias_token_ids, b, v, stride)
+        vals = bias_values
+        if not bool(keep.all()):
+            idx, vals = idx[keep], vals[keep]
+        flat.index_put_((idx,), (flat[idx].float() + vals.float()).to(logits.dtype))
+
+    has_pen = any(p is not None for p in (repetition_penalty, presence_penalty, frequency_penalty))
+    if penalty_indptr is not None and has_pen and penalty_token_ids.numel() > 0:
+        idx, rows, keep = _flat_index(penalty_indptr, penalty_token_ids, b, v, stride)
+        counts, prompt = penalty_output_counts, penalty_in_prompt
+        if not bool(keep.all()):
+            idx, rows = idx[keep], rows[keep]
+            counts = None if counts is None else counts[keep]
+            prompt = None if prompt is None else prompt[keep]
+        x = flat[idx].float()
+        cnt = counts.float() if counts is not None else torch.zeros_like(x)
+        in_output = cnt > 0
+        if repetition_penalty is not None:
+            seen = in_output if prompt is None else in_output | (prompt != 0)
+            r = repetition_penalty.float()[rows]
+            x = torch.where(seen, torch.where(x > 0, x / r, x * r), x)
+        if frequency_penalty is not None:
+            x = x - frequency_penalty.float()[rows] * cnt
+        if presence_penalty is not None:
+            x = x - presence_penalty.float()[rows] * in_output.float()
+        flat.index_put_((idx,), x.to(logits.dtype))
+
+    if banned_bitmask is not None:
+        logits.masked_fill_(unpack_token_bitmask(banned_bitmask, v), float("-inf"))
+
+    if temperature is not None:
+        t = temperature.float()
+        t = torch.where(t < GREEDY_EPS, torch.ones_like(t), t)
+        logits.div_(t.view(b, 1))  # computed in float32, rounded once to the logits dtype
+    return logits
