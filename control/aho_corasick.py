@@ -1,0 +1,156 @@
+"""Aho–Corasick automaton over folded text, with word-start patterns.
+
+Every pattern is a folded surface form (see :mod:`.normalize`) and is stored with the
+separator :data:`SEP` in front: a match can only begin at a word start. The stream the
+automaton reads is the folded stream, in which separator runs collapse to one; this is
+built into :meth:`Automaton.step`: a separator read in a state whose label already ends
+with a separator leaves the state unchanged.
+
+"Text start counts as a word boundary": begin in :attr:`Automaton.start` (the node for
+the lone separator), not in the root.
+
+Failure links and transitions are computed lazily and memoised, so building the trie is
+the whole construction cost.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from .normalize import SEP
+
+ROOT = 0
+
+
+class Automaton:
+    def __init__(self, patterns: Iterable[str]):
+        pats = sorted({p for p in patterns if p})
+        self.patterns: list[str] = pats
+        self.keys: list[str] = [SEP + p for p in pats]  # still sorted
+        self.children: list[dict[str, int]] = [{}]
+        self.parent: list[int] = [ROOT]
+        self.edge: list[str] = [""]
+        self.depth: list[int] = [0]
+        self.terminal: list[int] = [-1]
+        children, parent, edge, depth, terminal = (
+            self.children,
+            self.parent,
+            self.edge,
+            self.depth,
+            self.terminal,
+        )
+        for i, key in enumerate(self.keys):
+            q = ROOT
+            for ch in key:
+                nxt = children[q].get(ch)
+                if nxt is None:
+                    nxt = len(children)
+                    children[q][ch] = nxt
+                    children.append({})
+                    parent.append(q)
+                    edge.append(ch)
+                    depth.append(depth[q] + 1)
+                    terminal.append(-1)
+                q = nxt
+            if terminal[q] < 0:
+                terminal[q] = i
+        n = len(children)
+        self._fail: list[int] = [-1] * n
+        self._delta: list[dict[str, int] | None] = [None] * n
+        self._accept: list[int] = [-2] * n  # pattern index matched at q (or via fail), -1 none
+        self.start: int = children[ROOT].get(SEP, ROOT)
+
+    # -- structure -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.children)
+
+    def label(self, q: int) -> str:
+        out = []
+        while q != ROOT:
+            out.append(self.edge[q])
+            q = self.parent[q]
+        return "".join(reversed(out))
+
+    def ends_sep(self, q: int) -> bool:
+        return self.edge[q] == SEP
+
+    def fail(self, q: int) -> int:
+        f = self._fail[q]
+        if f < 0:
+            p = self.parent[q]
+            f = ROOT if p == ROOT else self.step(self.fail(p), self.edge[q])
+            self._fail[q] = f
+        return f
+
+    def chain(self, q: int) -> list[int]:
+        """q and its failure ancestors, root excluded (all suffixes of q's label that are
+        pattern prefixes)."""
+        out = []
+        while q != ROOT:
+            out.append(q)
+            q = self.fail(q)
+        return out
+
+    def key_range(self, q: int) -> tuple[int, int]:
+        """Indices [lo, hi) of the keys that extend q's label (keys are sorted)."""
+        lab = self.label(q)
+        lo = bisect.bisect_left(self.keys, lab)
+        hi = bisect.bisect_left(self.keys, lab + "\U0010ffff", lo)
+        return lo, hi
+
+    # -- running ---------------------------------------------------------------------
+    def step(self, q: int, ch: str) -> int:
+        if ch == SEP and self.edge[q] == SEP:
+            return q  # separator runs collapse
+        memo = self._delta[q]
+        if memo is None:
+            memo = self._delta[q] = {}
+        r = memo.get(ch)
+        if r is None:
+            r = self.children[q].get(ch)
+            if r is None:
+                r = ROOT if q == ROOT else self.step(self.fail(q), ch)
+            memo[ch] = r
+        return r
+
+    def accept(self, q: int) -> int:
+        """Index of a pattern that ends at q (q's own, else the nearest on its failure
+        chain), or -1."""
+        a = self._accept[q]
+        if a == -2:
+            a = self.terminal[q]
+            if a < 0 and q != ROOT:
+                a = self.accept(self.fail(q))
+            self._accept[q] = a
+        return a
+
+    def outputs(self, q: int) -> list[int]:
+        """Indices of all patterns that end at q."""
+        out = []
+        while q != ROOT:
+            if self.terminal[q] >= 0:
+                out.append(self.terminal[q])
+            q = self.fail(q)
+        return out
+
+    def feed(self, q: int, folded: str) -> tuple[int, bool]:
+        """Advance over already-folded text; also say whether any pattern completed."""
+        hit = False
+        step, accept = self.step, self.accept
+        for ch in folded:
+            q = step(q, ch)
+            if accept(q) >= 0:
+                hit = True
+        return q, hit
+
+
+def minimal_patterns(patterns: Iterable[str]) -> list[str]:
+    """Drop every pattern that has another pattern as a prefix *at a word start* — a
+    prefix ban covers it ("nike" covers "nikes" and "nike s")."""
+    out: list[str] = []
+    for p in sorted(set(patterns)):
+        if out and p.startswith(out[-1]):
+            continue
+        out.append(p)
+    return out
