@@ -1,0 +1,287 @@
+"""The ``steering`` request extension: parsing, limits, hashing, server defaults.
+
+::
+
+    "steering": {
+      "avoid":  ["pink elephant", {"entity": "Eiffel Tower", "aliases": ["Tour Eiffel"]}],
+      "prefer": ["grey elephant"],
+      "strategies": ["directive", "logits", "critique_revise"],
+      "max_revisions": 2,
+      "prefer_bias": 4.0
+    }
+
+Invalid input raises ``pydantic.ValidationError`` (the server answers 400). Every limit is
+a module constant below. Omitted ``strategies`` / ``max_revisions`` / ``prefer_bias`` stay
+``None`` until :meth:`SteeringSpec.with_defaults` fills them from a :class:`SteeringPolicy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from .aho_corasick import Automaton
+from .ban_automaton import DEFAULT_PREFER_BIAS, MAX_PREFER_BIAS
+from .normalize import fold_form, normalize_text
+from .surface_forms import expand_entity, fold_patterns
+
+# -- limits (documented in docs/steering.md) ---------------------------------------------
+MAX_ENTITIES_PER_LIST = 64  # entries in `avoid`, and in `prefer`
+MAX_ALIASES_PER_ENTITY = 32
+MAX_NAME_CHARS = 128  # one entity name or alias, after normalisation
+MAX_REVISIONS = 4  # critique-revise rounds
+MAX_SURFACE_FORMS = 4096  # distinct folded surface forms, avoid + prefer, after expansion
+# MAX_PREFER_BIAS (10.0 logits) and DEFAULT_PREFER_BIAS (4.0) live in .ban_automaton
+
+Strategy = Literal["directive", "logits", "critique_revise"]
+STRATEGY_ORDER: tuple[str, ...] = ("directive", "logits", "critique_revise")
+ENGINE_ARGS_VERSION = 1
+
+
+class SteeringPolicyError(ValueError):
+    """A request asks for something the server's policy does not allow (→ 400)."""
+
+
+def _clean_name(v: Any, what: str) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{what} must be a string")
+    s = normalize_text(v)
+    if not s:
+        raise ValueError(f"{what} must not be empty")
+    if len(s) > MAX_NAME_CHARS:
+        raise ValueError(f"{what} is longer than {MAX_NAME_CHARS} characters")
+    if not fold_form(s):
+        raise ValueError(f"{what} {v!r} must contain at least one letter or digit")
+    return s
+
+
+class EntitySpec(BaseModel):
+    """One entity: a canonical name plus aliases (all normalised, aliases de-duplicated)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entity: str
+    aliases: tuple[str, ...] = Field(default=(), max_length=MAX_ALIASES_PER_ENTITY)
+
+    @field_validator("entity", mode="before")
+    @classmethod
+    def _entity(cls, v: Any) -> str:
+        return _clean_name(v, "entity")
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _aliases(cls, v: Any) -> Any:
+        if v is None:
+            return ()
+        if isinstance(v, str) or not isinstance(v, (list, tuple)):
+            raise ValueError("aliases must be a list of strings")
+        if len(v) > MAX_ALIASES_PER_ENTITY:
+            raise ValueError(f"at most {MAX_ALIASES_PER_ENTITY} aliases per entity")
+        out: list[str] = []
+        for a in v:
+            s = _clean_name(a, "alias")
+            if s not in out:
+                out.append(s)
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _drop_self_alias(self) -> EntitySpec:
+        if self.entity in self.aliases:
+            object.__setattr__(
+                self, "aliases", tuple(a for a in self.aliases if a != self.entity)
+            )
+        return self
+
+    def forms(self) -> list[str]:
+        """Surface forms (display strings) of the entity and its aliases."""
+        return expand_entity(self.entity, self.aliases)
+
+    def patterns(self) -> list[str]:
+        """Distinct folded surface forms."""
+        return fold_patterns(self.forms())
+
+
+def _entity_input(v: Any) -> Any:
+    if isinstance(v, str):
+        return {"entity": v}
+    if not isinstance(v, (dict, EntitySpec)):
+        raise ValueError('an entity must be a string or an object {"entity", "aliases"}')
+    return v
+
+
+EntityInput = Annotated[EntitySpec, BeforeValidator(_entity_input)]
+
+
+class SteeringPolicy(BaseModel):
+    """Server-side defaults and allowances, merged into each request's spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_strategies: tuple[Strategy, ...] = ("directive", "logits")
+    allowed_strategies: tuple[Strategy, ...] = STRATEGY_ORDER  # type: ignore[assignment]
+    default_max_revisions: int = Field(default=2, ge=0, le=MAX_REVISIONS)
+    default_prefer_bias: float = Field(default=DEFAULT_PREFER_BIAS, ge=0.0, le=MAX_PREFER_BIAS)
+
+
+DEFAULT_POLICY = SteeringPolicy()
+
+
+class SteeringSpec(BaseModel):
+    """The validated ``steering`` object of a chat or completions request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    avoid: tuple[EntityInput, ...] = Field(default=(), max_length=MAX_ENTITIES_PER_LIST)
+    prefer: tuple[EntityInput, ...] = Field(default=(), max_length=MAX_ENTITIES_PER_LIST)
+    strategies: tuple[Strategy, ...] | None = Field(default=None, min_length=1)
+    max_revisions: int | None = Field(default=None, ge=0, le=MAX_REVISIONS)
+    prefer_bias: float | None = Field(default=None, ge=0.0, le=MAX_PREFER_BIAS)
+
+    @field_validator("avoid", "prefer", mode="before")
+    @classmethod
+    def _list(cls, v: Any, info) -> Any:
+        if v is None:
+            return ()
+        if isinstance(v, (str, dict)) or not isinstance(v, (list, tuple)):
+            raise ValueError(f"{info.field_name} must be a list of entities")
+        if len(v) > MAX_ENTITIES_PER_LIST:
+            raise ValueError(f"at most {MAX_ENTITIES_PER_LIST} entities in {info.field_name}")
+        return v
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return None
+        if len(set(v)) != len(v):
+            raise ValueError("strategies must not repeat")
+        return tuple(s for s in STRATEGY_ORDER if s in v)
+
+    @model_validator(mode="after")
+    def _check(self) -> SteeringSpec:
+        if not self.avoid and not self.prefer:
+            raise ValueError("steering needs at least one entity in avoid or prefer")
+        n = len(self.avoid_patterns) + len(self.prefer_patterns)
+        if n > MAX_SURFACE_FORMS:
+            raise ValueError(
+                f"steering expands to {n} surface forms; the limit is {MAX_SURFACE_FORMS}"
+                " (fewer entities or aliases)"
+            )
+        if self.avoid and self.prefer:
+            ac = Automaton(self.avoid_patterns)
+            for ent in self.prefer:
+                for pat in ent.patterns():
+                    if ac.feed(ac.start, pat)[1]:
+                        raise ValueError(
+                            f"prefer entity {ent.entity!r} contains an avoided name "
+                            f"({pat!r}); it could never be said"
+                        )
+        return self
+
+    # -- derived (cached on the frozen instance) ------------------------------------
+    @cached_property
+    def avoid_forms(self) -> list[str]:
+        return sorted({f for e in self.avoid for f in e.forms()})
+
+    @cached_property
+    def prefer_forms(self) -> list[str]:
+        return sorted({f for e in self.prefer for f in e.forms()})
+
+    @cached_property
+    def avoid_patterns(self) -> list[str]:
+        return sorted({p for e in self.avoid for p in e.patterns()})
+
+    @cached_property
+    def prefer_patterns(self) -> list[str]:
+        return sorted({p for e in self.prefer for p in e.patterns()})
+
+    def avoid_entities(self) -> list[tuple[str, tuple[str, ...]]]:
+        return [(e.entity, e.aliases) for e in self.avoid]
+
+    def prefer_entities(self) -> list[tuple[str, tuple[str, ...]]]:
+        return [(e.entity, e.aliases) for e in self.prefer]
+
+    def avoid_detector(self):
+        from .detector import detector_for
+
+        return detector_for(self.avoid_entities())
+
+    def prefer_detector(self):
+        from .detector import detector_for
+
+        return detector_for(self.prefer_entities())
+
+    # -- identity ----------------------------------------------------------------------
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "avoid": [[e.entity, sorted(e.aliases)] for e in self.avoid],
+            "prefer": [[e.entity, sorted(e.aliases)] for e in self.prefer],
+            "strategies": list(self.strategies) if self.strategies is not None else None,
+            "max_revisions": self.max_revisions,
+            "prefer_bias": self.prefer_bias,
+        }
+
+    def spec_hash(self) -> str:
+        """Stable sha256 hex of the normalised spec (alias order does not matter)."""
+        blob = json.dumps(self.canonical(), ensure_ascii=False, sort_keys=True,
+                          separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    # -- server defaults ----------------------------------------------------------------
+    def with_defaults(self, policy: SteeringPolicy = DEFAULT_POLICY) -> SteeringSpec:
+        """Fill omitted fields from the policy; raise :class:`SteeringPolicyError` when a
+        requested strategy is not allowed."""
+        strategies = self.strategies or tuple(
+            s for s in STRATEGY_ORDER if s in policy.default_strategies
+        )
+        bad = [s for s in strategies if s not in policy.allowed_strategies]
+        if bad:
+            raise SteeringPolicyError(f"strategies not enabled on this server: {bad}")
+        return self.model_copy(
+            update={
+                "strategies": strategies,
+                "max_revisions": (
+                    policy.default_max_revisions if self.max_revisions is None
+                    else self.max_revisions
+                ),
+                "prefer_bias": (
+                    policy.default_prefer_bias if self.prefer_bias is None else self.prefer_bias
+                ),
+            }
+        )
+
+    def uses(self, strategy: str) -> bool:
+        strategies = self.strategies or DEFAULT_POLICY.default_strategies
+        return strategy in strategies
+
+    def engine_args(self) -> dict[str, Any] | None:
+        """JSON-able ``SamplingParams.extra_args["steering"]`` for the logits processor,
+        or None when the ``logits`` strategy is off."""
+        if not self.uses("logits"):
+            return None
+        bias = DEFAULT_PREFER_BIAS if self.prefer_bias is None else self.prefer_bias
+        return {
+            "v": ENGINE_ARGS_VERSION,
+            "avoid": list(self.avoid_patterns),
+            "prefer": list(self.prefer_patterns),
+            "prefer_bias": float(bias),
+        }
+
+
+def parse_steering(data: Any, policy: SteeringPolicy | None = None) -> SteeringSpec:
+    """Validate a raw ``steering`` object (dict or JSON string) and, if a policy is given,
+    fill its defaults."""
+    spec = (SteeringSpec.model_validate_json(data) if isinstance(data, (str, bytes))
+            else SteeringSpec.model_validate(data))
+    return spec.with_defaults(policy) if policy is not None else spec

@@ -1,0 +1,112 @@
+"""SteeringSpec: parsing, limits, hashing, policy merge, engine args."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from greyelephant.control import spec as S
+from greyelephant.control.spec import SteeringPolicy, SteeringPolicyError, SteeringSpec, parse_steering
+
+EXAMPLE = {
+    "avoid": ["pink elephant", {"entity": "Eiffel Tower", "aliases": ["Tour Eiffel"]}],
+    "prefer": ["grey elephant"],
+    "strategies": ["directive", "logits", "critique_revise"],
+    "max_revisions": 2,
+}
+
+
+def test_parse_example():
+    s = SteeringSpec.model_validate(EXAMPLE)
+    assert [e.entity for e in s.avoid] == ["pink elephant", "Eiffel Tower"]
+    assert s.avoid[1].aliases == ("Tour Eiffel",)
+    assert s.strategies == ("directive", "logits", "critique_revise")
+    assert "eiffel tower" in s.avoid_patterns and "grey elephant" in s.prefer_patterns
+    assert "Tour Eiffel" in s.avoid_forms
+
+
+def test_normalisation_of_names():
+    s = SteeringSpec.model_validate({"avoid": [{"entity": "  McDonald\u2019s ", "aliases": [
+        "McDonalds", "McDonalds", "McDonald's"]}]})
+    assert s.avoid[0].entity == "McDonald's"
+    assert s.avoid[0].aliases == ("McDonalds",)  # deduplicated, self-alias dropped
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({}, "at least one entity"),
+        ({"avoid": [], "prefer": []}, "at least one entity"),
+        ({"avoid": ["x"], "unknown": 1}, "Extra inputs"),
+        ({"avoid": [{"entity": "x", "alias": []}]}, "Extra inputs"),
+        ({"avoid": "Nike"}, "list of entities"),
+        ({"avoid": [""]}, "must not be empty"),
+        ({"avoid": ["   "]}, "must not be empty"),
+        ({"avoid": ["!!!"]}, "letter or digit"),
+        ({"avoid": [5]}, "must be a string or an object"),
+        ({"avoid": [{"entity": 5}]}, "must be a string"),
+        ({"avoid": ["x" * (S.MAX_NAME_CHARS + 1)]}, "longer than"),
+        ({"avoid": [{"entity": "x", "aliases": "y"}]}, "list of strings"),
+        ({"avoid": [{"entity": "x", "aliases": ["a"] * (S.MAX_ALIASES_PER_ENTITY + 1)}]},
+         "aliases per entity"),
+        ({"avoid": [f"e{i}" for i in range(S.MAX_ENTITIES_PER_LIST + 1)]}, "at most"),
+        ({"avoid": ["x"], "strategies": []}, "at least 1"),
+        ({"avoid": ["x"], "strategies": ["logits", "logits"]}, "repeat"),
+        ({"avoid": ["x"], "strategies": ["magic"]}, "directive"),
+        ({"avoid": ["x"], "max_revisions": S.MAX_REVISIONS + 1}, "less than or equal"),
+        ({"avoid": ["x"], "max_revisions": -1}, "greater than or equal"),
+        ({"avoid": ["x"], "prefer_bias": 100}, "less than or equal"),
+        ({"avoid": ["Amazon"], "prefer": ["Amazon Web Services"]}, "could never be said"),
+        ({"avoid": ["Building"], "prefer": ["Empire State Building"]}, "could never be said"),
+    ],
+)
+def test_invalid(body, needle):
+    with pytest.raises(ValidationError) as ei:
+        SteeringSpec.model_validate(body)
+    assert needle in str(ei.value), str(ei.value)
+
+
+def test_surface_form_cap():
+    # 1,000+ forms work ...
+    ok = {"avoid": [{"entity": f"Brand {i}", "aliases": [f"Alias {i} Name {j}" for j in range(20)]}
+                    for i in range(20)]}
+    s = SteeringSpec.model_validate(ok)
+    assert 1000 <= len(s.avoid_patterns) <= S.MAX_SURFACE_FORMS
+    # ... and the cap is enforced with a clear message
+    big = {"avoid": [{"entity": f"Big Name {i}", "aliases": [f"Other Big Name {i} {j}" for j in range(32)]}
+                     for i in range(64)]}
+    with pytest.raises(ValidationError, match="surface forms; the limit is 4096"):
+        SteeringSpec.model_validate(big)
+
+
+def test_hash_stable_and_sensitive():
+    a = SteeringSpec.model_validate(EXAMPLE)
+    b = SteeringSpec.model_validate({**EXAMPLE, "strategies": ["critique_revise", "logits", "directive"]})
+    c = SteeringSpec.model_validate({**EXAMPLE, "avoid": ["pink elephant", {
+        "entity": "Eiffel Tower", "aliases": ["Tour Eiffel", "La Tour"]}]})
+    assert a.spec_hash() == b.spec_hash() == SteeringSpec.model_validate(EXAMPLE).spec_hash()
+    assert a.spec_hash() != c.spec_hash()
+    assert len(a.spec_hash()) == 64
+
+
+def test_policy_defaults_and_allowance():
+    s = SteeringSpec.model_validate({"avoid": ["Nike"]})
+    assert s.strategies is None
+    m = s.with_defaults()
+    assert m.strategies == ("directive", "logits") and m.max_revisions == 2 and m.prefer_bias == 4.0
+    pol = SteeringPolicy(default_strategies=("logits",), allowed_strategies=("directive", "logits"),
+                         default_prefer_bias=3.0)
+    assert s.with_defaults(pol).strategies == ("logits",)
+    with pytest.raises(SteeringPolicyError):
+        SteeringSpec.model_validate({"avoid": ["x"], "strategies": ["critique_revise"]}).with_defaults(pol)
+    assert parse_steering('{"avoid": ["Nike"], "max_revisions": 0}', pol).max_revisions == 0
+
+
+def test_engine_args():
+    s = parse_steering({"avoid": ["Nike"], "prefer": ["Adidas"], "prefer_bias": 5}, SteeringPolicy())
+    args = s.engine_args()
+    assert args == {"v": 1, "avoid": s.avoid_patterns, "prefer": s.prefer_patterns, "prefer_bias": 5.0}
+    assert "nike" in args["avoid"] and "adidas" in args["prefer"]
+    assert parse_steering({"avoid": ["Nike"], "strategies": ["directive"]}).engine_args() is None
+    import json
+    json.dumps(args)  # JSON-able
