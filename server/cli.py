@@ -1,0 +1,118 @@
+"""`greyelephant serve`: our flags plus every vLLM engine flag, passed through."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def build_serve_parser():
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser(
+        prog="greyelephant serve",
+        description="Serve an OpenAI-compatible API with per-request steering. Without --model "
+                    "the embedded SmolLM2-135M-Instruct is prepared (once) and served. All vLLM "
+                    "engine flags (--tensor-parallel-size, --data-parallel-size, "
+                    "--gpu-memory-utilization, --max-model-len, --enable-lora, …) pass through.",
+    )
+    group = parser.add_argument_group("greyelephant server")
+    group.add_argument("--host", default="127.0.0.1")
+    group.add_argument("--port", type=int, default=8000)
+    group.add_argument("--api-key", default=os.environ.get("GREYELEPHANT_API_KEY"),
+                       help="require 'Authorization: Bearer KEY' on /v1 (env GREYELEPHANT_API_KEY)")
+    group.add_argument("--admin-key", default=os.environ.get("GREYELEPHANT_ADMIN_KEY"),
+                       help="enables /v1/adapters/load|unload with this key "
+                            "(env GREYELEPHANT_ADMIN_KEY)")
+    group.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                       help="serve a PEFT LoRA adapter under NAME (repeatable); enables LoRA")
+    group.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    group.add_argument("--steering-defaults", default=None, metavar="JSON",
+                       help='server-side default steering policy, e.g. \'{"strategies": '
+                            '["directive", "logits"]}\'; per adapter: '
+                            '\'{"adapters": {"NAME": {...}}}\'')
+    AsyncEngineArgs.add_cli_args(parser)
+    # --model is optional here: without it the embedded model is served.
+    parser.set_defaults(model=None)
+    return parser
+
+
+def _apply_platform_defaults(args, argv: list[str]) -> None:
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        # vLLM's default reserves 92% of memory for the CPU KV cache, which fails on small
+        # machines next to other processes; 0.4 is plenty for the embedded model.
+        if not any(a.startswith("--gpu-memory-utilization") for a in argv):
+            args.gpu_memory_utilization = 0.4
+        if not any(a.startswith("--dtype") for a in argv):
+            args.dtype = "bfloat16"
+
+
+def serve_main(argv: list[str]) -> int:
+    parser = build_serve_parser()
+    args = parser.parse_args(argv)
+    log_level = str(getattr(args, "log_level", "info")).lower()
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _apply_platform_defaults(args, argv)
+
+    import uvicorn
+
+    from .adapters import AdapterRegistry, parse_adapter_spec
+    from .app import create_app
+    from .context import ServerContext, ServerSettings
+    from .engine import EngineHandle, build_engine_args
+    from .metrics import Metrics
+    from .model_store import ModelStoreError, resolve_model
+
+    try:
+        model_path, default_name = resolve_model(args.model)
+    except ModelStoreError as exc:
+        parser.error(str(exc))
+    served_name = args.served_model_name[0] if args.served_model_name else default_name
+    args.served_model_name = [served_name]
+
+    adapters = AdapterRegistry()
+    for spec in args.adapter:
+        try:
+            name, path = parse_adapter_spec(spec)
+            adapters.add(name, path)
+        except Exception as exc:
+            parser.error(f"--adapter {spec}: {getattr(exc, 'message', exc)}")
+    if args.adapter:
+        args.enable_lora = True
+        args.max_lora_rank = max(args.max_lora_rank or 8, _max_adapter_rank(adapters))
+        args.lora_modules = None
+
+    defaults = json.loads(args.steering_defaults) if args.steering_defaults else {}
+    settings = ServerSettings(
+        host=args.host, port=args.port, api_key=args.api_key, admin_key=args.admin_key,
+        max_body_bytes=args.max_body_bytes,
+        steering_defaults={k: v for k, v in defaults.items() if k != "adapters"},
+        adapter_steering_defaults=defaults.get("adapters", {}),
+    )
+    engine_args = build_engine_args(args, model_path)
+    ctx = ServerContext(settings, EngineHandle(engine_args, served_name), adapters, Metrics())
+    app = create_app(ctx)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=log_level,
+                            loop="uvloop", http="httptools", access_log=False,
+                            timeout_keep_alive=30)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _max_adapter_rank(adapters) -> int:
+    rank = 8
+    for adapter in adapters:
+        with open(os.path.join(adapter.path, "adapter_config.json")) as f:
+            rank = max(rank, int(json.load(f).get("r", 8)))
+    return rank
+
+
+if __name__ == "__main__":
+    sys.exit(serve_main(sys.argv[1:]))

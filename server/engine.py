@@ -1,0 +1,105 @@
+"""The in-process vLLM engine (AsyncLLM) and its lifecycle.
+
+The HTTP server starts listening at once and answers 503 on model routes until the engine
+is ready; the engine is built in a worker thread so liveness stays responsive during the
+~25 s start. Engine arguments are vLLM's own (`AsyncEngineArgs`), passed through unchanged,
+so tensor / pipeline / data parallelism, memory fractions and LoRA settings are vLLM's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger("greyelephant.engine")
+
+STEERING_PROCESSOR = "greyelephant.control.logits_processor:SteeringLogitsProcessor"
+
+
+@dataclass
+class EngineInfo:
+    model_path: str
+    served_model_name: str
+    max_model_len: int
+    vocab_size: int
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class EngineHandle:
+    """Owns the AsyncLLM; `state` is one of starting / ready / failed / stopped."""
+
+    def __init__(self, engine_args: Any, served_model_name: str):
+        self.engine_args = engine_args
+        self.served_model_name = served_model_name
+        self.state = "starting"
+        self.error: str | None = None
+        self.engine = None
+        self.tokenizer = None
+        self.info: EngineInfo | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    async def start(self) -> None:
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        started = time.perf_counter()
+        try:
+            self.engine = await asyncio.to_thread(
+                AsyncLLM.from_engine_args,
+                self.engine_args,
+                usage_context=UsageContext.OPENAI_API_SERVER,
+            )
+            self.tokenizer = self.engine.get_tokenizer()
+            model_config = self.engine.model_config
+            self.info = EngineInfo(
+                model_path=model_config.model,
+                served_model_name=self.served_model_name,
+                max_model_len=model_config.max_model_len,
+                vocab_size=model_config.get_vocab_size(),
+            )
+            self.state = "ready"
+            logger.info("engine ready in %.1f s", time.perf_counter() - started)
+        except Exception as exc:  # surfaced through /ready and the 503 message
+            self.state = "failed"
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("engine failed to start")
+        finally:
+            self._ready.set()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+        return self.ready
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+        self.state = "stopped"
+
+
+def build_engine_args(args: Any, model_path: str) -> Any:
+    """vLLM AsyncEngineArgs from the parsed CLI namespace, with the model path resolved
+    and the steering logits processor registered."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    args.model = model_path
+    if getattr(args, "tokenizer", None) is None:
+        args.tokenizer = model_path
+    engine_args = AsyncEngineArgs.from_cli_args(args)
+    processors = list(engine_args.logits_processors or [])
+    if STEERING_PROCESSOR not in processors and _steering_processor_available():
+        processors.append(STEERING_PROCESSOR)
+    engine_args.logits_processors = processors or None
+    return engine_args
+
+
+def _steering_processor_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("greyelephant.control.logits_processor") is not None

@@ -1,0 +1,83 @@
+"""Running one engine request: prompt tokens in, RequestOutputs out, with metrics.
+
+Shared by chat, completions and the critique-revise loop so all three count tokens,
+time-to-first-token and queue depth the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from vllm.inputs import TokensPrompt
+from vllm.outputs import RequestOutput
+from vllm.sampling_params import SamplingParams
+
+from .context import ServerContext
+from .errors import APIError
+
+
+@dataclass
+class Choice:
+    """One finished choice, accumulated from deltas or taken from a final output."""
+
+    index: int
+    text: str = ""
+    token_ids: list[int] | None = None
+    logprobs: list | None = None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+    def __post_init__(self):
+        self.token_ids = self.token_ids or []
+        self.logprobs = self.logprobs if self.logprobs is not None else []
+
+
+async def stream_outputs(ctx: ServerContext, route: str, prompt_ids: list[int],
+                         params: SamplingParams, request_id: str, lora=None
+                         ) -> AsyncIterator[RequestOutput]:
+    """Yield the engine's RequestOutputs; maps engine validation errors to 400."""
+    metrics = ctx.metrics
+    started = time.perf_counter()
+    first = True
+    metrics.in_flight.inc()
+    metrics.queue_depth.inc()
+    metrics.prompt_tokens.inc(len(prompt_ids))
+    try:
+        async for out in ctx.engine.engine.generate(
+            TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora
+        ):
+            if first:
+                first = False
+                metrics.queue_depth.dec()
+                metrics.ttft.labels(route).observe(time.perf_counter() - started)
+            metrics.completion_tokens.inc(sum(len(o.token_ids) for o in out.outputs))
+            yield out
+    except ValueError as exc:  # vLLM input validation (e.g. a bad structured-output schema)
+        raise APIError(400, str(exc)) from exc
+    finally:
+        if first:
+            metrics.queue_depth.dec()
+        metrics.in_flight.dec()
+
+
+async def generate_choices(ctx: ServerContext, route: str, prompt_ids: list[int],
+                           params: SamplingParams, request_id: str, lora=None) -> list[Choice]:
+    """Run to completion; works for both FINAL_ONLY and DELTA output kinds."""
+    choices: dict[int, Choice] = {}
+    async for out in stream_outputs(ctx, route, prompt_ids, params, request_id, lora):
+        for o in out.outputs:
+            c = choices.setdefault(o.index, Choice(o.index))
+            c.text += o.text
+            c.token_ids.extend(o.token_ids)
+            if o.logprobs:
+                c.logprobs.extend(o.logprobs)
+            if o.finish_reason is not None:
+                c.finish_reason, c.stop_reason = o.finish_reason, o.stop_reason
+    return [choices[i] for i in sorted(choices)]
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}

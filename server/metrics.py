@@ -1,0 +1,40 @@
+"""Prometheus metrics. /metrics serves these plus vLLM's own engine metrics (vllm:*, e.g.
+vllm:num_requests_waiting — the scheduler's queue), which share the default registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    _instance: Metrics | None = None
+
+    def __new__(cls):
+        # prometheus_client registers globally; one set per process.
+        if cls._instance is None:
+            self = super().__new__(cls)
+            self.requests = Counter("greyelephant_requests_total", "HTTP requests",
+                                    ["route", "status"])
+            self.latency = Histogram("greyelephant_request_latency_seconds",
+                                     "End-to-end request latency", ["route"],
+                                     buckets=_LATENCY_BUCKETS)
+            self.ttft = Histogram("greyelephant_time_to_first_token_seconds",
+                                  "Time to first generated token", ["route"],
+                                  buckets=_LATENCY_BUCKETS)
+            self.prompt_tokens = Counter("greyelephant_prompt_tokens_total", "Prompt tokens")
+            self.completion_tokens = Counter("greyelephant_completion_tokens_total",
+                                             "Generated tokens")
+            self.in_flight = Gauge("greyelephant_requests_in_flight",
+                                   "Generation requests being served")
+            self.queue_depth = Gauge("greyelephant_queue_depth",
+                                     "Generation requests admitted but without a first token yet")
+            self.steering = Counter("greyelephant_steering_requests_total",
+                                    "Requests with steering, by strategy", ["strategy"])
+            self.revisions = Counter("greyelephant_steering_revisions_total",
+                                     "Critique-revise revisions generated")
+            self.violations = Counter("greyelephant_steering_violations_total",
+                                      "Avoided-entity mentions found", ["stage"])
+            cls._instance = self
+        return cls._instance
