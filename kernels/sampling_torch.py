@@ -28,7 +28,7 @@ def sample_torch(logits: torch.Tensor, p) -> torch.Tensor:
     ninf = float("-inf")
     x = logits.float()
     bad = torch.isnan(x).any(1) | torch.isposinf(x).any(1)
-    x = x.nan_to_num(nan=ninf)
+    x = torch.where(torch.isnan(x), ninf, x)
     xs = x * p.inv_temp.view(b, 1)
     m = xs.amax(1)
     key = xs + gumbel_noise(p.key_a, p.key_b, v) * p.noise_scale.view(b, 1)

@@ -1,0 +1,238 @@
+"""Fused logit controls: Triton kernel (interpreter) and CPU torch path vs float64 reference."""
+
+import math
+import zlib
+
+import pytest
+import torch
+
+from greyelephant.kernels import apply_logit_controls, pack_token_bitmask
+from greyelephant.kernels.logit_controls_ref import logit_controls_reference
+from greyelephant.kernels.logit_controls_torch import apply_logit_controls_torch
+from greyelephant.kernels.logit_controls_triton import apply_logit_controls_triton
+
+INF = float("inf")
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# One rounding per stage in the logits dtype (bias, penalty, dense); the interpreter's
+# float->bf16 cast truncates instead of rounding, so allow a few ulps.
+RTOL = {torch.float32: 1e-6, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}
+
+
+def triton_small_blocks(x, **kw):
+    return apply_logit_controls_triton(x, block=256, num_warps=4, **kw)
+
+
+IMPLS = {
+    "torch": apply_logit_controls_torch,
+    "triton": apply_logit_controls_triton,
+    "triton_block256": triton_small_blocks,
+}
+
+
+def rand_csr(g, b, v, max_len):
+    lens = torch.randint(0, max_len + 1, (b,), generator=g)
+    ids = [torch.randperm(v, generator=g)[: int(n)] for n in lens]
+    indptr = torch.zeros(b + 1, dtype=torch.int32)
+    indptr[1:] = lens.cumsum(0)
+    return indptr, torch.cat(ids).to(torch.int32)
+
+
+def rand_inputs(g, b, v, stages=("bias", "mask", "pen", "temp")):
+    kw = {}
+    if "bias" in stages:
+        kw["bias_indptr"], kw["bias_token_ids"] = rand_csr(g, b, v, 12)
+        kw["bias_values"] = torch.randn(kw["bias_token_ids"].numel(), generator=g) * 4
+    if "mask" in stages:
+        kw["banned_bitmask"] = pack_token_bitmask(torch.rand(b, v, generator=g) < 0.2)
+    if "pen" in stages:
+        kw["penalty_indptr"], ids = rand_csr(g, b, v, 40)
+        n = ids.numel()
+        counts = torch.randint(0, 4, (n,), generator=g, dtype=torch.int32)
+        prompt = torch.rand(n, generator=g) < 0.5
+        kw.update(
+            penalty_token_ids=ids,
+            penalty_output_counts=counts,
+            penalty_in_prompt=prompt,
+            repetition_penalty=torch.rand(b, generator=g) + 0.5,
+            presence_penalty=torch.rand(b, generator=g) * 2 - 1,
+            frequency_penalty=torch.rand(b, generator=g) * 2 - 1,
+        )
+    if "temp" in stages:
+        t = torch.rand(b, generator=g) * 1.5 + 0.1
+        t[0] = 0.0  # greedy row: unscaled
+        kw["temperature"] = t
+    return kw
+
+
+def check_close(out, ref, dtype, x_in=None):
+    """Errors are relative to the magnitudes of the intermediates (input + ~8 for the
+    biases and penalties used here): a stage can cancel a large value to near zero."""
+    out = out.double()
+    assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN positions differ"
+    inf = torch.isinf(ref)
+    assert torch.equal(torch.isinf(out), inf), "inf positions differ"
+    assert torch.equal(out[inf], ref[inf]), "inf signs differ"
+    fin = torch.isfinite(ref)
+    err = (out[fin] - ref[fin]).abs()
+    scale = ref[fin].abs() + 8.0
+    if x_in is not None:
+        scale = scale + x_in.double()[fin].abs().nan_to_num(posinf=0.0, neginf=0.0)
+    tol = RTOL[dtype] * scale
+    assert bool((err <= tol).all()), f"max err {err.max().item()}"
+
+
+def run_case(impl, dtype, x, kw):
+    x = x.to(dtype)
+    ref = logit_controls_reference(x.double(), **kw)
+    y = x.clone()
+    out = IMPLS[impl](y, **kw)
+    assert out is y
+    check_close(y, ref, dtype, x)
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 77), (3, 1000), (4, 2051)])
+def test_all_stages_random(impl, dtype, shape):
+    g = torch.Generator().manual_seed(zlib.crc32(repr((impl, dtype, shape)).encode()))
+    b, v = shape
+    x = torch.randn(b, v, generator=g) * 5
+    run_case(impl, dtype, x, rand_inputs(g, b, v))
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize(
+    "stages", [("bias",), ("mask",), ("pen",), ("temp",), ("bias", "pen"), ("mask", "temp")]
+)
+def test_single_stages(impl, stages):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 600, generator=g) * 3
+    run_case(impl, torch.float32, x, rand_inputs(g, 3, 600, stages))
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("which", ["repetition", "presence", "frequency"])
+def test_each_penalty_alone(impl, which):
+    g = torch.Generator().manual_seed(11)
+    kw = rand_inputs(g, 2, 300, ("pen",))
+    for other in ("repetition", "presence", "frequency"):
+        if other != which:
+            kw.pop(f"{other}_penalty")
+    run_case(impl, torch.float32, torch.randn(2, 300, generator=g), kw)
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_penalty_semantics_by_hand(impl):
+    # row 0: token 1 in prompt only, token 2 output x3, token 3 both; rep 2, pres 0.5, freq 0.25
+    x = torch.tensor([[1.0, 4.0, -4.0, 2.0, 8.0]])
+    kw = dict(
+        penalty_indptr=torch.tensor([0, 3], dtype=torch.int32),
+        penalty_token_ids=torch.tensor([1, 2, 3], dtype=torch.int32),
+        penalty_output_counts=torch.tensor([0, 3, 1], dtype=torch.int32),
+        penalty_in_prompt=torch.tensor([True, False, True]),
+        repetition_penalty=torch.tensor([2.0]),
+        presence_penalty=torch.tensor([0.5]),
+        frequency_penalty=torch.tensor([0.25]),
+    )
+    IMPLS[impl](x, **kw)
+    assert x.tolist() == [[1.0, 2.0, -8.0 - 0.75 - 0.5, 1.0 - 0.25 - 0.5, 8.0]]
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_edge_values_and_nan_policy(impl, dtype):
+    big = torch.finfo(dtype).max / 4
+    x = torch.tensor(
+        [[-INF, INF, big, -big, 0.0, float("nan"), float("nan"), 1.0, -1.0, 3.0] * 7],
+    )
+    b, v = x.shape
+    banned = torch.zeros(b, v, dtype=torch.bool)
+    banned[0, 6] = True  # a banned NaN becomes -inf; an unbanned NaN stays NaN
+    banned[0, 40:] = True
+    kw = dict(
+        bias_indptr=torch.tensor([0, 3], dtype=torch.int32),
+        bias_token_ids=torch.tensor([0, 2, 8], dtype=torch.int32),
+        bias_values=torch.tensor([5.0, 1.0, 2.0]),
+        banned_bitmask=pack_token_bitmask(banned),
+        penalty_indptr=torch.tensor([0, 4], dtype=torch.int32),
+        penalty_token_ids=torch.tensor([1, 3, 5, 9], dtype=torch.int32),
+        penalty_output_counts=torch.tensor([1, 2, 1, 0], dtype=torch.int32),
+        penalty_in_prompt=torch.tensor([False, False, False, True]),
+        repetition_penalty=torch.tensor([1.5]),
+        frequency_penalty=torch.tensor([0.5]),
+        temperature=torch.tensor([0.5]),
+    )
+    y = x.to(dtype)
+    ref = logit_controls_reference(y.double(), **kw)
+    y0 = y.clone()
+    IMPLS[impl](y, **kw)
+    check_close(y, ref, dtype, y0)
+    assert math.isnan(y[0, 5].item()) and y[0, 6].item() == -INF
+    assert bool((y[0, 40:] == -INF).all())
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_fully_masked_rows_empty_lists_greedy_rows(impl):
+    g = torch.Generator().manual_seed(3)
+    b, v = 4, 1030
+    x = torch.randn(b, v, generator=g)
+    banned = torch.zeros(b, v, dtype=torch.bool)
+    banned[1] = True
+    kw = dict(
+        bias_indptr=torch.zeros(b + 1, dtype=torch.int32),
+        bias_token_ids=torch.zeros(0, dtype=torch.int32),
+        bias_values=torch.zeros(0),
+        banned_bitmask=pack_token_bitmask(banned),
+        penalty_indptr=torch.zeros(b + 1, dtype=torch.int32),
+        penalty_token_ids=torch.zeros(0, dtype=torch.int32),
+        penalty_output_counts=torch.zeros(0, dtype=torch.int32),
+        repetition_penalty=torch.full((b,), 1.3),
+        temperature=torch.tensor([0.0, 0.5, 1e-6, 2.0]),
+    )
+    y = x.clone()
+    IMPLS[impl](y, **kw)
+    assert bool((y[1] == -INF).all())
+    assert torch.equal(y[0], x[0]) and torch.equal(y[2], x[2])  # greedy rows unscaled
+    torch.testing.assert_close(y[3], x[3] / 2.0)
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_strided_rows_and_out_of_range_ids(impl):
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(3, 700, generator=g)
+    x = base[:, 50:650]  # row stride 700, V = 600
+    kw = rand_inputs(g, 3, 600, ("bias", "pen", "temp"))
+    kw["bias_token_ids"] = kw["bias_token_ids"].clone()
+    kw["bias_token_ids"][0] = 600 + 5  # out of range: ignored
+    ref = logit_controls_reference(x.double(), **kw)
+    before = base.clone()
+    IMPLS[impl](x, **kw)
+    check_close(x, ref, torch.float32, before[:, 50:650])
+    assert torch.equal(base[:, :50], before[:, :50]) and torch.equal(base[:, 650:], before[:, 650:])
+
+
+def test_dispatcher_cpu_scalars_and_noop():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 100, generator=g)
+    kw = rand_inputs(g, 2, 100, ("pen",))
+    ref = logit_controls_reference(
+        x.double(), **{**kw, "repetition_penalty": torch.full((2,), 1.2),
+                       "presence_penalty": torch.full((2,), 0.3),
+                       "frequency_penalty": None, "temperature": torch.full((2,), 0.8)})
+    kw.update(repetition_penalty=1.2, presence_penalty=0.3, frequency_penalty=None,
+              temperature=0.8)
+    y = x.clone()
+    assert apply_logit_controls(y, **kw) is y
+    check_close(y, ref, torch.float32, x)
+    z = x.clone()
+    assert apply_logit_controls(z) is z and torch.equal(z, x)
+
+
+def test_dispatcher_validation():
+    x = torch.randn(2, 64)
+    with pytest.raises(ValueError):
+        apply_logit_controls(x, banned_bitmask=torch.zeros(2, 1, dtype=torch.int32))
+    with pytest.raises(ValueError):
+        apply_logit_controls(x, temperature=torch.ones(3))
+    with pytest.raises(TypeError):
+        apply_logit_controls(x.long())
