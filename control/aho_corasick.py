@@ -77,11 +77,16 @@ class Automaton:
 
     def fail(self, q: int) -> int:
         f = self._fail[q]
-        if f < 0:
-            p = self.parent[q]
-            f = ROOT if p == ROOT else self.step(self.fail(p), self.edge[q])
-            self._fail[q] = f
-        return f
+        if f >= 0:
+            return f
+        path = []  # ancestors whose failure links are still unknown (iterative: no recursion)
+        while q != ROOT and self._fail[q] < 0:
+            path.append(q)
+            q = self.parent[q]
+        for node in reversed(path):
+            p = self.parent[node]
+            self._fail[node] = ROOT if p == ROOT else self.step(self._fail[p], self.edge[node])
+        return self._fail[path[0]]
 
     def chain(self, q: int) -> list[int]:
         """q and its failure ancestors, root excluded (all suffixes of q's label that are
@@ -104,25 +109,48 @@ class Automaton:
         if ch == SEP and self.edge[q] == SEP:
             return q  # separator runs collapse
         memo = self._delta[q]
-        if memo is None:
-            memo = self._delta[q] = {}
-        r = memo.get(ch)
-        if r is None:
-            r = self.children[q].get(ch)
-            if r is None:
-                r = ROOT if q == ROOT else self.step(self.fail(q), ch)
-            memo[ch] = r
+        if memo is not None:
+            r = memo.get(ch)
+            if r is not None:
+                return r
+        visited = []
+        p = q
+        while True:
+            m = self._delta[p]
+            r = m.get(ch) if m is not None else None
+            if r is not None:
+                break
+            visited.append(p)
+            r = self.children[p].get(ch)
+            if r is not None:
+                break
+            if p == ROOT:
+                r = ROOT
+                break
+            p = self.fail(p)
+        for v in visited:  # every state on the way has the same transition on ch
+            m = self._delta[v]
+            if m is None:
+                m = self._delta[v] = {}
+            m[ch] = r
         return r
 
     def accept(self, q: int) -> int:
         """Index of a pattern that ends at q (q's own, else the nearest on its failure
         chain), or -1."""
         a = self._accept[q]
-        if a == -2:
+        if a != -2:
+            return a
+        path = []
+        while a == -2:
+            path.append(q)
             a = self.terminal[q]
-            if a < 0 and q != ROOT:
-                a = self.accept(self.fail(q))
-            self._accept[q] = a
+            if a >= 0 or q == ROOT:
+                break
+            q = self.fail(q)
+            a = self._accept[q]
+        for node in path:
+            self._accept[node] = a
         return a
 
     def outputs(self, q: int) -> list[int]:

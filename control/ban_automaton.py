@@ -39,7 +39,10 @@ PREFERRED ENTITIES. While no preferred form has appeared in the row's output, to
 begin a preferred form at a word start (the token brings the separator, or the row is at
 one) or continue a partially emitted one get ``+prefer_bias`` — provided that after the
 token at least :data:`PREFER_MIN_CHARS` characters of the form (counting the separator)
-are in place, so bare "L" or " " is never boosted for "Louvre". Once a preferred form has
+are in place, so bare "L" or " " is never boosted for "Louvre", and that the token adds
+a letter or digit of the form. A leading article is dropped from preferred forms ("The
+Rolling Stones" is matched and boosted as "rolling stones"), or every "the" would count
+as a partial match. Once a preferred form has
 appeared the boost stops for that row (a fixed boost otherwise degenerates into
 repetition). The boost never forces anything; the ban wins where both apply.
 """
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -58,6 +62,7 @@ import numpy as np
 
 from .aho_corasick import ROOT, Automaton, minimal_patterns
 from .normalize import SEP, fold_form, fold_text
+from .surface_forms import ARTICLES
 from .vocab_index import VocabIndex, decode_utf8, pack_bool, ranges_to_mask, unpack_words
 
 DEFAULT_PREFER_BIAS = 4.0
@@ -116,7 +121,7 @@ class CompiledSteering:
         self.index = index
         self.n_words = index.n_words
         self.avoid = Automaton(minimal_patterns(_folded(avoid_patterns)))
-        self.prefer = Automaton(minimal_patterns(_folded(prefer_patterns)))
+        self.prefer = Automaton(minimal_patterns(_strip_articles(_folded(prefer_patterns))))
         self.prefer_bias = float(min(max(prefer_bias, 0.0), MAX_PREFER_BIAS))
         self.has_avoid = bool(self.avoid.patterns)
         self.has_prefer = bool(self.prefer.patterns) and self.prefer_bias > 0
@@ -243,9 +248,10 @@ class CompiledSteering:
                 if not r:
                     continue
                 need = max(1, min(len(key), PREFER_MIN_CHARS) - d)
+                pieces = [r[:k] for k in range(need, len(r)) if r[:k].strip(SEP)]
                 for s in seps:
                     starts.append(s + r)
-                    exact.extend(s + r[:k] for k in range(need, len(r)))
+                    exact.extend(s + piece for piece in pieces)
         lo, hi = idx.prefix_ranges(starts)
         sel = ranges_to_mask(lo, hi, idx.sorted_ids.size)
         if exact:
@@ -255,9 +261,35 @@ class CompiledSteering:
         return ids, np.full(ids.size, self.prefer_bias, dtype=np.float32)
 
 
+def _strip_articles(patterns: list[str]) -> list[str]:
+    """Preferred forms without a leading article ("the rolling stones" and the joined
+    "therolling stones" → "rolling stones", when that form exists too): otherwise every
+    "the" would start a boosted partial match."""
+    pats = set(patterns)
+    out = set()
+    for p in pats:
+        for art in ARTICLES:
+            rest = p[len(art):].lstrip(SEP) if p.startswith(art) else ""
+            if rest and rest in pats:
+                p = rest
+                break
+        out.add(p)
+    return sorted(out)
+
+
+_ALREADY_FOLDED = re.compile(r"[a-z0-9]+(?: [a-z0-9]+)*")
+
+
 def _folded(patterns: Iterable[str]) -> list[str]:
-    # fold again: idempotent on folded input, and display forms are accepted too
-    return [p for p in map(fold_form, patterns) if p]
+    # fold again (idempotent on folded input, and display forms are accepted too); plain
+    # ASCII folded patterns skip the per-character work
+    out = []
+    for p in patterns:
+        if not _ALREADY_FOLDED.fullmatch(p):
+            p = fold_form(p)
+        if p:
+            out.append(p)
+    return out
 
 
 # -- compile cache ----------------------------------------------------------------------

@@ -260,6 +260,18 @@ def test_prefer_bias_starts_continues_and_stops(cs, tokenizer, vocab_index):
     assert row.prefer_done and cs.bias(row)[0].size == 0
 
 
+def test_prefer_skips_articles_and_bare_separators(vocab_index, tokenizer):
+    c = CompiledSteering(vocab_index, [], fold_patterns(expand_entity("The Rolling Stones")), 4.0)
+    row = c.new_row()
+    texts = {vocab_index.texts[int(i)] for i in c.bias(row)[0]}
+    assert " rolling" in texts and " the" not in texts and "the" not in texts
+    c.advance_many(row, tokenizer.encode("the Rolling"))
+    texts = {vocab_index.texts[int(i)] for i in c.bias(row)[0]}
+    assert " stones" in texts and " " not in texts
+    c.advance_many(row, tokenizer.encode(" Stones"))
+    assert row.prefer_done
+
+
 def test_banned_words_shape_and_cache(cs, vocab_index):
     row = cs.new_row()
     w = cs.banned_words(row)

@@ -97,3 +97,14 @@ def test_form_glued_to_word_chars_is_not_found(left, form, tail):
     text = f"{left} q{form} {form}{tail} "
     assume(not det.mentions(left))
     assert det.find(text) == []
+
+
+def test_long_patterns_do_not_recurse():
+    from greyelephant.control.aho_corasick import Automaton
+
+    long = "ab" * 600
+    ac = Automaton([long, "b" * 900 + "c"])
+    q, hit = ac.feed(ac.start, "ab" * 700)
+    assert hit
+    q, hit = ac.feed(ac.start, "x " + "b" * 900 + "c")
+    assert hit and ac.chain(q)
