@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from vllm.exceptions import VLLMClientError, VLLMNotFoundError
 from vllm.inputs import TokensPrompt
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import SamplingParams
@@ -54,8 +55,10 @@ async def stream_outputs(ctx: ServerContext, route: str, prompt_ids: list[int],
                 metrics.ttft.labels(route).observe(time.perf_counter() - started)
             metrics.completion_tokens.inc(sum(len(o.token_ids) for o in out.outputs))
             yield out
-    except ValueError as exc:  # vLLM input validation (e.g. a bad structured-output schema)
-        raise APIError(400, str(exc)) from exc
+    except VLLMNotFoundError as exc:
+        raise APIError(404, str(exc)) from exc
+    except (VLLMClientError, ValueError) as exc:  # request validation, e.g. a bad JSON schema
+        raise APIError(400, str(exc), getattr(exc, "parameter", None)) from exc
     finally:
         if first:
             metrics.queue_depth.dec()

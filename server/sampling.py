@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vllm.exceptions import VLLMClientError
 from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
 from .errors import APIError
@@ -65,5 +66,5 @@ def build_sampling_params(
             kwargs[name] = value
     try:
         return SamplingParams(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise APIError(400, str(exc)) from exc
+    except (VLLMClientError, ValueError, TypeError) as exc:
+        raise APIError(400, str(exc), getattr(exc, "parameter", None)) from exc
