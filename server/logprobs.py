@@ -13,7 +13,7 @@ def _token_text(tokenizer, token_id: int, lp) -> str:
 
 def chat_logprobs(tokenizer, token_ids: Sequence[int], logprobs, top_n: int) -> list[dict[str, Any]]:
     content = []
-    for token_id, position in zip(token_ids, logprobs or ()):
+    for token_id, position in zip(token_ids, logprobs or (), strict=False):
         chosen = position[token_id]
         text = _token_text(tokenizer, token_id, chosen)
         top = sorted(position.items(), key=lambda kv: kv[1].rank or 0)[:top_n] if top_n else []
@@ -34,7 +34,7 @@ def completion_logprobs(tokenizer, token_ids: Sequence[int], logprobs, top_n: in
                         text_offset: int = 0) -> dict[str, Any]:
     tokens, token_logprobs, tops, offsets = [], [], [], []
     offset = text_offset
-    for token_id, position in zip(token_ids, logprobs or ()):
+    for token_id, position in zip(token_ids, logprobs or (), strict=False):
         chosen = position[token_id]
         text = _token_text(tokenizer, token_id, chosen)
         tokens.append(text)

@@ -11,10 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-try:
-    from greyelephant.control.spec import SteeringSpec
-except ImportError:  # TEMP until control lands
-    SteeringSpec = dict
+from greyelephant.control.spec import SteeringSpec
 
 from . import limits
 
