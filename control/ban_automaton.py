@@ -61,13 +61,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .aho_corasick import ROOT, Automaton, minimal_patterns
+from .limits import DEFAULT_PREFER_BIAS, MAX_PREFER_BIAS, PREFER_MIN_CHARS
 from .normalize import SEP, fold_form, fold_text
 from .surface_forms import ARTICLES
 from .vocab_index import VocabIndex, decode_utf8, pack_bool, ranges_to_mask, unpack_words
 
-DEFAULT_PREFER_BIAS = 4.0
-MAX_PREFER_BIAS = 10.0
-PREFER_MIN_CHARS = 4
 MAX_CACHED_STATES = 4096  # per compiled spec and per kind of cache; LRU beyond
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)

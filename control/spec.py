@@ -32,21 +32,22 @@ from pydantic import (
 )
 
 from .aho_corasick import Automaton
-from .ban_automaton import DEFAULT_PREFER_BIAS, MAX_PREFER_BIAS
 from .normalize import fold_form, normalize_text
 from .surface_forms import expand_entity, fold_patterns
 
-# -- limits (documented in docs/steering.md) ---------------------------------------------
-MAX_ENTITIES_PER_LIST = 64  # entries in `avoid`, and in `prefer`
-MAX_ALIASES_PER_ENTITY = 32
-MAX_NAME_CHARS = 128  # one entity name or alias, after normalisation
-MAX_REVISIONS = 4  # critique-revise rounds
-MAX_SURFACE_FORMS = 4096  # distinct folded surface forms, avoid + prefer, after expansion
-# MAX_PREFER_BIAS (10.0 logits) and DEFAULT_PREFER_BIAS (4.0) live in .ban_automaton
+from .limits import (  # noqa: E402  (re-exported: the documented limits)
+    DEFAULT_PREFER_BIAS,
+    ENGINE_ARGS_VERSION,
+    MAX_ALIASES_PER_ENTITY,
+    MAX_ENTITIES_PER_LIST,
+    MAX_NAME_CHARS,
+    MAX_PREFER_BIAS,
+    MAX_REVISIONS,
+    MAX_SURFACE_FORMS,
+)
 
 Strategy = Literal["directive", "logits", "critique_revise"]
 STRATEGY_ORDER: tuple[str, ...] = ("directive", "logits", "critique_revise")
-ENGINE_ARGS_VERSION = 1
 
 
 class SteeringPolicyError(ValueError):

@@ -1,0 +1,14 @@
+"""Every documented limit of the steering extension, in one place (see docs/steering.md).
+
+Requests beyond these are rejected with a clear message (HTTP 400)."""
+
+MAX_ENTITIES_PER_LIST = 64  # entries in `avoid`, and in `prefer`
+MAX_ALIASES_PER_ENTITY = 32
+MAX_NAME_CHARS = 128  # one entity name or alias, after normalisation
+MAX_REVISIONS = 4  # critique-revise rounds
+MAX_SURFACE_FORMS = 4096  # distinct folded surface forms, avoid + prefer, after expansion
+DEFAULT_PREFER_BIAS = 4.0  # logits added to tokens that start/continue a preferred form
+MAX_PREFER_BIAS = 10.0
+PREFER_MIN_CHARS = 4  # a boosted token must leave >= this many chars of the form in place
+MAX_ENGINE_FORM_CHARS = 512  # one form in extra_args["steering"] (engine-side check)
+ENGINE_ARGS_VERSION = 1
