@@ -17,6 +17,8 @@ small) and their scattered updates hit lines the dense step is about to read.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -114,6 +116,7 @@ def _logit_controls_kernel(
         tl.store(xrow + offs, x.to(out_ty), mask=valid)
 
 
+@functools.lru_cache(maxsize=None)
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count

@@ -1,0 +1,405 @@
+"""GPU check for the logit-processing kernels: correctness against the float64 reference
+and the CPU torch path, then timings, written to --out as JSON + markdown + charts.
+
+    PYTHONUNBUFFERED=1 python benchmarks/kernels/gpu_check.py --out DIR            # GPU
+    TRITON_INTERPRET=1 python benchmarks/kernels/gpu_check.py --smoke --out DIR    # CPU
+
+Needs torch and triton only (no install of this package: see _path.py). --smoke runs
+tiny shapes on the CPU through Triton's interpreter, to test this script itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import _path
+
+_path.ensure_importable()
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+import bench_logit_controls  # noqa: E402
+import bench_sampling  # noqa: E402
+import report  # noqa: E402
+from baselines import sort_top_p_sample  # noqa: E402
+from cases import controls_bytes, controls_inputs  # noqa: E402
+from timing import copy_bandwidth_gbs, median_events_us  # noqa: E402
+
+from greyelephant.kernels import pack_token_bitmask  # noqa: E402
+from greyelephant.kernels.logit_controls_ref import logit_controls_reference  # noqa: E402
+from greyelephant.kernels.logit_controls_torch import apply_logit_controls_torch  # noqa: E402
+from greyelephant.kernels.logit_controls_triton import apply_logit_controls_triton  # noqa: E402
+from greyelephant.kernels.rng import gumbel_noise  # noqa: E402
+from greyelephant.kernels.sampling import prepare_rows  # noqa: E402
+from greyelephant.kernels.sampling_ref import sample_reference, sampling_probs_reference  # noqa: E402,E501
+from greyelephant.kernels.sampling_torch import sample_torch  # noqa: E402
+from greyelephant.kernels.sampling_triton import sample_triton  # noqa: E402
+
+RTOL = {torch.float32: 1e-6, torch.bfloat16: 8e-3, torch.float16: 1e-3}  # ~2 ulps
+# Triton's interpreter casts float32 -> bf16 by truncation, not rounding to nearest even
+INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+if INTERPRETER:
+    RTOL[torch.bfloat16] = 1.6e-2
+DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CHECKS = []
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+def check(name, ok, **info):
+    CHECKS.append({"check": name, "ok": bool(ok), **info})
+    log(f"  [{'PASS' if ok else 'FAIL'}] {name} {info if info else ''}")
+
+
+# ---------------------------------------------------------------- correctness: controls
+def edge_inputs(b, v, device, seed):
+    """Random CSR lengths (some rows empty), 20% banned, row 0 fully banned, penalties and
+    temperatures incl. greedy rows."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand_csr(max_len):
+        lens = torch.randint(0, max_len + 1, (b,), generator=g)
+        lens[b // 2] = 0
+        ids = torch.cat([torch.randperm(v, generator=g)[: int(n)] for n in lens]).to(torch.int32)
+        indptr = torch.zeros(b + 1, dtype=torch.int32)
+        indptr[1:] = lens.cumsum(0)
+        return indptr.to(device), ids.to(device)
+
+    kw = {}
+    kw["bias_indptr"], kw["bias_token_ids"] = rand_csr(100)
+    kw["bias_values"] = (torch.randn(kw["bias_token_ids"].numel(), generator=g) * 4).to(device)
+    banned = torch.rand(b, v, generator=g) < 0.2
+    banned[0] = True
+    kw["banned_bitmask"] = pack_token_bitmask(banned).to(device)
+    kw["penalty_indptr"], ids = rand_csr(600)
+    n = ids.numel()
+    kw.update(
+        penalty_token_ids=ids,
+        penalty_output_counts=torch.randint(0, 4, (n,), generator=g, dtype=torch.int32).to(device),
+        penalty_in_prompt=(torch.rand(n, generator=g) < 0.5).to(device),
+        repetition_penalty=(torch.rand(b, generator=g) + 0.5).to(device),
+        presence_penalty=(torch.rand(b, generator=g) * 2 - 1).to(device),
+        frequency_penalty=(torch.rand(b, generator=g) * 2 - 1).to(device),
+    )
+    t = torch.rand(b, generator=g) * 1.5 + 0.1
+    t[::3] = 0.0
+    kw["temperature"] = t.to(device)
+    x = torch.randn(b, v, generator=g) * 5
+    specials = torch.tensor([float("-inf"), float("inf"), float("nan"), 1e30, -1e30, 0.0])
+    k = min(40, v // 6)
+    x[-1, : 6 * k] = specials.repeat(k)  # edge values in the last row
+    return x.to(device), kw
+
+
+def same_or_nan(a, b):
+    return (a == b) | (torch.isnan(a) & torch.isnan(b))
+
+
+def controls_errors(out, ref, x_in, dtype):
+    out, ref = out.double(), ref.double()
+    nan_ok = torch.equal(torch.isnan(out), torch.isnan(ref))
+    inf = torch.isinf(ref)
+    inf_ok = torch.equal(torch.isinf(out), inf) and torch.equal(out[inf], ref[inf])
+    fin = torch.isfinite(ref) & torch.isfinite(out)
+    scale = ref[fin].abs() + 8.0 + x_in.double()[fin].abs().nan_to_num(posinf=0, neginf=0)
+    rel = ((out[fin] - ref[fin]).abs() / scale).max().item() if bool(fin.any()) else 0.0
+    return nan_ok, inf_ok, rel
+
+
+def correctness_controls(device, shapes):
+    log("correctness: fused logit controls")
+    for dtype_name in ("fp32", "bf16", "fp16"):
+        dtype = DT[dtype_name]
+        for b, v in shapes:
+            x, kw = edge_inputs(b, v, device, seed=b * 131 + v)
+            x = x.to(dtype)
+            ref = logit_controls_reference(x.double(), **kw)
+            y = x.clone()
+            apply_logit_controls_triton(y, **kw)
+            nan_ok, inf_ok, rel = controls_errors(y, ref, x, dtype)
+            check(f"controls {dtype_name} B={b} V={v} vs float64 ref",
+                  nan_ok and inf_ok and rel <= RTOL[dtype], max_rel_err=rel, nan_ok=nan_ok,
+                  inf_ok=inf_ok)
+            # same staged arithmetic as the CPU torch path: expect bitwise equality
+            cpu = x.cpu().clone()
+            apply_logit_controls_torch(cpu, **{k: t.cpu() for k, t in kw.items()})
+            yc = y.cpu()
+            same = same_or_nan(yc, cpu)
+            if INTERPRETER and dtype == torch.bfloat16:  # truncating casts: a few ulps of scale
+                scale = cpu.float().abs() + x.cpu().float().abs().nan_to_num(posinf=0, neginf=0) + 8
+                same = same | ((yc.float() - cpu.float()).abs() <= RTOL[dtype] * scale)
+            check(f"controls {dtype_name} B={b} V={v} vs CPU torch path (bitwise)",
+                  bool(same.all()), mismatches=int((~same).sum()))
+    # every block config the heuristic can pick, on a ragged vocabulary and strided rows
+    b, v = 5, 20000 + 13
+    base, kw = edge_inputs(b, v + 100, device, seed=3)
+    kw = {**kw, "banned_bitmask": kw["banned_bitmask"][:, : (v + 31) // 32]}
+    for block, warps in ((1024, 4), (2048, 4), (4096, 8), (8192, 8), (16384, 16)):
+        buf = base.clone()
+        x = buf[:, 50: 50 + v]
+        ref = logit_controls_reference(x.double(), **{k: t for k, t in kw.items()})
+        apply_logit_controls_triton(x, block=block, num_warps=warps, **kw)
+        nan_ok, inf_ok, rel = controls_errors(x, ref, base[:, 50: 50 + v], torch.float32)
+        untouched = bool(same_or_nan(buf[:, :50], base[:, :50]).all()) and bool(
+            same_or_nan(buf[:, 50 + v:], base[:, 50 + v:]).all())
+        check(f"controls strided rows BLOCK={block} warps={warps}",
+              nan_ok and inf_ok and rel <= 1e-6 and untouched, max_rel_err=rel,
+              untouched=untouched)
+
+
+# ---------------------------------------------------------------- correctness: sampling
+def correctness_sampling(device, b, v, n_stat, v_stat):
+    log("correctness: sampler")
+    g = torch.Generator().manual_seed(17)
+    x = (torch.randn(b, v, generator=g) * 3).to(device)
+    temp = torch.rand(b, generator=g) * 1.2 + 0.3
+    temp[::7] = 0.0
+    top_k = torch.randint(-1, 200, (b,), generator=g)
+    top_p = torch.rand(b, generator=g) * 0.95 + 0.05
+    min_p = torch.rand(b, generator=g) * 0.2
+    kw = dict(temperature=temp.to(device), top_k=top_k.to(device), top_p=top_p.to(device),
+              min_p=min_p.to(device))
+    rows = prepare_rows(x, seeds=torch.arange(b, device=device) * 31 + 7, steps=3, **kw)
+    gpu = sample_triton(x, rows).cpu()
+    rows_cpu = type(rows)(**{k: (getattr(rows, k).cpu() if torch.is_tensor(getattr(rows, k))
+                                 else getattr(rows, k)) for k in rows.__dataclass_fields__})
+    cpu = sample_torch(x.cpu(), rows_cpu)
+    agree = (gpu == cpu).float().mean().item()
+    check(f"sampler B={b} V={v} GPU kernel vs CPU torch path (same noise)", agree >= 0.99,
+          agreement=agree)
+    noise = gumbel_noise(rows_cpu.key_a, rows_cpu.key_b, v).double()
+    ref = sample_reference(x.cpu().double(), noise, temperature=temp.double(), top_k=top_k,
+                           top_p=top_p.double(), min_p=min_p.double())
+    agree_ref = (gpu == ref).float().mean().item()
+    check(f"sampler B={b} V={v} GPU kernel vs float64 sort-based reference (same noise)",
+          agree_ref >= 0.99, agreement=agree_ref)
+    again = sample_triton(x, rows).cpu()
+    check("sampler determinism (same seeds, same result)", torch.equal(gpu, again))
+
+    # statistics: one row, many seeds; total variation against the exact distribution
+    row = torch.randn(1, v_stat, generator=g) * 2
+    params = dict(temperature=0.8, top_k=100, top_p=0.9, min_p=0.01)
+    xs = row.to(device).expand(n_stat, v_stat).contiguous()
+    rows = prepare_rows(xs, seeds=torch.arange(n_stat, device=device), **params)
+    counts = torch.bincount(sample_triton(xs, rows).cpu(), minlength=v_stat).double()
+    ref_probs = sampling_probs_reference(
+        row.double(), temperature=torch.tensor([0.8], dtype=torch.float64),
+        top_k=torch.tensor([100]), top_p=torch.tensor([0.9], dtype=torch.float64),
+        min_p=torch.tensor([0.01], dtype=torch.float64))[0]
+    tv = 0.5 * (counts / n_stat - ref_probs).abs().sum().item()
+    keep = ref_probs > 0
+    chi2 = (((counts[keep] - n_stat * ref_probs[keep]) ** 2) / (n_stat * ref_probs[keep])).sum()
+    dof = int(keep.sum()) - 1
+    outside = int(counts[~keep].sum())
+    # the same statistic for torch's sort-based sampler: the sampling-noise yardstick
+    base = sort_top_p_sample(xs, torch.full((n_stat,), 0.8, device=device),
+                             torch.full((n_stat,), 1.0, device=device))
+    tv_floor = 0.5 * (torch.bincount(base.cpu(), minlength=v_stat).double() / n_stat
+                      - sampling_probs_reference(row.double(), temperature=torch.tensor(
+                          [0.8], dtype=torch.float64))[0]).abs().sum().item()
+    check(f"sampler distribution N={n_stat} V={v_stat} (temp .8, top-k 100, top-p .9, min-p .01)",
+          outside == 0 and chi2.item() < dof + 6 * (2 * dof) ** 0.5 + 10,
+          tv=tv, chi2=chi2.item(), dof=dof, outside_support=outside,
+          tv_sort_based_sampler_plain=tv_floor)
+
+
+# ---------------------------------------------------------------- sweeps
+def sweep_controls(device, b, v, log=log):
+    log(f"sweep: fused controls block/warps and sparse list sizes, B={b} V={v} bf16")
+    out = []
+    kw = controls_inputs(b, v, device)
+    es = 2
+    bufs = [torch.randn(b, v, device=device).to(torch.bfloat16) for _ in range(3)]
+    for block, warps in ((1024, 4), (2048, 4), (2048, 8), (4096, 4), (4096, 8), (8192, 8),
+                         (8192, 16), (16384, 16)):
+        us = median_events_us([lambda x=x: apply_logit_controls_triton(
+            x, block=block, num_warps=warps, **kw) for x in bufs], device)
+        out.append({"kind": "config", "block": block, "warps": warps, "us": us})
+        log(f"  BLOCK={block:<6} warps={warps:<3} {us:8.1f} us")
+    for bias_n, pen_n in ((0, 0), (64, 512), (64, 4096), (1024, 8192)):
+        kw2 = controls_inputs(b, v, device, bias_per_row=max(bias_n, 1),
+                              penalty_per_row=max(pen_n, 1))
+        if bias_n == 0:
+            kw2 = {k: t for k, t in kw2.items() if not k.startswith(("bias", "penalty",
+                                                                     "repetition", "presence",
+                                                                     "frequency"))}
+        us = median_events_us([lambda x=x: apply_logit_controls_triton(x, **kw2) for x in bufs],
+                              device)
+        out.append({"kind": "sparse", "bias_per_row": bias_n, "penalty_per_row": pen_n,
+                    "us": us})
+        log(f"  bias/row={bias_n:<5} penalty/row={pen_n:<5} {us:8.1f} us")
+    return out
+
+
+def sweep_sampling(device, b, v, log=log):
+    log(f"sweep: sampler block/warps, B={b} V={v} fp32")
+    out = []
+    x = torch.randn(b, v, device=device) * 4
+    rows = prepare_rows(x, temperature=torch.full((b,), 0.9, device=device),
+                        top_p=torch.full((b,), 0.9, device=device),
+                        seeds=torch.arange(b, device=device))
+    for block, warps in ((1024, 4), (2048, 4), (2048, 8), (4096, 8), (4096, 16), (8192, 16)):
+        us = median_events_us([lambda: sample_triton(x, rows, block=block, num_warps=warps)],
+                              device, reps=30)
+        out.append({"block": block, "warps": warps, "us": us})
+        log(f"  BLOCK={block:<6} warps={warps:<3} {us:8.1f} us")
+    return out
+
+
+# ---------------------------------------------------------------- report
+def write_report(out_dir: Path, meta, controls, sampling, sweeps):
+    lines = [f"# Kernel GPU check — {meta['device']} — {meta['date']}", "",
+             f"torch {meta['torch']}, triton {meta['triton']}, python {meta['python']}; "
+             f"copy bandwidth {meta['copy_gbs']:.0f} GB/s (read + write, {meta['copy_note']}).",
+             "", "## Correctness", "",
+             f"{sum(c['ok'] for c in CHECKS)}/{len(CHECKS)} checks passed.", ""]
+    lines += [f"- {'PASS' if c['ok'] else 'FAIL'} {c['check']}" for c in CHECKS if not c["ok"]]
+    lines += ["", "## Fused logit controls (bias 64/row, penalties 512/row, 1% banned, "
+              "temperature; in place)", "",
+              "fused = median per call with CUDA events; graph = per call inside a CUDA graph "
+              "(no launch gaps); wall = host time per call back to back; floor = bytes / copy "
+              "bandwidth.", ""]
+    lines.append(report.md_table(controls, [
+        ("dtype", "dtype", 0), ("B", "B", 0), ("V", "V", 0), ("fused µs", "fused_us", 1),
+        ("graph µs", "fused_graph_us", 1), ("wall µs", "fused_wall_us", 1),
+        ("unfused µs", "unfused_us", 1), ("torch path µs", "torch_path_us", 1),
+        ("floor µs", "floor_us", 1), ("% of copy bw", "pct_bw", 0),
+        ("× vs unfused", "speedup_vs_unfused", 1)]))
+    lines += ["", "## Sampler (top-p 0.9, temperature; fp32 logits)", ""]
+    lines.append(report.md_table(sampling, [
+        ("B", "B", 0), ("V", "V", 0), ("ours top-p µs", "ours_top_p_us", 1),
+        ("ours graph µs", "ours_top_p_graph_us", 1),
+        ("ours top-k 50 + top-p µs", "ours_top_k_top_p_us", 1),
+        ("sort-based top-p µs", "sort_top_p_us", 1), ("× vs sort", "speedup_vs_sort", 1)]))
+    lines += ["", "## Targets", ""]
+    lines += [f"- {t}" for t in meta["targets"]]
+    if sweeps:
+        lines += ["", "## Sweeps", "", "```", json.dumps(sweeps, indent=1), "```"]
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+
+    labels = [f"{r['dtype']} B{r['B']} V{r['V'] // 1024}k" for r in controls]
+    series = {"fused": [r["fused_us"] for r in controls],
+              "fused (graph)": [r["fused_graph_us"] for r in controls],
+              "unfused torch chain": [r["unfused_us"] for r in controls],
+              "bandwidth floor": [r.get("floor_us") for r in controls]}
+    s_labels = [f"B{r['B']} V{r['V'] // 1024}k" for r in sampling]
+    s_series = {"ours (top-p)": [r["ours_top_p_us"] for r in sampling],
+                "ours (top-k+top-p)": [r["ours_top_k_top_p_us"] for r in sampling],
+                "sort-based top-p": [r["sort_top_p_us"] for r in sampling]}
+    title = f"fused logit controls, {meta['device']}"
+    if not report.png_chart(out_dir / "controls.png", title, labels, series):
+        (out_dir / "controls.svg").write_text(report.svg_chart(title, labels, series))
+    title = f"sampling, {meta['device']}"
+    if not report.png_chart(out_dir / "sampling.png", title, s_labels, s_series):
+        (out_dir / "sampling.svg").write_text(report.svg_chart(title, s_labels, s_series))
+
+
+def targets(controls, sampling):
+    t = []
+    for dt in ("bf16", "fp32"):
+        r = next((r for r in controls if r["B"] == 256 and r["V"] == 131072 and r["dtype"] == dt),
+                 None)
+        if r:
+            t.append(f"{dt} B=256 V=131072: {100 * r['frac_of_copy_bw']:.0f}% of copy bandwidth "
+                     f"(target ≥ 70%: {'met' if r['frac_of_copy_bw'] >= 0.7 else 'MISSED'}), "
+                     f"{r['speedup_vs_unfused']:.1f}× vs unfused (target ≥ 8×: "
+                     f"{'met' if r['speedup_vs_unfused'] >= 8 else 'MISSED'})")
+    b1 = [r for r in controls if r["B"] == 1]
+    if b1:
+        worst_graph = max(r["fused_graph_us"] or float("nan") for r in b1)
+        worst_ev = max(r["fused_us"] for r in b1)
+        t.append(f"B=1: worst GPU time {worst_graph:.1f} µs in a graph, {worst_ev:.1f} µs with "
+                 f"events per call (target < 10 µs: "
+                 f"{'met' if worst_graph < 10 else 'MISSED'} on GPU time)")
+    big = [r for r in sampling if r["B"] >= 32]
+    if big:
+        ok = all(r["speedup_vs_sort"] > 1 for r in big)
+        t.append(f"sampler B ≥ 32: {min(r['speedup_vs_sort'] for r in big):.1f}× to "
+                 f"{max(r['speedup_vs_sort'] for r in big):.1f}× vs sort-based top-p "
+                 f"(target > 1×: {'met' if ok else 'MISSED'})")
+    return t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (interpreter)")
+    ap.add_argument("--no-sweeps", action="store_true")
+    a = ap.parse_args()
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    cuda = torch.cuda.is_available() and not a.smoke
+    if not cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit("no GPU: run with --smoke and TRITON_INTERPRET=1")
+    device = torch.device("cuda" if cuda else "cpu")
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or 'cpu'}, Triton interpreter)"
+    log(f"device: {name}; torch {torch.__version__}; triton {triton.__version__}")
+    if cuda:
+        p = torch.cuda.get_device_properties(device)
+        log(f"  {p.multi_processor_count} SMs, {p.total_memory / 2**30:.0f} GiB")
+    meta = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+            "triton": triton.__version__, "python": platform.python_version(), "smoke": a.smoke}
+    results = {"meta": meta}
+    try:
+        if cuda:
+            correctness_controls(device, [(1, 49152), (3, 131072 + 7), (32, 151936), (256, 4099)])
+            correctness_sampling(device, 128, 32000, n_stat=100_000, v_stat=1000)
+        else:
+            correctness_controls(device, [(1, 77), (3, 1000 + 5)])
+            correctness_sampling(device, 8, 300, n_stat=60, v_stat=6)
+        log(f"correctness done ({time.time() - t0:.0f} s)")
+        meta["copy_gbs"] = copy_bandwidth_gbs(device, nbytes=(1 << 30) if cuda else (1 << 22))
+        meta["copy_note"] = "1 GiB fp32 tensor.copy_, median of 20" if cuda else "CPU, tiny"
+        log(f"copy bandwidth: {meta['copy_gbs']:.0f} GB/s (read + write)")
+        if cuda:
+            controls = bench_logit_controls.run(device, bench_logit_controls.GPU_BATCHES,
+                                                bench_logit_controls.GPU_VOCABS,
+                                                copy_gbs=meta["copy_gbs"], log=log)
+            sampling = bench_sampling.run(device, bench_sampling.GPU_BATCHES,
+                                          bench_sampling.GPU_VOCABS, log=log)
+        else:
+            controls = bench_logit_controls.run(device, (1, 2), (100, 300), dtypes=("bf16",),
+                                                copy_gbs=meta["copy_gbs"], reps=3, log=log)
+            sampling = bench_sampling.run(device, (2,), (100,), reps=2, log=log)
+        for r in controls:
+            r["pct_bw"] = 100 * r["frac_of_copy_bw"] if r.get("frac_of_copy_bw") else None
+        results.update(controls=controls, sampling=sampling)
+        sweeps = {}
+        if not a.no_sweeps:
+            if cuda:
+                sweeps["controls"] = sweep_controls(device, 256, 131072)
+                sweeps["sampling"] = sweep_sampling(device, 256, 131072)
+            else:
+                sweeps["controls"] = []
+        results["sweeps"] = sweeps
+        meta["targets"] = targets(controls, sampling)
+        results["checks"] = CHECKS
+        write_report(out_dir, meta, controls, sampling, sweeps)
+    except Exception:
+        results["error"] = traceback.format_exc()
+        results["checks"] = CHECKS
+        raise
+    finally:
+        meta["elapsed_s"] = time.time() - t0
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    log("")
+    log("\n".join(meta["targets"]))
+    n_ok = sum(c["ok"] for c in CHECKS)
+    log(f"checks: {n_ok}/{len(CHECKS)} passed; total {meta['elapsed_s']:.0f} s; wrote {out_dir}")
+    return 0 if n_ok == len(CHECKS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
