@@ -16,7 +16,7 @@ from baselines import sort_top_p_sample  # noqa: E402
 from timing import graph_us, median_events_us  # noqa: E402
 
 from greyelephant.kernels import sample_from_logits  # noqa: E402
-from greyelephant.kernels.sampling import prepare_rows  # noqa: E402
+from greyelephant.kernels.sampling import normalize_args  # noqa: E402
 
 GPU_BATCHES = (1, 32, 256)
 GPU_VOCABS = (49152, 131072, 151936, 262144)
@@ -38,7 +38,7 @@ def bench_one(b, v, device, reps=50):
     else:  # CPU smoke: the Triton kernel under the interpreter
         from greyelephant.kernels.sampling_triton import sample_triton
 
-        rows = [prepare_rows(x, temperature=temp, top_p=top_p, seeds=seeds) for x in bufs]
+        rows = [normalize_args(x, temperature=temp, top_p=top_p, seeds=seeds) for x in bufs]
         ours = [lambda x=x, r=r: sample_triton(x, r) for x, r in zip(bufs, rows)]
         ours_k = None
     res["ours_top_p_us"] = median_events_us(ours, device, reps=reps)

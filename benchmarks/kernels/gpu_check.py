@@ -39,7 +39,7 @@ from greyelephant.kernels.logit_controls_ref import logit_controls_reference  # 
 from greyelephant.kernels.logit_controls_torch import apply_logit_controls_torch  # noqa: E402
 from greyelephant.kernels.logit_controls_triton import apply_logit_controls_triton  # noqa: E402
 from greyelephant.kernels.rng import gumbel_noise  # noqa: E402
-from greyelephant.kernels.sampling import prepare_rows  # noqa: E402
+from greyelephant.kernels.sampling import normalize_args, row_params  # noqa: E402
 from greyelephant.kernels.sampling_ref import sample_reference, sampling_probs_reference  # noqa: E402,E501
 from greyelephant.kernels.sampling_torch import sample_torch  # noqa: E402
 from greyelephant.kernels.sampling_triton import sample_triton  # noqa: E402
@@ -170,10 +170,11 @@ def correctness_sampling(device, b, v, n_stat, v_stat):
     min_p = torch.rand(b, generator=g) * 0.2
     kw = dict(temperature=temp.to(device), top_k=top_k.to(device), top_p=top_p.to(device),
               min_p=min_p.to(device))
-    rows = prepare_rows(x, seeds=torch.arange(b, device=device) * 31 + 7, steps=3, **kw)
-    gpu = sample_triton(x, rows).cpu()
-    rows_cpu = type(rows)(**{k: (getattr(rows, k).cpu() if torch.is_tensor(getattr(rows, k))
-                                 else getattr(rows, k)) for k in rows.__dataclass_fields__})
+    args = normalize_args(x, seeds=torch.arange(b, device=device) * 31 + 7, steps=3, **kw)
+    gpu = sample_triton(x, args).cpu()
+    args_cpu = type(args)(**{k: (getattr(args, k).cpu() if torch.is_tensor(getattr(args, k))
+                                 else getattr(args, k)) for k in args.__dataclass_fields__})
+    rows_cpu = row_params(args_cpu, b, torch.device("cpu"))
     cpu = sample_torch(x.cpu(), rows_cpu)
     agree = (gpu == cpu).float().mean().item()
     check(f"sampler B={b} V={v} GPU kernel vs CPU torch path (same noise)", agree >= 0.99,
@@ -184,15 +185,15 @@ def correctness_sampling(device, b, v, n_stat, v_stat):
     agree_ref = (gpu == ref).float().mean().item()
     check(f"sampler B={b} V={v} GPU kernel vs float64 sort-based reference (same noise)",
           agree_ref >= 0.99, agreement=agree_ref)
-    again = sample_triton(x, rows).cpu()
+    again = sample_triton(x, args).cpu()
     check("sampler determinism (same seeds, same result)", torch.equal(gpu, again))
 
     # statistics: one row, many seeds; total variation against the exact distribution
     row = torch.randn(1, v_stat, generator=g) * 2
     params = dict(temperature=0.8, top_k=100, top_p=0.9, min_p=0.01)
     xs = row.to(device).expand(n_stat, v_stat).contiguous()
-    rows = prepare_rows(xs, seeds=torch.arange(n_stat, device=device), **params)
-    counts = torch.bincount(sample_triton(xs, rows).cpu(), minlength=v_stat).double()
+    args = normalize_args(xs, seeds=torch.arange(n_stat, device=device), **params)
+    counts = torch.bincount(sample_triton(xs, args).cpu(), minlength=v_stat).double()
     ref_probs = sampling_probs_reference(
         row.double(), temperature=torch.tensor([0.8], dtype=torch.float64),
         top_k=torch.tensor([100]), top_p=torch.tensor([0.9], dtype=torch.float64),
@@ -246,11 +247,11 @@ def sweep_sampling(device, b, v, log=log):
     log(f"sweep: sampler block/warps, B={b} V={v} fp32")
     out = []
     x = torch.randn(b, v, device=device) * 4
-    rows = prepare_rows(x, temperature=torch.full((b,), 0.9, device=device),
-                        top_p=torch.full((b,), 0.9, device=device),
-                        seeds=torch.arange(b, device=device))
+    args = normalize_args(x, temperature=torch.full((b,), 0.9, device=device),
+                          top_p=torch.full((b,), 0.9, device=device),
+                          seeds=torch.arange(b, device=device))
     for block, warps in ((1024, 4), (2048, 4), (2048, 8), (4096, 8), (4096, 16), (8192, 16)):
-        us = median_events_us([lambda: sample_triton(x, rows, block=block, num_warps=warps)],
+        us = median_events_us([lambda: sample_triton(x, args, block=block, num_warps=warps)],
                               device, reps=30)
         out.append({"block": block, "warps": warps, "us": us})
         log(f"  BLOCK={block:<6} warps={warps:<3} {us:8.1f} us")

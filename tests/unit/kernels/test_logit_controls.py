@@ -11,6 +11,8 @@ from greyelephant.kernels.logit_controls_ref import logit_controls_reference
 from greyelephant.kernels.logit_controls_torch import apply_logit_controls_torch
 from greyelephant.kernels.logit_controls_triton import apply_logit_controls_triton
 
+# the interpreter evaluates both sides of tl.where: 1/0 and inf-inf warnings are expected
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 INF = float("inf")
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # One rounding per stage in the logits dtype (bias, penalty, dense); the interpreter's

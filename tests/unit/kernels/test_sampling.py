@@ -7,13 +7,25 @@ import triton.language as tl
 
 from greyelephant.kernels import sample_from_logits
 from greyelephant.kernels.rng import gumbel_noise, hash32, row_keys
-from greyelephant.kernels.sampling import prepare_rows
+from greyelephant.kernels.sampling import normalize_args, row_params
 from greyelephant.kernels.sampling_ref import sample_reference, sampling_probs_reference
 from greyelephant.kernels.sampling_torch import sample_torch
 from greyelephant.kernels.sampling_triton import _gumbel, sample_triton
 
+# the interpreter evaluates both sides of tl.where: 1/0 and inf-inf warnings are expected
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 INF = float("inf")
-PATHS = {"torch": sample_torch, "triton": sample_triton}
+
+
+def run_torch(x, a):
+    return sample_torch(x, row_params(a, x.shape[0], x.device))
+
+
+def run_triton(x, a, **kw):
+    return sample_triton(x, a, **kw)
+
+
+PATHS = {"torch": run_torch, "triton": run_triton}
 
 
 def rand_params(g, b, v):
@@ -38,9 +50,10 @@ def test_matches_reference_with_same_noise(path, dtype):
     b, v = 24, 333
     x = (torch.randn(b, v, generator=g) * 2).to(dtype)
     kw = rand_params(g, b, v)
-    rows = prepare_rows(x, seeds=torch.arange(b) * 1000 + 1, steps=5, **kw)
+    rows = normalize_args(x, seeds=torch.arange(b) * 1000 + 1, steps=5, **kw)
     out = PATHS[path](x, rows)
-    noise = gumbel_noise(rows.key_a, rows.key_b, v).double()
+    p = row_params(rows, b, x.device)
+    noise = gumbel_noise(p.key_a, p.key_b, v).double()
     ref = sample_reference(x.double(), noise, **ref_kw(kw))
     assert out.dtype == torch.int64
     assert torch.equal(out, ref)
@@ -51,8 +64,8 @@ def test_triton_equals_torch_path():
     b, v = 32, 1100  # several blocks per row with block=256
     x = torch.randn(b, v, generator=g) * 3
     kw = rand_params(g, b, v)
-    rows = prepare_rows(x, seeds=torch.randint(0, 2**40, (b,), generator=g), **kw)
-    assert torch.equal(sample_triton(x, rows, block=256), sample_torch(x, rows))
+    rows = normalize_args(x, seeds=torch.randint(0, 2**40, (b,), generator=g), **kw)
+    assert torch.equal(run_triton(x, rows, block=256), run_torch(x, rows))
 
 
 def test_noise_bits_triton_equal_torch():
@@ -104,8 +117,8 @@ def test_distribution_matches_reference_torch_path(params):
     v, n = 24, 40000
     row = torch.randn(1, v, generator=g) * 1.5
     x = row.expand(n, v).contiguous()
-    rows = prepare_rows(x, seeds=torch.arange(n), **params)
-    counts = torch.bincount(sample_torch(x, rows), minlength=v).double()
+    rows = normalize_args(x, seeds=torch.arange(n), **params)
+    counts = torch.bincount(run_torch(x, rows), minlength=v).double()
     ref_params = {k: torch.tensor([float(val)], dtype=torch.float64) if k != "top_k"
                   else torch.tensor([val]) for k, val in params.items()}
     probs = sampling_probs_reference(row.double(), **ref_params)[0]
@@ -120,8 +133,8 @@ def test_distribution_triton_small():
     v, n = 6, 100
     row = torch.randn(1, v, generator=g)
     x = row.expand(n, v).contiguous()
-    rows = prepare_rows(x, seeds=torch.arange(n) + 77, temperature=1.0, top_p=0.8)
-    counts = torch.bincount(sample_triton(x, rows), minlength=v).double()
+    rows = normalize_args(x, seeds=torch.arange(n) + 77, temperature=1.0, top_p=0.8)
+    counts = torch.bincount(run_triton(x, rows), minlength=v).double()
     probs = sampling_probs_reference(row.double(), temperature=torch.ones(1, dtype=torch.float64),
                                      top_p=torch.full((1,), 0.8, dtype=torch.float64))[0]
     stat, dof = chi_square(counts, probs, n)
@@ -132,9 +145,9 @@ def test_distribution_triton_small():
 def test_determinism_and_steps(path):
     g = torch.Generator().manual_seed(8)
     x = torch.randn(16, 200, generator=g)
-    a = PATHS[path](x, prepare_rows(x, seeds=42, steps=0, temperature=1.0))
-    b = PATHS[path](x, prepare_rows(x, seeds=42, steps=0, temperature=1.0))
-    c = PATHS[path](x, prepare_rows(x, seeds=42, steps=1, temperature=1.0))
+    a = PATHS[path](x, normalize_args(x, seeds=42, steps=0, temperature=1.0))
+    b = PATHS[path](x, normalize_args(x, seeds=42, steps=0, temperature=1.0))
+    c = PATHS[path](x, normalize_args(x, seeds=42, steps=1, temperature=1.0))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 
@@ -151,7 +164,7 @@ def test_invalid_rows_greedy_and_degenerate_filters(path):
     temp = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0])  # row 4 greedy
     top_k = torch.tensor([0, 0, 0, 0, 0, 1, 0])  # row 5: top-1
     top_p = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.5, 1.0, 1e-6])  # row 6: tiny nucleus
-    rows = prepare_rows(x, seeds=torch.arange(7), temperature=temp, top_k=top_k, top_p=top_p)
+    rows = normalize_args(x, seeds=torch.arange(7), temperature=temp, top_k=top_k, top_p=top_p)
     out = PATHS[path](x, rows).tolist()
     assert out[:4] == [-1, -1, -1, 17]
     assert out[4:] == am[4:].tolist()
@@ -160,7 +173,7 @@ def test_invalid_rows_greedy_and_degenerate_filters(path):
 @pytest.mark.parametrize("path", list(PATHS))
 def test_min_p_one_keeps_only_max(path):
     x = torch.randn(5, 80, generator=torch.Generator().manual_seed(6))
-    rows = prepare_rows(x, seeds=torch.arange(5), temperature=1.5, min_p=1.0)
+    rows = normalize_args(x, seeds=torch.arange(5), temperature=1.5, min_p=1.0)
     assert torch.equal(PATHS[path](x, rows), x.argmax(1))
 
 
