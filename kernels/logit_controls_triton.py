@@ -199,5 +199,6 @@ def apply_logit_controls_triton(
         HAS_FREQ=frequency_penalty is not None,
         HAS_MASK=has_mask, HAS_TEMP=has_temp, DENSE=dense,
         num_warps=num_warps,
+        enable_fp_fusion=False,  # no FMA contraction: same IEEE ops as the torch path
     )
     return logits
