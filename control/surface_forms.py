@@ -116,7 +116,7 @@ def spacing_variants(name: str) -> list[str]:
         if len(parts) <= MAX_JOIN_PARTS and all(len(p) >= 2 for p in parts):
             for joins in itertools.product((" ", ""), repeat=len(parts) - 1):
                 s = parts[0]
-                for sep, part in zip(joins, parts[1:]):
+                for sep, part in zip(joins, parts[1:], strict=True):
                     s += sep + part
                 variants.add(s)
         if parts[0].lower() in ARTICLES and len(parts) > 1:

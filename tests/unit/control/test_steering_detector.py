@@ -66,7 +66,7 @@ def test_find_mentions_eval_case_format():
 def test_inserted_form_is_always_found(left, s1, form, data, s2, right):
     # random case of every char
     flips = data.draw(st.lists(st.booleans(), min_size=len(form), max_size=len(form)))
-    variant = "".join(c.upper() if f else c.lower() for c, f in zip(form, flips))
+    variant = "".join(c.upper() if f else c.lower() for c, f in zip(form, flips, strict=True))
     assume(fold_form(variant) == fold_form(form))  # e.g. "ß".upper() changes the fold
     text = left + s1 + variant + s2 + right
     a, b = len(left + s1), len(left + s1) + len(variant)
