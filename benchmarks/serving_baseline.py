@@ -15,78 +15,26 @@ import datetime as dt
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from greyelephant.benchmarks.serve_client import METRICS, Workload, run_vllm_bench
+from greyelephant.server.launcher import LocalServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048", "--gpu-memory-utilization", "0.4",
                 "--dtype", "bfloat16"]
-METRICS = ["output_throughput", "request_throughput", "mean_ttft_ms", "median_ttft_ms",
-           "p99_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms", "completed"]
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            pass
-        time.sleep(1)
-    raise TimeoutError(url)
-
-
-def start(kind: str, model_path: str, name: str, port: int, log: Path) -> subprocess.Popen:
+def server_for(kind: str, model_path: str, name: str, port: int, log: Path) -> LocalServer:
+    common = ["--model", model_path, "--served-model-name", name, *ENGINE_FLAGS]
     if kind == "greyelephant":
-        cmd = [sys.executable, "-m", "greyelephant", "serve", "--model", model_path,
-               "--served-model-name", name, "--port", str(port), *ENGINE_FLAGS]
-        ready = f"http://127.0.0.1:{port}/ready"
-    else:
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-               "--served-model-name", name, "--port", str(port), "--host", "127.0.0.1",
-               *ENGINE_FLAGS]
-        ready = f"http://127.0.0.1:{port}/health"
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    wait_ready(ready, proc)
-    return proc, cmd
-
-
-def stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
-    except Exception:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def bench(model_path: str, name: str, port: int, args, out_dir: Path, tag: str) -> dict:
-    result_file = f"{tag}.json"
-    cmd = [sys.executable, "-c",
-           "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
-           "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
-           "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))",
-           "--backend", "openai", "--base-url", f"http://127.0.0.1:{port}",
-           "--endpoint", "/v1/completions", "--model", name, "--tokenizer", model_path,
-           "--dataset-name", "random", "--random-input-len", str(args.input_len),
-           "--random-output-len", str(args.output_len), "--num-prompts", str(args.num_prompts),
-           "--max-concurrency", str(args.concurrency), "--ignore-eos", "--seed", "0",
-           "--percentile-metrics", "ttft,tpot,itl", "--metric-percentiles", "50,90,99",
-           "--save-result", "--result-dir", str(out_dir), "--result-filename", result_file]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    data = json.loads((out_dir / result_file).read_text())
-    return {k: data.get(k) for k in METRICS}, cmd
+        return LocalServer(common, port=port, log_path=log)
+    return LocalServer(["--host", "127.0.0.1", *common], port=port, log_path=log,
+                       cmd=[sys.executable, "-m", "vllm.entrypoints.openai.api_server"],
+                       ready_path="/health")
 
 
 def main() -> int:
@@ -105,19 +53,18 @@ def main() -> int:
 
     model_path, name = resolve_model(args.model)
     work = Path(tempfile.mkdtemp(prefix="ge-bench-"))
+    workload = Workload(args.input_len, args.output_len, args.num_prompts, args.concurrency)
     rounds = []
     commands = {}
     for r in range(args.rounds):
         order = ["greyelephant", "vllm"] if r % 2 == 0 else ["vllm", "greyelephant"]
         row = {}
         for kind in order:
-            proc, server_cmd = start(kind, model_path, name, args.port, work / f"{kind}-{r}.log")
-            try:
-                bench(model_path, name, args.port, args, work, f"warmup-{kind}-{r}")
-                row[kind], bench_cmd = bench(model_path, name, args.port, args, work, f"{kind}-{r}")
-            finally:
-                stop(proc)
-            commands[kind] = {"server": server_cmd, "client": bench_cmd}
+            with server_for(kind, model_path, name, args.port, work / f"{kind}-{r}.log") as srv:
+                run_vllm_bench(srv.base, name, model_path, workload, work, f"warmup-{kind}-{r}")
+                row[kind], bench_cmd = run_vllm_bench(srv.base, name, model_path, workload, work,
+                                                      f"{kind}-{r}")
+            commands[kind] = {"server": srv.cmd, "client": bench_cmd}
             print(kind, r, json.dumps(row[kind]), flush=True)
         row["ratio_output_throughput"] = (row["greyelephant"]["output_throughput"]
                                           / row["vllm"]["output_throughput"])
