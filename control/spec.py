@@ -136,6 +136,7 @@ class SteeringPolicy(BaseModel):
 
 
 DEFAULT_POLICY = SteeringPolicy()
+_DERIVED = ("avoid_forms", "prefer_forms", "avoid_patterns", "prefer_patterns")
 
 
 class SteeringSpec(BaseModel):
@@ -191,6 +192,13 @@ class SteeringSpec(BaseModel):
         return self
 
     # -- derived (cached on the frozen instance) ------------------------------------
+    def model_copy(self, *, update=None, deep: bool = False):  # type: ignore[override]
+        new = super().model_copy(update=update, deep=deep)
+        if update and {"avoid", "prefer"} & set(update):
+            for name in _DERIVED:  # cached values of the old entities
+                new.__dict__.pop(name, None)
+        return new
+
     @cached_property
     def avoid_forms(self) -> list[str]:
         return sorted({f for e in self.avoid for f in e.forms()})

@@ -110,3 +110,11 @@ def test_engine_args():
     assert parse_steering({"avoid": ["Nike"], "strategies": ["directive"]}).engine_args() is None
     import json
     json.dumps(args)  # JSON-able
+
+
+def test_model_copy_does_not_keep_stale_derived_forms():
+    s = SteeringSpec.model_validate({"avoid": ["Nike"], "prefer": ["Adidas"]})
+    assert "nike" in s.avoid_patterns
+    t = s.model_copy(update={"avoid": (s.prefer[0],)})
+    assert "adidas" in t.avoid_patterns and "nike" not in t.avoid_patterns
+    assert s.with_defaults().avoid_patterns == s.avoid_patterns
