@@ -101,7 +101,10 @@ def serve_main(argv: list[str]) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=log_level,
                             loop="uvloop", http="httptools", access_log=False,
                             timeout_keep_alive=30)
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT after a graceful shutdown
+        pass
     return 0
 
 
