@@ -290,7 +290,8 @@ class _Response(_Model):
         return self.choices[0].finish_reason if self.choices else None
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"raw"})
+        """JSON-able dict: ``text`` (first choice) plus every field but ``raw``."""
+        return {"text": self.text, **self.model_dump(mode="json", exclude={"raw"})}
 
 
 class ChatResponse(_Response):
@@ -320,11 +321,11 @@ class ModelInfo(_Model):
         return self.parent is not None
 
 
-def _dump(obj: Any) -> Any:
+def _dump(obj: Any, drop_none: bool = False) -> Any:
     if obj is None:
         return None
     if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
+        return obj.model_dump(mode="json", exclude_none=drop_none)
     return obj
 
 
@@ -341,7 +342,7 @@ def chat_response_from_openai(r: Any) -> ChatResponse:
         for c in (r.choices or [])
     ]
     return ChatResponse(id=r.id, model=r.model, created=r.created, choices=choices,
-                        usage=Usage.model_validate(_dump(r.usage)) if r.usage else None,
+                        usage=Usage.model_validate(_dump(r.usage, True)) if r.usage else None,
                         steering=SteeringReport.parse(_extra(r, "steering")), raw=r)
 
 
@@ -352,7 +353,7 @@ def completion_response_from_openai(r: Any) -> CompletionResponse:
         for c in (r.choices or [])
     ]
     return CompletionResponse(id=r.id, model=r.model, created=r.created, choices=choices,
-                              usage=Usage.model_validate(_dump(r.usage)) if r.usage else None,
+                              usage=Usage.model_validate(_dump(r.usage, True)) if r.usage else None,
                               steering=SteeringReport.parse(_extra(r, "steering")), raw=r)
 
 
@@ -388,7 +389,7 @@ class _Accumulator:
             if c.finish_reason is not None:
                 self.finish[c.index] = (c.finish_reason, _extra(c, "stop_reason"))
         if getattr(chunk, "usage", None) is not None:
-            self.usage = Usage.model_validate(_dump(chunk.usage))
+            self.usage = Usage.model_validate(_dump(chunk.usage, True))
         report = _extra(chunk, "steering")
         if report is not None:
             self.steering = SteeringReport.parse(report)
