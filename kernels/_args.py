@@ -15,6 +15,9 @@ def per_row(value, batch: int, dtype: torch.dtype, device: torch.device, name: s
         return torch.full((batch,), value, dtype=dtype, device=device)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a tensor, a number or None")
+    if (value.dtype == dtype and value.device == device and value.dim() == 1
+            and value.numel() == batch and value.is_contiguous()):
+        return value  # fast path: nothing to convert (the common case per decode step)
     t = value.reshape(-1)
     if t.numel() == 1 and batch != 1:
         t = t.expand(batch)
@@ -27,10 +30,16 @@ def csr(indptr, batch: int, device: torch.device, name: str, *arrays):
     """Validate a CSR block: indptr [B+1] int32 plus parallel [nnz] arrays (None allowed)."""
     if indptr.numel() != batch + 1:
         raise ValueError(f"{name}_indptr must have B+1 = {batch + 1} entries")
-    out = [indptr.to(device=device, dtype=torch.int32).contiguous()]
+    out = [_as(indptr, torch.int32, device)]
     for arr, dtype in arrays:
-        out.append(None if arr is None else arr.to(device=device, dtype=dtype).contiguous())
+        out.append(None if arr is None else _as(arr, dtype, device))
     return out
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if t.dtype == dtype and t.device == device and t.is_contiguous():
+        return t
+    return t.to(device=device, dtype=dtype).contiguous()
 
 
 def check_logits(logits: torch.Tensor) -> None:

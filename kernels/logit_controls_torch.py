@@ -3,7 +3,8 @@
 In place, no Python loops over rows or tokens: the sparse stages gather the touched
 logits through flat indices, compute in float32 and write them back with index_put_;
 the bitmask is unpacked with byte shifts (one byte per token) and applied with
-masked_fill_; temperature is one div_.
+masked_fill_; temperature is one mul_ by 1/T (as the Triton kernel: within an
+ulp of dividing).
 
 Arithmetic is float32; for bf16/fp16 logits each sparse stage rounds its result to the
 logits dtype (exactly as the Triton kernel does), the dense stages round once.
@@ -81,6 +82,6 @@ def apply_logit_controls_torch(
 
     if temperature is not None:
         t = temperature.float()
-        t = torch.where(t < GREEDY_EPS, torch.ones_like(t), t)
-        logits.div_(t.view(b, 1))  # computed in float32, rounded once to the logits dtype
+        inv = torch.where(t < GREEDY_EPS, torch.ones_like(t), 1.0 / t)
+        logits.mul_(inv.view(b, 1))  # x * (1/T) in float32, rounded once to the logits dtype
     return logits

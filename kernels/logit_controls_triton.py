@@ -1,18 +1,20 @@
-"""Triton kernel for the fused logit controls (the GPU path).
+"""Triton kernels for the fused logit controls (the GPU path).
 
-One launch, grid ``(B, cdiv(V, BLOCK))``. Program ``(r, j)`` owns tokens
-``[j*BLOCK, (j+1)*BLOCK)`` of row ``r`` and runs three steps:
+Two ways to run the same stages (bias -> penalties -> ban -> temperature):
 
-1. bias: scan row r's bias CSR range in chunks, keep entries whose token falls in the
-   block, read-modify-write those logits (float32 math, stored in the logits dtype);
-2. penalties: the same over the penalty CSR range (repetition on the biased value);
-3. dense: read the block once as a ``[BLOCK/32, 32]`` tile (one bitmask word per tile
-   row), set banned tokens to -inf, divide by the row's temperature, write once.
+* ``fused`` — one launch, grid ``(B, cdiv(V, BLOCK))``. Program ``(r, j)`` owns tokens
+  ``[j*BLOCK, (j+1)*BLOCK)`` of row ``r``: it scans row r's bias and penalty CSR ranges,
+  read-modify-writes the entries that fall in its block (a CTA barrier after each
+  stage), then streams the block once: ban + temperature. Each token is touched by
+  exactly one program, so no atomics. Costs a scan of the row's lists per block.
+* ``split`` — two launches: a sparse kernel, grid ``(B,)``, applies bias then penalties
+  to the listed tokens of its row; then a dense kernel streams ban + temperature.
 
-Steps are separated by a CTA barrier; each token is touched by exactly one program, so
-no atomics are needed. Dense traffic is one read + one write of the logits plus the
-bitmask (1/8 byte per token); the sparse lists are re-read per block from L2 (they are
-small) and their scattered updates hit lines the dense step is about to read.
+Both move one read + one write of the logits plus the bitmask (1/8 byte per token);
+the sparse lists are small. The dense tile is ``[BLOCK/32, 32]``: one bitmask word per
+tile row, 16-byte vector accesses along the row. Arithmetic is float32; each stage
+rounds to the logits dtype (bitwise the same as the torch path, see
+logit_controls_torch.py). No FMA contraction (``enable_fp_fusion=False``).
 """
 
 from __future__ import annotations
@@ -25,30 +27,23 @@ import triton.language as tl
 
 from ._args import GREEDY_EPS
 
-SPARSE_CHUNK = 128
+FUSED_CHUNK = 256  # sparse entries scanned per step by each fused program
+SPARSE_CHUNK = 512  # ... by each program of the split sparse kernel
 
 
 @triton.jit
-def _logit_controls_kernel(
-    x_ptr, x_stride, V, span,
+def _sparse_stages(
+    xrow, row, lo, hi,
     b_indptr, b_ids, b_vals,
-    m_ptr, m_stride, W,
     p_indptr, p_ids, p_counts, p_prompt,
-    rep_ptr, pres_ptr, freq_ptr, temp_ptr,
-    greedy_eps,
-    BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+    rep_ptr, pres_ptr, freq_ptr,
+    CHUNK: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_PEN: tl.constexpr, HAS_COUNTS: tl.constexpr,
     HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr, HAS_PRES: tl.constexpr,
-    HAS_FREQ: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
-    DENSE: tl.constexpr,
+    HAS_FREQ: tl.constexpr,
 ):
-    row = tl.program_id(0)
-    blk = tl.program_id(1)
-    lo = blk * span
-    hi = tl.minimum(lo + span, V)
-    xrow = x_ptr + row.to(tl.int64) * x_stride
-    out_ty = x_ptr.dtype.element_ty
-
+    """Bias, then penalties, for row entries whose token is in [lo, hi)."""
+    out_ty = xrow.dtype.element_ty
     if HAS_BIAS:
         start = tl.load(b_indptr + row)
         end = tl.load(b_indptr + row + 1)
@@ -61,7 +56,6 @@ def _logit_controls_kernel(
             x = tl.load(xrow + tok, mask=m, other=0.0).to(tl.float32)
             tl.store(xrow + tok, (x + bias).to(out_ty), mask=m)
         tl.debug_barrier()
-
     if HAS_PEN:
         rep = 1.0
         pres = 0.0
@@ -89,7 +83,8 @@ def _logit_controls_kernel(
                 seen = in_out
                 if HAS_PROMPT:
                     seen = seen | (tl.load(p_prompt + j, mask=m, other=0) != 0)
-                scaled = tl.where(x > 0, tl.math.div_rn(x, tl.full([CHUNK], 1.0, tl.float32) * rep), x * rep)
+                scaled = tl.where(x > 0, tl.math.div_rn(x, tl.full([CHUNK], 1.0, tl.float32) * rep),
+                                  x * rep)
                 x = tl.where(seen, scaled, x)
             if HAS_FREQ:
                 x = x - freq * cnt
@@ -98,22 +93,66 @@ def _logit_controls_kernel(
             tl.store(xrow + tok, x.to(out_ty), mask=m)
         tl.debug_barrier()
 
+
+@triton.jit
+def _dense_tile(
+    xrow, row, blk, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
+    BLOCK: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
+):
+    """One read + one write of tokens [blk*BLOCK, (blk+1)*BLOCK): ban, then temperature."""
+    WPB: tl.constexpr = BLOCK // 32
+    words_idx = blk * WPB + tl.arange(0, WPB)
+    offs = words_idx[:, None] * 32 + tl.arange(0, 32)[None, :]
+    valid = offs < V
+    x = tl.load(xrow + offs, mask=valid, other=0.0).to(tl.float32)
+    if HAS_MASK:
+        words = tl.load(m_ptr + row.to(tl.int64) * m_stride + words_idx,
+                        mask=words_idx < W, other=0)
+        bits = words[:, None] & (1 << tl.arange(0, 32))[None, :]
+        x = tl.where(bits != 0, float("-inf"), x)
+    if HAS_TEMP:
+        t = tl.load(temp_ptr + row)
+        inv = tl.where(t < greedy_eps, 1.0, tl.math.div_rn(tl.full([], 1.0, tl.float32), t))
+        x = x * inv
+    tl.store(xrow + offs, x.to(xrow.dtype.element_ty), mask=valid)
+
+
+@triton.jit
+def _fused_kernel(
+    x_ptr, x_stride, V, span,
+    b_indptr, b_ids, b_vals,
+    m_ptr, m_stride, W,
+    p_indptr, p_ids, p_counts, p_prompt,
+    rep_ptr, pres_ptr, freq_ptr, temp_ptr,
+    greedy_eps,
+    BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_PEN: tl.constexpr, HAS_COUNTS: tl.constexpr,
+    HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr, HAS_PRES: tl.constexpr,
+    HAS_FREQ: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
+    DENSE: tl.constexpr,
+):
+    row = tl.program_id(0)
+    blk = tl.program_id(1)
+    lo = blk * span
+    hi = tl.minimum(lo + span, V)
+    xrow = x_ptr + row.to(tl.int64) * x_stride
+    _sparse_stages(xrow, row, lo, hi, b_indptr, b_ids, b_vals, p_indptr, p_ids, p_counts,
+                   p_prompt, rep_ptr, pres_ptr, freq_ptr, CHUNK, HAS_BIAS, HAS_PEN, HAS_COUNTS,
+                   HAS_PROMPT, HAS_REP, HAS_PRES, HAS_FREQ)
     if DENSE:
-        WPB: tl.constexpr = BLOCK // 32
-        words_idx = blk * WPB + tl.arange(0, WPB)
-        offs = words_idx[:, None] * 32 + tl.arange(0, 32)[None, :]
-        valid = offs < V
-        x = tl.load(xrow + offs, mask=valid, other=0.0).to(tl.float32)
-        if HAS_MASK:
-            words = tl.load(m_ptr + row.to(tl.int64) * m_stride + words_idx,
-                            mask=words_idx < W, other=0)
-            bits = (words[:, None] >> tl.arange(0, 32)[None, :]) & 1
-            x = tl.where(bits != 0, float("-inf"), x)
-        if HAS_TEMP:
-            t = tl.load(temp_ptr + row)
-            t = tl.where(t < greedy_eps, 1.0, t)
-            x = tl.math.div_rn(x, tl.full([WPB, 32], 1.0, tl.float32) * t)
-        tl.store(xrow + offs, x.to(out_ty), mask=valid)
+        _dense_tile(xrow, row, blk, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
+                    BLOCK, HAS_MASK, HAS_TEMP)
+
+
+@triton.jit
+def _dense_kernel(
+    x_ptr, x_stride, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
+    BLOCK: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
+):
+    row = tl.program_id(0)
+    xrow = x_ptr + row.to(tl.int64) * x_stride
+    _dense_tile(xrow, row, tl.program_id(1), V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
+                BLOCK, HAS_MASK, HAS_TEMP)
 
 
 @functools.lru_cache(maxsize=None)
@@ -123,13 +162,14 @@ def _num_sms(device: torch.device) -> int:
     return 4
 
 
-def pick_config(batch: int, vocab: int, device: torch.device) -> tuple[int, int]:
-    """(BLOCK, num_warps): the largest block that still gives >= 2 programs per SM."""
+def pick_config(batch: int, vocab: int, elem_size: int, device: torch.device) -> tuple[int, int]:
+    """(BLOCK, num_warps): 64 bytes per thread with 4 warps (4 x 16-byte accesses), smaller
+    blocks when the grid would leave SMs idle (B = 1)."""
+    block = 128 * 64 // elem_size  # 2048 (fp32) / 4096 (bf16, fp16)
     sms = _num_sms(device)
-    for block in (8192, 4096, 2048, 1024):
-        if batch * triton.cdiv(vocab, block) >= 2 * sms:
-            break
-    return block, (8 if block >= 4096 else 4)
+    while block > 512 and batch * triton.cdiv(vocab, block) < 2 * sms:
+        block //= 2
+    return block, 4
 
 
 def apply_logit_controls_triton(
@@ -147,58 +187,80 @@ def apply_logit_controls_triton(
     presence_penalty=None,
     frequency_penalty=None,
     temperature=None,
+    mode: str = "fused",
     block: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
-    """Launch the kernel. Arguments must already be normalised (see logit_controls.py)."""
+    """Launch the kernel(s). Arguments must already be normalised (see logit_controls.py).
+    ``mode``: "fused" (one launch) or "split" (sparse kernel, then dense kernel)."""
     b, v = logits.shape
     if b == 0 or v == 0:
         return logits
     has_bias = bias_indptr is not None
-    has_pen = penalty_indptr is not None and any(
-        p is not None for p in (repetition_penalty, presence_penalty, frequency_penalty))
+    has_pen = penalty_indptr is not None and (
+        repetition_penalty is not None or presence_penalty is not None
+        or frequency_penalty is not None)
     has_mask = banned_bitmask is not None
     has_temp = temperature is not None
     dense = has_mask or has_temp
     if not (has_bias or has_pen or dense):
         return logits
-    cfg_block, cfg_warps = pick_config(b, v, logits.device)
-    block = block or cfg_block
-    num_warps = num_warps or cfg_warps
-    if dense:
-        span, nblocks = block, triton.cdiv(v, block)
-    else:  # sparse stages only: one program per row covers the whole vocabulary
-        span, nblocks = v, 1
-    dummy = logits  # any tensor; never dereferenced when its HAS_* flag is off
+    if block is None:
+        block, warps = pick_config(b, v, logits.element_size(), logits.device)
+        num_warps = num_warps or warps
+    num_warps = num_warps or 4
+    x = logits  # placeholder pointer for inputs whose HAS_* flag is off (never read)
     prompt = penalty_in_prompt
     if prompt is not None and prompt.dtype == torch.bool:
         prompt = prompt.view(torch.uint8)
-    _logit_controls_kernel[(b, nblocks)](
-        logits, logits.stride(0), v, span,
-        bias_indptr if has_bias else dummy,
-        bias_token_ids if has_bias else dummy,
-        bias_values if has_bias else dummy,
-        banned_bitmask if has_mask else dummy,
+    sparse_args = (
+        bias_indptr if has_bias else x, bias_token_ids if has_bias else x,
+        bias_values if has_bias else x,
+    )
+    pen_args = (
+        penalty_indptr if has_pen else x, penalty_token_ids if has_pen else x,
+        penalty_output_counts if (has_pen and penalty_output_counts is not None) else x,
+        prompt if (has_pen and prompt is not None) else x,
+        repetition_penalty if repetition_penalty is not None else x,
+        presence_penalty if presence_penalty is not None else x,
+        frequency_penalty if frequency_penalty is not None else x,
+    )
+    mask_args = (
+        banned_bitmask if has_mask else x,
         banned_bitmask.stride(0) if has_mask else 0,
         banned_bitmask.shape[1] if has_mask else 0,
-        penalty_indptr if has_pen else dummy,
-        penalty_token_ids if has_pen else dummy,
-        penalty_output_counts if (has_pen and penalty_output_counts is not None) else dummy,
-        prompt if (has_pen and prompt is not None) else dummy,
-        repetition_penalty if repetition_penalty is not None else dummy,
-        presence_penalty if presence_penalty is not None else dummy,
-        frequency_penalty if frequency_penalty is not None else dummy,
-        temperature if has_temp else dummy,
-        GREEDY_EPS,
-        BLOCK=block, CHUNK=SPARSE_CHUNK,
+    )
+    flags = dict(
         HAS_BIAS=has_bias, HAS_PEN=has_pen,
         HAS_COUNTS=penalty_output_counts is not None,
         HAS_PROMPT=penalty_in_prompt is not None,
         HAS_REP=repetition_penalty is not None,
         HAS_PRES=presence_penalty is not None,
         HAS_FREQ=frequency_penalty is not None,
+    )
+    temp = temperature if has_temp else x
+    if mode == "split" and dense:
+        if has_bias or has_pen:
+            _fused_kernel[(b, 1)](
+                logits, logits.stride(0), v, v, *sparse_args, *mask_args, *pen_args, temp,
+                GREEDY_EPS, BLOCK=32, CHUNK=SPARSE_CHUNK, **flags,
+                HAS_MASK=False, HAS_TEMP=False, DENSE=False,
+                num_warps=4, enable_fp_fusion=False)
+        _dense_kernel[(b, triton.cdiv(v, block))](
+            logits, logits.stride(0), v, *mask_args, temp, GREEDY_EPS,
+            BLOCK=block, HAS_MASK=has_mask, HAS_TEMP=has_temp,
+            num_warps=num_warps, enable_fp_fusion=False)
+        return logits
+    if mode not in ("fused", "split"):
+        raise ValueError(f"mode must be 'fused' or 'split', got {mode!r}")
+    if dense:
+        span, nblocks, chunk = block, triton.cdiv(v, block), FUSED_CHUNK
+    else:  # sparse stages only: one program per row covers the whole vocabulary
+        span, nblocks, chunk, block = v, 1, SPARSE_CHUNK, 32
+    _fused_kernel[(b, nblocks)](
+        logits, logits.stride(0), v, span, *sparse_args, *mask_args, *pen_args, temp,
+        GREEDY_EPS, BLOCK=block, CHUNK=chunk, **flags,
         HAS_MASK=has_mask, HAS_TEMP=has_temp, DENSE=dense,
-        num_warps=num_warps,
-        enable_fp_fusion=False,  # no FMA contraction: same IEEE ops as the torch path
+        num_warps=num_warps, enable_fp_fusion=False,  # same IEEE ops as the torch path
     )
     return logits

@@ -23,13 +23,15 @@ def unfused_torch_chain(logits, *, bias_indptr, bias_token_ids, bias_values, ban
     x = logits.to(torch.float32)
     # bias: dense scatter-add of the sparse list
     brows = torch.repeat_interleave(torch.arange(b, device=dev),
-                                    (bias_indptr[1:] - bias_indptr[:-1]).long())
+                                    (bias_indptr[1:] - bias_indptr[:-1]).long(),
+                                    output_size=bias_token_ids.numel())  # no host sync
     x.index_put_((brows, bias_token_ids.long()), bias_values, accumulate=True)
     # banned tokens
     x.masked_fill_(unpack_token_bitmask(banned_bitmask, v), float("-inf"))
     # penalties: dense count tensor and masks rebuilt every step
     prows = torch.repeat_interleave(torch.arange(b, device=dev),
-                                    (penalty_indptr[1:] - penalty_indptr[:-1]).long())
+                                    (penalty_indptr[1:] - penalty_indptr[:-1]).long(),
+                                    output_size=penalty_token_ids.numel())
     pids = penalty_token_ids.long()
     counts = torch.zeros(b, v, dtype=torch.int32, device=dev)
     counts.index_put_((prows, pids), penalty_output_counts, accumulate=True)

@@ -33,31 +33,42 @@ def fused_fn(device):
 
 
 def bench_one(b, v, dtype_name, device, copy_gbs, reps=100):
+    from greyelephant.kernels.logit_controls_triton import apply_logit_controls_triton
+
     dtype = DTYPES[dtype_name]
     kw = controls_inputs(b, v, device)
     es = torch.tensor([], dtype=dtype).element_size()
     # rotate buffers so that the working set exceeds L2 for the large shapes
     nbuf = max(1, min(4, (256 << 20) // max(b * v * es, 1)))
     bufs = [torch.randn(b, v, device=device).to(dtype) for _ in range(nbuf)]
-    fused = fused_fn(device)
-    fused_fns = [lambda x=x: fused(x, **kw) for x in bufs]
+    api = fused_fn(device)
+    api_fns = [lambda x=x: api(x, **kw) for x in bufs]
+    fused_fns = [lambda x=x: apply_logit_controls_triton(x, mode="fused", **kw) for x in bufs]
+    split_fns = [lambda x=x: apply_logit_controls_triton(x, mode="split", **kw) for x in bufs]
     res = {"B": b, "V": v, "dtype": dtype_name}
-    res["fused_us"] = median_events_us(fused_fns, device, reps=reps)
+    res["api_us"] = median_events_us(api_fns, device, reps=reps)
+    res["api_wall_us"] = wall_us(api_fns[0], device, reps=50) if device.type == "cuda" else None
     res["fused_graph_us"] = graph_us(fused_fns, device)
-    res["fused_wall_us"] = wall_us(fused_fns[0], device, reps=50) if device.type == "cuda" else None
-    res["unfused_us"] = median_events_us([lambda x=x: unfused_torch_chain(x, **kw) for x in bufs],
-                                         device, reps=reps)
+    res["split_graph_us"] = graph_us(split_fns, device)
+    unfused = [lambda x=x: unfused_torch_chain(x, **kw) for x in bufs]
+    res["unfused_us"] = median_events_us(unfused, device, reps=reps)
+    res["unfused_graph_us"] = graph_us(unfused, device, calls=5, replays=5)
     if device.type == "cuda":
         res["torch_path_us"] = median_events_us(
             [lambda x=x: apply_logit_controls_torch(x, **kw) for x in bufs], device, reps=reps)
     nbytes = controls_bytes(b, v, es, kw)
     res["bytes"] = nbytes
+    gpu = [t for t in (res["fused_graph_us"], res["split_graph_us"]) if t]
+    res["best_gpu_us"] = min(gpu) if gpu else None
     if copy_gbs:
         res["floor_us"] = nbytes / (copy_gbs * 1e9) * 1e6
-        best = min(t for t in (res["fused_us"], res["fused_graph_us"]) if t)
-        res["fused_best_us"] = best
-        res["frac_of_copy_bw"] = res["floor_us"] / best
-    res["speedup_vs_unfused"] = res["unfused_us"] / res["fused_us"]
+        for mode in ("fused", "split"):
+            t = res[f"{mode}_graph_us"]
+            res[f"{mode}_pct_bw"] = 100 * res["floor_us"] / t if t else None
+    res["speedup_vs_unfused"] = res["unfused_us"] / res["api_us"]
+    if res["best_gpu_us"]:
+        if res["unfused_graph_us"]:
+            res["gpu_speedup_vs_unfused"] = res["unfused_graph_us"] / res["best_gpu_us"]
     return res
 
 
@@ -67,10 +78,11 @@ def run(device, batches, vocabs, dtypes=("bf16", "fp32"), copy_gbs=None, reps=10
         for b in batches:
             for v in vocabs:
                 r = bench_one(b, v, dt, device, copy_gbs, reps=reps)
-                log(f"  controls {dt} B={b:<4} V={v:<7} fused {r['fused_us']:9.1f} us "
-                    f"(graph {r['fused_graph_us'] or float('nan'):8.1f}) "
-                    f"unfused {r['unfused_us']:9.1f} us  x{r['speedup_vs_unfused']:.1f}"
-                    + (f"  {100 * r['frac_of_copy_bw']:.0f}% of copy bw" if copy_gbs else ""))
+                nan = float("nan")
+                log(f"  controls {dt} B={b:<4} V={v:<7} api {r['api_us']:8.1f} us | GPU fused "
+                    f"{r['fused_graph_us'] or nan:7.1f} split {r['split_graph_us'] or nan:7.1f}"
+                    f" floor {r.get('floor_us') or nan:6.1f} | unfused {r['unfused_us']:8.1f} us"
+                    f"  x{r['speedup_vs_unfused']:.1f}")
                 rows.append(r)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

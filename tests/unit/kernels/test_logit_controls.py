@@ -24,10 +24,15 @@ def triton_small_blocks(x, **kw):
     return apply_logit_controls_triton(x, block=256, num_warps=4, **kw)
 
 
+def triton_split(x, **kw):
+    return apply_logit_controls_triton(x, mode="split", block=512, **kw)
+
+
 IMPLS = {
     "torch": apply_logit_controls_torch,
     "triton": apply_logit_controls_triton,
     "triton_block256": triton_small_blocks,
+    "triton_split": triton_split,
 }
 
 
