@@ -73,11 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Packages of the server extras: missing in a client-only install (`pip install greyelephant`).
+_SERVER_PACKAGES = frozenset({"vllm", "torch", "transformers", "fastapi", "uvicorn", "gguf",
+                              "prometheus_client", "msgspec", "safetensors", "accelerate"})
+
+
+def _server_missing(exc: ModuleNotFoundError) -> int:
+    print(f"greyelephant: error: this command needs the server install ({exc.name} is "
+          "missing): scripts/install.sh, or pip install 'greyelephant[cpu]' / "
+          "'greyelephant[gpu]'. The client commands (chat, complete, models) work without it.",
+          file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "serve":
-        from greyelephant.server.cli import serve_main
+    try:
+        if argv and argv[0] == "serve":
+            from greyelephant.server.cli import serve_main
 
-        return serve_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+            return serve_main(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in _SERVER_PACKAGES:
+            return _server_missing(exc)
+        raise
