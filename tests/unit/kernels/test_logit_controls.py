@@ -243,3 +243,13 @@ def test_dispatcher_validation():
         apply_logit_controls(x, temperature=torch.ones(3))
     with pytest.raises(TypeError):
         apply_logit_controls(x.long())
+
+
+def test_auto_mode_picks_split_for_large_batches_and_long_lists():
+    from greyelephant.kernels.logit_controls_triton import pick_mode
+
+    assert pick_mode(1, 600) == "fused" and pick_mode(32, 32 * 600) == "fused"
+    assert pick_mode(256, 0) == "split" and pick_mode(4, 4 * 4096) == "split"
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(128, 64, generator=g)
+    run_case("triton", torch.float32, x, rand_inputs(g, 128, 64))  # auto -> split
