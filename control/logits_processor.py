@@ -4,10 +4,12 @@ Register it with the engine (``logits_processors=[...]`` or the FQCN
 ``"greyelephant.control.logits_processor:SteeringLogitsProcessor"``) and give a request
 ``SamplingParams(extra_args={"steering": spec.engine_args()})``, i.e.::
 
-    {"v": 1, "avoid": ["eiffel tower", ...], "prefer": ["louvre", ...], "prefer_bias": 4.0}
+    {"v": 1, "avoid": ["eiffel tower", ...], "prefer": ["louvre", ...], "prefer_bias": 4.0,
+     "no_repeat_ngram": 4}
 
 (folded surface forms, see :meth:`.spec.SteeringSpec.engine_args`; display forms are
-accepted too and folded here). Requests without ``extra_args["steering"]`` cost nothing:
+accepted too and folded here; ``no_repeat_ngram`` is the loop guard of
+:mod:`.loop_guard`, absent = off). Requests without ``extra_args["steering"]`` cost nothing:
 when no row of the batch is steered, :meth:`apply` returns at once.
 
 This is a thin adapter over :class:`.steering_batch.SteeringBatch`. Per request the spec
@@ -101,7 +103,9 @@ class SteeringLogitsProcessor(LogitsProcessor):
         for i in batch_update.removed:
             batch.remove(i)
         for i, params, _prompt, out in batch_update.added:
-            batch.add(i, _steering_args(params), out)
+            args = _steering_args(params)
+            stop = getattr(params, "all_stop_token_ids", ()) if args else ()
+            batch.add(i, args, out, stop)
         for a, b, direction in batch_update.moved:
             batch.move(a, b, direction == MoveDirectionality.SWAP)
 

@@ -7,12 +7,14 @@
       "prefer": ["grey elephant"],
       "strategies": ["directive", "logits", "critique_revise"],
       "max_revisions": 2,
-      "prefer_bias": 4.0
+      "prefer_bias": 4.0,
+      "no_repeat_ngram": 4
     }
 
 Invalid input raises ``pydantic.ValidationError`` (the server answers 400). Every limit is
-a module constant below. Omitted ``strategies`` / ``max_revisions`` / ``prefer_bias`` stay
-``None`` until :meth:`SteeringSpec.with_defaults` fills them from a :class:`SteeringPolicy`.
+a module constant below. Omitted ``strategies`` / ``max_revisions`` / ``prefer_bias`` /
+``no_repeat_ngram`` stay ``None`` until :meth:`SteeringSpec.with_defaults` fills them from
+a :class:`SteeringPolicy`.
 """
 
 from __future__ import annotations
@@ -32,15 +34,18 @@ from pydantic import (
 )
 
 from .aho_corasick import Automaton
+from .loop_guard import check_ngram_size
 from .normalize import fold_form, normalize_text
 from .surface_forms import expand_entity, fold_patterns
 
 from .limits import (  # noqa: E402  (re-exported: the documented limits)
+    DEFAULT_NO_REPEAT_NGRAM,
     DEFAULT_PREFER_BIAS,
     ENGINE_ARGS_VERSION,
     MAX_ALIASES_PER_ENTITY,
     MAX_ENTITIES_PER_LIST,
     MAX_NAME_CHARS,
+    MAX_NO_REPEAT_NGRAM,
     MAX_PREFER_BIAS,
     MAX_REVISIONS,
     MAX_SURFACE_FORMS,
@@ -133,6 +138,13 @@ class SteeringPolicy(BaseModel):
     allowed_strategies: tuple[Strategy, ...] = STRATEGY_ORDER  # type: ignore[assignment]
     default_max_revisions: int = Field(default=2, ge=0, le=MAX_REVISIONS)
     default_prefer_bias: float = Field(default=DEFAULT_PREFER_BIAS, ge=0.0, le=MAX_PREFER_BIAS)
+    default_no_repeat_ngram: int = Field(default=DEFAULT_NO_REPEAT_NGRAM, ge=0,
+                                         le=MAX_NO_REPEAT_NGRAM)
+
+    @field_validator("default_no_repeat_ngram")
+    @classmethod
+    def _ngram(cls, v: int) -> int:
+        return check_ngram_size(v, "default_no_repeat_ngram")
 
 
 DEFAULT_POLICY = SteeringPolicy()
@@ -149,6 +161,14 @@ class SteeringSpec(BaseModel):
     strategies: tuple[Strategy, ...] | None = Field(default=None, min_length=1)
     max_revisions: int | None = Field(default=None, ge=0, le=MAX_REVISIONS)
     prefer_bias: float | None = Field(default=None, ge=0.0, le=MAX_PREFER_BIAS)
+    # loop guard of the logits strategy: no token n-gram twice in the output (0 = off)
+    no_repeat_ngram: int | None = Field(default=None, ge=0, le=MAX_NO_REPEAT_NGRAM,
+                                        strict=True)
+
+    @field_validator("no_repeat_ngram")
+    @classmethod
+    def _no_repeat_ngram(cls, v: int | None) -> int | None:
+        return None if v is None else check_ngram_size(v)
 
     @field_validator("avoid", "prefer", mode="before")
     @classmethod
@@ -233,13 +253,16 @@ class SteeringSpec(BaseModel):
 
     # -- identity ----------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
-        return {
+        out = {
             "avoid": [[e.entity, sorted(e.aliases)] for e in self.avoid],
             "prefer": [[e.entity, sorted(e.aliases)] for e in self.prefer],
             "strategies": list(self.strategies) if self.strategies is not None else None,
             "max_revisions": self.max_revisions,
             "prefer_bias": self.prefer_bias,
         }
+        if self.no_repeat_ngram is not None:  # absent: hashes of older specs unchanged
+            out["no_repeat_ngram"] = self.no_repeat_ngram
+        return out
 
     def spec_hash(self) -> str:
         """Stable sha256 hex of the normalised spec (alias order does not matter)."""
@@ -267,6 +290,10 @@ class SteeringSpec(BaseModel):
                 "prefer_bias": (
                     policy.default_prefer_bias if self.prefer_bias is None else self.prefer_bias
                 ),
+                "no_repeat_ngram": (
+                    policy.default_no_repeat_ngram if self.no_repeat_ngram is None
+                    else self.no_repeat_ngram
+                ),
             }
         )
 
@@ -285,7 +312,12 @@ class SteeringSpec(BaseModel):
             "avoid": list(self.avoid_patterns),
             "prefer": list(self.prefer_patterns),
             "prefer_bias": float(bias),
+            "no_repeat_ngram": self.effective_no_repeat_ngram(),
         }
+
+    def effective_no_repeat_ngram(self) -> int:
+        """The loop guard's n for logits-steered generation (0 = off)."""
+        return DEFAULT_NO_REPEAT_NGRAM if self.no_repeat_ngram is None else self.no_repeat_ngram
 
 
 def parse_steering(data: Any, policy: SteeringPolicy | None = None) -> SteeringSpec:

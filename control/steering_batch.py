@@ -3,13 +3,15 @@
 :class:`SteeringBatch` is what the vLLM adapter (:mod:`.logits_processor`) drives; it
 knows nothing about vLLM, so it can be tested (and run on any device) on its own.
 
-* ``add(i, steering_args, out)`` — row ``i`` now holds a request; ``steering_args`` is the
-  request's ``extra_args["steering"]`` (or None: the row is unsteered and costs nothing),
-  ``out`` the request's *live* output-token list (the engine appends to it);
+* ``add(i, steering_args, out, stop_ids)`` — row ``i`` now holds a request;
+  ``steering_args`` is the request's ``extra_args["steering"]`` (or None: the row is
+  unsteered and costs nothing), ``out`` the request's *live* output-token list (the engine
+  appends to it), ``stop_ids`` its EOS / stop token ids (never banned by the loop guard);
 * ``remove(i)`` / ``move(a, b, swap)`` — batch reshuffles;
 * ``apply(logits)`` — advance each steered row's state over its new output tokens (up to
   the first ``-1`` placeholder; a list that shrank is replayed from the start), then add
-  the prefer biases and apply the ban masks of the steered rows — through
+  the prefer biases and apply the ban masks of the steered rows — the string-level ban
+  OR-ed with the loop guard's bans (:mod:`.loop_guard`) where the row has one — through
   ``greyelephant.kernels.apply_logit_controls`` (or the torch reference), on those rows
   only (a gather/scatter when not every row is steered).
 """
@@ -18,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,17 +35,25 @@ from .limits import (
     MAX_SURFACE_FORMS,
 )
 from .logit_ops import apply_logit_controls
-from .vocab_index import VocabIndex
+from .loop_guard import NgramGuard, check_ngram_size
+from .vocab_index import VocabIndex, pack_bool
 
 logger = logging.getLogger("greyelephant.control")
 
 
-def parse_engine_args(obj: Any) -> tuple[list[str], list[str], float]:
-    """Validate ``extra_args["steering"]``; return (avoid, prefer, prefer_bias).
-    Raises ValueError (vLLM turns it into a 400 at the API boundary)."""
+class EngineArgs(NamedTuple):
+    avoid: list[str]
+    prefer: list[str]
+    prefer_bias: float
+    no_repeat_ngram: int = 0  # absent from the args: loop guard off
+
+
+def parse_engine_args(obj: Any) -> EngineArgs:
+    """Validate ``extra_args["steering"]``; return (avoid, prefer, prefer_bias,
+    no_repeat_ngram). Raises ValueError (vLLM turns it into a 400 at the API boundary)."""
     if not isinstance(obj, dict):
         raise ValueError("extra_args.steering must be an object")
-    unknown = set(obj) - {"v", "avoid", "prefer", "prefer_bias"}
+    unknown = set(obj) - {"v", "avoid", "prefer", "prefer_bias", "no_repeat_ngram"}
     if unknown:
         raise ValueError(f"extra_args.steering: unknown keys {sorted(unknown)}")
     if obj.get("v", ENGINE_ARGS_VERSION) != ENGINE_ARGS_VERSION:
@@ -63,7 +73,8 @@ def parse_engine_args(obj: Any) -> tuple[list[str], list[str], float]:
         raise ValueError("extra_args.steering.prefer_bias must be a number")
     if not 0.0 <= bias <= MAX_PREFER_BIAS:
         raise ValueError(f"extra_args.steering.prefer_bias must be in [0, {MAX_PREFER_BIAS}]")
-    return lists[0], lists[1], float(bias)
+    n = check_ngram_size(obj.get("no_repeat_ngram", 0), "extra_args.steering.no_repeat_ngram")
+    return EngineArgs(lists[0], lists[1], float(bias), n)
 
 
 @dataclass
@@ -72,6 +83,8 @@ class _Row:
     state: RowState
     out: list[int]  # the engine's live output token list for the request
     consumed: int = 0
+    guard: NgramGuard | None = None  # the loop guard (no_repeat_ngram > 0)
+    stop_ids: frozenset[int] = field(default_factory=frozenset)  # never banned by the guard
 
 
 class SteeringBatch:
@@ -82,6 +95,8 @@ class SteeringBatch:
         self.rows: dict[int, _Row] = {}
         self.cache = cache or SteeringCache()
         self._warned = False
+        self._special: np.ndarray | None = None  # bool [vocab]: tokens without text
+        self._text_words: np.ndarray | None = None  # packed uint32: tokens with text
 
     @property
     def index(self) -> VocabIndex:
@@ -90,8 +105,20 @@ class SteeringBatch:
         return self._index
 
     # -- batch bookkeeping ---------------------------------------------------------------
-    def add(self, i: int, steering_args: Any, out: list[int]) -> None:
-        row = self._new_row(steering_args, out) if steering_args else None
+    @property
+    def special(self) -> np.ndarray:
+        """Tokens that contribute no text (special tokens, EOS among them): never banned
+        by the loop guard."""
+        if self._special is None:
+            tb = self.index.token_bytes
+            special = np.fromiter((b is None for b in tb), dtype=bool, count=len(tb))
+            self._text_words = pack_bool(~special, self.index.n_words).view(np.uint32)
+            self._special = special
+        return self._special
+
+    def add(self, i: int, steering_args: Any, out: list[int],
+            stop_ids: Iterable[int] = ()) -> None:
+        row = self._new_row(steering_args, out, stop_ids) if steering_args else None
         if row is None:
             self.rows.pop(i, None)
         else:
@@ -107,16 +134,18 @@ class SteeringBatch:
         if swap and rb is not None:
             self.rows[a] = rb
 
-    def _new_row(self, args: Any, out: list[int]) -> _Row | None:
+    def _new_row(self, args: Any, out: list[int], stop_ids: Iterable[int] = ()) -> _Row | None:
         try:
-            avoid, prefer, bias = parse_engine_args(args)
-            compiled = self.cache.get(self.index, avoid, prefer, bias)
+            ea = parse_engine_args(args)
+            compiled = self.cache.get(self.index, ea.avoid, ea.prefer, ea.prefer_bias)
         except Exception:
             logger.exception("steering: request steering args rejected; row left unsteered")
             return None
-        if not compiled.has_avoid and not compiled.has_prefer:
+        guard = NgramGuard(ea.no_repeat_ngram) if ea.no_repeat_ngram else None
+        if not compiled.has_avoid and not compiled.has_prefer and guard is None:
             return None
-        return _Row(compiled, compiled.new_row(), out)
+        return _Row(compiled, compiled.new_row(), out, guard=guard,
+                    stop_ids=frozenset(int(t) for t in stop_ids or ()))
 
     # -- per step ------------------------------------------------------------------------
     def _catch_up(self, r: _Row) -> None:
@@ -125,12 +154,16 @@ class SteeringBatch:
         if n < r.consumed:  # tokens were discarded: replay from scratch
             r.state = r.compiled.new_row()
             r.consumed = 0
-        cs, st = r.compiled, r.state
+            if r.guard is not None:
+                r.guard.reset()
+        cs, st, guard = r.compiled, r.state, r.guard
         while r.consumed < n:
             tid = out[r.consumed]
             if tid < 0:  # async-scheduling placeholder, filled in before sampling
                 break
             cs.advance(st, tid)
+            if guard is not None:
+                guard.push(tid)
             r.consumed += 1
         if st.violated and not self._warned:
             self._warned = True
@@ -154,6 +187,10 @@ class SteeringBatch:
                 w = min(n_words, words.size)
                 masks[j, :w] = words[:w]
                 any_ban = True
+            if r.guard is not None:
+                loop = r.guard.banned()
+                if loop and self._ban_loop(masks[j], loop, r.stop_ids, vocab):
+                    any_ban = True
             ids, vals = cs.bias(st)
             indptr[j + 1] = indptr[j] + ids.size
             if ids.size:
@@ -167,6 +204,34 @@ class SteeringBatch:
             kw["bias_token_ids"] = self._to_device(np.concatenate(bias_ids))
             kw["bias_values"] = self._to_device(np.concatenate(bias_vals))
         return kw
+
+    def _ban_loop(self, words: np.ndarray, tokens: set[int] | frozenset[int],
+                  stop_ids: frozenset[int], vocab: int) -> bool:
+        """OR the loop guard's tokens into one row's packed mask (in place). Special and
+        stop tokens are never banned; if no token with text would be left (only EOS /
+        special tokens, i.e. a forced stop), the guard is dropped for this step. Returns
+        whether a bit was added."""
+        special = self.special
+        size = min(vocab, special.size)
+        ids = np.fromiter(
+            (t for t in tokens if t < size and not special[t] and t not in stop_ids),
+            dtype=np.int64,
+        )
+        if not ids.size:
+            return False
+        u = words.view(np.uint32)
+        w = ids >> 5
+        bit = np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32))
+        new = (u[w] & bit) == 0
+        if not new.any():
+            return False
+        w, bit = w[new], bit[new]
+        text = self._text_words[: u.size]
+        n_text = int(np.bitwise_count(text).sum())
+        if int(np.bitwise_count(u[: text.size] & text).sum()) + w.size >= n_text:
+            return False  # no token with text would be left: no guard this step
+        np.bitwise_or.at(u, w, bit)
+        return True
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:

@@ -156,6 +156,10 @@ class ActivePlan(SteeringPlan):
             "avoid": [e.entity for e in self.spec.avoid],
             "prefer": [e.entity for e in self.spec.prefer],
             "max_revisions": self.spec.max_revisions,
+            # loop guard n of the logits-steered generations (drafts with `logits`,
+            # revisions always); 0 = off or no logits-steered generation
+            "no_repeat_ngram": (self.spec.effective_no_repeat_ngram()
+                                if self.uses_logits or self.revise else 0),
             "revisions": sum(c["revisions"] for c in self.choices),
             "draft_violations": sum(c["draft_violations"] for c in self.choices),
             "violations": sum(c["violations"] for c in self.choices),

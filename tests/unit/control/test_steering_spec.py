@@ -56,6 +56,12 @@ def test_normalisation_of_names():
         ({"avoid": ["x"], "max_revisions": S.MAX_REVISIONS + 1}, "less than or equal"),
         ({"avoid": ["x"], "max_revisions": -1}, "greater than or equal"),
         ({"avoid": ["x"], "prefer_bias": 100}, "less than or equal"),
+        ({"avoid": ["x"], "no_repeat_ngram": 1}, "1 would forbid any token twice"),
+        ({"avoid": ["x"], "no_repeat_ngram": S.MAX_NO_REPEAT_NGRAM + 1}, "less than or equal"),
+        ({"avoid": ["x"], "no_repeat_ngram": -1}, "greater than or equal"),
+        ({"avoid": ["x"], "no_repeat_ngram": True}, "valid integer"),
+        ({"avoid": ["x"], "no_repeat_ngram": 4.0}, "valid integer"),
+        ({"avoid": ["x"], "no_repeat_ngram": "4"}, "valid integer"),
         ({"avoid": ["Amazon"], "prefer": ["Amazon Web Services"]}, "could never be said"),
         ({"avoid": ["Building"], "prefer": ["Empire State Building"]}, "could never be said"),
     ],
@@ -105,7 +111,8 @@ def test_policy_defaults_and_allowance():
 def test_engine_args():
     s = parse_steering({"avoid": ["Nike"], "prefer": ["Adidas"], "prefer_bias": 5}, SteeringPolicy())
     args = s.engine_args()
-    assert args == {"v": 1, "avoid": s.avoid_patterns, "prefer": s.prefer_patterns, "prefer_bias": 5.0}
+    assert args == {"v": 1, "avoid": s.avoid_patterns, "prefer": s.prefer_patterns, "prefer_bias": 5.0,
+                    "no_repeat_ngram": S.DEFAULT_NO_REPEAT_NGRAM}
     assert "nike" in args["avoid"] and "adidas" in args["prefer"]
     assert parse_steering({"avoid": ["Nike"], "strategies": ["directive"]}).engine_args() is None
     import json
@@ -118,3 +125,19 @@ def test_model_copy_does_not_keep_stale_derived_forms():
     t = s.model_copy(update={"avoid": (s.prefer[0],)})
     assert "adidas" in t.avoid_patterns and "nike" not in t.avoid_patterns
     assert s.with_defaults().avoid_patterns == s.avoid_patterns
+
+
+def test_no_repeat_ngram_defaults_hash_and_engine_args():
+    s = SteeringSpec.model_validate({"avoid": ["Nike"]})
+    assert s.no_repeat_ngram is None and s.effective_no_repeat_ngram() == S.DEFAULT_NO_REPEAT_NGRAM
+    assert s.with_defaults().no_repeat_ngram == S.DEFAULT_NO_REPEAT_NGRAM == 4
+    pol = SteeringPolicy(default_no_repeat_ngram=6)
+    assert s.with_defaults(pol).engine_args()["no_repeat_ngram"] == 6
+    off = parse_steering({"avoid": ["Nike"], "no_repeat_ngram": 0}, pol)
+    assert off.no_repeat_ngram == 0 and off.engine_args()["no_repeat_ngram"] == 0
+    assert parse_steering('{"avoid": ["Nike"], "no_repeat_ngram": 3}').no_repeat_ngram == 3
+    with pytest.raises(ValidationError, match="1 would forbid"):
+        SteeringPolicy(default_no_repeat_ngram=1)
+    # absent from the hash when unset (older hashes unchanged), part of it when set
+    assert "no_repeat_ngram" not in s.canonical()
+    assert s.spec_hash() != s.model_copy(update={"no_repeat_ngram": 4}).spec_hash()

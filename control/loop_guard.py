@@ -1,0 +1,93 @@
+"""The loop guard: no repeated token n-gram in a row's generated output.
+
+Semantics are those of Hugging Face's ``no_repeat_ngram_size``, restricted to the
+*generated* tokens (the prompt is not looked at): at each step, with ``g`` the row's
+generated tokens so far, every token ``t`` such that ``g[-(n-1):] + [t]`` already occurs
+as a contiguous n-gram of ``g`` is banned. So no token n-gram can appear twice.
+
+Greedy decoding of a small model falls into loops ("It's a classic recipe that's been
+passed down ... It's a classic recipe that's been passed down ..."), and the ban makes it
+worse when the model has to route around a name; the guard cuts such a loop at its n-th
+token, forcing the model off the loop. With n = 4 a single-token word can occur at most
+4 times in a row, so the "stutter" of :mod:`.quality` (5 in a row) cannot happen.
+
+State is incremental — a dict from each (n-1)-gram seen to the set of tokens that
+followed it — so a step costs one tuple and one dict lookup, whatever the length. The
+caller decides what may never be banned (special tokens, EOS / stop tokens) and what to
+do when everything would be banned (drop the guard for that step); see
+:meth:`.steering_batch.SteeringBatch.controls`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .limits import MAX_NO_REPEAT_NGRAM
+
+_NOTHING: frozenset[int] = frozenset()
+
+
+def check_ngram_size(n: object, what: str = "no_repeat_ngram") -> int:
+    """Validate an n-gram size: 0 (off) or 2..MAX_NO_REPEAT_NGRAM. Raises ValueError."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ValueError(f"{what} must be an integer")
+    if n != 0 and not 2 <= n <= MAX_NO_REPEAT_NGRAM:
+        raise ValueError(
+            f"{what} must be 0 (off) or between 2 and {MAX_NO_REPEAT_NGRAM}"
+            " (1 would forbid any token twice)"
+        )
+    return n
+
+
+class NgramGuard:
+    """Per-row state of the loop guard for n-grams of size ``n`` (>= 2)."""
+
+    __slots__ = ("n", "tokens", "followers")
+
+    def __init__(self, n: int):
+        if n < 2:
+            raise ValueError("NgramGuard needs n >= 2")
+        self.n = n
+        self.tokens: list[int] = []
+        # (n-1)-gram -> tokens that followed it somewhere in the output
+        self.followers: dict[tuple[int, ...], set[int]] = {}
+
+    def push(self, token: int) -> None:
+        """Append one generated token."""
+        toks = self.tokens
+        toks.append(token)
+        if len(toks) >= self.n:
+            key = tuple(toks[-self.n:-1])
+            seen = self.followers.get(key)
+            if seen is None:
+                self.followers[key] = {token}
+            else:
+                seen.add(token)
+
+    def extend(self, tokens: Iterable[int]) -> None:
+        for t in tokens:
+            self.push(t)
+
+    def banned(self) -> set[int] | frozenset[int]:
+        """Tokens that would complete an n-gram already present (do not mutate)."""
+        k = self.n - 1
+        if len(self.tokens) < k:
+            return _NOTHING
+        return self.followers.get(tuple(self.tokens[-k:]), _NOTHING)
+
+    def reset(self) -> None:
+        self.tokens.clear()
+        self.followers.clear()
+
+
+def banned_ngram_tokens(tokens: list[int], n: int) -> set[int]:
+    """Reference (non-incremental) answer, for tests: what HF's
+    ``_get_ngrams``/``_calc_banned_ngram_tokens`` would ban after ``tokens``."""
+    if n < 1 or len(tokens) + 1 < n:
+        return set()
+    ctx = tuple(tokens[len(tokens) - n + 1:]) if n > 1 else ()
+    out = set()
+    for i in range(len(tokens) - n + 1):
+        if tuple(tokens[i:i + n - 1]) == ctx:
+            out.add(tokens[i + n - 1])
+    return out
