@@ -32,13 +32,14 @@ def apply_logit_controls(
 
     Order per row (vLLM's): ``x += bias``; for tokens seen in prompt or output
     ``x = x / rep if x > 0 else x * rep``; ``x -= frequency * count + presence * (count > 0)``;
-    banned tokens ``-> -inf``; ``x /= temperature`` (rows with temperature < 1e-5, i.e.
-    greedy, are left unscaled). Every argument but ``logits`` is optional (None skips
+    banned tokens ``-> -inf``; ``x *= 1 / temperature`` (rows with temperature < 1e-5,
+    i.e. greedy, are left unscaled). Every argument but ``logits`` is optional (None skips
     the stage). CSR lists: ``*_indptr`` int32 [B+1], token ids int32 [nnz] (unique per
     row; ids outside [0, V) are ignored), bias values float32 [nnz], output counts int32
     [nnz], in-prompt flags bool/int8 [nnz]. Per-row penalties/temperature: float32 [B]
     or a Python number. NaN logits stay NaN unless banned (then -inf).
-    Returns ``logits`` (the same tensor).
+    Returns ``logits`` (the same tensor). CUDA: Triton (fused or split launch, see
+    logit_controls_triton.pick_mode); otherwise the vectorised torch path. docs/kernels.md.
     """
     check_logits(logits)
     b, v = logits.shape

@@ -39,7 +39,7 @@ def bench_one(b, v, device, reps=50):
         from greyelephant.kernels.sampling_triton import sample_triton
 
         rows = [normalize_args(x, temperature=temp, top_p=top_p, seeds=seeds) for x in bufs]
-        ours = [lambda x=x, r=r: sample_triton(x, r) for x, r in zip(bufs, rows)]
+        ours = [lambda x=x, r=r: sample_triton(x, r) for x, r in zip(bufs, rows, strict=True)]
         ours_k = None
     res["ours_top_p_us"] = median_events_us(ours, device, reps=reps)
     res["ours_top_p_graph_us"] = graph_us(ours, device)

@@ -32,8 +32,8 @@ import bench_logit_controls  # noqa: E402
 import bench_sampling  # noqa: E402
 import report  # noqa: E402
 from baselines import sort_top_p_sample  # noqa: E402
-from cases import controls_bytes, controls_inputs  # noqa: E402
-from timing import copy_bandwidth_gbs, median_events_us  # noqa: E402
+from cases import controls_inputs  # noqa: E402
+from timing import copy_bandwidth_gbs, graph_us, median_events_us  # noqa: E402
 
 from greyelephant.kernels import pack_token_bitmask  # noqa: E402
 from greyelephant.kernels.logit_controls_ref import logit_controls_reference  # noqa: E402
@@ -226,8 +226,8 @@ def sweep_controls(device, b, v, log=log):
         for mode in ("fused", "split"):
             for block, warps in ((1024, 4), (2048, 4), (2048, 8), (4096, 4), (4096, 8),
                                  (8192, 8)):
-                us = graph_us([lambda x=x: apply_logit_controls_triton(
-                    x, mode=mode, block=block, num_warps=warps, **kw) for x in bufs], device)
+                us = graph_us([lambda x=x, m=mode, bl=block, w=warps, k=kw: apply_logit_controls_triton(
+                    x, mode=m, block=bl, num_warps=w, **k) for x in bufs], device)
                 out.append({"kind": "config", "dtype": dt, "mode": mode, "block": block,
                             "warps": warps, "us": us})
                 log(f"  {dt} {mode:<5} BLOCK={block:<5} warps={warps} {f1(us)} us")
@@ -238,7 +238,7 @@ def sweep_controls(device, b, v, log=log):
         if bias_n == 0:
             kw2 = {k: t for k, t in kw2.items() if k in ("banned_bitmask", "temperature")}
         for mode in ("fused", "split"):
-            us = graph_us([lambda x=x: apply_logit_controls_triton(x, mode=mode, **kw2)
+            us = graph_us([lambda x=x, m=mode, k=kw2: apply_logit_controls_triton(x, mode=m, **k)
                            for x in bufs], device)
             out.append({"kind": "sparse", "dtype": "bf16", "mode": mode, "bias_per_row": bias_n,
                         "penalty_per_row": pen_n, "us": us})
@@ -291,7 +291,8 @@ def sweep_sampling(device, b, v, log=log):
                           top_p=torch.full((b,), 0.9, device=device),
                           seeds=torch.arange(b, device=device))
     for block, warps in ((4096, 8), (4096, 16), (8192, 16), (8192, 32), (16384, 16), (16384, 32)):
-        us = median_events_us([lambda: sample_triton(x, args, block=block, num_warps=warps)],
+        us = median_events_us([lambda bl=block, w=warps: sample_triton(x, args, block=bl,
+                                                                      num_warps=w)],
                               device, reps=30)
         out.append({"block": block, "warps": warps, "us": us})
         log(f"  BLOCK={block:<6} warps={warps:<3} {us:8.1f} us")

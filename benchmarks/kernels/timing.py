@@ -86,9 +86,8 @@ def wall_us(fn, device, reps=200):
 
 def copy_bandwidth_gbs(device, nbytes=1 << 30, reps=20):
     """Device-to-device copy bandwidth, bytes read + bytes written per second (GB/s)."""
-    n = nbytes // 4
-    src = torch.randn(n, device=device)
+    src = torch.randn(nbytes // 4, device=device)
     dst = torch.empty_like(src)
-    us = median_events_us([lambda: dst.copy_(src)], device, warmup=3, reps=reps, budget_s=5)
-    del src, dst
+    us = median_events_us([lambda d=dst, s=src: d.copy_(s)], device, warmup=3, reps=reps,
+                          budget_s=5)
     return 2 * nbytes / (us * 1e-6) / 1e9
