@@ -45,8 +45,9 @@ class LocalServer:
 
     def start(self) -> LocalServer:
         self._log = open(self.log_path, "w")
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=self.cwd, start_new_session=True)
+                                     cwd=self.cwd, env=env, start_new_session=True)
         deadline = time.time() + self.timeout
         while True:
             if self.proc.poll() is not None:

@@ -4,7 +4,13 @@ tests."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Kernel tests run Triton through its CPU interpreter. The flag must be set before the
+# first @triton.jit function is defined anywhere in the session (vLLM and the kernels
+# package define some on import), so it is set here, before any test module is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import httpx
 import pytest
