@@ -9,7 +9,7 @@
 
 ``stream.chunks()`` yields the SDK's chunk objects instead (``ChatCompletionChunk`` /
 ``Completion``), the steering report arriving as ``chunk.model_extra["steering"]``.
-Either way the stream is consumed once; ``stream.final()`` drains what is left and returns
+Either way a stream is read once; ``stream.final()`` reads it (if nobody has) and returns
 the assembled :class:`~greyelephant.client.ChatResponse` /
 :class:`~greyelephant.client.CompletionResponse`.
 """
