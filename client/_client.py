@@ -88,6 +88,7 @@ def build_request(
     strategies: str | Iterable[str] | None = None,
     max_revisions: int | None = None,
     prefer_bias: float | None = None,
+    no_repeat_ngram: int | None = None,
     system: str | None = None,
     **sampling: Any,
 ) -> dict[str, Any]:
@@ -98,7 +99,8 @@ def build_request(
     fields are sent alike, exactly as given.
     """
     spec = steering_body(steering, avoid=avoid, prefer=prefer, strategies=strategies,
-                         max_revisions=max_revisions, prefer_bias=prefer_bias)
+                         max_revisions=max_revisions, prefer_bias=prefer_bias,
+                         no_repeat_ngram=no_repeat_ngram)
     body, options = _split(dict(sampling), spec, stream)
     if kind == "chat":
         first: dict[str, Any] = {"messages": _messages(payload, system)}
@@ -185,6 +187,7 @@ class Client(_Base):
         strategies: str | Iterable[str] | None = None,
         max_revisions: int | None = None,
         prefer_bias: float | None = None,
+        no_repeat_ngram: int | None = None,
         steering: Steering | Mapping[str, Any] | None = None,
         model: str | None = None,
         adapter: str | None = None,
@@ -196,8 +199,8 @@ class Client(_Base):
 
         ``messages``: a string (one user message) or OpenAI-style message dicts;
         ``system`` prepends a system message. Steering: ``avoid`` / ``prefer`` /
-        ``strategies`` / ``max_revisions`` / ``prefer_bias``, or a whole ``steering``
-        (:class:`Steering` or mapping) that those keywords override. ``model`` (or
+        ``strategies`` / ``max_revisions`` / ``prefer_bias`` / ``no_repeat_ngram``, or a
+        whole ``steering`` (:class:`Steering` or mapping) that those keywords override. ``model`` (or
         ``adapter``, a LoRA adapter's name) defaults to the server's first model.
         ``sampling``: any request field (``max_tokens``, ``temperature``, ``top_p``,
         ``top_k``, ``seed``, ``stop``, ``n``, ``logprobs``, ``response_format``, …) plus
@@ -208,6 +211,7 @@ class Client(_Base):
             "chat", messages, model=_pick_model(model, adapter) or self.default_model(),
             stream=stream, steering=steering, avoid=avoid, prefer=prefer,
             strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
+            no_repeat_ngram=no_repeat_ngram,
             system=system, **sampling)
         with translated():
             result = self.openai.chat.completions.create(**kwargs)
@@ -231,6 +235,7 @@ class Client(_Base):
         strategies: str | Iterable[str] | None = None,
         max_revisions: int | None = None,
         prefer_bias: float | None = None,
+        no_repeat_ngram: int | None = None,
         steering: Steering | Mapping[str, Any] | None = None,
         model: str | None = None,
         adapter: str | None = None,
@@ -243,6 +248,7 @@ class Client(_Base):
             "completion", prompt, model=_pick_model(model, adapter) or self.default_model(),
             stream=stream, steering=steering, avoid=avoid, prefer=prefer,
             strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
+            no_repeat_ngram=no_repeat_ngram,
             **sampling)
         with translated():
             result = self.openai.completions.create(**kwargs)
@@ -308,6 +314,7 @@ class AsyncClient(_Base):
         strategies: str | Iterable[str] | None = None,
         max_revisions: int | None = None,
         prefer_bias: float | None = None,
+        no_repeat_ngram: int | None = None,
         steering: Steering | Mapping[str, Any] | None = None,
         model: str | None = None,
         adapter: str | None = None,
@@ -320,6 +327,7 @@ class AsyncClient(_Base):
             "chat", messages, model=_pick_model(model, adapter) or await self.default_model(),
             stream=stream, steering=steering, avoid=avoid, prefer=prefer,
             strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
+            no_repeat_ngram=no_repeat_ngram,
             system=system, **sampling)
         with translated():
             result = await self.openai.chat.completions.create(**kwargs)
@@ -342,6 +350,7 @@ class AsyncClient(_Base):
         strategies: str | Iterable[str] | None = None,
         max_revisions: int | None = None,
         prefer_bias: float | None = None,
+        no_repeat_ngram: int | None = None,
         steering: Steering | Mapping[str, Any] | None = None,
         model: str | None = None,
         adapter: str | None = None,
@@ -354,6 +363,7 @@ class AsyncClient(_Base):
             model=_pick_model(model, adapter) or await self.default_model(),
             stream=stream, steering=steering, avoid=avoid, prefer=prefer,
             strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
+            no_repeat_ngram=no_repeat_ngram,
             **sampling)
         with translated():
             result = await self.openai.completions.create(**kwargs)

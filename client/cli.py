@@ -89,6 +89,8 @@ def _add_generation_args(p: argparse.ArgumentParser, *, chat: bool) -> None:
                    help="critique-revise rounds (with critique_revise)")
     s.add_argument("--prefer-bias", type=float, metavar="X",
                    help="logit bonus for preferred entities (with logits)")
+    s.add_argument("--no-repeat-ngram", type=int, metavar="N",
+                   help="loop guard of the logits strategy: no token N-gram twice (0 = off)")
     s.add_argument("--steering", type=_json_object, metavar="JSON",
                    help='a whole steering object, e.g. \'{"avoid": [{"entity": "x", '
                         '"aliases": ["y"]}]}\'; the flags above override its fields')
@@ -137,7 +139,8 @@ def _request_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["avoid"] = [_entity(a) for a in args.avoid]
     if args.prefer is not None:
         kw["prefer"] = [_entity(a) for a in args.prefer]
-    for name in ("strategies", "max_revisions", "prefer_bias", "steering", "model", "adapter"):
+    for name in ("strategies", "max_revisions", "prefer_bias", "no_repeat_ngram", "steering",
+                 "model", "adapter"):
         value = getattr(args, name)
         if value is not None:
             kw[name] = value

@@ -104,7 +104,9 @@ class Steering:
     * ``strategies``: any of ``directive``, ``logits``, ``critique_revise`` (list or
       comma-separated string); omitted → the server's default policy.
     * ``max_revisions``: critique-revise rounds; ``prefer_bias``: logit bonus for preferred
-      entities. Omitted → server defaults.
+      entities; ``no_repeat_ngram``: the logits strategy's loop guard (no token n-gram
+      twice in the output, 0 = off). Omitted → server defaults.
+    * ``extra``: further fields sent as they are (for a server newer than this client).
     """
 
     avoid: tuple[Entity, ...] = ()
@@ -112,28 +114,34 @@ class Steering:
     strategies: tuple[str, ...] | None = None
     max_revisions: int | None = None
     prefer_bias: float | None = None
+    no_repeat_ngram: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "avoid", _entities(self.avoid))
         object.__setattr__(self, "prefer", _entities(self.prefer))
         object.__setattr__(self, "strategies", _strategies(self.strategies))
-        if self.max_revisions is not None and (
-                isinstance(self.max_revisions, bool) or not isinstance(self.max_revisions, int)):
-            raise TypeError("max_revisions must be an int")
+        for name in ("max_revisions", "no_repeat_ngram"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TypeError(f"{name} must be an int")
+        if not isinstance(self.extra, Mapping):
+            raise TypeError("extra must be a mapping")
+        object.__setattr__(self, "extra", dict(self.extra))
         if self.prefer_bias is not None and (
                 isinstance(self.prefer_bias, bool) or not isinstance(self.prefer_bias, (int, float))):
             raise TypeError("prefer_bias must be a number")
 
     @classmethod
     def coerce(cls, value: Steering | Mapping[str, Any]) -> Steering:
+        """From a :class:`Steering` or the JSON form (fields it does not know go to ``extra``)."""
         if isinstance(value, Steering):
             return value
         if isinstance(value, Mapping):
-            names = {f.name for f in dataclasses.fields(cls)}
-            unknown = set(value) - names
-            if unknown:
-                raise TypeError(f"unknown steering fields: {sorted(unknown)}")
-            return cls(**value)
+            names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+            known = {k: v for k, v in value.items() if k in names}
+            extra = {k: v for k, v in value.items() if k not in names}
+            return cls(**known, extra=extra)
         raise TypeError(f"steering is a Steering or a mapping, got {type(value).__name__}")
 
     def replace(self, **changes: Any) -> Steering:
@@ -152,6 +160,9 @@ class Steering:
             out["max_revisions"] = self.max_revisions
         if self.prefer_bias is not None:
             out["prefer_bias"] = float(self.prefer_bias)
+        if self.no_repeat_ngram is not None:
+            out["no_repeat_ngram"] = self.no_repeat_ngram
+        out.update(self.extra)
         return out
 
 
@@ -163,6 +174,7 @@ def steering_body(
     strategies: str | Iterable[str] | None = None,
     max_revisions: int | None = None,
     prefer_bias: float | None = None,
+    no_repeat_ngram: int | None = None,
 ) -> dict[str, Any] | None:
     """The ``steering`` JSON for a request, or None when nothing was asked for.
 
@@ -173,6 +185,7 @@ def steering_body(
         avoid=avoid if avoid is not None else (),
         prefer=prefer if prefer is not None else (),
         strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
+        no_repeat_ngram=no_repeat_ngram,
     ).to_dict()
     # An explicit empty list is still an override (it clears the base field).
     for name, value in (("avoid", avoid), ("prefer", prefer)):
@@ -221,6 +234,7 @@ class SteeringReport(_Model):
     avoid: list[str] = Field(default_factory=list)
     prefer: list[str] = Field(default_factory=list)
     max_revisions: int | None = None
+    no_repeat_ngram: int | None = None
     revisions: int = 0
     draft_violations: int = 0
     violations: int = 0

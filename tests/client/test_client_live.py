@@ -58,12 +58,14 @@ def test_models_and_default_model(client, server):
 
 def test_chat_with_steering_keywords(client, server):
     r = client.chat(PARIS, avoid=Entity("Eiffel Tower", ["Tour Eiffel"]), prefer="Louvre",
-                    strategies="directive,logits", max_tokens=40, temperature=0)
+                    strategies="directive,logits", no_repeat_ngram=3, max_tokens=40,
+                    temperature=0)
     assert isinstance(r, ChatResponse) and r.text and not named(r.text)
     assert r.model == server["model"] and r.usage.completion_tokens > 0
     report = r.steering
     assert report.strategies == ["directive", "logits"] and report.violations == 0
     assert report.avoid == ["Eiffel Tower"] and report.prefer == ["Louvre"]
+    assert report.no_repeat_ngram == 3
     assert [c.index for c in report.choices] == [0]
     assert r.raw.model_extra["steering"]["violations"] == 0
 

@@ -51,13 +51,14 @@ def test_entity_forms():
 def test_steering_to_dict_full():
     spec = Steering(avoid=["pink elephant", Entity("Eiffel Tower", ["Tour Eiffel"])],
                     prefer="grey elephant", strategies="directive, logits,critique_revise",
-                    max_revisions=1, prefer_bias=3)
+                    max_revisions=1, prefer_bias=3, no_repeat_ngram=3)
     assert spec.to_dict() == {
         "avoid": ["pink elephant", {"entity": "Eiffel Tower", "aliases": ["Tour Eiffel"]}],
         "prefer": ["grey elephant"],
         "strategies": ["directive", "logits", "critique_revise"],
         "max_revisions": 1,
         "prefer_bias": 3.0,
+        "no_repeat_ngram": 3,
     }
     # round trip through a mapping
     assert Steering.coerce(spec.to_dict()) == spec
@@ -79,7 +80,11 @@ def test_steering_types_checked_but_limits_left_to_server():
     with pytest.raises(TypeError):
         Steering(avoid=["x"], prefer_bias="high")
     with pytest.raises(TypeError):
-        Steering.coerce({"avoid": ["x"], "colour": "grey"})
+        Steering(avoid=["x"], no_repeat_ngram=2.5)
+    # fields this client does not know travel in `extra`, for the server to judge
+    newer = Steering.coerce({"avoid": ["x"], "colour": "grey"})
+    assert newer.extra == {"colour": "grey"}
+    assert newer.to_dict() == {"avoid": ["x"], "colour": "grey"}
 
 
 def test_steering_body_keywords_and_overrides():
@@ -141,10 +146,13 @@ def test_request_body_is_what_the_server_parses():
     protocol = pytest.importorskip("greyelephant.server.protocol")
     kw = build_request("chat", "hi", model="m", avoid=Entity("Eiffel Tower", ["Tour Eiffel"]),
                        prefer="Louvre", strategies="directive,logits,critique_revise",
-                       max_revisions=1, prefer_bias=2.5, max_tokens=8, stream=True, seed=1)
+                       max_revisions=1, prefer_bias=2.5, no_repeat_ngram=3, max_tokens=8,
+                       stream=True, seed=1)
     body = {k: v for k, v in kw.items() if k != "extra_body"} | kw["extra_body"]
     req = protocol.ChatCompletionRequest.model_validate(json.loads(json.dumps(body)))
     assert req.steering.max_revisions == 1 and req.steering.prefer_bias == 2.5
+    if "no_repeat_ngram" in type(req.steering).model_fields:
+        assert req.steering.no_repeat_ngram == 3
     assert [e.entity for e in req.steering.avoid] == ["Eiffel Tower"]
     assert req.stream_options.include_usage
 
