@@ -29,6 +29,7 @@ import httpx
 from greyelephant.control.detector import detector_for
 from greyelephant.control.quality import degeneracy
 
+DOC = __doc__
 DEFAULT_ROWS = "none,directive,logits,directive+logits"
 REQUIRED = ("id", "avoid", "prefer", "messages")
 

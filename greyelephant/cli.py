@@ -55,8 +55,58 @@ def register_client_commands(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def _eval(args) -> int:
+    from greyelephant.benchmarks.steering_eval import run
+
+    return run(args)
+
+
+def register_eval_command(sub: argparse._SubParsersAction) -> None:
+    """``eval``: steering quality on an eval file (greyelephant.benchmarks.steering_eval)."""
+    from greyelephant.benchmarks.steering_eval import DOC, add_arguments
+
+    ev = sub.add_parser("eval", help="steering-quality eval: mention / prefer / degenerate rates",
+                        description=DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ev)
+    ev.set_defaults(func=_eval)
+
+
+BENCHMARKS = {
+    "serving": ("greyelephant.benchmarks.serving_baseline",
+                "this server vs vLLM's own OpenAI server (throughput, TTFT, TPOT)"),
+    "steering": ("greyelephant.benchmarks.steering_overhead",
+                 "steered vs plain throughput; critique-revise latency on clean drafts"),
+    "compile": ("greyelephant.benchmarks.steering_compile",
+                "compiling a 1,000-form steering spec on the vocabulary"),
+}
+
+
+def _bench(args) -> int:
+    import importlib
+
+    module = importlib.import_module(BENCHMARKS[args.which][0])
+    sys.argv = [f"greyelephant bench {args.which}", *args.rest]
+    status = module.main()
+    return status if isinstance(status, int) else 0
+
+
+def register_bench_command(sub: argparse._SubParsersAction) -> None:
+    """``bench WHICH [args…]``: the benchmarks in benchmarks/ (results in benchmarks/results)."""
+    bench = sub.add_parser(
+        "bench", help="run a benchmark (serving, steering, compile)",
+        description="Run one of the project's benchmarks; arguments after WHICH go to it "
+                    "(e.g. 'greyelephant bench serving --rounds 3'). Kernel benchmarks: "
+                    "benchmarks/kernels/gpu_check.py.",
+        epilog="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("which", choices=sorted(BENCHMARKS))
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    bench.set_defaults(func=_bench)
+
+
 #: The command groups, in the order ``--help`` lists them.
-COMMANDS: list[Registrar] = [register_server_commands, register_client_commands]
+COMMANDS: list[Registrar] = [register_server_commands, register_client_commands,
+                             register_eval_command, register_bench_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
