@@ -1,0 +1,279 @@
+"""DPF preference pairs (Direct Principle Feedback, Castricato et al. 2024).
+
+For every seed prompt (single turn) and seed dialogue (drifting toward the avoided entity):
+
+1. **draft** — the served model answers under the directive alone (steering strategies
+   ``["directive"]``): exactly the prompt the server builds for that strategy;
+2. when the draft **mentions** the avoided entity (the project's detector), **revise** it
+   with the project's critique-revise loop (``control/critique_revise.py``: critique, then a
+   rewrite prompt) where every revision is generated with the ``logits`` strategy active —
+   the string-level ban — and the preference nudge toward ``prefer``;
+3. keep the pair ``(chosen = revision, rejected = draft)`` unless the revision is
+   degenerate (``control/quality.py``), still mentions the entity, or repeats the draft.
+
+Clean drafts give no pair (DPF revises only what violates the principle). Every record
+carries its provenance: seed id, request parameters, the server's steering reports, the
+model and the date. Greedy by default; ``--temperature > 0`` samples with a per-request
+seed derived from ``--seed``, so a run is reproducible either way.
+
+    python -m greyelephant.recipe.dpf_data --seeds recipe/data/seeds.jsonl \\
+        --eval-file ../shared/evals/pink_elephant_dev.jsonl \\
+        --out runs/recipe/pairs.jsonl --limit 400 --seed 0
+
+The seeds must share no entity with any ``--eval-file`` (``data_check.check_disjoint``);
+the command refuses to run otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import json
+import random
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from greyelephant.control.critique_revise import critique_revise
+from greyelephant.control.detector import detector_for
+from greyelephant.control.directive import apply_directive, build_directive
+from greyelephant.control.normalize import fold_text
+from greyelephant.control.quality import degeneracy
+from greyelephant.control.spec import SteeringSpec
+
+from .common import (ChatClient, add_server_args, load_jsonl, provenance, served, text_of,
+                     unit_hash, write_jsonl)
+from .data_check import SEEDS_PATH, check_disjoint, validate_seeds
+
+DRAFT_STRATEGIES = ["directive"]
+REVISE_STRATEGIES = ["logits"]  # the revision prompt carries the principle itself
+
+# A small model often wraps its rewrite: "Here is the rewritten reply:", quotes, "Revised:".
+_PREAMBLE = re.compile(
+    r"^\s*(?:(?:here\s+is|here's)\s+(?:the|my|a)\s+(?:rewritten|revised|new)\s+(?:draft\s+)?"
+    r"(?:reply|response|version|answer)\s*[:.\-]?|(?:rewritten|revised)\s+(?:draft\s+)?"
+    r"(?:reply|response|version|answer)?\s*:)\s*", re.IGNORECASE)
+
+
+# ... and then talks about the task ("The original response was:", "Rewrite the response").
+_META = re.compile(r"\b(?:original (?:response|reply|draft)|rewrit\w*|revis\w*|the principle|"
+                   r"draft (?:reply|response)|critique)\b", re.IGNORECASE)
+
+
+def clean_revision(text: str) -> str:
+    """Strip a rewrite preamble and wrapping quotes, and cut the text at the first paragraph
+    that talks about the rewriting task itself; keep the rest as generated."""
+    text = _PREAMBLE.sub("", text.strip(), count=1).strip()
+    kept = []
+    for para in re.split(r"\n\s*\n", text):
+        if _META.search(para):
+            break
+        kept.append(para)
+    text = "\n\n".join(kept).strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text
+
+
+def _words(text: str) -> list[str]:
+    return fold_text(text).split()
+
+
+def near_miss(text: str, names: list[str], threshold: float = 0.8) -> str | None:
+    """A misspelling that dodges the rule ("Home Depo", "Coca-Coloca"): a run of words whose
+    folded form is close to (but not) a name of at least 5 characters. Returns it, or None."""
+    words = _words(text)
+    for name in names:
+        target = " ".join(_words(name))
+        n = len(target.split())
+        if len(target) < 5:
+            continue
+        for i in range(len(words) - n + 1):
+            window = " ".join(words[i:i + n])
+            if window != target and (
+                    difflib.SequenceMatcher(None, window, target).ratio() >= threshold):
+                return window
+    return None
+
+
+def seed_items(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every (seed, prompt) and (seed, dialogue) as one item, in file order."""
+    items = []
+    for seed in seeds:
+        for i, prompt in enumerate(seed["prompts"]):
+            items.append({"key": f"{seed['id']}/p{i}", "seed": seed, "kind": "prompt",
+                          "messages": [{"role": "user", "content": prompt}]})
+        items.append({"key": f"{seed['id']}/d", "seed": seed, "kind": "dialogue",
+                      "messages": [dict(m) for m in seed["dialogue"]]})
+    return items
+
+
+def select_items(items: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict]:
+    """A deterministic sample: shuffled with ``random.Random(seed)``, first ``limit``."""
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    return order[:limit] if limit else order
+
+
+def steering_for(seed: dict[str, Any], strategies: list[str]) -> dict[str, Any]:
+    return {"avoid": [{"entity": seed["avoid"], "aliases": list(seed["avoid_aliases"])}],
+            "prefer": [seed["prefer"]], "strategies": strategies}
+
+
+def request_seed(run_seed: int, key: str, step: str) -> int:
+    return int(unit_hash(run_seed, key, step) * 2**31)
+
+
+async def make_pair(client: ChatClient, item: dict[str, Any], args) -> dict[str, Any]:
+    """One item → {"status": ..., "pair": {...} | None}."""
+    seed = item["seed"]
+    spec = SteeringSpec.model_validate(steering_for(seed, DRAFT_STRATEGIES))
+    principle = build_directive(spec)
+    detector = detector_for([(seed["avoid"], tuple(seed["avoid_aliases"]))])
+    sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens}
+    draft_body = {"messages": item["messages"], **sampling,
+                  "steering": steering_for(seed, DRAFT_STRATEGIES)}
+    if args.temperature > 0:
+        draft_body["seed"] = request_seed(args.seed, item["key"], "draft")
+    if args.model:
+        draft_body["model"] = args.model
+    draft_resp = await client.chat(draft_body)
+    draft = text_of(draft_resp)
+    if not detector.find(draft):
+        return {"status": "clean_draft", "pair": None}
+
+    revision_reports: list[dict[str, Any]] = []
+    revision_bodies: list[dict[str, Any]] = []
+
+    async def generate(messages: list[dict[str, str]]) -> str:
+        body = {"messages": messages, **sampling,
+                "steering": steering_for(seed, REVISE_STRATEGIES)}
+        if args.temperature > 0:
+            body["seed"] = request_seed(args.seed, item["key"], f"rev{len(revision_bodies)}")
+        if args.model:
+            body["model"] = args.model
+        revision_bodies.append({k: v for k, v in body.items() if k != "messages"})
+        resp = await client.chat(body)
+        revision_reports.append(resp.get("steering"))
+        return clean_revision(text_of(resp))
+
+    outcome = await critique_revise(
+        draft, item["messages"], detector=detector, principle=principle,
+        avoid=spec.avoid_entities(), prefer=spec.prefer_entities(), generate=generate,
+        max_revisions=args.max_revisions)
+    chosen = outcome.text
+    if outcome.violations:
+        return {"status": "revision_mentions", "pair": None}
+    reason = degeneracy(chosen)
+    if reason:
+        return {"status": f"degenerate_revision:{reason}", "pair": None}
+    if chosen.strip() == draft.strip():
+        return {"status": "unchanged", "pair": None}
+    if near_miss(chosen, [seed["avoid"], *seed["avoid_aliases"]]):
+        return {"status": "near_miss_revision", "pair": None}
+    prefer_named = bool(detector_for([seed["prefer"]]).find(chosen))
+    pair = {
+        "id": f"dpf-{item['key'].replace('/', '-')}",
+        "seed_id": seed["id"], "kind": item["kind"], "domain": seed["domain"],
+        "avoid": seed["avoid"], "avoid_aliases": list(seed["avoid_aliases"]),
+        "prefer": seed["prefer"], "principle": principle,
+        "messages": item["messages"],
+        # What the model sees under the "directive" strategy: the DPO prompt.
+        "prompt_messages": apply_directive(item["messages"], principle),
+        "chosen": chosen, "rejected": draft,
+        "chosen_names_prefer": prefer_named,
+        "provenance": {
+            "model": draft_resp.get("model"),
+            "draft_request": {k: v for k, v in draft_body.items() if k != "messages"},
+            "draft_report": draft_resp.get("steering"),
+            "revision_requests": revision_bodies, "revision_reports": revision_reports,
+            "revisions": outcome.revisions, "draft_mentions": outcome.draft_violations,
+        },
+    }
+    return {"status": "pair", "pair": pair}
+
+
+async def generate_pairs(base_url: str, items: list[dict[str, Any]], args) -> tuple[list, Counter]:
+    stats: Counter = Counter()
+    pairs = []
+    async with ChatClient(base_url, args.api_key, args.concurrency) as client:
+        done = 0
+        started = time.perf_counter()
+
+        async def one(item):
+            nonlocal done
+            result = await make_pair(client, item, args)
+            done += 1
+            if done % 25 == 0 or done == len(items):
+                print(f"  {done}/{len(items)} items, {time.perf_counter() - started:.0f} s",
+                      file=sys.stderr, flush=True)
+            return result
+
+        for result in await asyncio.gather(*(one(it) for it in items)):
+            stats[result["status"]] += 1
+            if result["pair"] is not None:
+                pairs.append(result["pair"])
+    pairs.sort(key=lambda p: p["id"])
+    return pairs, stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m greyelephant.recipe.dpf_data",
+                                 description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=Path, default=SEEDS_PATH)
+    ap.add_argument("--eval-file", type=Path, action="append", required=True,
+                    help="evaluation JSONL the seeds must not overlap (repeatable)")
+    ap.add_argument("--out", type=Path, default=Path("runs/recipe/pairs.jsonl"))
+    ap.add_argument("--limit", type=int, default=None,
+                    help="draft at most N items (prompts + dialogues, sampled with --seed); "
+                         "pairs come only from drafts that mention the avoided entity")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--max-revisions", type=int, default=2)
+    add_server_args(ap)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    seeds = load_jsonl(args.seeds)
+    validate_seeds(seeds)
+    for eval_path in args.eval_file:
+        shared = check_disjoint(args.seeds, eval_path)
+        if shared:
+            print(f"error: {args.seeds} shares {len(shared)} entities with {eval_path}: "
+                  + ", ".join(shared) + " — refusing to generate training data",
+                  file=sys.stderr)
+            return 1
+    items = select_items(seed_items(seeds), args.limit, args.seed)
+    meta = provenance(argv)
+    print(f"{len(items)} items from {len(seeds)} seeds", file=sys.stderr)
+    started = time.perf_counter()
+    log = args.out.with_suffix(".server.log")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with served(args.base_url, args.serve_arg, log) as url:
+        pairs, stats = asyncio.run(generate_pairs(url, items, args))
+    seconds = time.perf_counter() - started
+    write_jsonl(args.out, pairs)
+    summary = {**meta, "seeds": str(args.seeds), "eval_files": [str(p) for p in args.eval_file],
+               "items": len(items), "pairs": len(pairs), "outcomes": dict(sorted(stats.items())),
+               "chosen_names_prefer": sum(p["chosen_names_prefer"] for p in pairs),
+               "seconds": round(seconds, 1),
+               "params": {"limit": args.limit, "seed": args.seed,
+                          "temperature": args.temperature, "max_tokens": args.max_tokens,
+                          "max_revisions": args.max_revisions,
+                          "draft_strategies": DRAFT_STRATEGIES,
+                          "revise_strategies": REVISE_STRATEGIES}}
+    args.out.with_suffix(".stats.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: summary[k] for k in ("items", "pairs", "outcomes", "seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
