@@ -12,6 +12,17 @@ PARIS = [{"role": "user", "content": "What's the one landmark I absolutely must 
 SPEC = {"avoid": [{"entity": "Eiffel Tower", "aliases": ["Tour Eiffel"]}], "prefer": ["Louvre"]}
 
 
+def stream_chat(http, body):
+    """POST a streaming chat request; return (JSON events, concatenated content)."""
+    events = []
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[6:]))
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    return events, text
+
+
 def chat(http, server, steering, messages=PARIS, **kw):
     body = {"model": server["model"], "messages": messages, "max_tokens": 60, "temperature": 0,
             "steering": steering, **kw}
@@ -72,12 +83,7 @@ def test_streaming_carries_the_report(http, server):
     body = {"model": server["model"], "messages": PARIS, "max_tokens": 40, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True},
             "steering": {**SPEC, "strategies": ["directive", "logits"]}}
-    events = []
-    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
-        for line in resp.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                events.append(json.loads(line[6:]))
-    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    events, text = stream_chat(http, body)
     reports = [e["steering"] for e in events if "steering" in e]
     assert len(reports) == 1 and reports[0]["violations"] == 0
     assert "eiffel tower" not in text.lower()
@@ -87,12 +93,7 @@ def test_streaming_carries_the_report(http, server):
 def test_streaming_with_critique_revise_sends_settled_text(http, server):
     body = {"model": server["model"], "messages": PARIS, "max_tokens": 40, "temperature": 0,
             "stream": True, "steering": {**SPEC, "strategies": ["critique_revise"]}}
-    events = []
-    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
-        for line in resp.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                events.append(json.loads(line[6:]))
-    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    events, text = stream_chat(http, body)
     report = next(e["steering"] for e in events if "steering" in e)
     assert report["revisions"] >= 1 and report["violations"] == 0
     assert "eiffel tower" not in text.lower()
