@@ -53,6 +53,10 @@ def _apply_platform_defaults(args, argv: list[str]) -> None:
 
 
 def serve_main(argv: list[str]) -> int:
+    # The steering logits processor uses vLLM's V1 (batch-level) interface. On GPUs vLLM 0.32
+    # defaults dense models to "model runner V2", whose logits-processor interface differs,
+    # so the V1 runner is selected unless the operator chose explicitly.
+    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
     parser = build_serve_parser()
     args = parser.parse_args(argv)
     log_level = str(getattr(args, "log_level", "info")).lower()
