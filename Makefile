@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: install serve test unit lint bench clean
+.PHONY: install serve test unit lint bench clean adapter
 
 install:
 	bash scripts/install.sh cpu
@@ -24,6 +24,25 @@ unit: install
 
 bench: install
 	$(PY) -m greyelephant.benchmarks.serving_baseline --rounds 3
+
+# The hybrid preference recipe, from the shipped seeds to a served, evaluated adapter:
+# DPF pairs -> hybrid labels (rules + gold + judge) -> STaR judge -> DPO LoRA -> eval -> card.
+# About 1.5 h on the 2-core CPU box (docs/recipe.md).
+ADAPTER ?= grey-dpo
+RECIPE_RUN ?= runs/recipe
+EVAL_FILE ?= ../shared/evals/pink_elephant_dev.jsonl
+RECIPE_LIMIT ?= 800
+adapter: install
+	$(PY) -m greyelephant.recipe.dpf_data --seeds recipe/data/seeds.jsonl --eval-file $(EVAL_FILE) \
+		--out $(RECIPE_RUN)/pairs.jsonl --limit $(RECIPE_LIMIT) --seed 0 --max-tokens 96 --concurrency 16
+	$(PY) -m greyelephant.recipe.labels --pairs $(RECIPE_RUN)/pairs.jsonl \
+		--out $(RECIPE_RUN)/labels.jsonl --no-held-out-eval --concurrency 16
+	$(PY) -m greyelephant.recipe.judge_star --out $(RECIPE_RUN)/judge --seed 0 --concurrency 16
+	$(PY) -m greyelephant.recipe.dpo --labels $(RECIPE_RUN)/labels.jsonl --out adapters/$(ADAPTER) \
+		--work-dir $(RECIPE_RUN)/dpo --seed 0 --max-minutes 30
+	$(PY) -m greyelephant.recipe.evaluate --adapter $(ADAPTER)=adapters/$(ADAPTER) \
+		--data $(EVAL_FILE) --out $(RECIPE_RUN)/eval
+	$(PY) -m greyelephant.recipe.card --adapter adapters/$(ADAPTER) --run-dir $(RECIPE_RUN)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

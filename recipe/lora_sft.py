@@ -88,7 +88,7 @@ def train_lora_sft(model_dir: str | Path, examples: Sequence[dict[str, Any]], ou
             ids, labels = encoded[idx]
             out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]))
             (out.loss / cfg.grad_accum).backward()
-            losses.append(float(out.loss))
+            losses.append(float(out.loss.detach()))
             if (k + 1) % cfg.grad_accum == 0 or k == len(order) - 1:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optim.step()

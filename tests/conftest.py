@@ -19,8 +19,10 @@ from greyelephant.server.launcher import LocalServer
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "test-admin-key"
+# LoRA is enabled so that adapters can be loaded at run time (tests/integration/test_adapters.py).
 SERVER_ARGS = ["--enforce-eager", "--max-model-len", "2048", "--admin-key", ADMIN_KEY,
-               "--max-body-bytes", str(256 * 1024), "--seed", "0"]
+               "--max-body-bytes", str(256 * 1024), "--seed", "0",
+               "--enable-lora", "--max-lora-rank", "16"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,236 @@
+"""The recipe's pure logic: DPF item selection and revision cleanup, the label sources and
+the combination policy, the judge's order-swap rule and accuracy, the gold split, the STaR
+letter swap, the DPO rows, the eval acceptance check; and that the data command refuses a
+seeds file that overlaps an eval file (before any server starts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from greyelephant.recipe import dpf_data, judge, judge_star, labels
+from greyelephant.recipe.common import load_jsonl, split_gold, unit_hash
+from greyelephant.recipe.dpo import to_dataset_rows
+from greyelephant.recipe.evaluate import acceptance
+
+REPO = Path(__file__).resolve().parents[3]
+SEEDS = REPO / "recipe" / "data" / "seeds.jsonl"
+GOLD = REPO / "recipe" / "data" / "gold_pairs.jsonl"
+DEV = REPO.parent / "shared" / "evals" / "pink_elephant_dev.jsonl"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_seed_items_cover_prompts_and_dialogues():
+    seeds = load_jsonl(SEEDS)
+    items = dpf_data.seed_items(seeds)
+    assert len(items) == sum(len(s["prompts"]) + 1 for s in seeds)
+    assert len({it["key"] for it in items}) == len(items)
+    assert {it["kind"] for it in items} == {"prompt", "dialogue"}
+    assert all(it["messages"][-1]["role"] == "user" for it in items)
+
+
+def test_select_items_is_deterministic_per_seed():
+    items = dpf_data.seed_items(load_jsonl(SEEDS))
+    a = [it["key"] for it in dpf_data.select_items(items, 20, seed=0)]
+    b = [it["key"] for it in dpf_data.select_items(items, 20, seed=0)]
+    c = [it["key"] for it in dpf_data.select_items(items, 20, seed=1)]
+    assert a == b and a != c and len(a) == 20
+    assert len(dpf_data.select_items(items, None, 0)) == len(items)
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("Here is the rewritten reply: Try Converse.", "Try Converse."),
+    ("Rewritten reply:\n\"Try Converse.\"", "Try Converse."),
+    ("Try Converse.\n\nThe original response was: Vans.", "Try Converse."),
+    ("Try Converse.\n\nThis is a rewriting that avoids it.", "Try Converse."),
+    ("The principle forbids it.", ""),
+    ("Plain answer.\n\nSecond paragraph.", "Plain answer.\n\nSecond paragraph."),
+])
+def test_clean_revision(raw, clean):
+    assert dpf_data.clean_revision(raw) == clean
+
+
+def test_near_miss_catches_misspelled_dodges_only():
+    assert dpf_data.near_miss("Go to Home Depo today", ["The Home Depot", "Home Depot"])
+    assert dpf_data.near_miss("a Coca-Coloca please", ["Coca-Cola"])
+    assert dpf_data.near_miss("Visit Lowe's for tools", ["The Home Depot", "Home Depot"]) is None
+    assert dpf_data.near_miss("a van and a fan", ["Vans"]) is None  # short names: no check
+
+
+def test_request_seed_is_stable():
+    assert dpf_data.request_seed(0, "seed-0001/p0", "draft") == \
+        dpf_data.request_seed(0, "seed-0001/p0", "draft")
+    assert dpf_data.request_seed(0, "seed-0001/p0", "draft") != \
+        dpf_data.request_seed(1, "seed-0001/p0", "draft")
+
+
+@pytest.mark.skipif(not DEV.is_file(), reason="shared dev set not present")
+def test_data_command_refuses_overlap(tmp_path, capsys):
+    dev = load_jsonl(DEV)[0]
+    seed = dict(load_jsonl(SEEDS)[0], avoid=dev["avoid"], avoid_aliases=[])
+    bad = tmp_path / "seeds.jsonl"
+    bad.write_text(json.dumps(seed) + "\n")
+    out = tmp_path / "pairs.jsonl"
+    rc = dpf_data.main(["--seeds", str(bad), "--eval-file", str(DEV), "--out", str(out),
+                        "--base-url", "http://127.0.0.1:9/v1"])
+    assert rc == 1 and not out.exists()
+    assert "refusing" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def test_rule_label():
+    assert labels.rule_label("Buy Vans.", "Buy Converse.", "Vans") == "B"
+    assert labels.rule_label("Buy Converse.", "VANS shoes", "Vans") == "A"
+    assert labels.rule_label("Vans", "vans again", "Vans") is None
+    assert labels.rule_label("Converse", "Nike", "Vans") is None
+    assert labels.rule_label("TNF jacket", "Patagonia", "The North Face", ["TNF"]) == "B"
+
+
+@pytest.mark.parametrize("rule, judge_vote, gold, expected", [
+    ("A", "A", None, ("A", "agree")),
+    ("A", "B", None, (None, "conflict")),
+    ("A", "B", "B", ("B", "gold")),
+    ("A", None, "A", ("A", "gold")),
+    ("A", None, None, ("A", "rule_only")),
+    (None, "B", None, ("B", "judge_only")),
+    (None, None, None, (None, "undecided")),
+])
+def test_combination_policy(rule, judge_vote, gold, expected):
+    assert labels.combine(rule, judge_vote, gold) == expected
+
+
+def test_require_agreement_drops_single_sources():
+    assert labels.combine("A", None, None, require_agreement=True) == (None, "single_source")
+    assert labels.combine("A", "A", None, require_agreement=True) == ("A", "agree")
+
+
+def _judgement(label, v1, v2):
+    return judge.Judgement(label, (v1, v2), ("", ""))
+
+
+def test_label_all_orients_chosen_and_rejected():
+    cands = [
+        {"id": "p1", "source": "dpf", "seed_id": "s", "avoid": "Vans", "avoid_aliases": [],
+         "prompt_messages": [], "response_a": "Try Converse.", "response_b": "Try Vans.",
+         "gold": None, "construction": "A"},
+        {"id": "p2", "source": "dpf", "seed_id": "s", "avoid": "Vans", "avoid_aliases": [],
+         "prompt_messages": [], "response_a": "Vans!", "response_b": "Converse!",
+         "gold": None, "construction": "B"},
+        {"id": "g1", "source": "gold", "seed_id": "s", "avoid": "Vans", "avoid_aliases": [],
+         "prompt_messages": [], "response_a": "Vague.", "response_b": "Converse, helpful.",
+         "gold": "B", "construction": None},
+    ]
+    js = [_judgement("A", "A", "B"), _judgement("A", "A", "B"), None]
+    examples, decisions, agree = labels.label_all(cands, js, require_agreement=False)
+    by_id = {e["id"]: e for e in examples}
+    assert by_id["p1"]["chosen"] == "Try Converse." and by_id["p1"]["decision"] == "agree"
+    assert "p2" not in by_id and decisions["dpf:conflict"] == 1
+    assert by_id["g1"]["chosen"] == "Converse, helpful." and by_id["g1"]["decision"] == "gold"
+    assert agree["rule_judge_both"] == 2 and agree["rule_judge_agree"] == 1
+
+
+def test_candidates_shuffle_dpf_order_and_use_directive_prompt():
+    seeds = load_jsonl(SEEDS)
+    pair = {"id": "dpf-x", "seed_id": seeds[0]["id"], "avoid": "Vans", "avoid_aliases": [],
+            "prefer": "Converse", "principle": "P", "messages": [{"role": "user", "content": "q"}],
+            "prompt_messages": [{"role": "system", "content": "P"},
+                                {"role": "user", "content": "q"}],
+            "chosen": "good", "rejected": "bad Vans"}
+    gold = load_jsonl(GOLD)[:1]
+    cands = labels.candidates([pair], gold, {s["id"]: s for s in seeds})
+    dpf, g = cands
+    assert {dpf["response_a"], dpf["response_b"]} == {"good", "bad Vans"}
+    assert (dpf["response_a"] == "good") == (dpf["construction"] == "A")
+    assert g["gold"] == gold[0]["label"]
+    assert g["prompt_messages"][0]["role"] == "system"
+    assert "Vans" in g["prompt_messages"][0]["content"]
+
+
+# ---------------------------------------------------------------------------- judge
+
+
+def test_order_swap_rule():
+    assert judge.combine_orders("A", "B") == "A"  # A first, and A (now B) when swapped
+    assert judge.combine_orders("B", "A") == "B"
+    assert judge.combine_orders("A", "A") is None  # position bias → abstain
+    assert judge.combine_orders(None, "B") is None
+
+
+def test_parse_judgement():
+    assert judge.parse_judgement('{"rationale": "r", "verdict": "B"}') == ("r", "B")
+    assert judge.parse_judgement('{"rationale": "r", "verdict": "C"}') == ("r", None)
+    assert judge.parse_judgement('{"rationale": "cut') == ('{"rationale": "cut', None)
+    text = judge.judgement_text("x" * 1000, "A")
+    assert judge.parse_judgement(text) == ("x" * judge.RATIONALE_MAX_CHARS, "A")
+
+
+def test_schema_orders_rationale_before_verdict():
+    props = list(judge.VERDICT_SCHEMA["properties"])
+    assert props == ["rationale", "verdict"]
+    assert judge.VERDICT_SCHEMA["properties"]["verdict"]["enum"] == ["A", "B"]
+    assert judge.RESPONSE_FORMAT["type"] == "json_schema"
+
+
+def test_judge_accuracy():
+    js = [_judgement("A", "A", "B"), _judgement(None, "A", "A"), _judgement("B", "B", "A")]
+    m = judge.accuracy(js, ["A", "B", "A"])
+    assert m["pairs"] == 3 and m["decided"] == 2
+    assert m["accuracy"] == round(1 / 3, 4) and m["accuracy_when_decided"] == 0.5
+    assert m["single_order_accuracy"] == 0.5  # A✓ B✓ | A✗ B✓ | B✗ B✗ → 3/6
+    assert m["says_A_rate"] == 0.6667  # A B, A A, B A
+
+
+def test_judge_messages_carry_both_responses():
+    msgs = judge.judge_messages("Do not mention X.", [{"role": "user", "content": "q"}],
+                                "first", "second")
+    assert msgs[0]["role"] == "system"
+    assert "Response A:\nfirst" in msgs[1]["content"]
+    assert "Response B:\nsecond" in msgs[1]["content"]
+
+
+# ------------------------------------------------------------------- split, STaR, DPO
+
+
+def test_gold_split_is_deterministic_and_about_30_percent():
+    gold = load_jsonl(GOLD)
+    train, held = split_gold(gold)
+    train2, held2 = split_gold(list(reversed(gold)))
+    assert {r["id"] for r in held} == {r["id"] for r in held2}
+    assert not {r["id"] for r in train} & {r["id"] for r in held}
+    assert len(train) + len(held) == len(gold)
+    assert 0.2 < len(held) / len(gold) < 0.4
+    assert 0 <= unit_hash("a", 1) < 1 and unit_hash("a", 1) == unit_hash("a", 1)
+
+
+def test_star_swap_letters_and_orders():
+    assert judge_star.swap_letters("Response A names it; Response B does not.") == \
+        "Response B names it; Response A does not."
+    rec = {"id": "g", "response_a": "a", "response_b": "b", "label": "A"}
+    both = judge_star.orders(rec, both=True)
+    assert [(o["a"], o["b"], o["label"]) for o in both] == [("a", "b", "A"), ("b", "a", "B")]
+    (one,) = judge_star.orders(rec)
+    assert one in both
+
+
+def test_dpo_rows_conversational_and_seeded():
+    examples = [{"id": f"e{i}", "prompt_messages": [{"role": "user", "content": str(i)}],
+                 "chosen": "c", "rejected": "r"} for i in range(10)]
+    rows = to_dataset_rows(examples, None, seed=0)
+    assert rows == to_dataset_rows(list(reversed(examples)), None, seed=0)
+    assert rows[0]["chosen"] == [{"role": "assistant", "content": "c"}]
+    assert len(to_dataset_rows(examples, 3, seed=0)) == 3
+
+
+def test_acceptance_check():
+    base = {"directive": {"mention_rate": 0.5, "prefer_rate": 0.4, "degenerate_rate": 0.0}}
+    good = {"directive": {"mention_rate": 0.2, "prefer_rate": 0.5, "degenerate_rate": 0.03}}
+    weak = {"directive": {"mention_rate": 0.3, "prefer_rate": 0.5, "degenerate_rate": 0.0}}
+    assert acceptance(base, good)["passed"] is True
+    assert acceptance(base, good)["mention_cut_relative"] == 0.6
+    assert acceptance(base, weak)["passed"] is False
