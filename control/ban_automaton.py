@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .aho_corasick import ROOT, Automaton, minimal_patterns
-from .limits import DEFAULT_PREFER_BIAS, MAX_PREFER_BIAS, PREFER_MIN_CHARS
+from .limits import DEFAULT_PREFER_BIAS, MAX_PREFER_BIAS, MAX_PREFER_MISSES, PREFER_MIN_CHARS
 from .normalize import SEP, fold_form, fold_text
 from .surface_forms import ARTICLES
 from .vocab_index import VocabIndex, decode_utf8, pack_bool, ranges_to_mask, unpack_words
@@ -80,8 +80,10 @@ class RowState:
     avoid: int
     prefer: int
     pending: bytes = b""
-    prefer_done: bool = False
+    prefer_done: bool = False  # the boost is over: a preferred form appeared, or it is spent
     violated: bool = False
+    prefer_trying: bool = False  # the row took a boosted token; the form is not finished
+    prefer_misses: int = 0  # boosted attempts the row abandoned
     n_tokens: int = 0
 
 
@@ -136,7 +138,7 @@ class CompiledSteering:
         self._pending_masks = _LRU(max_cached_states)
         self._bias = _LRU(max_cached_states)
         self._avoid_trans: dict[tuple[int, int], tuple[int, bool]] = {}
-        self._prefer_trans: dict[tuple[int, int], tuple[int, bool]] = {}
+        self._prefer_trans: dict[tuple[int, int], tuple[int, bool, bool]] = {}
         self.compile_seconds = time.perf_counter() - t0
 
     # -- rows --------------------------------------------------------------------------
@@ -153,6 +155,7 @@ class CompiledSteering:
         data = idx.token_bytes[token_id]
         if data is None:
             return  # special tokens contribute no text
+        q0 = row.prefer
         if not row.pending:
             key = (row.avoid, token_id)
             t = self._avoid_trans.get(key)
@@ -160,21 +163,29 @@ class CompiledSteering:
                 t = self._avoid_trans[key] = self.avoid.feed(row.avoid, idx.texts[token_id])
             row.avoid, hit = t
             if not row.prefer_done:
-                key = (row.prefer, token_id)
+                key = (q0, token_id)
                 t = self._prefer_trans.get(key)
-                if t is None:
-                    t = self._prefer_trans[key] = self.prefer.feed(
-                        row.prefer, idx.texts[token_id]
+                if t is None:  # (next state, form completed, token was boosted)
+                    t = self._prefer_trans[key] = (
+                        *self.prefer.feed(q0, idx.texts[token_id]), self._boosted(q0, token_id)
                     )
-                row.prefer, done = t
-                row.prefer_done = done
+                row.prefer, row.prefer_done, boosted = t
+                if boosted:
+                    row.prefer_trying = True
             row.pending = idx.tails[token_id]
         else:
             text, row.pending = decode_utf8(row.pending + data)
             folded = fold_text(text, prev_sep=False)
             row.avoid, hit = self.avoid.feed(row.avoid, folded)
             if not row.prefer_done:
-                row.prefer, row.prefer_done = self.prefer.feed(row.prefer, folded)
+                row.prefer, row.prefer_done = self.prefer.feed(q0, folded)
+        if (row.prefer_trying and not row.prefer_done and row.prefer != q0
+                and self.prefer.depth[row.prefer] <= self.prefer.depth[q0]):
+            # the text left the form the row had been nudged into: an abandoned attempt
+            row.prefer_trying = False
+            row.prefer_misses += 1
+            if row.prefer_misses >= MAX_PREFER_MISSES:
+                row.prefer_done = True  # the boost is spent for this row
         if hit:
             row.violated = True
 
@@ -227,6 +238,11 @@ class CompiledSteering:
         return pack_bool(banned, self.n_words)
 
     # -- preferred tokens --------------------------------------------------------------
+    def _boosted(self, q: int, token_id: int) -> bool:
+        ids = self._bias.get_or(q, lambda: self._prefer_tokens(q))[0]
+        i = int(np.searchsorted(ids, token_id))
+        return i < ids.size and int(ids[i]) == token_id
+
     def bias(self, row: RowState) -> tuple[np.ndarray, np.ndarray]:
         """(token ids int32, bias values float32) for the row's next token."""
         if row.prefer_done or row.pending:
@@ -237,6 +253,10 @@ class CompiledSteering:
         ac, idx = self.prefer, self.index
         starts: list[str] = []
         exact: list[str] = []
+        # (whole rest, pieces long enough, shorter pieces longest first) per key and
+        # separator choice: the shorter pieces are the fallback of a form that the
+        # vocabulary can only start with a short token
+        options: list[tuple[str, list[str], list[str]]] = []
         for p in [*ac.chain(q), ROOT]:
             d = ac.depth[p]
             lo, hi = ac.key_range(p) if p != ROOT else (0, len(ac.keys))
@@ -246,14 +266,37 @@ class CompiledSteering:
                 if not r:
                     continue
                 need = max(1, min(len(key), PREFER_MIN_CHARS) - d)
-                pieces = [r[:k] for k in range(need, len(r)) if r[:k].strip(SEP)]
+                ks = [k for k in range(1, len(r)) if r[:k].strip(SEP)]
                 for s in seps:
-                    starts.append(s + r)
-                    exact.extend(s + piece for piece in pieces)
+                    options.append((s + r, [s + r[:k] for k in ks if k >= need],
+                                    [s + r[:k] for k in reversed(ks) if k < need]))
+        if not options:
+            return _EMPTY_IDS, _EMPTY_VALS
+        starts = [o[0] for o in options]
+        exact = [piece for o in options for piece in o[1]]
         lo, hi = idx.prefix_ranges(starts)
+        start_ok = lo < hi
         sel = ranges_to_mask(lo, hi, idx.sorted_ids.size)
+        long_ok = np.zeros(0, dtype=bool)
         if exact:
             lo, hi = idx.exact_ranges(exact)
+            long_ok = lo < hi
+            sel |= ranges_to_mask(lo, hi, idx.sorted_ids.size)
+        # A form no token of >= PREFER_MIN_CHARS characters can start (" X"+"box",
+        # " Ad"+"idas") gets its longest available start boosted instead: otherwise it is
+        # only ever boosted once the model has started it on its own.
+        fallback: list[str] = []
+        at = 0
+        for j, (_, longer, shorter) in enumerate(options):
+            n = len(longer)
+            if shorter and not start_ok[j] and not long_ok[at:at + n].any():
+                lo, hi = idx.exact_ranges(shorter)
+                hit = np.flatnonzero(lo < hi)
+                if hit.size:
+                    fallback.append(shorter[hit[0]])
+            at += n
+        if fallback:
+            lo, hi = idx.exact_ranges(fallback)
             sel |= ranges_to_mask(lo, hi, idx.sorted_ids.size)
         ids = np.unique(idx.sorted_ids[sel]).astype(np.int32)
         return ids, np.full(ids.size, self.prefer_bias, dtype=np.float32)

@@ -10,6 +10,7 @@ MAX_SURFACE_FORMS = 4096  # distinct folded surface forms, avoid + prefer, after
 DEFAULT_PREFER_BIAS = 4.0  # logits added to tokens that start/continue a preferred form
 MAX_PREFER_BIAS = 10.0
 PREFER_MIN_CHARS = 4  # a boosted token must leave >= this many chars of the form in place
+MAX_PREFER_MISSES = 2  # the boost is spent after the row abandons this many boosted attempts
 DEFAULT_NO_REPEAT_NGRAM = 4  # loop guard: no token 4-gram twice in a logits-steered output
 MAX_NO_REPEAT_NGRAM = 32  # 0 = off; otherwise 2..32
 MAX_ENGINE_FORM_CHARS = 512  # one form in extra_args["steering"] (engine-side check)

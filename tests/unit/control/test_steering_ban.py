@@ -36,7 +36,7 @@ from greyelephant.control.ban_automaton import (
 )
 from greyelephant.control.normalize import fold_text
 from greyelephant.control.surface_forms import expand_entity, fold_patterns
-from greyelephant.control.vocab_index import pack_bool, unpack_words
+from greyelephant.control.vocab_index import VocabIndex, pack_bool, unpack_words
 
 AVOID = [("Eiffel Tower", ["Tour Eiffel"]), ("Nike", []), ("Coca-Cola", ["Coke"]),
          ("Zürich", []), ("McDonald's", ["McDonalds"]), ("PlayStation", ["PS5"]),
@@ -297,3 +297,50 @@ def test_compiled_1000_forms_bans_completions(vocab_index, tokenizer):
     c.advance_many(row, tokenizer.encode("see brand1 name"))
     banned = c.banned_bool(row)
     assert banned[tokenizer.encode("1")[0]] and not banned[tokenizer.encode("x")[0]]
+
+
+def test_prefer_short_start_fallback_on_a_toy_vocabulary():
+    """A form that no token of >= PREFER_MIN_CHARS characters can start gets its longest
+    available start boosted (else it is only boosted once the model started it); a form
+    with a long enough start token keeps the rule (no bare " L")."""
+    tb = [None, b" X", b" x", b"box", b" Xb", b" L", b" Lou", b"vre", b" the", b"X", b" Y"]
+    index = VocabIndex.from_token_bytes(tb)
+    c = CompiledSteering(index, [], ["xbox", "louvre"], 4.0)
+    row = c.new_row()
+    boosted = {tb[int(i)] for i in c.bias(row)[0]}
+    # " Xb" is the longest start of "xbox" (3 chars with the separator), " X" is shorter;
+    # at text start (a word start) "X" is the longest start without a separator
+    assert boosted == {b" Xb", b"X", b" Lou"}, boosted
+    c2 = CompiledSteering(index, [], ["xylo"], 4.0)
+    assert {tb[int(i)] for i in c2.bias(c2.new_row())[0]} == {b" X", b" x", b"X"}
+    c.advance_many(row, [1])  # " X": the continuation is boosted as before
+    assert {tb[int(i)] for i in c.bias(row)[0]} >= {b"box"}
+    c.advance(row, 3)
+    assert row.prefer_done and c.bias(row)[0].size == 0
+
+
+def test_prefer_boost_is_spent_after_abandoned_attempts():
+    """The boost is a nudge, not an attractor: once the row has taken a boosted token and
+    then left the form unfinished MAX_PREFER_MISSES times, it stops for the row. Partial
+    matches the row reached without a boosted token do not count."""
+    from greyelephant.control.limits import MAX_PREFER_MISSES
+
+    tb = [None, b" New", b" York", b" B", b"alance", b"fab", b" A", b" good", b" Ad", b"idas"]
+    index = VocabIndex.from_token_bytes(tb)
+    tid = {b: i for i, b in enumerate(tb) if b}
+    c = CompiledSteering(index, [], ["new balance", "adidas"], 4.0)
+    row = c.new_row()
+    assert tid[b" New"] in c.bias(row)[0] and tid[b" A"] not in c.bias(row)[0]
+    c.advance_many(row, [tid[b" A"], tid[b" good"]] * 3)  # " A": a partial, never boosted
+    assert row.prefer_misses == 0 and c.bias(row)[0].size
+    c.advance_many(row, [tid[b" New"], tid[b" York"]])  # took the nudge, went elsewhere
+    assert row.prefer_misses == 1 and not row.prefer_done and c.bias(row)[0].size
+    c.advance_many(row, [tid[b" New"], tid[b" B"]])  # progress is not a miss
+    assert row.prefer_misses == 1 and tid[b"alance"] in c.bias(row)[0]
+    c.advance(row, tid[b"fab"])
+    assert row.prefer_misses == 2 == MAX_PREFER_MISSES
+    assert row.prefer_done and c.bias(row)[0].size == 0
+    # a row that finishes the form on its first try is done the usual way
+    row = c.new_row()
+    c.advance_many(row, [tid[b" New"], tid[b" B"], tid[b"alance"]])
+    assert row.prefer_done and row.prefer_misses == 0

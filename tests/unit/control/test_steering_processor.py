@@ -55,7 +55,8 @@ def test_ban_and_bias_on_steered_rows_only(proc, tokenizer):
     assert logits[1, nike[0]] == float("-inf")
     assert torch.equal(logits[0], torch.zeros(v)) and torch.equal(logits[2], torch.zeros(v))
     boosted = (logits[1] > 0).nonzero().flatten().tolist()
-    assert boosted and all(tokenizer.decode([t]).strip().lower().startswith("adi") for t in boosted)
+    # " Ad"+"idas": no token of >= 4 characters starts Adidas, so its longest start is boosted
+    assert boosted and all(tokenizer.decode([t]).strip().lower().startswith("ad") for t in boosted)
     # the live output list grows (with an async placeholder at the end): state follows
     out0.extend(tokenizer.encode(" Ni") + [-1])
     logits = torch.zeros(3, v)
