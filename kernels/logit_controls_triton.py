@@ -1,6 +1,6 @@
 """Triton kernels for the fused logit controls (the GPU path).
 
-Two ways to run the same stages (bias -> penalties -> ban -> temperature):
+Three ways to run the same stages (bias -> penalties -> ban -> temperature):
 
 * ``fused`` — one launch, grid ``(B, cdiv(V, BLOCK))``. Program ``(r, j)`` owns tokens
   ``[j*BLOCK, (j+1)*BLOCK)`` of row ``r``: it scans row r's bias and penalty CSR ranges,
@@ -9,8 +9,17 @@ Two ways to run the same stages (bias -> penalties -> ban -> temperature):
   exactly one program, so no atomics. Costs a scan of the row's lists per block.
 * ``split`` — two launches: a sparse kernel, grid ``(B,)``, applies bias then penalties
   to the listed tokens of its row; then a dense kernel streams ban + temperature.
+* ``overlap`` — one launch; each program reads its tile and its row's lists together and
+  writes the listed tokens' final values over the dense result (``_overlap_kernel``).
+  Measured slower than both others everywhere (run 4); never picked by ``auto``.
 
-Both move one read + one write of the logits plus the bitmask (1/8 byte per token);
+Sparse stages, hoisted form (default, ``_row_lists`` + ``_sparse_rest``): both lists'
+bounds, then both lists' entries, then one gather of all listed logits are issued
+together (3 dependent trips instead of 6); penalties reload their logits after the bias
+stores + a barrier (a token may be in both lists). Staged form (run 3,
+``_sparse_stages``): bias chain, barrier, penalty chain. See ``pick_hoist``.
+
+All move one read + one write of the logits plus the bitmask (1/8 byte per token);
 the sparse lists are small. The dense tile is ``[BLOCK/32, 32]``: one bitmask word per
 tile row, 16-byte vector accesses along the row. Arithmetic is float32; each stage
 rounds to the logits dtype (bitwise the same as the torch path, see
@@ -27,8 +36,76 @@ import triton.language as tl
 
 from ._args import GREEDY_EPS
 
-FUSED_CHUNK = 256  # sparse entries scanned per step by each fused program
-SPARSE_CHUNK = 512  # ... by each program of the split sparse kernel
+FUSED_CHUNK = 256  # sparse entries scanned per step by each fused program (staged code)
+SPARSE_CHUNK = 512  # ... by each program of the split sparse kernel, and by the hoisted code
+
+
+@triton.jit
+def _penalize(x, cnt, prm, rep, pres, freq, HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr,
+              HAS_PRES: tl.constexpr, HAS_FREQ: tl.constexpr):
+    """Repetition, frequency, presence penalties on float32 ``x`` (cnt float32, prm bool)."""
+    in_out = cnt > 0
+    if HAS_REP:
+        seen = in_out
+        if HAS_PROMPT:
+            seen = seen | prm
+        scaled = tl.where(x > 0, tl.math.div_rn(x, tl.full(x.shape, 1.0, tl.float32) * rep),
+                          x * rep)
+        x = tl.where(seen, scaled, x)
+    if HAS_FREQ:
+        x = x - freq * cnt
+    if HAS_PRES:
+        x = x - tl.where(in_out, pres, 0.0)
+    return x
+
+
+@triton.jit
+def _row_penalties(rep_ptr, pres_ptr, freq_ptr, row, HAS_REP: tl.constexpr,
+                   HAS_PRES: tl.constexpr, HAS_FREQ: tl.constexpr):
+    rep = 1.0
+    pres = 0.0
+    freq = 0.0
+    if HAS_REP:
+        rep = tl.load(rep_ptr + row)
+    if HAS_PRES:
+        pres = tl.load(pres_ptr + row)
+    if HAS_FREQ:
+        freq = tl.load(freq_ptr + row)
+    return rep, pres, freq
+
+
+@triton.jit
+def _pen_entries(j, m, p_counts, p_prompt, CHUNK: tl.constexpr, HAS_COUNTS: tl.constexpr,
+                 HAS_PROMPT: tl.constexpr):
+    """Output counts (float32) and in-prompt flags (bool) of penalty entries j."""
+    if HAS_COUNTS:
+        cnt = tl.load(p_counts + j, mask=m, other=0).to(tl.float32)
+    else:
+        cnt = tl.zeros([CHUNK], dtype=tl.float32)
+    if HAS_PROMPT:
+        prm = tl.load(p_prompt + j, mask=m, other=0) != 0
+    else:
+        prm = cnt < 0  # all False
+    return cnt, prm
+
+
+@triton.jit
+def _finish(x, banned, inv, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr):
+    """Ban, then temperature, on float32 ``x`` (the dense stages; same ops for every token)."""
+    if HAS_MASK:
+        x = tl.where(banned, float("-inf"), x)
+    if HAS_TEMP:
+        x = x * inv
+    return x
+
+
+@triton.jit
+def _inv_temp(temp_ptr, row, greedy_eps, HAS_TEMP: tl.constexpr):
+    inv = 1.0
+    if HAS_TEMP:
+        t = tl.load(temp_ptr + row)
+        inv = tl.where(t < greedy_eps, 1.0, tl.math.div_rn(tl.full([], 1.0, tl.float32), t))
+    return inv
 
 
 @triton.jit
@@ -42,7 +119,8 @@ def _sparse_stages(
     HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr, HAS_PRES: tl.constexpr,
     HAS_FREQ: tl.constexpr,
 ):
-    """Bias, then penalties, for row entries whose token is in [lo, hi)."""
+    """Staged (run-3) form: bias, barrier, penalties, for entries whose token is in
+    [lo, hi). Every load waits for the one before it (indptr -> ids -> logits)."""
     out_ty = xrow.dtype.element_ty
     if HAS_BIAS:
         start = tl.load(b_indptr + row)
@@ -57,15 +135,8 @@ def _sparse_stages(
             tl.store(xrow + tok, (x + bias).to(out_ty), mask=m)
         tl.debug_barrier()
     if HAS_PEN:
-        rep = 1.0
-        pres = 0.0
-        freq = 0.0
-        if HAS_REP:
-            rep = tl.load(rep_ptr + row)
-        if HAS_PRES:
-            pres = tl.load(pres_ptr + row)
-        if HAS_FREQ:
-            freq = tl.load(freq_ptr + row)
+        rep, pres, freq = _row_penalties(rep_ptr, pres_ptr, freq_ptr, row, HAS_REP, HAS_PRES,
+                                         HAS_FREQ)
         start = tl.load(p_indptr + row)
         end = tl.load(p_indptr + row + 1)
         for i in range(start, end, CHUNK):
@@ -74,24 +145,136 @@ def _sparse_stages(
             tok = tl.load(p_ids + j, mask=m, other=-1)
             m = m & (tok >= lo) & (tok < hi)
             x = tl.load(xrow + tok, mask=m, other=0.0).to(tl.float32)
-            if HAS_COUNTS:
-                cnt = tl.load(p_counts + j, mask=m, other=0).to(tl.float32)
-            else:
-                cnt = tl.zeros([CHUNK], dtype=tl.float32)
-            in_out = cnt > 0
-            if HAS_REP:
-                seen = in_out
-                if HAS_PROMPT:
-                    seen = seen | (tl.load(p_prompt + j, mask=m, other=0) != 0)
-                scaled = tl.where(x > 0, tl.math.div_rn(x, tl.full([CHUNK], 1.0, tl.float32) * rep),
-                                  x * rep)
-                x = tl.where(seen, scaled, x)
-            if HAS_FREQ:
-                x = x - freq * cnt
-            if HAS_PRES:
-                x = x - tl.where(in_out, pres, 0.0)
+            cnt, prm = _pen_entries(j, m, p_counts, p_prompt, CHUNK, HAS_COUNTS, HAS_PROMPT)
+            x = _penalize(x, cnt, prm, rep, pres, freq, HAS_PROMPT, HAS_REP, HAS_PRES, HAS_FREQ)
             tl.store(xrow + tok, x.to(out_ty), mask=m)
         tl.debug_barrier()
+
+
+@triton.jit
+def _row_lists(
+    row, lo, hi,
+    b_indptr, b_ids, b_vals,
+    p_indptr, p_ids, p_counts, p_prompt,
+    CHUNK: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_PEN: tl.constexpr, HAS_COUNTS: tl.constexpr,
+    HAS_PROMPT: tl.constexpr,
+):
+    """Both lists' bounds and first CHUNK entries (tokens in [lo, hi) only), with no load
+    waiting on another list's loads: the two chains indptr -> ids/values/counts/prompt
+    are issued together."""
+    offs = tl.arange(0, CHUNK)
+    bs = tl.full([], 0, tl.int32)
+    be = bs
+    ps = bs
+    pe = bs
+    tb = tl.full([CHUNK], -1, tl.int32)
+    mb = tb >= 0  # all False
+    vb = tl.zeros([CHUNK], dtype=tl.float32)
+    tp = tb
+    mp = mb
+    cnt = vb
+    prm = mb
+    if HAS_BIAS:
+        bs = tl.load(b_indptr + row)
+        be = tl.load(b_indptr + row + 1)
+    if HAS_PEN:
+        ps = tl.load(p_indptr + row)
+        pe = tl.load(p_indptr + row + 1)
+    if HAS_BIAS:
+        jb = bs + offs
+        mb = jb < be
+        tb = tl.load(b_ids + jb, mask=mb, other=-1)
+        mb = mb & (tb >= lo) & (tb < hi)
+        vb = tl.load(b_vals + jb, mask=mb, other=0.0)
+    if HAS_PEN:
+        jp = ps + offs
+        mp = jp < pe
+        tp = tl.load(p_ids + jp, mask=mp, other=-1)
+        mp = mp & (tp >= lo) & (tp < hi)
+        cnt, prm = _pen_entries(jp, mp, p_counts, p_prompt, CHUNK, HAS_COUNTS, HAS_PROMPT)
+    return bs, be, tb, mb, vb, ps, pe, tp, mp, cnt, prm
+
+
+@triton.jit
+def _prefetched(ptrs, toks, x_early, mask, hi):
+    """Keep the early load ``x_early`` of ``ptrs`` alive: a store under a condition that is
+    false at run time (``hi < 0``), which the compiler cannot prove. Issued with the bias gather, that load brings the
+    penalty tokens' lines into the caches, so the reload after the bias stores (needed
+    for tokens in both lists) hits them instead of making a second DRAM trip. A plain use
+    such as ``where(bits equal, x_early, reload)`` is folded away by the compiler."""
+    tl.store(ptrs, x_early, mask=mask & ((toks * 0 + hi) < 0))  # vector form: interpreter
+
+
+@triton.jit
+def _sparse_rest(
+    xrow, row, lo, hi,
+    bs, be, tb, mb, vb, ps, pe, tp, mp, cnt, prm,
+    b_ids, b_vals, p_ids, p_counts, p_prompt,
+    rep_ptr, pres_ptr, freq_ptr,
+    CHUNK: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_PEN: tl.constexpr, HAS_COUNTS: tl.constexpr,
+    HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr, HAS_PRES: tl.constexpr,
+    HAS_FREQ: tl.constexpr,
+):
+    """Hoisted form of the sparse stages, in memory (after :func:`_row_lists`): one gather
+    for both lists' first chunks, bias stores, barrier, penalties. Entries past the first
+    CHUNK of a list go through the staged loop."""
+    out_ty = xrow.dtype.element_ty
+    if HAS_BIAS:
+        xb = tl.load(xrow + tb, mask=mb, other=0.0).to(tl.float32)
+    if HAS_PEN:
+        rep, pres, freq = _row_penalties(rep_ptr, pres_ptr, freq_ptr, row, HAS_REP, HAS_PRES,
+                                         HAS_FREQ)
+        xp = tl.load(xrow + tp, mask=mp, other=0.0)  # original values
+        if HAS_BIAS:
+            _prefetched(xrow + tp, tp, xp, mp, hi)
+    if HAS_BIAS:
+        tl.store(xrow + tb, (xb + vb).to(out_ty), mask=mb)
+        for i in range(bs + CHUNK, be, CHUNK):
+            j = i + tl.arange(0, CHUNK)
+            m = j < be
+            tok = tl.load(b_ids + j, mask=m, other=-1)
+            m = m & (tok >= lo) & (tok < hi)
+            bias = tl.load(b_vals + j, mask=m, other=0.0)
+            x = tl.load(xrow + tok, mask=m, other=0.0).to(tl.float32)
+            tl.store(xrow + tok, (x + bias).to(out_ty), mask=m)
+        tl.debug_barrier()
+    if HAS_PEN:
+        if HAS_BIAS:  # a penalty token may also be biased: reload (a cache hit)
+            xp = tl.load(xrow + tp, mask=mp, other=0.0)
+        x = _penalize(xp.to(tl.float32), cnt, prm, rep, pres, freq, HAS_PROMPT, HAS_REP,
+                      HAS_PRES, HAS_FREQ)
+        tl.store(xrow + tp, x.to(out_ty), mask=mp)
+        for i in range(ps + CHUNK, pe, CHUNK):
+            j = i + tl.arange(0, CHUNK)
+            m = j < pe
+            tok = tl.load(p_ids + j, mask=m, other=-1)
+            m = m & (tok >= lo) & (tok < hi)
+            x = tl.load(xrow + tok, mask=m, other=0.0).to(tl.float32)
+            c, pr = _pen_entries(j, m, p_counts, p_prompt, CHUNK, HAS_COUNTS, HAS_PROMPT)
+            x = _penalize(x, c, pr, rep, pres, freq, HAS_PROMPT, HAS_REP, HAS_PRES, HAS_FREQ)
+            tl.store(xrow + tok, x.to(out_ty), mask=m)
+        tl.debug_barrier()
+
+
+@triton.jit
+def _tile_offsets(blk, V, BLOCK: tl.constexpr):
+    WPB: tl.constexpr = BLOCK // 32
+    words_idx = blk * WPB + tl.arange(0, WPB)
+    offs = words_idx[:, None] * 32 + tl.arange(0, 32)[None, :]
+    return words_idx, offs, offs < V
+
+
+@triton.jit
+def _tile_banned(row, words_idx, m_ptr, m_stride, W, HAS_MASK: tl.constexpr):
+    if HAS_MASK:
+        words = tl.load(m_ptr + row.to(tl.int64) * m_stride + words_idx,
+                        mask=words_idx < W, other=0)
+        banned = (words[:, None] & (1 << tl.arange(0, 32))[None, :]) != 0
+    else:
+        banned = False
+    return banned
 
 
 @triton.jit
@@ -100,20 +283,10 @@ def _dense_tile(
     BLOCK: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
 ):
     """One read + one write of tokens [blk*BLOCK, (blk+1)*BLOCK): ban, then temperature."""
-    WPB: tl.constexpr = BLOCK // 32
-    words_idx = blk * WPB + tl.arange(0, WPB)
-    offs = words_idx[:, None] * 32 + tl.arange(0, 32)[None, :]
-    valid = offs < V
+    words_idx, offs, valid = _tile_offsets(blk, V, BLOCK)
     x = tl.load(xrow + offs, mask=valid, other=0.0).to(tl.float32)
-    if HAS_MASK:
-        words = tl.load(m_ptr + row.to(tl.int64) * m_stride + words_idx,
-                        mask=words_idx < W, other=0)
-        bits = words[:, None] & (1 << tl.arange(0, 32))[None, :]
-        x = tl.where(bits != 0, float("-inf"), x)
-    if HAS_TEMP:
-        t = tl.load(temp_ptr + row)
-        inv = tl.where(t < greedy_eps, 1.0, tl.math.div_rn(tl.full([], 1.0, tl.float32), t))
-        x = x * inv
+    banned = _tile_banned(row, words_idx, m_ptr, m_stride, W, HAS_MASK)
+    x = _finish(x, banned, _inv_temp(temp_ptr, row, greedy_eps, HAS_TEMP), HAS_MASK, HAS_TEMP)
     tl.store(xrow + offs, x.to(xrow.dtype.element_ty), mask=valid)
 
 
@@ -129,17 +302,110 @@ def _fused_kernel(
     HAS_BIAS: tl.constexpr, HAS_PEN: tl.constexpr, HAS_COUNTS: tl.constexpr,
     HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr, HAS_PRES: tl.constexpr,
     HAS_FREQ: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
-    DENSE: tl.constexpr,
+    DENSE: tl.constexpr, HOIST: tl.constexpr,
 ):
     row = tl.program_id(0)
     blk = tl.program_id(1)
     lo = blk * span
     hi = tl.minimum(lo + span, V)
     xrow = x_ptr + row.to(tl.int64) * x_stride
-    _sparse_stages(xrow, row, lo, hi, b_indptr, b_ids, b_vals, p_indptr, p_ids, p_counts,
-                   p_prompt, rep_ptr, pres_ptr, freq_ptr, CHUNK, HAS_BIAS, HAS_PEN, HAS_COUNTS,
-                   HAS_PROMPT, HAS_REP, HAS_PRES, HAS_FREQ)
+    if HOIST:
+        bs, be, tb, mb, vb, ps, pe, tp, mp, cnt, prm = _row_lists(
+            row, lo, hi, b_indptr, b_ids, b_vals, p_indptr, p_ids, p_counts, p_prompt,
+            CHUNK, HAS_BIAS, HAS_PEN, HAS_COUNTS, HAS_PROMPT)
+        _sparse_rest(xrow, row, lo, hi, bs, be, tb, mb, vb, ps, pe, tp, mp, cnt, prm,
+                     b_ids, b_vals, p_ids, p_counts, p_prompt, rep_ptr, pres_ptr, freq_ptr,
+                     CHUNK, HAS_BIAS, HAS_PEN, HAS_COUNTS, HAS_PROMPT, HAS_REP, HAS_PRES,
+                     HAS_FREQ)
+    else:
+        _sparse_stages(xrow, row, lo, hi, b_indptr, b_ids, b_vals, p_indptr, p_ids, p_counts,
+                       p_prompt, rep_ptr, pres_ptr, freq_ptr, CHUNK, HAS_BIAS, HAS_PEN,
+                       HAS_COUNTS, HAS_PROMPT, HAS_REP, HAS_PRES, HAS_FREQ)
     if DENSE:
+        _dense_tile(xrow, row, blk, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
+                    BLOCK, HAS_MASK, HAS_TEMP)
+
+
+@triton.jit
+def _overlap_kernel(
+    x_ptr, x_stride, V,
+    b_indptr, b_ids, b_vals,
+    m_ptr, m_stride, W,
+    p_indptr, p_ids, p_counts, p_prompt,
+    rep_ptr, pres_ptr, freq_ptr, temp_ptr,
+    greedy_eps,
+    BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_PEN: tl.constexpr, HAS_COUNTS: tl.constexpr,
+    HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr, HAS_PRES: tl.constexpr,
+    HAS_FREQ: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
+):
+    """One launch, grid (B, cdiv(V, BLOCK)); program (r, j) owns tokens [j*BLOCK, ...).
+
+    When both of row r's lists fit in one CHUNK, the dense tile is read at the same time
+    as the lists, the listed tokens' final values (bias, penalties, ban, temperature,
+    each rounded as in the staged order) are computed in registers, and they overwrite
+    the dense result after a barrier: no load waits for the sparse stores except the
+    penalty tokens' reload (a cache hit). Longer lists: sparse stages in memory, then the
+    dense tile (the fused form)."""
+    row = tl.program_id(0)
+    blk = tl.program_id(1)
+    lo = blk * BLOCK
+    hi = tl.minimum(lo + BLOCK, V)
+    xrow = x_ptr + row.to(tl.int64) * x_stride
+    out_ty = xrow.dtype.element_ty
+    bs, be, tb, mb, vb, ps, pe, tp, mp, cnt, prm = _row_lists(
+        row, lo, hi, b_indptr, b_ids, b_vals, p_indptr, p_ids, p_counts, p_prompt,
+        CHUNK, HAS_BIAS, HAS_PEN, HAS_COUNTS, HAS_PROMPT)
+    if (be - bs <= CHUNK) & (pe - ps <= CHUNK):
+        words_idx, offs, valid = _tile_offsets(blk, V, BLOCK)
+        x = tl.load(xrow + offs, mask=valid, other=0.0).to(tl.float32)  # original values
+        banned = _tile_banned(row, words_idx, m_ptr, m_stride, W, HAS_MASK)
+        inv = _inv_temp(temp_ptr, row, greedy_eps, HAS_TEMP)
+        mrow = m_ptr + row.to(tl.int64) * m_stride
+        if HAS_BIAS:
+            xb = tl.load(xrow + tb, mask=mb, other=0.0).to(tl.float32)
+            if HAS_MASK:
+                wb = tl.load(mrow + (tb >> 5), mask=mb, other=0)
+                ban_b = ((wb >> (tb & 31)) & 1) != 0
+            else:
+                ban_b = False
+            yb = (xb + vb).to(out_ty)
+        if HAS_PEN:
+            rep, pres, freq = _row_penalties(rep_ptr, pres_ptr, freq_ptr, row, HAS_REP,
+                                             HAS_PRES, HAS_FREQ)
+            xp = tl.load(xrow + tp, mask=mp, other=0.0)  # original values
+            if HAS_MASK:
+                wp = tl.load(mrow + (tp >> 5), mask=mp, other=0)
+                ban_p = ((wp >> (tp & 31)) & 1) != 0
+            else:
+                ban_p = False
+        tl.debug_barrier()  # every read of an original value precedes the first store
+        if HAS_BIAS:
+            if HAS_PEN:  # penalties see the biased value of a token in both lists
+                _prefetched(xrow + tp, tp, xp, mp, hi)
+                tl.store(xrow + tb, yb, mask=mb)
+                tl.debug_barrier()
+                xp = tl.load(xrow + tp, mask=mp, other=0.0)  # a cache hit
+                tl.debug_barrier()  # the reload precedes the tile store
+        if HAS_PEN:
+            yp = _penalize(xp.to(tl.float32), cnt, prm, rep, pres, freq, HAS_PROMPT, HAS_REP,
+                           HAS_PRES, HAS_FREQ).to(out_ty)
+        x = _finish(x, banned, inv, HAS_MASK, HAS_TEMP)
+        tl.store(xrow + offs, x.to(out_ty), mask=valid)
+        tl.debug_barrier()  # listed tokens: their final values replace the dense result
+        if HAS_BIAS:
+            fb = _finish(yb.to(tl.float32), ban_b, inv, HAS_MASK, HAS_TEMP)
+            tl.store(xrow + tb, fb.to(out_ty), mask=mb)
+            if HAS_PEN:
+                tl.debug_barrier()  # a token in both lists: the penalised value wins
+        if HAS_PEN:
+            fp = _finish(yp.to(tl.float32), ban_p, inv, HAS_MASK, HAS_TEMP)
+            tl.store(xrow + tp, fp.to(out_ty), mask=mp)
+    else:
+        _sparse_rest(xrow, row, lo, hi, bs, be, tb, mb, vb, ps, pe, tp, mp, cnt, prm,
+                     b_ids, b_vals, p_ids, p_counts, p_prompt, rep_ptr, pres_ptr, freq_ptr,
+                     CHUNK, HAS_BIAS, HAS_PEN, HAS_COUNTS, HAS_PROMPT, HAS_REP, HAS_PRES,
+                     HAS_FREQ)
         _dense_tile(xrow, row, blk, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
                     BLOCK, HAS_MASK, HAS_TEMP)
 
@@ -162,10 +428,16 @@ def _num_sms(device: torch.device) -> int:
     return 4
 
 
-def pick_config(batch: int, vocab: int, elem_size: int, device: torch.device) -> tuple[int, int]:
-    """(BLOCK, num_warps): 64 bytes per thread with 4 warps (4 x 16-byte accesses), smaller
-    blocks when the grid would leave SMs idle (B = 1)."""
-    block = 128 * 64 // elem_size  # 2048 (fp32) / 4096 (bf16, fp16)
+def pick_config(batch: int, vocab: int, elem_size: int, device: torch.device,
+                mode: str = "fused") -> tuple[int, int]:
+    """(BLOCK, num_warps), 4 warps. Fused / overlap programs: 8 KB tiles (64 bytes per
+    thread, 4 x 16-byte accesses; fewer programs = fewer rescans of the row's lists).
+    The split form's dense kernel: 4 KB tiles (2048 bf16 / 1024 fp32), measured 1.5-3 µs
+    faster than 8 KB at B = 256, V = 131072 in runs 3 and 4 on an H200 (bf16 45.7 vs
+    47.7 µs, fp32 82.3 vs 84.3 µs). Smaller blocks when the grid would leave SMs idle
+    (B = 1)."""
+    tile_bytes = 4096 if mode == "split" else 8192
+    block = tile_bytes // elem_size
     sms = _num_sms(device)
     while block > 512 and batch * triton.cdiv(vocab, block) < 2 * sms:
         block //= 2
@@ -173,14 +445,26 @@ def pick_config(batch: int, vocab: int, elem_size: int, device: torch.device) ->
 
 
 def pick_mode(batch: int, nnz: int) -> str:
-    """Measured on an H200 (benchmarks/results/kernels/run3_h200, 2026-11-27): one fused
-    launch wins for B <= 32 (3.3-3.6 µs vs 4.6-4.8 µs at B = 1) and costs one launch less
-    of host time; the split form wins at B = 256 in bf16 (47.9 vs 50.3 µs at V = 131072)
-    and whenever the sparse lists are long (4096 penalties/row: 90 vs 148 µs), because
-    every fused program rescans its row's lists."""
+    """Measured on an H200 (benchmarks/results/kernels/run3_h200 and run4_h200,
+    2026-11-27): one fused launch wins for B <= 32 (2.7-3.4 µs vs 4.2-4.5 µs split at
+    B = 1) and costs one launch less of host time; the split form wins at B = 256 (bf16
+    45.5 vs 50.8 µs, fp32 82.2 vs 85.9 µs at V = 131072) and whenever the sparse lists
+    are long (4096 penalties/row: 89 vs 165 µs), because every fused program rescans
+    its row's lists. ("overlap" is never picked: slower everywhere in run 4.)"""
     if batch >= 128 or nnz > 1024 * max(batch, 1):
         return "split"
     return "fused"
+
+
+def pick_hoist(mode: str, elem_size: int, grid: int) -> bool:
+    """Hoisted sparse code everywhere (run 4: split 1.2-1.6 µs faster at B = 256, fused
+    0.3-1.2 µs faster at B = 1 and most B = 32 shapes), except the one kind of shape where
+    run 3's staged code measured faster, in both run-4 runs: fused, 16-bit logits, a grid
+    of 769-1056 programs (bf16 B = 32, V = 131072: 1024 programs, 7.2 vs 8.1 µs; the
+    neighbours at 384 and 1216 programs favour the hoisted code by 0.9 and 1.2 µs).
+    Probably occupancy / wave quantization (the hoisted fused program keeps both lists'
+    first chunks live: more registers); fitted on that single point, not understood."""
+    return not (mode == "fused" and elem_size == 2 and 768 < grid <= 1056)
 
 
 def apply_logit_controls_triton(
@@ -201,10 +485,13 @@ def apply_logit_controls_triton(
     mode: str = "auto",
     block: int | None = None,
     num_warps: int | None = None,
+    hoist: bool | None = None,
 ) -> torch.Tensor:
     """Launch the kernel(s). Arguments must already be normalised (see logit_controls.py).
-    ``mode``: "fused" (one launch), "split" (sparse kernel, then dense kernel) or "auto"
-    (see :func:`pick_mode`)."""
+    ``mode``: "fused" (one launch, sparse stages then the tile), "overlap" (one launch,
+    tile and lists read together), "split" (sparse kernel, then dense kernel) or "auto"
+    (see :func:`pick_mode`). ``hoist``: True = sparse stages with all independent loads
+    issued up front, False = run 3's staged form, None = :func:`pick_hoist`."""
     b, v = logits.shape
     if b == 0 or v == 0:
         return logits
@@ -217,10 +504,6 @@ def apply_logit_controls_triton(
     dense = has_mask or has_temp
     if not (has_bias or has_pen or dense):
         return logits
-    if block is None:
-        block, warps = pick_config(b, v, logits.element_size(), logits.device)
-        num_warps = num_warps or warps
-    num_warps = num_warps or 4
     x = logits  # placeholder pointer for inputs whose HAS_* flag is off (never read)
     prompt = penalty_in_prompt
     if prompt is not None and prompt.dtype == torch.bool:
@@ -255,28 +538,43 @@ def apply_logit_controls_triton(
         nnz = (0 if bias_token_ids is None else bias_token_ids.numel()) + (
             0 if penalty_token_ids is None else penalty_token_ids.numel())
         mode = pick_mode(b, nnz)
-    if mode == "split" and dense:
-        if has_bias or has_pen:
+    if mode not in ("fused", "split", "overlap"):
+        raise ValueError(f"mode must be 'fused', 'split', 'overlap' or 'auto', got {mode!r}")
+    if block is None:
+        block, warps = pick_config(b, v, logits.element_size(), logits.device, mode)
+        num_warps = num_warps or warps
+    num_warps = num_warps or 4
+    if hoist is None:
+        hoist = pick_hoist(mode, logits.element_size(), b * triton.cdiv(v, block))
+    sparse = has_bias or has_pen
+    if mode == "overlap" and dense and sparse:
+        _overlap_kernel[(b, triton.cdiv(v, block))](
+            logits, logits.stride(0), v, *sparse_args, *mask_args, *pen_args, temp,
+            GREEDY_EPS, BLOCK=block, CHUNK=SPARSE_CHUNK, **flags,
+            HAS_MASK=has_mask, HAS_TEMP=has_temp,
+            num_warps=num_warps, enable_fp_fusion=False)
+        return logits
+    if mode in ("split", "overlap") and dense:
+        if sparse:
             _fused_kernel[(b, 1)](
                 logits, logits.stride(0), v, v, *sparse_args, *mask_args, *pen_args, temp,
                 GREEDY_EPS, BLOCK=32, CHUNK=SPARSE_CHUNK, **flags,
-                HAS_MASK=False, HAS_TEMP=False, DENSE=False,
+                HAS_MASK=False, HAS_TEMP=False, DENSE=False, HOIST=hoist,
                 num_warps=4, enable_fp_fusion=False)
         _dense_kernel[(b, triton.cdiv(v, block))](
             logits, logits.stride(0), v, *mask_args, temp, GREEDY_EPS,
             BLOCK=block, HAS_MASK=has_mask, HAS_TEMP=has_temp,
             num_warps=num_warps, enable_fp_fusion=False)
         return logits
-    if mode not in ("fused", "split"):
-        raise ValueError(f"mode must be 'fused' or 'split', got {mode!r}")
     if dense:
-        span, nblocks, chunk = block, triton.cdiv(v, block), FUSED_CHUNK
+        span, nblocks = block, triton.cdiv(v, block)
+        chunk = SPARSE_CHUNK if hoist else FUSED_CHUNK
     else:  # sparse stages only: one program per row covers the whole vocabulary
         span, nblocks, chunk, block = v, 1, SPARSE_CHUNK, 32
     _fused_kernel[(b, nblocks)](
         logits, logits.stride(0), v, span, *sparse_args, *mask_args, *pen_args, temp,
         GREEDY_EPS, BLOCK=block, CHUNK=chunk, **flags,
-        HAS_MASK=has_mask, HAS_TEMP=has_temp, DENSE=dense,
+        HAS_MASK=has_mask, HAS_TEMP=has_temp, DENSE=dense, HOIST=hoist,
         num_warps=num_warps, enable_fp_fusion=False,  # same IEEE ops as the torch path
     )
     return logits

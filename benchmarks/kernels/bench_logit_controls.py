@@ -20,6 +20,9 @@ from greyelephant.kernels import apply_logit_controls  # noqa: E402
 from greyelephant.kernels.logit_controls_torch import apply_logit_controls_torch  # noqa: E402
 
 GPU_BATCHES = (1, 32, 256)
+# launch variants timed per shape: (mode, hoist); hoist=False is run 3's staged sparse code
+VARIANTS = {"fused": ("fused", True), "split": ("split", True), "overlap": ("overlap", True),
+            "fused_staged": ("fused", False), "split_staged": ("split", False)}
 GPU_VOCABS = (49152, 131072, 151936, 262144)
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -43,13 +46,13 @@ def bench_one(b, v, dtype_name, device, copy_gbs, reps=100):
     bufs = [torch.randn(b, v, device=device).to(dtype) for _ in range(nbuf)]
     api = fused_fn(device)
     api_fns = [lambda x=x: api(x, **kw) for x in bufs]
-    fused_fns = [lambda x=x: apply_logit_controls_triton(x, mode="fused", **kw) for x in bufs]
-    split_fns = [lambda x=x: apply_logit_controls_triton(x, mode="split", **kw) for x in bufs]
     res = {"B": b, "V": v, "dtype": dtype_name}
     res["api_us"] = median_events_us(api_fns, device, reps=reps)
     res["api_wall_us"] = wall_us(api_fns[0], device, reps=50) if device.type == "cuda" else None
-    res["fused_graph_us"] = graph_us(fused_fns, device)
-    res["split_graph_us"] = graph_us(split_fns, device)
+    for name, (mode, hoist) in VARIANTS.items():
+        res[f"{name}_graph_us"] = graph_us(
+            [lambda x=x, m=mode, h=hoist: apply_logit_controls_triton(x, mode=m, hoist=h, **kw)
+             for x in bufs], device)
     unfused = [lambda x=x: unfused_torch_chain(x, **kw) for x in bufs]
     res["unfused_us"] = median_events_us(unfused, device, reps=reps)
     res["unfused_graph_us"] = graph_us(unfused, device, calls=5, replays=5)
@@ -58,13 +61,16 @@ def bench_one(b, v, dtype_name, device, copy_gbs, reps=100):
             [lambda x=x: apply_logit_controls_torch(x, **kw) for x in bufs], device, reps=reps)
     nbytes = controls_bytes(b, v, es, kw)
     res["bytes"] = nbytes
-    gpu = [t for t in (res["fused_graph_us"], res["split_graph_us"]) if t]
-    res["best_gpu_us"] = min(gpu) if gpu else None
+    gpu = {name: res[f"{name}_graph_us"] for name in VARIANTS if res[f"{name}_graph_us"]}
+    res["best_gpu_us"] = min(gpu.values()) if gpu else None
+    res["best_variant"] = min(gpu, key=gpu.get) if gpu else None
     if copy_gbs:
         res["floor_us"] = nbytes / (copy_gbs * 1e9) * 1e6
-        for mode in ("fused", "split"):
-            t = res[f"{mode}_graph_us"]
-            res[f"{mode}_pct_bw"] = 100 * res["floor_us"] / t if t else None
+        for name in VARIANTS:
+            t = res[f"{name}_graph_us"]
+            res[f"{name}_pct_bw"] = 100 * res["floor_us"] / t if t else None
+        if res["best_gpu_us"]:
+            res["best_pct_bw"] = 100 * res["floor_us"] / res["best_gpu_us"]
     res["speedup_vs_unfused"] = res["unfused_us"] / res["api_us"]
     if res["best_gpu_us"]:
         if res["unfused_graph_us"]:
@@ -79,8 +85,8 @@ def run(device, batches, vocabs, dtypes=("bf16", "fp32"), copy_gbs=None, reps=10
             for v in vocabs:
                 r = bench_one(b, v, dt, device, copy_gbs, reps=reps)
                 nan = float("nan")
-                log(f"  controls {dt} B={b:<4} V={v:<7} api {r['api_us']:8.1f} us | GPU fused "
-                    f"{r['fused_graph_us'] or nan:7.1f} split {r['split_graph_us'] or nan:7.1f}"
+                gpu = " ".join(f"{n} {r[f'{n}_graph_us'] or nan:6.1f}" for n in VARIANTS)
+                log(f"  controls {dt} B={b:<4} V={v:<7} api {r['api_us']:8.1f} us | GPU {gpu}"
                     f" floor {r.get('floor_us') or nan:6.1f} | unfused {r['unfused_us']:8.1f} us"
                     f"  x{r['speedup_vs_unfused']:.1f}")
                 rows.append(r)

@@ -28,12 +28,20 @@ def triton_split(x, **kw):
     return apply_logit_controls_triton(x, mode="split", block=512, **kw)
 
 
+def triton_overlap(x, **kw):
+    return apply_logit_controls_triton(x, mode="overlap", block=256, **kw)
+
+
 IMPLS = {
     "torch": apply_logit_controls_torch,
     "triton": apply_logit_controls_triton,
     "triton_block256": triton_small_blocks,
     "triton_split": triton_split,
+    "triton_overlap": triton_overlap,
 }
+# every launch form: (mode, hoist, block); hoist=False is run 3's staged sparse code
+VARIANTS = [("fused", True, 256), ("fused", False, 256), ("split", True, 512),
+            ("split", False, 512), ("overlap", True, 256), ("overlap", True, 1024)]
 
 
 def rand_csr(g, b, v, max_len):
@@ -245,6 +253,62 @@ def test_dispatcher_validation():
         apply_logit_controls(x.long())
 
 
+def overlapping_lists(g, b, v, n_bias, n_pen, n_both):
+    """Bias and penalty lists sharing n_both tokens per row (unique within each list)."""
+    kw = rand_inputs(g, b, v)
+    b_ids, p_ids = [], []
+    for _ in range(b):
+        perm = torch.randperm(v, generator=g)
+        both = perm[:n_both]
+        b_ids.append(torch.cat([both, perm[n_both:n_bias]])[torch.randperm(n_bias, generator=g)])
+        p_ids.append(torch.cat([both, perm[n_bias:n_bias + n_pen - n_both]])[
+            torch.randperm(n_pen, generator=g)])
+    kw["bias_indptr"] = torch.arange(0, (b + 1) * n_bias, n_bias, dtype=torch.int32)
+    kw["bias_token_ids"] = torch.cat(b_ids).to(torch.int32)
+    kw["bias_values"] = torch.randn(b * n_bias, generator=g) * 4
+    n = b * n_pen
+    kw.update(
+        penalty_indptr=torch.arange(0, (b + 1) * n_pen, n_pen, dtype=torch.int32),
+        penalty_token_ids=torch.cat(p_ids).to(torch.int32),
+        penalty_output_counts=torch.randint(0, 4, (n,), generator=g, dtype=torch.int32),
+        penalty_in_prompt=torch.rand(n, generator=g) < 0.5,
+    )
+    return kw
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("lists", [(40, 300, 25), (600, 700, 300)], ids=["short", "long"])
+def test_variants_agree_bitwise_with_shared_tokens(dtype, lists):
+    """Tokens in both lists get bias, then penalties (on the biased value). Every launch
+    form (fused / split / overlap, hoisted or staged sparse code) does the same IEEE
+    operations: bitwise-equal outputs. "long" lists exceed one chunk (512 entries): the
+    chunk loops and overlap's fallback path."""
+    g = torch.Generator().manual_seed(zlib.crc32(repr((dtype, lists)).encode()))
+    b, v = 3, 2000 + 3
+    kw = overlapping_lists(g, b, v, *lists)
+    x = (torch.randn(b, v, generator=g) * 5).to(dtype)
+    ref = logit_controls_reference(x.double(), **kw)
+    outs = []
+    for mode, hoist, block in VARIANTS:
+        y = x.clone()
+        apply_logit_controls_triton(y, mode=mode, hoist=hoist, block=block, **kw)
+        outs.append(y)
+    check_close(outs[0], ref, dtype, x)
+    for (mode, hoist, block), y in zip(VARIANTS, outs, strict=True):
+        assert torch.equal(y.view(torch.uint8), outs[0].view(torch.uint8)), (mode, hoist, block)
+    if dtype == torch.float32:  # the torch path too (the interpreter truncates bf16/fp16)
+        cpu = x.clone()
+        apply_logit_controls_torch(cpu, **kw)
+        assert torch.equal(cpu, outs[0])
+
+
+def test_overlap_mode_without_dense_stages_or_lists():
+    g = torch.Generator().manual_seed(21)
+    for stages in (("bias", "pen"), ("mask", "temp"), ("bias", "temp"), ("pen", "mask")):
+        kw = rand_inputs(g, 3, 600, stages)
+        run_case("triton_overlap", torch.float32, torch.randn(3, 600, generator=g), kw)
+
+
 def test_auto_mode_picks_split_for_large_batches_and_long_lists():
     from greyelephant.kernels.logit_controls_triton import pick_mode
 
@@ -253,3 +317,16 @@ def test_auto_mode_picks_split_for_large_batches_and_long_lists():
     g = torch.Generator().manual_seed(13)
     x = torch.randn(128, 64, generator=g)
     run_case("triton", torch.float32, x, rand_inputs(g, 128, 64))  # auto -> split
+
+
+def test_dispatch_rules_from_run4():
+    from greyelephant.kernels.logit_controls_triton import pick_config, pick_hoist
+
+    cpu = torch.device("cpu")  # 4 "SMs" off CUDA: no shrinking for these grids
+    assert pick_config(256, 131072, 2, cpu, "split") == (2048, 4)  # 4 KB tiles
+    assert pick_config(256, 131072, 4, cpu, "split") == (1024, 4)
+    assert pick_config(256, 131072, 2, cpu, "fused") == (4096, 4)  # 8 KB tiles
+    assert pick_config(32, 131072, 4, cpu) == (2048, 4)
+    assert pick_hoist("split", 2, 256 * 64) and pick_hoist("fused", 4, 1024)
+    assert pick_hoist("fused", 2, 384) and pick_hoist("fused", 2, 1216)
+    assert not pick_hoist("fused", 2, 32 * 32)  # bf16 B=32 V=131072: staged measured faster
