@@ -31,6 +31,9 @@ SERVER_ARGS = ["--enforce-eager", "--max-model-len", "2048", "--gpu-memory-utili
                "--seed", "0"]
 
 
+START_ATTEMPTS = 3
+
+
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,11 +108,28 @@ def served(base_url: str | None, extra_args: list[str] = (), log_path: Path | No
         wait_ready(base_url)
         yield base_url
         return
+    import time
+
     from greyelephant.server.launcher import LocalServer
 
-    with LocalServer([*SERVER_ARGS, *extra_args], log_path=log_path, cwd=str(REPO),
-                     timeout=900) as srv:
+    # On a shared box the engine can fail to start when others hold the memory for a
+    # moment ("Available memory ... is less than desired"): try a few times.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        srv = LocalServer([*SERVER_ARGS, *extra_args], log_path=log_path, cwd=str(REPO),
+                          timeout=900)
+        try:
+            srv.start()
+            break
+        except RuntimeError as exc:
+            if attempt == START_ATTEMPTS:
+                raise
+            print(f"server start failed (attempt {attempt}), retrying in 60 s: "
+                  f"{str(exc).splitlines()[0]}", file=sys.stderr, flush=True)
+            time.sleep(60)
+    try:
         yield srv.v1
+    finally:
+        srv.stop()
 
 
 def wait_ready(v1_url: str, timeout: float = 900) -> None:
