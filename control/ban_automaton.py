@@ -40,11 +40,14 @@ begin a preferred form at a word start (the token brings the separator, or the r
 one) or continue a partially emitted one get ``+prefer_bias`` — provided that after the
 token at least :data:`PREFER_MIN_CHARS` characters of the form (counting the separator)
 are in place, so bare "L" or " " is never boosted for "Louvre", and that the token adds
-a letter or digit of the form. A leading article is dropped from preferred forms ("The
-Rolling Stones" is matched and boosted as "rolling stones"), or every "the" would count
-as a partial match. Once a preferred form has
-appeared the boost stops for that row (a fixed boost otherwise degenerates into
-repetition). The boost never forces anything; the ban wins where both apply.
+a letter or digit of the form. A form that no token of that length can start (" Ad"+"idas")
+gets its longest available start boosted instead. A leading article is dropped from
+preferred forms ("The Rolling Stones" is matched and boosted as "rolling stones"), or
+every "the" would count as a partial match. Once a preferred form has appeared the boost
+stops for that row, and it is spent after :data:`MAX_PREFER_MISSES` abandoned attempts (the
+row sampled a boosted token, then the text left the form unfinished): a fixed boost
+otherwise turns into an attractor and degenerates into repetition. The boost never forces
+anything; the ban wins where both apply.
 """
 
 from __future__ import annotations
