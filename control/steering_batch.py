@@ -97,6 +97,9 @@ class SteeringBatch:
         self._warned = False
         self._special: np.ndarray | None = None  # bool [vocab]: tokens without text
         self._text_words: np.ndarray | None = None  # packed uint32: tokens with text
+        self._n_text = 0
+        # id(state mask) -> (mask, text tokens it leaves allowed); masks are cached arrays
+        self._allowed: dict[int, tuple[np.ndarray, int]] = {}
 
     @property
     def index(self) -> VocabIndex:
@@ -113,6 +116,7 @@ class SteeringBatch:
             tb = self.index.token_bytes
             special = np.fromiter((b is None for b in tb), dtype=bool, count=len(tb))
             self._text_words = pack_bool(~special, self.index.n_words).view(np.uint32)
+            self._n_text = int((~special).sum())
             self._special = special
         return self._special
 
@@ -182,6 +186,7 @@ class SteeringBatch:
             r = self.rows[i]
             self._catch_up(r)
             cs, st = r.compiled, r.state
+            words = None
             if cs.has_avoid:
                 words = cs.banned_words(st)
                 w = min(n_words, words.size)
@@ -189,7 +194,7 @@ class SteeringBatch:
                 any_ban = True
             if r.guard is not None:
                 loop = r.guard.banned()
-                if loop and self._ban_loop(masks[j], loop, r.stop_ids, vocab):
+                if loop and self._ban_loop(masks[j], words, loop, r.stop_ids, vocab):
                     any_ban = True
             ids, vals = cs.bias(st)
             indptr[j + 1] = indptr[j] + ids.size
@@ -205,33 +210,45 @@ class SteeringBatch:
             kw["bias_values"] = self._to_device(np.concatenate(bias_vals))
         return kw
 
-    def _ban_loop(self, words: np.ndarray, tokens: set[int] | frozenset[int],
-                  stop_ids: frozenset[int], vocab: int) -> bool:
-        """OR the loop guard's tokens into one row's packed mask (in place). Special and
-        stop tokens are never banned; if no token with text would be left (only EOS /
-        special tokens, i.e. a forced stop), the guard is dropped for this step. Returns
-        whether a bit was added."""
+    def _ban_loop(self, row_words: np.ndarray, state_words: np.ndarray | None,
+                  tokens: set[int] | frozenset[int], stop_ids: frozenset[int],
+                  vocab: int) -> bool:
+        """OR the loop guard's tokens into one row's packed mask ``row_words`` (in place;
+        ``state_words`` is the string-level ban's cached mask it was copied from, or None).
+        Special and stop tokens are never banned; if no token with text would be left
+        (only EOS / special tokens, i.e. a forced stop), the guard is dropped for this
+        step. Returns whether a bit was added. A handful of tokens: plain Python."""
         special = self.special
         size = min(vocab, special.size)
-        ids = np.fromiter(
-            (t for t in tokens if t < size and not special[t] and t not in stop_ids),
-            dtype=np.int64,
-        )
-        if not ids.size:
+        u = row_words.view(np.uint32)
+        new: list[tuple[int, int]] = []
+        for t in tokens:
+            if t < size and not special[t] and t not in stop_ids:
+                w, bit = t >> 5, 1 << (t & 31)
+                if not int(u[w]) & bit:
+                    new.append((w, bit))
+        if not new:
             return False
-        u = words.view(np.uint32)
-        w = ids >> 5
-        bit = np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32))
-        new = (u[w] & bit) == 0
-        if not new.any():
-            return False
-        w, bit = w[new], bit[new]
-        text = self._text_words[: u.size]
-        n_text = int(np.bitwise_count(text).sum())
-        if int(np.bitwise_count(u[: text.size] & text).sum()) + w.size >= n_text:
+        if self._allowed_text(state_words) <= len(new):
             return False  # no token with text would be left: no guard this step
-        np.bitwise_or.at(u, w, bit)
+        for w, bit in new:
+            u[w] = int(u[w]) | bit
         return True
+
+    def _allowed_text(self, state_words: np.ndarray | None) -> int:
+        """Text tokens a cached state mask leaves allowed (memoised per mask array)."""
+        if state_words is None:
+            return self._n_text
+        hit = self._allowed.get(id(state_words))
+        if hit is not None and hit[0] is state_words:
+            return hit[1]
+        text = self._text_words
+        m = state_words.view(np.uint32)[: text.size]
+        n = self._n_text - int(np.bitwise_count(m & text[: m.size]).sum())
+        if len(self._allowed) >= 1024:  # bounded: it holds references to the masks
+            self._allowed.clear()
+        self._allowed[id(state_words)] = (state_words, n)
+        return n
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
