@@ -9,7 +9,7 @@ Measures, on the embedded model's tokenizer (49,152-token byte-level BPE):
   pass (states computed on demand) and a second pass (all cached); and assembling the
   [B, W] int32 mask batch for B = 32 rows.
 
-    python benchmarks/steering_compile.py [--model /tmp/smol] [--forms 1000]
+    python benchmarks/steering_compile.py [--model DIR] [--forms 1000]
 
 Prints a JSON report and writes benchmarks/results/steering_compile.json.
 """
@@ -71,11 +71,16 @@ def _text_tokens(tokenizer, forms: list[str]) -> list[int]:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=os.environ.get("GREYELEPHANT_MODEL_DIR", "/tmp/smol"))
+    ap.add_argument("--model", default=None,
+                    help="model dir (default: $GREYELEPHANT_MODEL_DIR or the embedded model)")
     ap.add_argument("--forms", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=str(RESULTS / "steering_compile.json"))
     args = ap.parse_args(argv)
+    if args.model is None:
+        from greyelephant.server.model_store import default_model_dir
+
+        args.model = default_model_dir()
 
     from transformers import AutoTokenizer
 

@@ -1,6 +1,6 @@
 """End-to-end check of the steering logits processor on a real vLLM engine.
 
-    python -m greyelephant.control.engine_check [--model /tmp/smol] [--cases 8] [--max-tokens 96]
+    python -m greyelephant.control.engine_check [--model DIR] [--cases 8] [--max-tokens 96]
 
 Runs greedy chat generations for dev-set cases twice — plain and with
 ``extra_args={"steering": ...}`` (ban + prefer bias, no directive, so only the processor
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,12 +22,17 @@ DEV = Path("/work/shared/evals/pink_elephant_dev.jsonl")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=os.environ.get("GREYELEPHANT_MODEL_DIR", "/tmp/smol"))
+    ap.add_argument("--model", default=None,
+                    help="model dir (default: $GREYELEPHANT_MODEL_DIR or the embedded model)")
     ap.add_argument("--dev", default=str(DEV))
     ap.add_argument("--cases", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--out", default=None, help="write the per-case report as JSON here")
     args = ap.parse_args(argv)
+    if args.model is None:
+        from greyelephant.server.model_store import default_model_dir
+
+        args.model = default_model_dir()
 
     from vllm import LLM, SamplingParams
 

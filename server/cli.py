@@ -105,10 +105,15 @@ def serve_main(argv: list[str]) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=log_level,
                             loop="uvloop", http="httptools", access_log=False,
                             timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    ctx.engine.on_failed = lambda: setattr(server, "should_exit", True)
     try:
-        uvicorn.Server(config).run()
+        server.run()
     except KeyboardInterrupt:  # Ctrl-C / SIGINT after a graceful shutdown
         pass
+    if ctx.engine.error is not None:
+        print(f"greyelephant: the engine failed to start: {ctx.engine.error}", file=sys.stderr)
+        return 1
     return 0
 
 

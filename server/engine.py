@@ -40,6 +40,9 @@ class EngineHandle:
         self.tokenizer = None
         self.info: EngineInfo | None = None
         self._ready = asyncio.Event()
+        # Called when the engine cannot start (serve_main stops the HTTP server then, so a
+        # supervisor sees the process exit instead of a server answering 503 forever).
+        self.on_failed = None
 
     @property
     def ready(self) -> bool:
@@ -70,6 +73,8 @@ class EngineHandle:
             self.state = "failed"
             self.error = f"{type(exc).__name__}: {exc}"
             logger.exception("engine failed to start")
+            if self.on_failed is not None:
+                self.on_failed()
         finally:
             self._ready.set()
 

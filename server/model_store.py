@@ -155,6 +155,11 @@ def prepare_embedded_model(root: Path | None = None, force: bool = False) -> Pre
     return PreparedModel(model_dir, converted=True)
 
 
+def default_model_dir() -> str:
+    """$GREYELEPHANT_MODEL_DIR if set, else the embedded model (prepared on demand)."""
+    return os.environ.get("GREYELEPHANT_MODEL_DIR") or str(prepare_embedded_model().path)
+
+
 def resolve_model(model: str | None) -> tuple[str, str]:
     """Map the --model argument to (path vLLM loads, default served name).
 
