@@ -41,4 +41,7 @@ def run_vllm_bench(base_url: str, model_name: str, tokenizer: str, workload: Wor
         cmd += ["--extra-body", json.dumps(extra_body)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     data = json.loads((out_dir / result_file).read_text())
+    if not data.get("completed"):
+        raise RuntimeError(f"benchmark {tag}: no request completed ({data.get('failed')} failed); "
+                           f"errors: {[e for e in data.get('errors', []) if e][:3]}")
     return {k: data.get(k) for k in METRICS}, cmd

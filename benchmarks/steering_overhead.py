@@ -109,7 +109,8 @@ def main() -> int:
     entities = thirty_entities()
     steered_body = {"steering": {"avoid": entities, "strategies": ["logits"]}}
     rounds = []
-    with LocalServer(["--model", model_path, *ENGINE_FLAGS], log_path=work / "server.log") as srv:
+    with LocalServer(["--model", model_path, "--served-model-name", name, *ENGINE_FLAGS],
+                     log_path=work / "server.log") as srv:
         run_vllm_bench(srv.base, name, model_path, workload, work, "warmup")
         for r in range(args.rounds):
             row = {}
