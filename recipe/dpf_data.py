@@ -84,8 +84,25 @@ def _words(text: str) -> list[str]:
 
 
 def near_miss(text: str, names: list[str], threshold: float = 0.8) -> str | None:
-    """A misspelling that dodges the rule ("Home Depo", "Coca-Coloca"): a run of words whose
-    folded form is close to (but not) a name of at least 5 characters. Returns it, or None."""
+    """A misspelling that dodges the rule ("Home Depo", "Coca-Coloca", "DOCKARELLA"):
+
+    * a run of words whose folded form is close to (difflib ratio ≥ ``threshold``) but not
+      equal to a name of at least 5 characters; or
+    * a capitalised word of 4+ characters that starts with the first 4 letters of a word
+      (5+ letters) of a name without being that word ("LastApp" for LastPass, "Godfors" for
+      The Godfather). This also catches a few innocent words ("Java" for JavaScript): the
+      pair is dropped, which costs data, never quality.
+
+    Returns the offending text, or None."""
+    stems = {w for name in names for w in _words(name) if len(w) >= 5}
+    for m in re.finditer(r"\w+", text):
+        token = m.group(0)
+        folded = fold_text(token).strip()
+        if len(folded) < 4 or not token[0].isupper():
+            continue
+        for stem in stems:
+            if folded != stem and folded[:4] == stem[:4]:
+                return token
     words = _words(text)
     for name in names:
         target = " ".join(_words(name))

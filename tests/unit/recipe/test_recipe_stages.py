@@ -59,6 +59,10 @@ def test_near_miss_catches_misspelled_dodges_only():
     assert dpf_data.near_miss("a Coca-Coloca please", ["Coca-Cola"])
     assert dpf_data.near_miss("Visit Lowe's for tools", ["The Home Depot", "Home Depot"]) is None
     assert dpf_data.near_miss("a van and a fan", ["Vans"]) is None  # short names: no check
+    assert dpf_data.near_miss("use DOCKARELLA to ship", ["Docker"]) == "DOCKARELLA"
+    assert dpf_data.near_miss("Try LastApp today", ["LastPass"]) == "LastApp"
+    assert dpf_data.near_miss("\"The Godfors\" is great", ["The Godfather"]) == "Godfors"
+    assert dpf_data.near_miss("the last one is here", ["LastPass", "Docker"]) is None
 
 
 def test_request_seed_is_stable():
