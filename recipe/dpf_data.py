@@ -117,6 +117,20 @@ def near_miss(text: str, names: list[str], threshold: float = 0.8) -> str | None
     return None
 
 
+def filter_revision(chosen: str, draft: str, avoid: str, aliases) -> str | None:
+    """Why a revision makes no usable "chosen" reply (None when it does)."""
+    if detector_for([(avoid, tuple(aliases))]).find(chosen):
+        return "revision_mentions"
+    reason = degeneracy(chosen)
+    if reason:
+        return f"degenerate_revision:{reason}"
+    if chosen.strip() == draft.strip():
+        return "unchanged"
+    if near_miss(chosen, [avoid, *aliases]):
+        return "near_miss_revision"
+    return None
+
+
 def seed_items(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every (seed, prompt) and (seed, dialogue) as one item, in file order."""
     items = []
@@ -183,15 +197,9 @@ async def make_pair(client: ChatClient, item: dict[str, Any], args) -> dict[str,
         avoid=spec.avoid_entities(), prefer=spec.prefer_entities(), generate=generate,
         max_revisions=args.max_revisions)
     chosen = outcome.text
-    if outcome.violations:
-        return {"status": "revision_mentions", "pair": None}
-    reason = degeneracy(chosen)
-    if reason:
-        return {"status": f"degenerate_revision:{reason}", "pair": None}
-    if chosen.strip() == draft.strip():
-        return {"status": "unchanged", "pair": None}
-    if near_miss(chosen, [seed["avoid"], *seed["avoid_aliases"]]):
-        return {"status": "near_miss_revision", "pair": None}
+    status = filter_revision(chosen, draft, seed["avoid"], seed["avoid_aliases"])
+    if status is not None:
+        return {"status": status, "pair": None}
     prefer_named = bool(detector_for([seed["prefer"]]).find(chosen))
     pair = {
         "id": f"dpf-{item['key'].replace('/', '-')}",
@@ -253,12 +261,38 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--max-revisions", type=int, default=2)
+    ap.add_argument("--refilter", action="store_true",
+                    help="only re-apply the revision filters to the existing --out file")
     add_server_args(ap)
     return ap
 
 
+def refilter(args) -> int:
+    """Re-apply the revision filters to an existing pairs file in place (no server): for a
+    run made before a filter was added. Records what it dropped in the stats file."""
+    pairs = load_jsonl(args.out)
+    kept, dropped = [], Counter()
+    for p in pairs:
+        status = filter_revision(p["chosen"], p["rejected"], p["avoid"], p["avoid_aliases"])
+        (kept.append(p) if status is None else dropped.update([status]))
+    write_jsonl(args.out, kept)
+    stats_path = args.out.with_suffix(".stats.json")
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    outcomes = Counter(stats.get("outcomes", {}))
+    outcomes["pair"] = len(kept)
+    outcomes.update(dropped)
+    stats.update(pairs=len(kept), outcomes=dict(sorted(outcomes.items())),
+                 chosen_names_prefer=sum(p["chosen_names_prefer"] for p in kept))
+    stats.setdefault("refiltered", []).append({**provenance(), "dropped": dict(dropped)})
+    stats_path.write_text(json.dumps(stats, indent=2) + "\n")
+    print(json.dumps({"pairs": len(kept), "dropped": dict(dropped)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.refilter:
+        return refilter(args)
     seeds = load_jsonl(args.seeds)
     validate_seeds(seeds)
     for eval_path in args.eval_file:
