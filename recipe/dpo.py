@@ -48,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model-dir", type=Path, default=None,
                     help="base model directory (default: the embedded SmolLM2)")
     ap.add_argument("--max-pairs", type=int, default=None)
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=float, default=1.5)
     ap.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps")
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--sft-weight", type=float, default=0.2,
                     help="weight of the SFT term on chosen (0 = plain DPO)")
