@@ -33,7 +33,7 @@ from greyelephant.benchmarks.serve_client import Workload, run_vllm_bench
 from greyelephant.server.launcher import LocalServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048", "--gpu-memory-utilization", "0.4"]
+ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048", "--gpu-memory-utilization", "0.1"]
 DEV = Path(__file__).resolve().parents[1].parent / "shared" / "evals" / "pink_elephant_dev.jsonl"
 FALLBACK_ENTITIES = [
     "Eiffel Tower", "Nike", "Coca-Cola", "iPhone", "Tesla", "Amazon", "Google", "Beatles",
