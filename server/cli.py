@@ -45,9 +45,9 @@ def _apply_platform_defaults(args, argv: list[str]) -> None:
 
     if current_platform.is_cpu():
         # vLLM's default reserves 92% of memory for the CPU KV cache, which fails on small
-        # machines next to other processes; 0.4 is plenty for the embedded model.
+        # machines next to other processes; 0.2 is plenty for the embedded model.
         if not any(a.startswith("--gpu-memory-utilization") for a in argv):
-            args.gpu_memory_utilization = 0.4
+            args.gpu_memory_utilization = 0.2
         if not any(a.startswith("--dtype") for a in argv):
             args.dtype = "bfloat16"
 

