@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from vllm.exceptions import VLLMClientError, VLLMNotFoundError
 from vllm.inputs import TokensPrompt
+from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import SamplingParams
 
@@ -55,6 +56,9 @@ async def stream_outputs(ctx: ServerContext, route: str, prompt_ids: list[int],
                 metrics.ttft.labels(route).observe(time.perf_counter() - started)
             metrics.completion_tokens.inc(sum(len(o.token_ids) for o in out.outputs))
             yield out
+    except EngineDeadError as exc:
+        raise APIError(503, f"the engine has stopped ({exc}); the server needs a restart",
+                       code="engine_unavailable") from exc
     except VLLMNotFoundError as exc:
         raise APIError(404, str(exc)) from exc
     except (VLLMClientError, ValueError) as exc:  # request validation, e.g. a bad JSON schema
