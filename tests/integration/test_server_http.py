@@ -237,7 +237,7 @@ def test_seeded_long_prompts_under_load_do_not_kill_the_engine(server):
         return (await client.post("/v1/completions", json=body)).status_code
 
     async def burst():
-        async with httpx.AsyncClient(base_url=server["v1"], timeout=300) as client:
+        async with httpx.AsyncClient(base_url=server["base"], timeout=300) as client:
             return await asyncio.gather(*(one(client, i) for i in range(6)))
 
     assert asyncio.run(burst()) == [200] * 6
