@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model-dir", type=Path, default=None,
                     help="base model directory (default: the embedded SmolLM2)")
     ap.add_argument("--max-pairs", type=int, default=None)
+    ap.add_argument("--max-response-tokens", type=int, default=None,
+                    help="drop examples whose chosen or rejected reply has N+ tokens: "
+                         "generations cut by max_tokens, which would teach the model to end "
+                         "a reply mid-sentence (chosen) or never to end one (rejected)")
     ap.add_argument("--epochs", type=float, default=1.5)
     ap.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps")
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -84,11 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(args.seed)
     model_dir = args.model_dir or prepare_embedded_model().path
     examples = load_jsonl(args.labels)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    dropped_truncated = 0
+    if args.max_response_tokens:
+        def complete(e):
+            return all(len(tokenizer.encode(e[k], add_special_tokens=False))
+                       < args.max_response_tokens for k in ("chosen", "rejected"))
+        kept = [e for e in examples if complete(e)]
+        dropped_truncated = len(examples) - len(kept)
+        examples = kept
     rows = to_dataset_rows(examples, args.max_pairs, args.seed)
     if not rows:
         print("error: no labelled examples", file=sys.stderr)
         return 1
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
@@ -142,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {
         **meta, "base_model": "SmolLM2-135M-Instruct", "base_model_dir": str(model_dir),
         "data": {"labels_file": str(args.labels), "labelled_examples": len(examples),
-                 "train_pairs": len(rows), "by_decision": decisions},
+                 "train_pairs": len(rows), "by_decision": decisions,
+                 "max_response_tokens": args.max_response_tokens,
+                 "dropped_truncated": dropped_truncated},
         "hyperparameters": {
             "method": "DPO (trl DPOTrainer) + LoRA (peft)", "trl": _version("trl"),
             "peft": _version("peft"), "torch": torch.__version__,
