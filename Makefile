@@ -37,7 +37,8 @@ adapter: install
 		--out $(RECIPE_RUN)/pairs.jsonl --limit $(RECIPE_LIMIT) --seed 0 --max-tokens 96 --concurrency 16
 	$(PY) -m greyelephant.recipe.labels --pairs $(RECIPE_RUN)/pairs.jsonl \
 		--out $(RECIPE_RUN)/labels.jsonl --no-held-out-eval --concurrency 16
-	$(PY) -m greyelephant.recipe.judge_star --out $(RECIPE_RUN)/judge --seed 0 --concurrency 16
+	$(PY) -m greyelephant.recipe.judge_star --out $(RECIPE_RUN)/judge --seed 0 --concurrency 16 \
+		--max-minutes 6
 	$(PY) -m greyelephant.recipe.dpo --labels $(RECIPE_RUN)/labels.jsonl --out adapters/$(ADAPTER) \
 		--work-dir $(RECIPE_RUN)/dpo --seed 0 --epochs 1.5 --lr 2e-4 --max-minutes 30
 	$(PY) -m greyelephant.recipe.evaluate --adapter $(ADAPTER)=adapters/$(ADAPTER) \
