@@ -123,8 +123,8 @@ def render(adapter_dir: Path, run_dir: Path) -> str:
     if ev and ev["adapter_rows"].get("directive", {}).get("degenerate_rate", 0) > 0.05:
         rate = ev["adapter_rows"]["directive"]["degenerate_rate"]
         out += [f"- **Degenerates**: {rate:.0%} of its directive-row answers on the dev set "
-                "repeat themselves (control/quality.py); see docs/recipe.md for the cause "
-                "being investigated and the next steps."]
+                "repeat themselves (control/quality.py); docs/recipe.md lists suspected "
+                "causes and next steps."]
     out += [
             "- A 135M-parameter model: the adapter follows the directive more often, it does "
             "not make the model knowledgeable; check the eval's per-case outputs.",
