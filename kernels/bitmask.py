@@ -51,6 +51,21 @@ def unpack_token_bitmask(words: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return bits.view(b, 32 * w)[:, :vocab_size].view(torch.bool)
 
 
+def banned_flat_indices(words: torch.Tensor, vocab_size: int, row_stride: int) -> torch.Tensor:
+    """Flat indices (row * row_stride + token) of the banned tokens of a sparse bitmask.
+
+    Only the non-zero words are expanded, so the cost follows the number of banned tokens,
+    not ``B * V`` — the common case for steering masks (a few tokens per row).
+    """
+    rows, cols = words.nonzero(as_tuple=True)
+    values = words[rows, cols]
+    shifts = torch.arange(32, dtype=torch.int32, device=words.device)
+    hit, bit = ((values.unsqueeze(1) >> shifts) & 1).nonzero(as_tuple=True)
+    tokens = cols[hit] * 32 + bit
+    keep = tokens < vocab_size
+    return (rows[hit] * row_stride + tokens)[keep]
+
+
 def _little_endian() -> bool:
     import sys
 

@@ -15,7 +15,12 @@ from __future__ import annotations
 import torch
 
 from ._args import GREEDY_EPS
-from .bitmask import unpack_token_bitmask
+from .bitmask import banned_flat_indices, unpack_token_bitmask
+
+# Below this share of non-zero mask words, banned tokens are expanded sparsely and written
+# with one index_fill_ (a steering mask bans a handful of tokens per row); above it the
+# dense unpack + masked_fill_ is cheaper.
+SPARSE_MASK_MAX_WORD_SHARE = 1 / 16
 
 
 def _flat_index(indptr, token_ids, batch: int, vocab: int, row_stride: int):
@@ -78,7 +83,12 @@ def apply_logit_controls_torch(
         flat.index_put_((idx,), x.to(logits.dtype))
 
     if banned_bitmask is not None:
-        logits.masked_fill_(unpack_token_bitmask(banned_bitmask, v), float("-inf"))
+        nonzero_words = int(torch.count_nonzero(banned_bitmask))
+        if nonzero_words <= SPARSE_MASK_MAX_WORD_SHARE * banned_bitmask.numel():
+            if nonzero_words:
+                flat.index_fill_(0, banned_flat_indices(banned_bitmask, v, stride), float("-inf"))
+        else:
+            logits.masked_fill_(unpack_token_bitmask(banned_bitmask, v), float("-inf"))
 
     if temperature is not None:
         t = temperature.float()

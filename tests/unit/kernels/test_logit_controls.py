@@ -330,3 +330,28 @@ def test_dispatch_rules_from_run4():
     assert pick_hoist("split", 2, 256 * 64) and pick_hoist("fused", 4, 1024)
     assert pick_hoist("fused", 2, 384) and pick_hoist("fused", 2, 1216)
     assert not pick_hoist("fused", 2, 32 * 32)  # bf16 B=32 V=131072: staged measured faster
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("banned_per_row", [0, 1, 7, 40])
+def test_sparse_mask_path_matches_dense_and_reference(dtype, banned_per_row):
+    """Steering masks ban a few tokens per row: the torch path expands only non-zero
+    words; it must equal the dense unpack and the reference, on strided rows too."""
+    from greyelephant.kernels.bitmask import banned_flat_indices
+    from greyelephant.kernels.logit_controls_torch import SPARSE_MASK_MAX_WORD_SHARE
+
+    g = torch.Generator().manual_seed(banned_per_row)
+    b, v = 5, 20011
+    banned = torch.zeros(b, v, dtype=torch.bool)
+    for r in range(1, b):  # row 0 stays unbanned
+        banned[r, torch.randint(0, v, (banned_per_row,), generator=g)] = True
+    banned[3, v - 1] = banned_per_row > 0  # a token in the last, partial word
+    words = pack_token_bitmask(banned)
+    assert int(torch.count_nonzero(words)) <= SPARSE_MASK_MAX_WORD_SHARE * words.numel()
+    wide = torch.randn(b, v + 13, generator=g).to(dtype)
+    logits = wide[:, :v]  # strided rows
+    expected = logits.float().masked_fill(banned, float("-inf")).to(dtype)
+    apply_logit_controls_torch(logits, banned_bitmask=words)
+    assert torch.equal(logits, expected)
+    idx = banned_flat_indices(words, v, v)
+    assert sorted(idx.tolist()) == sorted(torch.nonzero(banned.flatten()).flatten().tolist())
