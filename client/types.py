@@ -105,7 +105,9 @@ class Steering:
       comma-separated string); omitted → the server's default policy.
     * ``max_revisions``: critique-revise rounds; ``prefer_bias``: logit bonus for preferred
       entities; ``no_repeat_ngram``: the logits strategy's loop guard (no token n-gram
-      twice in the output, 0 = off). Omitted → server defaults.
+      twice in the output, 0 = off); ``revision_style``: critique-revise's prompt,
+      ``"rewrite"`` (edit the shown draft) or ``"in_context"`` (answer the conversation
+      again with the critique). Omitted → server defaults.
     * ``extra``: further fields sent as they are (for a server newer than this client).
     """
 
@@ -115,6 +117,7 @@ class Steering:
     max_revisions: int | None = None
     prefer_bias: float | None = None
     no_repeat_ngram: int | None = None
+    revision_style: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -162,6 +165,8 @@ class Steering:
             out["prefer_bias"] = float(self.prefer_bias)
         if self.no_repeat_ngram is not None:
             out["no_repeat_ngram"] = self.no_repeat_ngram
+        if self.revision_style is not None:
+            out["revision_style"] = self.revision_style
         out.update(self.extra)
         return out
 
@@ -234,6 +239,7 @@ class SteeringReport(_Model):
     avoid: list[str] = Field(default_factory=list)
     prefer: list[str] = Field(default_factory=list)
     max_revisions: int | None = None
+    revision_style: str | None = None
     no_repeat_ngram: int | None = None
     revisions: int = 0
     draft_violations: int = 0

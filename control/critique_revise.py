@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .detector import Detector, Span
-from .directive import describe
+from .directive import apply_directive, describe
 
 CRITIQUE_TEMPLATE = (
     "Critique: the draft mentions {found}, which the principle forbids: \"{principle}\""
@@ -28,6 +28,15 @@ REVISE_TEMPLATE = (
     "answer the same question, never name {avoid} in any form{prefer_clause}. "
     "Reply with the rewritten reply only."
 )
+# The in-context style: the model answers the conversation again, with the critique added
+# to the principle. A small model copies a draft it is shown (and dodges the ban with
+# look-alikes such as "IKE A"); answering again keeps the reply in the form the model
+# would give under the directive, which is what preference data for that prompt needs.
+IN_CONTEXT_TEMPLATE = (
+    "{principle}\n\n{critique} Answer the last message again without naming {avoid}"
+    "{prefer_clause}."
+)
+REVISION_STYLES = ("rewrite", "in_context")
 
 
 @dataclass
@@ -59,17 +68,37 @@ def revision_messages(messages: Sequence[Mapping[str, Any]], draft: str, spans: 
     return [{"role": "system", "content": principle}, {"role": "user", "content": user}]
 
 
+def in_context_revision_messages(messages: Sequence[Mapping[str, Any]], draft: str,
+                                 spans: Sequence[Span], principle: str,
+                                 avoid: Sequence[tuple[str, Sequence[str]]],
+                                 prefer: Sequence[tuple[str, Sequence[str]]]
+                                 ) -> list[dict[str, str]]:
+    """The conversation itself, its system message carrying the principle and the critique
+    of the earlier reply (the draft is described, not shown)."""
+    found = ", ".join(sorted({f'"{s.text}"' for s in spans})) or "an avoided entity"
+    prefer_clause = (f"; where relevant, discuss {describe(prefer, with_aliases=False)}"
+                     if prefer else "")
+    critique = f"An earlier reply to this conversation mentioned {found}, which is not allowed."
+    return apply_directive(messages, IN_CONTEXT_TEMPLATE.format(
+        principle=principle, critique=critique, avoid=describe(avoid),
+        prefer_clause=prefer_clause))
+
+
+_REVISION_PROMPTS = {"rewrite": revision_messages, "in_context": in_context_revision_messages}
+
+
 async def critique_revise(draft: str, messages: Sequence[Mapping[str, Any]], *,
                           detector: Detector, principle: str,
                           avoid: Sequence[tuple[str, Sequence[str]]],
                           prefer: Sequence[tuple[str, Sequence[str]]],
                           generate: Callable[[list[dict[str, str]]], Awaitable[str]],
-                          max_revisions: int) -> RevisionOutcome:
+                          max_revisions: int, style: str = "rewrite") -> RevisionOutcome:
+    build_prompt = _REVISION_PROMPTS[style]
     spans = detector.find(draft)
     outcome = RevisionOutcome(text=draft, draft_violations=len(spans), violations=len(spans))
     text = draft
     while spans and outcome.revisions < max_revisions:
-        prompt = revision_messages(messages, text, spans, principle, avoid, prefer)
+        prompt = build_prompt(messages, text, spans, principle, avoid, prefer)
         text = await generate(prompt)
         outcome.revisions += 1
         spans = detector.find(text)

@@ -8,12 +8,13 @@
       "strategies": ["directive", "logits", "critique_revise"],
       "max_revisions": 2,
       "prefer_bias": 4.0,
-      "no_repeat_ngram": 4
+      "no_repeat_ngram": 4,
+      "revision_style": "rewrite"
     }
 
 Invalid input raises ``pydantic.ValidationError`` (the server answers 400). Every limit is
 a module constant below. Omitted ``strategies`` / ``max_revisions`` / ``prefer_bias`` /
-``no_repeat_ngram`` stay ``None`` until :meth:`SteeringSpec.with_defaults` fills them from
+``no_repeat_ngram`` / ``revision_style`` stay ``None`` until :meth:`SteeringSpec.with_defaults` fills them from
 a :class:`SteeringPolicy`.
 """
 
@@ -53,6 +54,7 @@ from .limits import (  # noqa: E402  (re-exported: the documented limits)
 
 Strategy = Literal["directive", "logits", "critique_revise"]
 STRATEGY_ORDER: tuple[str, ...] = ("directive", "logits", "critique_revise")
+RevisionStyle = Literal["rewrite", "in_context"]
 
 
 class SteeringPolicyError(ValueError):
@@ -140,6 +142,7 @@ class SteeringPolicy(BaseModel):
     default_prefer_bias: float = Field(default=DEFAULT_PREFER_BIAS, ge=0.0, le=MAX_PREFER_BIAS)
     default_no_repeat_ngram: int = Field(default=DEFAULT_NO_REPEAT_NGRAM, ge=0,
                                          le=MAX_NO_REPEAT_NGRAM)
+    default_revision_style: RevisionStyle = "rewrite"
 
     @field_validator("default_no_repeat_ngram")
     @classmethod
@@ -164,6 +167,9 @@ class SteeringSpec(BaseModel):
     # loop guard of the logits strategy: no token n-gram twice in the output (0 = off)
     no_repeat_ngram: int | None = Field(default=None, ge=0, le=MAX_NO_REPEAT_NGRAM,
                                         strict=True)
+    # critique_revise's prompt: "rewrite" shows the draft in a rewrite prompt; "in_context"
+    # asks the conversation again with the critique in the system message
+    revision_style: RevisionStyle | None = None
 
     @field_validator("no_repeat_ngram")
     @classmethod
@@ -262,6 +268,8 @@ class SteeringSpec(BaseModel):
         }
         if self.no_repeat_ngram is not None:  # absent: hashes of older specs unchanged
             out["no_repeat_ngram"] = self.no_repeat_ngram
+        if self.revision_style is not None:
+            out["revision_style"] = self.revision_style
         return out
 
     def spec_hash(self) -> str:
@@ -294,6 +302,7 @@ class SteeringSpec(BaseModel):
                     policy.default_no_repeat_ngram if self.no_repeat_ngram is None
                     else self.no_repeat_ngram
                 ),
+                "revision_style": self.revision_style or policy.default_revision_style,
             }
         )
 

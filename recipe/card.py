@@ -25,10 +25,10 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
-def eval_table(ev: dict[str, Any]) -> list[str]:
+def eval_table(ev: dict[str, Any], adapter: str) -> list[str]:
     lines = ["| model | row | mention_rate | prefer_rate | degenerate_rate | latency p50 s |",
              "|---|---|---|---|---|---|"]
-    for label, rows in (("base", ev["base"]), (ev["adapter"], ev["adapter_rows"])):
+    for label, rows in (("base", ev["base"]), (adapter, ev["adapter_rows"])):
         for row, s in rows.items():
             lines.append(f"| {label} | {row} | {_pct(s['mention_rate'])} | "
                          f"{_pct(s['prefer_rate'])} | {_pct(s['degenerate_rate'])} | "
@@ -103,13 +103,17 @@ def render(adapter_dir: Path, run_dir: Path) -> str:
     if ev:
         out += [f"`{ev['data']}`, greedy, max_tokens {ev['max_tokens']}, one server for both "
                 f"models; {ev['date']} on {ev['machine']}: `{ev['command']}`", "",
-                *eval_table(ev), ""]
+                *eval_table(ev, ev["adapter"]), ""]
         acc = ev.get("acceptance")
         if acc:
             out += [f"Acceptance (directive row: mention cut ≥ 60 % relative, prefer not lower, "
                     f"degenerate ≤ 0.05): relative cut {acc['mention_cut_relative']:.1%}, "
                     f"prefer not lower: {acc['prefer_not_lower']}, degenerate ok: "
                     f"{acc['degenerate_ok']} → **{'passed' if acc['passed'] else 'NOT passed'}**."]
+        for label, extra in (ev.get("extra") or {}).items():
+            out += ["", f"Also on `{extra['data']}` ({label}; same server and decoding, no "
+                    "entity shared with the seeds — `data_check` verifies it):", "",
+                    *eval_table(extra, ev["adapter"])]
     else:
         out += ["Not evaluated yet (`python -m greyelephant.recipe.evaluate`)."]
     out += ["", "## Judge (GenRM-style)", ""]

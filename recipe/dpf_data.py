@@ -5,11 +5,15 @@ For every seed prompt (single turn) and seed dialogue (drifting toward the avoid
 1. **draft** — the served model answers under the directive alone (steering strategies
    ``["directive"]``): exactly the prompt the server builds for that strategy;
 2. when the draft **mentions** the avoided entity (the project's detector), **revise** it
-   with the project's critique-revise loop (``control/critique_revise.py``: critique, then a
-   rewrite prompt) where every revision is generated with the ``logits`` strategy active —
-   the string-level ban — and the preference nudge toward ``prefer``;
+   with the project's critique-revise loop (``control/critique_revise.py``) where every
+   revision is generated with the ``logits`` strategy active — the string-level ban — and
+   the preference nudge toward ``prefer``. The default ``in_context`` style asks the
+   conversation again with the critique in the system message (``rewrite`` shows the draft
+   in a rewrite prompt); a revision the filters reject is retried, sampled;
 3. keep the pair ``(chosen = revision, rejected = draft)`` unless the revision is
-   degenerate (``control/quality.py``), still mentions the entity, or repeats the draft.
+   degenerate (``control/quality.py``), still mentions the entity, dodges it with a
+   look-alike, or repeats the draft. Replies cut by ``max_tokens`` are trimmed to their
+   last complete sentence.
 
 Clean drafts give no pair (DPF revises only what violates the principle). Every record
 carries its provenance: seed id, request parameters, the server's steering reports, the
@@ -38,7 +42,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from greyelephant.control.critique_revise import critique_revise
+from greyelephant.control.critique_revise import REVISION_STYLES, critique_revise
 from greyelephant.control.detector import detector_for
 from greyelephant.control.directive import apply_directive, build_directive
 from greyelephant.control.normalize import fold_text
@@ -90,31 +94,56 @@ def near_miss(text: str, names: list[str], threshold: float = 0.8) -> str | None
       equal to a name of at least 5 characters; or
     * a capitalised word of 4+ characters that starts with the first 4 letters of a word
       (5+ letters) of a name without being that word ("LastApp" for LastPass, "Godfors" for
-      The Godfather). This also catches a few innocent words ("Java" for JavaScript): the
-      pair is dropped, which costs data, never quality.
+      The Godfather), or any word that starts with all but the last letter of a 6+ letter
+      name word without containing all of it ("cheetaser" for Cheetah; "universities" for
+      University and "Servers" for Server pass). This also catches a few innocent words ("Java" for
+      JavaScript, "Amazonian" for Amazon): the pair is dropped, which costs data, never
+      quality;
+    * the name split into 2–3 pieces ("IKE A" for IKEA).
 
     Returns the offending text, or None."""
     stems = {w for name in names for w in _words(name) if len(w) >= 5}
     for m in re.finditer(r"\w+", text):
         token = m.group(0)
         folded = fold_text(token).strip()
-        if len(folded) < 4 or not token[0].isupper():
+        if len(folded) < 4:
             continue
         for stem in stems:
-            if folded != stem and folded[:4] == stem[:4]:
+            if folded == stem:
+                continue
+            if token[0].isupper() and folded[:4] == stem[:4]:
+                return token
+            if (len(stem) >= 6 and folded.startswith(stem[:-1])  # "cheetaser" for Cheetah
+                    and not folded.startswith(stem) and folded != stem[:-1] + "ies"):
                 return token
     words = _words(text)
     for name in names:
         target = " ".join(_words(name))
         n = len(target.split())
-        if len(target) < 5:
+        if len(target) < 4:
             continue
-        for i in range(len(words) - n + 1):
+        squashed = target.replace(" ", "")
+        for i in range(len(words)):
+            # the name split into pieces ("IKE A", "Star buck s")
+            for k in range(2, 4):
+                if i + k <= len(words) and "".join(words[i:i + k]) == squashed:
+                    return " ".join(words[i:i + k])
             window = " ".join(words[i:i + n])
-            if window != target and (
-                    difflib.SequenceMatcher(None, window, target).ratio() >= threshold):
+            if (i + n <= len(words) and len(target) >= 5 and window != target
+                    and difflib.SequenceMatcher(None, window, target).ratio() >= threshold):
                 return window
     return None
+
+
+_SENTENCE_END = re.compile(r"[.!?](?:[\"')\]]*)(?=\s|$)")
+
+
+def trim_to_sentence(text: str) -> str | None:
+    """A reply cut by max_tokens, trimmed to its last complete sentence; None when no
+    sentence was completed. Training on a cut reply would teach the model to stop mid-
+    sentence (chosen) or to punish an ending it never saw (rejected)."""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[:ends[-1].end()].rstrip() if ends else None
 
 
 def filter_revision(chosen: str, draft: str, avoid: str, aliases) -> str | None:
@@ -159,45 +188,62 @@ def request_seed(run_seed: int, key: str, step: str) -> int:
     return int(unit_hash(run_seed, key, step) * 2**31)
 
 
+def finished_text(response: dict[str, Any]) -> str | None:
+    """The reply's text; trimmed to its last sentence when max_tokens cut it (None when no
+    sentence was finished)."""
+    text = text_of(response)
+    if response["choices"][0].get("finish_reason") == "length":
+        return trim_to_sentence(text)
+    return text
+
+
 async def make_pair(client: ChatClient, item: dict[str, Any], args) -> dict[str, Any]:
     """One item → {"status": ..., "pair": {...} | None}."""
     seed = item["seed"]
     spec = SteeringSpec.model_validate(steering_for(seed, DRAFT_STRATEGIES))
     principle = build_directive(spec)
     detector = detector_for([(seed["avoid"], tuple(seed["avoid_aliases"]))])
-    sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens}
-    draft_body = {"messages": item["messages"], **sampling,
-                  "steering": steering_for(seed, DRAFT_STRATEGIES)}
+    draft_body = {"messages": item["messages"], "temperature": args.temperature,
+                  "max_tokens": args.max_tokens, "steering": steering_for(seed, DRAFT_STRATEGIES)}
     if args.temperature > 0:
         draft_body["seed"] = request_seed(args.seed, item["key"], "draft")
     if args.model:
         draft_body["model"] = args.model
     draft_resp = await client.chat(draft_body)
-    draft = text_of(draft_resp)
+    draft = finished_text(draft_resp)
+    if draft is None:
+        return {"status": "truncated_draft", "pair": None}
     if not detector.find(draft):
         return {"status": "clean_draft", "pair": None}
 
     revision_reports: list[dict[str, Any]] = []
     revision_bodies: list[dict[str, Any]] = []
+    status = "no_revision"
+    for attempt in range(args.revision_attempts):
+        # The first attempt decodes like the draft; retries sample, each with its own seed.
+        temperature = args.temperature if attempt == 0 else args.retry_temperature
 
-    async def generate(messages: list[dict[str, str]]) -> str:
-        body = {"messages": messages, **sampling,
-                "steering": steering_for(seed, REVISE_STRATEGIES)}
-        if args.temperature > 0:
-            body["seed"] = request_seed(args.seed, item["key"], f"rev{len(revision_bodies)}")
-        if args.model:
-            body["model"] = args.model
-        revision_bodies.append({k: v for k, v in body.items() if k != "messages"})
-        resp = await client.chat(body)
-        revision_reports.append(resp.get("steering"))
-        return clean_revision(text_of(resp))
+        async def generate(messages: list[dict[str, str]], temperature=temperature) -> str:
+            body = {"messages": messages, "temperature": temperature,
+                    "max_tokens": args.revision_max_tokens,
+                    "steering": steering_for(seed, REVISE_STRATEGIES)}
+            if temperature > 0:
+                body["seed"] = request_seed(args.seed, item["key"], f"rev{len(revision_bodies)}")
+            if args.model:
+                body["model"] = args.model
+            revision_bodies.append({k: v for k, v in body.items() if k != "messages"})
+            resp = await client.chat(body)
+            revision_reports.append(resp.get("steering"))
+            return clean_revision(finished_text(resp) or "")
 
-    outcome = await critique_revise(
-        draft, item["messages"], detector=detector, principle=principle,
-        avoid=spec.avoid_entities(), prefer=spec.prefer_entities(), generate=generate,
-        max_revisions=args.max_revisions)
-    chosen = outcome.text
-    status = filter_revision(chosen, draft, seed["avoid"], seed["avoid_aliases"])
+        outcome = await critique_revise(
+            draft, item["messages"], detector=detector, principle=principle,
+            avoid=spec.avoid_entities(), prefer=spec.prefer_entities(), generate=generate,
+            max_revisions=args.max_revisions, style=args.revision_style)
+        chosen = outcome.text
+        status = filter_revision(chosen, draft, seed["avoid"], seed["avoid_aliases"])
+        if status is None:
+            break
     if status is not None:
         return {"status": status, "pair": None}
     prefer_named = bool(detector_for([seed["prefer"]]).find(chosen))
@@ -216,7 +262,8 @@ async def make_pair(client: ChatClient, item: dict[str, Any], args) -> dict[str,
             "draft_request": {k: v for k, v in draft_body.items() if k != "messages"},
             "draft_report": draft_resp.get("steering"),
             "revision_requests": revision_bodies, "revision_reports": revision_reports,
-            "revisions": outcome.revisions, "draft_mentions": outcome.draft_violations,
+            "revisions": outcome.revisions, "revision_attempts": attempt + 1,
+            "revision_style": args.revision_style, "draft_mentions": outcome.draft_violations,
         },
     }
     return {"status": "pair", "pair": pair}
@@ -260,7 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--max-revisions", type=int, default=2)
+    ap.add_argument("--max-revisions", type=int, default=2,
+                    help="critique-revise rounds per attempt (while the text still mentions)")
+    ap.add_argument("--revision-style", choices=REVISION_STYLES, default="in_context",
+                    help="in_context: answer the conversation again with the critique in the "
+                         "system message (default); rewrite: edit the shown draft")
+    ap.add_argument("--revision-attempts", type=int, default=3,
+                    help="critique-revise attempts until one passes the filters; attempts after "
+                         "the first sample at --retry-temperature with their own seeds")
+    ap.add_argument("--retry-temperature", type=float, default=0.7)
+    ap.add_argument("--revision-max-tokens", type=int, default=160)
     ap.add_argument("--refilter", action="store_true",
                     help="only re-apply the revision filters to the existing --out file")
     add_server_args(ap)
@@ -319,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
                "params": {"limit": args.limit, "seed": args.seed,
                           "temperature": args.temperature, "max_tokens": args.max_tokens,
                           "max_revisions": args.max_revisions,
+                          "revision_style": args.revision_style,
+                          "revision_attempts": args.revision_attempts,
+                          "retry_temperature": args.retry_temperature,
+                          "revision_max_tokens": args.revision_max_tokens,
                           "draft_strategies": DRAFT_STRATEGIES,
                           "revise_strategies": REVISE_STRATEGIES}}
     args.out.with_suffix(".stats.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", required=True, metavar="NAME=PATH")
     ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--extra-data", action="append", default=[], metavar="NAME=FILE",
+                    help="another eval file run on the same server (reported, no acceptance "
+                         "check), e.g. held-out entities; repeatable")
     ap.add_argument("--out", type=Path, default=Path("runs/recipe/eval"))
     ap.add_argument("--rows", default=ROWS)
     ap.add_argument("--max-tokens", type=int, default=128)
@@ -57,33 +60,46 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _both_models(url: str, data: Path, out: Path, name: str, args) -> dict[str, Any]:
+    """The steering eval's rows on ``data`` for the base model and the adapter."""
     from greyelephant.benchmarks import steering_eval
 
+    summaries = {}
+    for label, model in (("base", None), (name, name)):
+        ap = argparse.ArgumentParser()
+        steering_eval.add_arguments(ap)
+        eval_argv = ["--data", str(data), "--rows", args.rows, "--base-url", url,
+                     "--max-tokens", str(args.max_tokens), "--concurrency",
+                     str(args.concurrency), "--out", str(out / label)]
+        if model:
+            eval_argv += ["--model", model]
+        steering_eval.run(ap.parse_args(eval_argv))
+        summaries[label] = json.loads((out / label / "summary.json").read_text())
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     name, _, path = args.adapter.partition("=")
     meta = provenance(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    summaries: dict[str, Any] = {}
+    extra = [spec.partition("=")[::2] for spec in args.extra_data]
     with served(args.base_url, [f"--adapter={args.adapter}", *args.serve_arg],
                 args.out / "server.log") as url:
-        for label, model in (("base", None), (name, name)):
-            ap = argparse.ArgumentParser()
-            steering_eval.add_arguments(ap)
-            eval_argv = ["--data", str(args.data), "--rows", args.rows, "--base-url", url,
-                         "--max-tokens", str(args.max_tokens), "--concurrency",
-                         str(args.concurrency), "--out", str(args.out / label)]
-            if model:
-                eval_argv += ["--model", model]
-            steering_eval.run(ap.parse_args(eval_argv))
-            summaries[label] = json.loads((args.out / label / "summary.json").read_text())
+        summaries = _both_models(url, args.data, args.out, name, args)
+        extra_summaries = {label: (data, _both_models(url, Path(data), args.out / label, name,
+                                                      args))
+                           for label, data in extra}
     base_rows = summaries["base"]["rows"]
     adapter_rows = summaries[name]["rows"]
     result = {**meta, "data": str(args.data), "adapter": name, "adapter_path": path,
               "base_model": summaries["base"]["model"], "decoding": "greedy (temperature 0)",
               "max_tokens": args.max_tokens, "base": base_rows, "adapter_rows": adapter_rows,
               "acceptance": acceptance(base_rows, adapter_rows) if "directive" in base_rows
-              else None}
+              else None,
+              "extra": {label: {"data": data, "base": s["base"]["rows"],
+                                "adapter_rows": s[name]["rows"]}
+                        for label, (data, s) in extra_summaries.items()}}
     (args.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["acceptance"]))
     return 0

@@ -118,7 +118,8 @@ class ActivePlan(SteeringPlan):
             outcome = await critique_revise(
                 choice.text, messages, detector=self.avoid_detector, principle=self.principle,
                 avoid=self.spec.avoid_entities(), prefer=self.spec.prefer_entities(),
-                generate=generate, max_revisions=self.spec.max_revisions)
+                generate=generate, max_revisions=self.spec.max_revisions,
+                style=self.spec.revision_style or "rewrite")
             if outcome.revisions:
                 choice.text = outcome.text
                 choice.token_ids = ctx.engine.tokenizer.encode(outcome.text,
@@ -156,6 +157,7 @@ class ActivePlan(SteeringPlan):
             "avoid": [e.entity for e in self.spec.avoid],
             "prefer": [e.entity for e in self.spec.prefer],
             "max_revisions": self.spec.max_revisions,
+            "revision_style": self.spec.revision_style if self.revise else None,
             # loop guard n of the logits-steered generations (drafts with `logits`,
             # revisions always); 0 = off or no logits-steered generation
             "no_repeat_ngram": (self.spec.effective_no_repeat_ngram()

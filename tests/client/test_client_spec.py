@@ -51,7 +51,8 @@ def test_entity_forms():
 def test_steering_to_dict_full():
     spec = Steering(avoid=["pink elephant", Entity("Eiffel Tower", ["Tour Eiffel"])],
                     prefer="grey elephant", strategies="directive, logits,critique_revise",
-                    max_revisions=1, prefer_bias=3, no_repeat_ngram=3)
+                    max_revisions=1, prefer_bias=3, no_repeat_ngram=3,
+                    revision_style="in_context")
     assert spec.to_dict() == {
         "avoid": ["pink elephant", {"entity": "Eiffel Tower", "aliases": ["Tour Eiffel"]}],
         "prefer": ["grey elephant"],
@@ -59,6 +60,7 @@ def test_steering_to_dict_full():
         "max_revisions": 1,
         "prefer_bias": 3.0,
         "no_repeat_ngram": 3,
+        "revision_style": "in_context",
     }
     # round trip through a mapping
     assert Steering.coerce(spec.to_dict()) == spec

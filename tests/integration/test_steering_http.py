@@ -66,6 +66,16 @@ def test_critique_revise_revises_a_dirty_draft(http, server):
     assert "eiffel tower" not in body["choices"][0]["message"]["content"].lower()
 
 
+def test_critique_revise_in_context_style(http, server):
+    body = chat(http, server, {**SPEC, "strategies": ["critique_revise"], "max_revisions": 1,
+                               "revision_style": "in_context"})
+    report = body["steering"]
+    assert report["revision_style"] == "in_context"
+    assert report["draft_violations"] > 0 and report["revisions"] == 1
+    assert report["violations"] == 0
+    assert "eiffel tower" not in body["choices"][0]["message"]["content"].lower()
+
+
 def test_critique_revise_leaves_clean_drafts_alone(http, server):
     body = chat(http, server, {**SPEC, "strategies": ["directive", "logits", "critique_revise"]})
     assert body["steering"]["draft_violations"] == 0 and body["steering"]["revisions"] == 0
@@ -113,6 +123,7 @@ def test_completions_endpoint_steering(http, server):
     ({"avoid": ["x"], "strategies": ["telepathy"]}, "steering.strategies"),
     ({"avoid": ["x"], "max_revisions": 99}, "steering.max_revisions"),
     ({"avoid": ["x"], "colour": "grey"}, "steering.colour"),
+    ({"avoid": ["x"], "revision_style": "poem"}, "steering.revision_style"),
     ({"avoid": "pink elephant"}, "steering.avoid"),
     ({"avoid": [{"entity": "x", "aliases": "y"}]}, "steering.avoid.0.aliases"),
 ])

@@ -1,6 +1,10 @@
 """The critique-revise loop's logic with a scripted generator (no engine)."""
 
-from greyelephant.control.critique_revise import critique_revise, revision_messages
+from greyelephant.control.critique_revise import (
+    critique_revise,
+    in_context_revision_messages,
+    revision_messages,
+)
 from greyelephant.control.detector import detector_for
 
 AVOID = [("Eiffel Tower", ("Tour Eiffel",))]
@@ -56,3 +60,25 @@ def test_revision_prompt_names_the_problem_and_the_alternative():
     assert msgs[0] == {"role": "system", "content": "PRINCIPLE"}
     user = msgs[1]["content"]
     assert '"Eiffel Tower"' in user and "Louvre" in user and "What should I see in Paris?" in user
+
+
+def test_in_context_revision_asks_the_conversation_again_with_the_critique():
+    spans = DETECTOR.find("I love the Eiffel Tower.")
+    dialogue = [{"role": "system", "content": "Be brief."}, *MESSAGES]
+    msgs = in_context_revision_messages(dialogue, "I love the Eiffel Tower.", spans, "PRINCIPLE",
+                                        AVOID, PREFER)
+    # the conversation itself, last turn the user's; the draft is described, not shown
+    assert msgs[1:] == MESSAGES and msgs[0]["role"] == "system"
+    system = msgs[0]["content"]
+    assert system.startswith("Be brief.") and "PRINCIPLE" in system
+    assert '"Eiffel Tower"' in system and "Louvre" in system and "I love" not in system
+    assert dialogue[0] == {"role": "system", "content": "Be brief."}  # input untouched
+
+
+async def test_in_context_style_is_used_for_every_revision():
+    generate, calls = scripted("Eiffel Tower again.", "See the Louvre.")
+    out = await critique_revise("The Eiffel Tower.", MESSAGES, detector=DETECTOR,
+                                principle="PRINCIPLE", avoid=AVOID, prefer=PREFER,
+                                generate=generate, max_revisions=2, style="in_context")
+    assert out.text == "See the Louvre." and out.revisions == 2
+    assert all(c[-1] == MESSAGES[-1] for c in calls)

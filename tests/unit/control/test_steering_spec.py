@@ -141,3 +141,16 @@ def test_no_repeat_ngram_defaults_hash_and_engine_args():
     # absent from the hash when unset (older hashes unchanged), part of it when set
     assert "no_repeat_ngram" not in s.canonical()
     assert s.spec_hash() != s.model_copy(update={"no_repeat_ngram": 4}).spec_hash()
+
+
+def test_revision_style_defaults_validation_and_hash():
+    s = SteeringSpec.model_validate({"avoid": ["Nike"]})
+    assert s.revision_style is None and "revision_style" not in s.canonical()
+    assert s.with_defaults().revision_style == "rewrite"
+    pol = SteeringPolicy(default_revision_style="in_context")
+    assert s.with_defaults(pol).revision_style == "in_context"
+    t = parse_steering({"avoid": ["Nike"], "revision_style": "rewrite"}, pol)
+    assert t.revision_style == "rewrite"
+    assert t.spec_hash() != t.model_copy(update={"revision_style": "in_context"}).spec_hash()
+    with pytest.raises(ValidationError, match="rewrite"):
+        SteeringSpec.model_validate({"avoid": ["Nike"], "revision_style": "paraphrase"})

@@ -63,6 +63,33 @@ def test_near_miss_catches_misspelled_dodges_only():
     assert dpf_data.near_miss("Try LastApp today", ["LastPass"]) == "LastApp"
     assert dpf_data.near_miss("\"The Godfors\" is great", ["The Godfather"]) == "Godfors"
     assert dpf_data.near_miss("the last one is here", ["LastPass", "Docker"]) is None
+    # the name split into pieces, also for 4-letter names
+    assert dpf_data.near_miss("IKE A LASER", ["IKEA"]) == "ike a"
+    assert dpf_data.near_miss("star bucks is open", ["Starbucks"]) == "star bucks"
+    assert dpf_data.near_miss("I like a chair", ["IKEA"]) is None
+    # a lowercase look-alike of a long name word; inflections of the word itself pass
+    assert dpf_data.near_miss("the fastest is the cheetaser", ["Cheetah"]) == "cheetaser"
+    assert dpf_data.near_miss("many servers run it", ["Apache HTTP Server"]) is None
+    assert dpf_data.near_miss("other universities", ["Stanford University"]) is None
+    assert dpf_data.near_miss("a mountain", ["Mount Everest"]) is None
+
+
+@pytest.mark.parametrize("text, trimmed", [
+    ("It is warm. Bring a coat and", "It is warm."),
+    ("Try it! Or \"maybe.\" Then", "Try it! Or \"maybe.\""),
+    ("No sentence ends here", None),
+    ("Version 2.5 is out and", None),
+])
+def test_trim_to_sentence(text, trimmed):
+    assert dpf_data.trim_to_sentence(text) == trimmed
+
+
+def test_finished_text_trims_only_cut_replies():
+    def resp(text, reason):
+        return {"choices": [{"message": {"content": text}, "finish_reason": reason}]}
+    assert dpf_data.finished_text(resp("Done. And", "stop")) == "Done. And"
+    assert dpf_data.finished_text(resp("Done. And", "length")) == "Done."
+    assert dpf_data.finished_text(resp("And so", "length")) is None
 
 
 def test_request_seed_is_stable():
@@ -238,3 +265,24 @@ def test_acceptance_check():
     assert acceptance(base, good)["passed"] is True
     assert acceptance(base, good)["mention_cut_relative"] == 0.6
     assert acceptance(base, weak)["passed"] is False
+
+
+def test_card_renders_eval_tables_including_extra_sets(tmp_path):
+    from greyelephant.recipe.card import render
+
+    def rows(m):
+        return {r: {"mention_rate": m, "prefer_rate": 0.5, "degenerate_rate": 0.0,
+                    "latency_p50_s": 1.0} for r in ("none", "directive")}
+    adapter, run = tmp_path / "grey-dpo", tmp_path / "run"
+    adapter.mkdir()
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "eval.json").write_text(json.dumps({
+        "data": "dev.jsonl", "max_tokens": 128, "date": "d", "machine": "m", "command": "c",
+        "adapter": "grey-dpo", "base": rows(0.6), "adapter_rows": rows(0.1),
+        "acceptance": acceptance(rows(0.6), rows(0.1)),
+        "extra": {"heldout": {"data": "heldout.jsonl", "base": rows(0.4),
+                              "adapter_rows": rows(0.2)}}}))
+    card = render(adapter, run)
+    assert "| grey-dpo | directive | 0.100 |" in card and "**passed**" in card
+    assert "`heldout.jsonl` (heldout" in card and "| grey-dpo | directive | 0.200 |" in card
+    assert "No judge stats found." in card
