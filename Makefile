@@ -31,18 +31,22 @@ bench: install
 ADAPTER ?= grey-dpo
 RECIPE_RUN ?= runs/recipe
 EVAL_FILE ?= ../shared/evals/pink_elephant_dev.jsonl
-RECIPE_LIMIT ?= 800
+HELDOUT_FILE ?= benchmarks/data/heldout_entities.jsonl
+RECIPE_LIMIT ?= 1000
+DPO_EPOCHS ?= 1.4
 adapter: install
 	$(PY) -m greyelephant.recipe.dpf_data --seeds recipe/data/seeds.jsonl --eval-file $(EVAL_FILE) \
-		--out $(RECIPE_RUN)/pairs.jsonl --limit $(RECIPE_LIMIT) --seed 0 --max-tokens 96 --concurrency 16
+		--eval-file $(HELDOUT_FILE) --out $(RECIPE_RUN)/pairs.jsonl --limit $(RECIPE_LIMIT) \
+		--seed 0 --max-tokens 128 --concurrency 16
 	$(PY) -m greyelephant.recipe.labels --pairs $(RECIPE_RUN)/pairs.jsonl \
 		--out $(RECIPE_RUN)/labels.jsonl --no-held-out-eval --concurrency 16
 	$(PY) -m greyelephant.recipe.judge_star --out $(RECIPE_RUN)/judge --seed 0 --concurrency 16 \
 		--max-minutes 6
 	$(PY) -m greyelephant.recipe.dpo --labels $(RECIPE_RUN)/labels.jsonl --out adapters/$(ADAPTER) \
-		--work-dir $(RECIPE_RUN)/dpo --seed 0 --epochs 1.5 --lr 2e-4 --max-minutes 30
+		--work-dir $(RECIPE_RUN)/dpo --seed 0 --epochs $(DPO_EPOCHS) --lr 2e-4 --sft-weight 1.0 \
+		--max-minutes 30
 	$(PY) -m greyelephant.recipe.evaluate --adapter $(ADAPTER)=adapters/$(ADAPTER) \
-		--data $(EVAL_FILE) --out $(RECIPE_RUN)/eval
+		--data $(EVAL_FILE) --extra-data heldout=$(HELDOUT_FILE) --out $(RECIPE_RUN)/eval
 	$(PY) -m greyelephant.recipe.card --adapter adapters/$(ADAPTER) --run-dir $(RECIPE_RUN)
 
 clean:

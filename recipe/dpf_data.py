@@ -46,7 +46,7 @@ from greyelephant.control.critique_revise import REVISION_STYLES, critique_revis
 from greyelephant.control.detector import detector_for
 from greyelephant.control.directive import apply_directive, build_directive
 from greyelephant.control.normalize import fold_text
-from greyelephant.control.quality import degeneracy
+from greyelephant.control.quality import degeneracy, is_degenerate
 from greyelephant.control.spec import SteeringSpec
 
 from .common import (ChatClient, add_server_args, load_jsonl, provenance, served, text_of,
@@ -214,6 +214,9 @@ async def make_pair(client: ChatClient, item: dict[str, Any], args) -> dict[str,
     if draft is None:
         return {"status": "truncated_draft", "pair": None}
     if not detector.find(draft):
+        if args.quality_pairs and is_degenerate(draft):
+            return await quality_pair(client, item, draft, draft_resp, draft_body, principle,
+                                      args)
         return {"status": "clean_draft", "pair": None}
 
     revision_reports: list[dict[str, Any]] = []
@@ -246,8 +249,60 @@ async def make_pair(client: ChatClient, item: dict[str, Any], args) -> dict[str,
             break
     if status is not None:
         return {"status": status, "pair": None}
-    prefer_named = bool(detector_for([seed["prefer"]]).find(chosen))
-    pair = {
+    return {"status": "pair", "pair": pair_record(
+        item, principle, chosen, draft, "mention", draft_resp, draft_body, {
+            "revision_requests": revision_bodies, "revision_reports": revision_reports,
+            "revisions": outcome.revisions, "revision_attempts": attempt + 1,
+            "revision_style": args.revision_style,
+            "draft_mentions": outcome.draft_violations})}
+
+
+QUALITY_CRITIQUE = ("An earlier reply to this conversation repeated itself. Answer the last "
+                    "message again, without repeating yourself.")
+
+
+async def quality_pair(client: ChatClient, item: dict[str, Any], draft: str,
+                       draft_resp: dict[str, Any], draft_body: dict[str, Any], principle: str,
+                       args) -> dict[str, Any]:
+    """A draft that names nothing it should avoid but loops (``control/quality.py``): the
+    same critique-revise step, its critique the repetition, the revision generated with the
+    ``logits`` strategy (ban + loop guard). The pair teaches the helpful half of the
+    principle: an answer, not a loop."""
+    seed = item["seed"]
+    messages = apply_directive(item["messages"], f"{principle}\n\n{QUALITY_CRITIQUE}")
+    bodies: list[dict[str, Any]] = []
+    reports: list[dict[str, Any]] = []
+    status = "no_revision"
+    for attempt in range(args.revision_attempts):
+        temperature = args.temperature if attempt == 0 else args.retry_temperature
+        body = {"messages": messages, "temperature": temperature,
+                "max_tokens": args.revision_max_tokens,
+                "steering": steering_for(seed, REVISE_STRATEGIES)}
+        if temperature > 0:
+            body["seed"] = request_seed(args.seed, item["key"], f"qrev{attempt}")
+        if args.model:
+            body["model"] = args.model
+        bodies.append({k: v for k, v in body.items() if k != "messages"})
+        resp = await client.chat(body)
+        reports.append(resp.get("steering"))
+        chosen = finished_text(resp) or ""
+        status = filter_revision(chosen, draft, seed["avoid"], seed["avoid_aliases"])
+        if status is None:
+            break
+    if status is not None:
+        return {"status": f"quality_{status}", "pair": None}
+    return {"status": "quality_pair", "pair": pair_record(
+        item, principle, chosen, draft, "degenerate", draft_resp, draft_body, {
+            "revision_requests": bodies, "revision_reports": reports, "revisions": 1,
+            "revision_attempts": attempt + 1, "revision_style": "in_context",
+            "critique": QUALITY_CRITIQUE, "draft_mentions": 0})}
+
+
+def pair_record(item: dict[str, Any], principle: str, chosen: str, draft: str, reason: str,
+                draft_resp: dict[str, Any], draft_body: dict[str, Any],
+                revision: dict[str, Any]) -> dict[str, Any]:
+    seed = item["seed"]
+    return {
         "id": f"dpf-{item['key'].replace('/', '-')}",
         "seed_id": seed["id"], "kind": item["kind"], "domain": seed["domain"],
         "avoid": seed["avoid"], "avoid_aliases": list(seed["avoid_aliases"]),
@@ -256,17 +311,15 @@ async def make_pair(client: ChatClient, item: dict[str, Any], args) -> dict[str,
         # What the model sees under the "directive" strategy: the DPO prompt.
         "prompt_messages": apply_directive(item["messages"], principle),
         "chosen": chosen, "rejected": draft,
-        "chosen_names_prefer": prefer_named,
+        # why the draft was revised: it named the avoided entity, or it looped
+        "reason": reason,
+        "chosen_names_prefer": bool(detector_for([seed["prefer"]]).find(chosen)),
         "provenance": {
             "model": draft_resp.get("model"),
             "draft_request": {k: v for k, v in draft_body.items() if k != "messages"},
-            "draft_report": draft_resp.get("steering"),
-            "revision_requests": revision_bodies, "revision_reports": revision_reports,
-            "revisions": outcome.revisions, "revision_attempts": attempt + 1,
-            "revision_style": args.revision_style, "draft_mentions": outcome.draft_violations,
+            "draft_report": draft_resp.get("steering"), **revision,
         },
     }
-    return {"status": "pair", "pair": pair}
 
 
 async def generate_pairs(base_url: str, items: list[dict[str, Any]], args) -> tuple[list, Counter]:
@@ -317,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "the first sample at --retry-temperature with their own seeds")
     ap.add_argument("--retry-temperature", type=float, default=0.7)
     ap.add_argument("--revision-max-tokens", type=int, default=160)
+    ap.add_argument("--no-quality-pairs", dest="quality_pairs", action="store_false",
+                    help="skip drafts that name nothing but loop (by default they are revised "
+                         "with a repetition critique and give a pair too)")
     ap.add_argument("--refilter", action="store_true",
                     help="only re-apply the revision filters to the existing --out file")
     add_server_args(ap)
@@ -379,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                           "revision_attempts": args.revision_attempts,
                           "retry_temperature": args.retry_temperature,
                           "revision_max_tokens": args.revision_max_tokens,
+                          "quality_pairs": args.quality_pairs,
                           "draft_strategies": DRAFT_STRATEGIES,
                           "revise_strategies": REVISE_STRATEGIES}}
     args.out.with_suffix(".stats.json").write_text(json.dumps(summary, indent=2) + "\n")

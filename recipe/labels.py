@@ -4,8 +4,9 @@ combines them.
 Sources, each answering "which of A and B is better?" with A, B or None (undecided):
 
 * **rule** — the project's detector (``control/detector.py``): the response that mentions
-  the avoided entity (name, alias, plural, possessive, any spacing) loses; both or
-  neither mention it → undecided.
+  the avoided entity (name, alias, plural, possessive, any spacing) loses; when both or
+  neither mention it, the degenerate one (``control/quality.py``) loses; otherwise
+  undecided.
 * **gold** — ``recipe/data/gold_pairs.jsonl``: every label there was written by hand by a
   project engineer (the ``labeling`` field says so; no model produced any of it — see
   ``recipe/data/README.md``). Gold pairs are split deterministically (sha256 of the id,
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from greyelephant.control.detector import detector_for
+from greyelephant.control.quality import is_degenerate
 from greyelephant.control.directive import apply_directive, build_directive
 from greyelephant.control.spec import SteeringSpec
 
@@ -58,11 +60,15 @@ HELD_OUT = 0.3
 
 
 def rule_label(a: str, b: str, avoid: str, aliases=()) -> str | None:
-    """The detector's vote: the response that mentions the avoided entity loses."""
+    """The rules' vote: the response that mentions the avoided entity loses; when both or
+    neither do, the degenerate one (``control/quality.py``: empty, stutter, looping) loses."""
     det = detector_for([(avoid, tuple(aliases))])
     ma, mb = bool(det.find(a)), bool(det.find(b))
     if ma == mb:
-        return None
+        da, db = is_degenerate(a), is_degenerate(b)
+        if da == db:
+            return None
+        return "B" if da else "A"
     return "B" if ma else "A"
 
 

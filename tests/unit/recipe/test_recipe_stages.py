@@ -121,6 +121,10 @@ def test_rule_label():
     assert labels.rule_label("Vans", "vans again", "Vans") is None
     assert labels.rule_label("Converse", "Nike", "Vans") is None
     assert labels.rule_label("TNF jacket", "Patagonia", "The North Face", ["TNF"]) == "B"
+    loop = "Converse is great. " * 10
+    assert labels.rule_label(loop, "Converse makes canvas shoes.", "Vans") == "B"
+    assert labels.rule_label("Converse makes canvas shoes.", loop, "Vans") == "A"
+    assert labels.rule_label("Vans " + loop, "Converse.", "Vans") == "B"  # mention first
 
 
 @pytest.mark.parametrize("rule, judge_vote, gold, expected", [
@@ -286,3 +290,60 @@ def test_card_renders_eval_tables_including_extra_sets(tmp_path):
     assert "| grey-dpo | directive | 0.100 |" in card and "**passed**" in card
     assert "`heldout.jsonl` (heldout" in card and "| grey-dpo | directive | 0.200 |" in card
     assert "No judge stats found." in card
+
+
+class _FakeChat:
+    """Answers like the server would: a scripted reply per steering strategy list."""
+
+    def __init__(self, replies):
+        self.replies, self.bodies = replies, []
+
+    async def chat(self, body):
+        self.bodies.append(body)
+        text, reason = self.replies[tuple(body["steering"]["strategies"])]
+        return {"model": "m", "steering": {"violations": 0},
+                "choices": [{"message": {"content": text}, "finish_reason": reason}]}
+
+
+def _item():
+    seed = {"id": "s1", "domain": "shoes", "avoid": "Vans", "avoid_aliases": [],
+            "prefer": "Converse"}
+    return {"key": "s1/p0", "seed": seed, "kind": "prompt",
+            "messages": [{"role": "user", "content": "Which skate shoes?"}]}
+
+
+def _args(**kw):
+    ns = dpf_data.build_parser().parse_args(["--eval-file", "x.jsonl"])
+    for k, v in kw.items():
+        setattr(ns, k, v)
+    return ns
+
+
+async def test_looping_clean_draft_gives_a_quality_pair():
+    loop = "Skate shoes are shoes for skating. " * 8
+    client = _FakeChat({("directive",): (loop, "length"),
+                        ("logits",): ("Converse makes sturdy canvas skate shoes.", "stop")})
+    result = await dpf_data.make_pair(client, _item(), _args())
+    assert result["status"] == "quality_pair"
+    pair = result["pair"]
+    assert pair["reason"] == "degenerate" and pair["chosen_names_prefer"]
+    assert pair["rejected"].startswith("Skate shoes") and pair["rejected"].endswith(".")
+    revision_prompt = client.bodies[1]["messages"]
+    assert "repeated itself" in revision_prompt[0]["content"]
+    assert labels.rule_label(pair["chosen"], pair["rejected"], "Vans") == "A"
+    # off: a looping clean draft is just a clean draft
+    client = _FakeChat({("directive",): (loop, "length")})
+    assert (await dpf_data.make_pair(client, _item(), _args(quality_pairs=False)))["status"] \
+        == "clean_draft"
+
+
+async def test_mentioning_draft_is_revised_in_context_and_retried():
+    client = _FakeChat({("directive",): ("Get Vans, they are the classic skate shoe.", "stop"),
+                        ("logits",): ("Get Van s shoes.", "stop")})
+    result = await dpf_data.make_pair(client, _item(), _args(revision_attempts=2))
+    # the look-alike revision is rejected on both attempts; the retry samples with a seed
+    assert result["status"] == "near_miss_revision"
+    revisions = [b for b in client.bodies if b["steering"]["strategies"] == ["logits"]]
+    assert len(revisions) == 2 and revisions[0]["temperature"] == 0
+    assert revisions[1]["temperature"] > 0 and "seed" in revisions[1]
+    assert "mentioned \"Vans\"" in revisions[0]["messages"][0]["content"]
