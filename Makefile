@@ -27,13 +27,13 @@ bench: install
 
 # The hybrid preference recipe, from the shipped seeds to a served, evaluated adapter:
 # DPF pairs -> hybrid labels (rules + gold + judge) -> STaR judge -> DPO LoRA -> eval -> card.
-# About 1.5 h on the 2-core CPU box (docs/recipe.md).
+# About 1.2 h on the 2-core CPU box (docs/recipe.md).
 ADAPTER ?= grey-dpo
 RECIPE_RUN ?= runs/recipe
 EVAL_FILE ?= ../shared/evals/pink_elephant_dev.jsonl
 HELDOUT_FILE ?= benchmarks/data/heldout_entities.jsonl
 RECIPE_LIMIT ?= 1000
-DPO_EPOCHS ?= 1.4
+DPO_EPOCHS ?= 1.0
 adapter: install
 	$(PY) -m greyelephant.recipe.dpf_data --seeds recipe/data/seeds.jsonl --eval-file $(EVAL_FILE) \
 		--eval-file $(HELDOUT_FILE) --out $(RECIPE_RUN)/pairs.jsonl --limit $(RECIPE_LIMIT) \

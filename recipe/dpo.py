@@ -3,8 +3,8 @@
 Input: the hybrid-labelled preference examples (``recipe/labels.py``): the prompt is the
 conversation **as the server renders it under the directive strategy** (the principle in the
 system message), ``chosen``/``rejected`` the two replies. The loss is DPO's sigmoid loss plus
-a small SFT term on the chosen reply (``--sft-weight``, RPO-style), which keeps the adapter
-fluent. Training stops at ``--max-minutes`` (default 30) whatever the step count: the
+an SFT term on the chosen reply (``--sft-weight``, default 1.0, RPO-style), which keeps the
+adapter fluent. Training stops at ``--max-minutes`` (default 30) whatever the step count: the
 default configuration finishes on the 2-core CPU box within it.
 
 Output: a PEFT adapter directory with only ``adapter_config.json``,
@@ -52,11 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="drop examples whose chosen or rejected reply has N+ tokens: "
                          "generations cut by max_tokens, which would teach the model to end "
                          "a reply mid-sentence (chosen) or never to end one (rejected)")
-    ap.add_argument("--epochs", type=float, default=1.5)
+    ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--beta", type=float, default=0.1)
-    ap.add_argument("--sft-weight", type=float, default=0.2,
+    ap.add_argument("--sft-weight", type=float, default=1.0,
                     help="weight of the SFT term on chosen (0 = plain DPO)")
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--alpha", type=int, default=32)
