@@ -70,9 +70,13 @@ def render(adapter_dir: Path, run_dir: Path) -> str:
         out += [f"- DPF pairs: {pairs['pairs']} from {pairs['items']} drafted seed prompts and "
                 f"dialogues (`recipe/data/seeds.jsonl`, hand-written; disjoint from "
                 f"{', '.join(pairs['eval_files'])}); outcomes {pairs['outcomes']}; "
-                f"chosen = critique-revise revision with the logits ban, rejected = directive-"
-                f"only draft that named the avoided entity. Generated {pairs['date']} "
-                f"({pairs['seconds']} s): `{pairs['command']}`"]
+                f"chosen = critique-revise revision with the logits ban (and loop guard), "
+                f"rejected = the directive-only draft that named the avoided entity (`pair`) "
+                f"or looped (`quality_pair`). Generated {pairs['date']} "
+                f"({pairs['seconds']} s): `{pairs['command']}`"
+                + (" (against a server started with the recipe's own flags, "
+                   "`recipe/common.py` `SERVER_ARGS`)" if "--base-url" in pairs["command"]
+                   else "")]
     else:
         out += ["- DPF pairs: no stats found."]
     if labels:
@@ -129,6 +133,13 @@ def render(adapter_dir: Path, run_dir: Path) -> str:
         out += [f"- **Degenerates**: {rate:.0%} of its directive-row answers on the dev set "
                 "repeat themselves (control/quality.py); docs/recipe.md lists suspected "
                 "causes and next steps."]
+    if ev and "directive" in ev["adapter_rows"] and "directive" in ev["base"]:
+        a_tok = ev["adapter_rows"]["directive"].get("mean_completion_tokens")
+        b_tok = ev["base"]["directive"].get("mean_completion_tokens")
+        if a_tok and b_tok and a_tok < 0.8 * b_tok:
+            out += [f"- **Shorter replies**: {a_tok:.0f} tokens on average in the directive "
+                    f"row vs {b_tok:.0f} for the base model (the chosen replies it was trained "
+                    "on are shorter than the drafts)."]
     out += [
             "- A 135M-parameter model: the adapter follows the directive more often, it does "
             "not make the model knowledgeable; check the eval's per-case outputs.",
