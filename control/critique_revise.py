@@ -33,8 +33,7 @@ REVISE_TEMPLATE = (
 # look-alikes such as "IKE A"); answering again keeps the reply in the form the model
 # would give under the directive, which is what preference data for that prompt needs.
 IN_CONTEXT_TEMPLATE = (
-    "{principle}\n\n{critique} Answer the last message again without naming {avoid}"
-    "{prefer_clause}."
+    "{critique} Answer the last message again without naming {avoid}{prefer_clause}."
 )
 REVISION_STYLES = ("rewrite", "in_context")
 
@@ -79,9 +78,15 @@ def in_context_revision_messages(messages: Sequence[Mapping[str, Any]], draft: s
     prefer_clause = (f"; where relevant, discuss {describe(prefer, with_aliases=False)}"
                      if prefer else "")
     critique = f"An earlier reply to this conversation mentioned {found}, which is not allowed."
-    return apply_directive(messages, IN_CONTEXT_TEMPLATE.format(
-        principle=principle, critique=critique, avoid=describe(avoid),
-        prefer_clause=prefer_clause))
+    return ask_again(messages, principle, IN_CONTEXT_TEMPLATE.format(
+        critique=critique, avoid=describe(avoid), prefer_clause=prefer_clause))
+
+
+def ask_again(messages: Sequence[Mapping[str, Any]], principle: str, critique: str
+              ) -> list[dict[str, Any]]:
+    """The in-context revision prompt: the conversation as is, the principle and a critique
+    of the earlier reply merged into its system message."""
+    return apply_directive(messages, f"{principle}\n\n{critique}")
 
 
 _REVISION_PROMPTS = {"rewrite": revision_messages, "in_context": in_context_revision_messages}

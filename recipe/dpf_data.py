@@ -42,7 +42,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from greyelephant.control.critique_revise import REVISION_STYLES, critique_revise
+from greyelephant.control.critique_revise import REVISION_STYLES, ask_again, critique_revise
 from greyelephant.control.detector import detector_for
 from greyelephant.control.directive import apply_directive, build_directive
 from greyelephant.control.normalize import fold_text
@@ -227,16 +227,9 @@ async def make_pair(client: ChatClient, item: dict[str, Any], args) -> dict[str,
         temperature = args.temperature if attempt == 0 else args.retry_temperature
 
         async def generate(messages: list[dict[str, str]], temperature=temperature) -> str:
-            body = {"messages": messages, "temperature": temperature,
-                    "max_tokens": args.revision_max_tokens,
-                    "steering": steering_for(seed, REVISE_STRATEGIES)}
-            if temperature > 0:
-                body["seed"] = request_seed(args.seed, item["key"], f"rev{len(revision_bodies)}")
-            if args.model:
-                body["model"] = args.model
-            revision_bodies.append({k: v for k, v in body.items() if k != "messages"})
-            resp = await client.chat(body)
-            revision_reports.append(resp.get("steering"))
+            resp = await request_revision(client, item, messages, temperature,
+                                          f"rev{len(revision_bodies)}", args, revision_bodies,
+                                          revision_reports)
             return clean_revision(finished_text(resp) or "")
 
         outcome = await critique_revise(
@@ -269,22 +262,14 @@ async def quality_pair(client: ChatClient, item: dict[str, Any], draft: str,
     ``logits`` strategy (ban + loop guard). The pair teaches the helpful half of the
     principle: an answer, not a loop."""
     seed = item["seed"]
-    messages = apply_directive(item["messages"], f"{principle}\n\n{QUALITY_CRITIQUE}")
+    messages = ask_again(item["messages"], principle, QUALITY_CRITIQUE)
     bodies: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
     status = "no_revision"
     for attempt in range(args.revision_attempts):
         temperature = args.temperature if attempt == 0 else args.retry_temperature
-        body = {"messages": messages, "temperature": temperature,
-                "max_tokens": args.revision_max_tokens,
-                "steering": steering_for(seed, REVISE_STRATEGIES)}
-        if temperature > 0:
-            body["seed"] = request_seed(args.seed, item["key"], f"qrev{attempt}")
-        if args.model:
-            body["model"] = args.model
-        bodies.append({k: v for k, v in body.items() if k != "messages"})
-        resp = await client.chat(body)
-        reports.append(resp.get("steering"))
+        resp = await request_revision(client, item, messages, temperature, f"qrev{attempt}",
+                                      args, bodies, reports)
         chosen = finished_text(resp) or ""
         status = filter_revision(chosen, draft, seed["avoid"], seed["avoid_aliases"])
         if status is None:
@@ -296,6 +281,24 @@ async def quality_pair(client: ChatClient, item: dict[str, Any], draft: str,
             "revision_requests": bodies, "revision_reports": reports, "revisions": 1,
             "revision_attempts": attempt + 1, "revision_style": "in_context",
             "critique": QUALITY_CRITIQUE, "draft_mentions": 0})}
+
+
+async def request_revision(client: ChatClient, item: dict[str, Any],
+                           messages: list[dict[str, Any]], temperature: float, step: str, args,
+                           bodies: list[dict[str, Any]], reports: list[Any]) -> dict[str, Any]:
+    """One revision request under ``REVISE_STRATEGIES`` (seeded per item and ``step`` when
+    sampling); its parameters and the server's steering report are appended to the logs."""
+    body = {"messages": messages, "temperature": temperature,
+            "max_tokens": args.revision_max_tokens,
+            "steering": steering_for(item["seed"], REVISE_STRATEGIES)}
+    if temperature > 0:
+        body["seed"] = request_seed(args.seed, item["key"], step)
+    if args.model:
+        body["model"] = args.model
+    bodies.append({k: v for k, v in body.items() if k != "messages"})
+    resp = await client.chat(body)
+    reports.append(resp.get("steering"))
+    return resp
 
 
 def pair_record(item: dict[str, Any], principle: str, chosen: str, draft: str, reason: str,

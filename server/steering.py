@@ -119,7 +119,7 @@ class ActivePlan(SteeringPlan):
                 choice.text, messages, detector=self.avoid_detector, principle=self.principle,
                 avoid=self.spec.avoid_entities(), prefer=self.spec.prefer_entities(),
                 generate=generate, max_revisions=self.spec.max_revisions,
-                style=self.spec.revision_style or "rewrite")
+                style=self.spec.revision_style)
             if outcome.revisions:
                 choice.text = outcome.text
                 choice.token_ids = ctx.engine.tokenizer.encode(outcome.text,
