@@ -27,7 +27,7 @@ bench: install
 
 # The hybrid preference recipe, from the shipped seeds to a served, evaluated adapter:
 # DPF pairs -> hybrid labels (rules + gold + judge) -> STaR judge -> DPO LoRA -> eval -> card.
-# About 1.2 h on the 2-core CPU box (docs/recipe.md).
+# About 1.1 h on the 2-core CPU box: the sum of the stages' measured times (docs/recipe.md).
 ADAPTER ?= grey-dpo
 RECIPE_RUN ?= runs/recipe
 EVAL_FILE ?= ../shared/evals/pink_elephant_dev.jsonl
