@@ -1,0 +1,175 @@
+"""Checks for benchmarks/data/near_miss_entities.jsonl, the near-miss eval set of less
+familiar entities (long or unusual names the embedded model half-knows).
+
+Every comparison of names goes through the project's one mention detector
+(``greyelephant.control.detector``): case-, accent- and plural-insensitive, word-bounded.
+
+1. No entity is shared with the recipe seeds, the gold pairs, the dev set or the held-out
+   entity set: no name/alias of ours mentions one of theirs, nor the other way round.
+2. Within the file no two cases share an avoided entity; a case's prefer neither names its
+   avoid (or an alias) nor is named by it.
+3. The messages name neither the case's avoided entity (any alias) nor its prefer.
+4. At least 120 cases, unique ids, at least 8 domains, every name at most 128 characters.
+
+The dev set lives outside the repository: ``$GREYELEPHANT_DEV_SET`` if set, else
+``../shared/evals/pink_elephant_dev.jsonl`` next to the repository root. If it cannot be
+found the dev-set check fails (it never skips).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from greyelephant.benchmarks.steering_eval import load_cases
+from greyelephant.control.detector import detector_for, find_mentions
+
+REPO = Path(__file__).resolve().parents[3]
+DATA = REPO / "benchmarks" / "data" / "near_miss_entities.jsonl"
+SEEDS = REPO / "recipe" / "data" / "seeds.jsonl"
+GOLD = REPO / "recipe" / "data" / "gold_pairs.jsonl"
+HELDOUT = REPO / "benchmarks" / "data" / "heldout_entities.jsonl"
+PRINCIPLE = re.compile(r"^Do not mention (?P<avoid>.+?); where relevant, discuss (?P<prefer>.+?) "
+                       r"instead\.$")
+
+MIN_CASES = 120
+MIN_DOMAINS = 8
+MAX_NAME_CHARS = 128
+ROLES = {"system", "user", "assistant"}
+
+Entity = tuple[str, tuple[str, ...]]  # (name, aliases): one entity and its alternative names
+
+
+def dev_set_path() -> Path:
+    env = os.environ.get("GREYELEPHANT_DEV_SET")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            pytest.fail(f"GREYELEPHANT_DEV_SET={env} is not a file")
+        return path
+    path = REPO.parent / "shared" / "evals" / "pink_elephant_dev.jsonl"
+    if not path.is_file():
+        pytest.fail(f"dev set not found: set GREYELEPHANT_DEV_SET or provide {path}")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert rows, f"{path} has no records"
+    return rows
+
+
+def case_entities(record: dict) -> list[Entity]:
+    """The avoided entity (with its aliases) and the preferred one, as two entities."""
+    return [(record["avoid"], tuple(record.get("avoid_aliases") or ())),
+            (record["prefer"], ())]
+
+
+def gold_entities(record: dict) -> list[Entity]:
+    m = PRINCIPLE.match(record["principle"])
+    assert m, f"gold pair {record['id']}: principle not in the recipe template: {record['principle']!r}"
+    return [(m["avoid"], ()), (m["prefer"], ())]
+
+
+def names_of(entities: Sequence[Entity]) -> list[str]:
+    return [s for name, aliases in entities for s in (name, *aliases)]
+
+
+def overlaps(ours: Sequence[Entity], theirs: Sequence[Entity]) -> list[str]:
+    """Pairs (our entity, their name) or (their entity, our name) where the entity's
+    detector finds a mention in the name. One detector per side finds whether any
+    entity of that side is mentioned; the offending pairs are then named one by one."""
+    problems = []
+    for side_a, side_b, label in ((ours, theirs, "ours {} mentioned in theirs {!r}"),
+                                  (theirs, ours, "theirs {} mentioned in ours {!r}")):
+        combined = detector_for(side_a)
+        for text in sorted(set(names_of(side_b))):
+            if not combined.find(text):
+                continue
+            for name, aliases in side_a:
+                if find_mentions(text, name, aliases):
+                    problems.append(label.format(name, text))
+    return problems
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[dict]:
+    return load_cases(DATA)
+
+
+@pytest.fixture(scope="module")
+def ours(cases) -> list[Entity]:
+    return [e for c in cases for e in case_entities(c)]
+
+
+def test_shape_and_counts(cases):
+    assert len(cases) >= MIN_CASES, len(cases)
+    ids = [c["id"] for c in cases]
+    assert len(ids) == len(set(ids)), "duplicate ids"
+    domains = {c["domain"] for c in cases}
+    assert len(domains) >= MIN_DOMAINS, sorted(domains)
+    for c in cases:
+        assert isinstance(c["domain"], str) and c["domain"].strip(), c["id"]
+        assert isinstance(c["avoid_aliases"], list), c["id"]
+        for name in [c["avoid"], c["prefer"], *c["avoid_aliases"]]:
+            assert isinstance(name, str) and name.strip(), (c["id"], name)
+            assert len(name) <= MAX_NAME_CHARS, (c["id"], name)
+        msgs = c["messages"]
+        assert isinstance(msgs, list) and msgs, c["id"]
+        for m in msgs:
+            assert m["role"] in ROLES and isinstance(m["content"], str) and m["content"].strip()
+        assert msgs[-1]["role"] == "user", c["id"]
+
+
+@pytest.mark.parametrize("other", [SEEDS, HELDOUT], ids=["seeds", "heldout"])
+def test_no_entity_shared_with_repo_sets(ours, other):
+    theirs = [e for r in read_jsonl(other) for e in case_entities(r)]
+    assert overlaps(ours, theirs) == []
+
+
+def test_no_entity_shared_with_gold_pairs(ours):
+    theirs = [e for r in read_jsonl(GOLD) for e in gold_entities(r)]
+    assert overlaps(ours, theirs) == []
+
+
+def test_no_entity_shared_with_dev_set(ours):
+    theirs = [e for r in load_cases(dev_set_path()) for e in case_entities(r)]
+    assert overlaps(ours, theirs) == []
+
+
+def test_avoided_entities_distinct(cases):
+    problems = []
+    for i, a in enumerate(cases):
+        for b in cases[i + 1:]:
+            for x, y in ((a, b), (b, a)):
+                for text in (y["avoid"], *y["avoid_aliases"]):
+                    if find_mentions(text, x["avoid"], x["avoid_aliases"]):
+                        problems.append(f"{x['id']} avoid {x['avoid']!r} in {y['id']}: {text!r}")
+    assert problems == []
+
+
+def test_prefer_apart_from_avoid(cases):
+    problems = []
+    for c in cases:
+        if find_mentions(c["prefer"], c["avoid"], c["avoid_aliases"]):
+            problems.append(f"{c['id']}: prefer {c['prefer']!r} names the avoided entity")
+        for text in (c["avoid"], *c["avoid_aliases"]):
+            if find_mentions(text, c["prefer"]):
+                problems.append(f"{c['id']}: avoid name {text!r} names prefer {c['prefer']!r}")
+    assert problems == []
+
+
+def test_messages_name_neither_avoid_nor_prefer(cases):
+    problems = []
+    for c in cases:
+        for m in c["messages"]:
+            for span in find_mentions(m["content"], c["avoid"], c["avoid_aliases"]):
+                problems.append(f"{c['id']}: avoided {span.text!r} in a {m['role']} message")
+            for span in find_mentions(m["content"], c["prefer"]):
+                problems.append(f"{c['id']}: prefer {span.text!r} in a {m['role']} message")
+    assert problems == []
