@@ -30,7 +30,7 @@ bench: install
 # About 1.1 h on the 2-core CPU box: the sum of the stages' measured times (docs/recipe.md).
 ADAPTER ?= grey-dpo
 RECIPE_RUN ?= runs/recipe
-EVAL_FILE ?= ../shared/evals/pink_elephant_dev.jsonl
+EVAL_FILE ?= benchmarks/data/pink_elephant_dev.jsonl
 HELDOUT_FILE ?= benchmarks/data/heldout_entities.jsonl
 RECIPE_LIMIT ?= 1000
 DPO_EPOCHS ?= 1.0

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from greyelephant.benchmarks.datasets import dev_set
+
 RESULTS = Path(__file__).resolve().parent / "results"
-DEV = Path("/work/shared/evals/pink_elephant_dev.jsonl")
+DEV = dev_set()
 
 
 def _forms(vocab_index, n: int, seed: int = 0) -> list[str]:

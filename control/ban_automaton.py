@@ -1,36 +1,49 @@
 """The string-level ban (and the preferred-entity nudge), compiled against a vocabulary.
 
-THE GUARANTEE. For a row decoded under :meth:`CompiledSteering.banned_words` at every
-step, the decoded output text never contains an avoided pattern at a word start, in the
-folded sense of :mod:`.normalize` (case-, accent-, width-insensitive, invisible characters
-ignored, any run of non-alphanumerics = one separator, text start = a separator) —
-whatever tokenization the model picks. Consequently :class:`.detector.Detector` never
-finds an avoided entity in it (a detector mention needs the form at a word start *and* a
-word end; the ban already forbids the word start).
+THE GUARANTEE. For a row decoded under this module's masks — :meth:`CompiledSteering.
+banned_words` at every step, :meth:`~CompiledSteering.final_words` at the last one, and the
+row's stop tokens banned whenever :meth:`~CompiledSteering.ends_form` — the decoded output
+text never contains a mention of an avoided entity in the detector's sense
+(:mod:`.detector`): a folded surface form at a word start, optionally followed by a plural
+``s``/``es``, followed by a word end (a separator or the end of the text). Folding is
+:mod:`.normalize`'s: case-, accent-, width-insensitive, invisible characters ignored, any
+run of non-alphanumerics = one separator, text start = a separator. This holds whatever
+tokenization the model picks. A word that merely *starts* with a form and goes on with
+more letters is a different word and stays allowed ("Romeo" under a Rome ban).
 
-How. Each row carries (avoid state, prefer state, pending bytes):
+How. Each avoided form f becomes the patterns ``f SEP``, ``fs SEP`` and ``fes SEP``
+(:func:`closed_patterns`). Each row carries (avoid state, prefer state, pending bytes):
 
 * the avoid state is a node of an Aho–Corasick automaton (:mod:`.aho_corasick`) over the
-  folded patterns, each prefixed with a separator, reading the folded output stream;
+  patterns, each prefixed with a separator, reading the folded output stream;
 * "pending bytes" are the tail of an incomplete UTF-8 character (byte-level BPE splits
   characters); characters are fed only once complete, exactly as a UTF-8 decoder with
   ``errors="replace"`` would emit them (:func:`.vocab_index.decode_utf8`); special tokens
   feed nothing.
 
 The banned set of a state q (no bytes pending) is every token whose folded text would
-*complete* a pattern — banning completions is enough, since a match that never completes
-never exists. Exactly (Aho–Corasick): a token completes a pattern either entirely inside
-itself — its folded text contains ``SEP + pattern`` (one set per spec, from the sorted
-separator-suffix index) — or by finishing a match already under way, i.e. for some state
-p on q's failure chain (the suffixes of the text so far that are pattern prefixes) and
-some pattern key f extending p, the token's text starts with ``f[len(p):]``; when p ends
-with a separator, also ``SEP + f[len(p):]`` (a leading separator collapses into p's).
-Every such set is a contiguous range of the sorted token texts (two binary searches).
+*complete* a pattern. Exactly (Aho–Corasick): a token completes a pattern either entirely
+inside itself — its folded text contains ``SEP + pattern`` (one set per spec, from the
+sorted separator-suffix index) — or by finishing a match already under way, i.e. for some
+state p on q's failure chain (the suffixes of the text so far that are pattern prefixes)
+and some pattern key k extending p, the token's text starts with ``k[len(p):]``; when p
+ends with a separator, also ``SEP + k[len(p):]`` (a leading separator collapses into
+p's). Every such set is a contiguous range of the sorted token texts (two binary
+searches). The text can also end right after a whole form: the last step bans the tokens
+that would leave the text ending with one (exact-match queries, plus the tokens without
+text when the text already ends with a form), and at every other step the caller bans the
+row's stop tokens while :meth:`~CompiledSteering.ends_form` holds. A token ending inside
+a UTF-8 character right after a whole form is banned as well (whatever follows decodes to
+a separator).
 
 With bytes pending (rare), a token that does not start with a UTF-8 continuation byte
 makes the pending bytes invalid (U+FFFD, a separator), so its fate is that of the same
 token in state ``step(q, SEP)``; the few tokens that do start with a continuation byte
-are simulated exactly. So every mask is exact: no over-banning beyond "completes a form".
+are simulated exactly.
+
+START BANS (rollback). :meth:`~CompiledSteering.start_words` is the mask for a position
+a rollback returned to: it also bans every token that *begins* a form of the named
+entities there, so the row says something else instead of the name.
 
 Masks are computed lazily per visited state, cached per compiled spec, and returned as
 packed int32 words (bit j of word w ⇔ token 32*w + j is banned).
@@ -64,6 +77,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .aho_corasick import ROOT, Automaton, minimal_patterns
+from .detector import END_SUFFIXES
 from .limits import DEFAULT_PREFER_BIAS, MAX_PREFER_BIAS, MAX_PREFER_MISSES, PREFER_MIN_CHARS
 from .normalize import SEP, fold_form, fold_text
 from .surface_forms import ARTICLES
@@ -109,12 +123,15 @@ class _LRU(OrderedDict):
 
 class CompiledSteering:
     """A steering spec compiled against one :class:`VocabIndex`. Not thread-safe per
-    instance (one engine thread drives it)."""
+    instance (one engine thread drives it).
+
+    ``avoid`` holds the avoided entities' folded surface forms: a string is an entity of
+    its own, a sequence of strings is one entity's forms (the group a start ban names)."""
 
     def __init__(
         self,
         index: VocabIndex,
-        avoid_patterns: Iterable[str],
+        avoid: Iterable[str | Sequence[str]],
         prefer_patterns: Iterable[str] = (),
         prefer_bias: float = DEFAULT_PREFER_BIAS,
         *,
@@ -123,22 +140,34 @@ class CompiledSteering:
         t0 = time.perf_counter()
         self.index = index
         self.n_words = index.n_words
-        self.avoid = Automaton(minimal_patterns(_folded(avoid_patterns)))
+        self.groups: list[list[str]] = [
+            _folded([g] if isinstance(g, str) else g) for g in avoid
+        ]
+        owners: dict[str, set[int]] = {}
+        for g, forms in enumerate(self.groups):
+            for p in closed_patterns(forms):
+                owners.setdefault(p, set()).add(g)
+        self.avoid = Automaton(minimal_patterns(owners))
+        # entity groups of each automaton key (keys are sorted like the patterns)
+        self.key_groups: list[frozenset[int]] = [frozenset(owners[p])
+                                                 for p in self.avoid.patterns]
         self.prefer = Automaton(minimal_patterns(_strip_articles(_folded(prefer_patterns))))
         self.prefer_bias = float(min(max(prefer_bias, 0.0), MAX_PREFER_BIAS))
         self.has_avoid = bool(self.avoid.patterns)
         self.has_prefer = bool(self.prefer.patterns) and self.prefer_bias > 0
         self._zero_words = np.zeros(self.n_words, dtype=np.int32)
         # tokens whose text contains a whole ``SEP + pattern``: banned in every state
-        if self.has_avoid:
-            lo, hi = index.sep_prefix_ranges(self.avoid.keys)
-            inside = ranges_to_mask(lo, hi, index.sep_ids.size)
-            self._base = np.zeros(index.vocab_size, dtype=bool)
-            self._base[index.sep_ids[inside]] = True
-        else:
-            self._base = np.zeros(index.vocab_size, dtype=bool)
+        self._base = (index.tokens_in(index.sep_prefix_ranges(self.avoid.keys), sep=True)
+                      if self.has_avoid else np.zeros(index.vocab_size, dtype=bool))
         self._masks = _LRU(max_cached_states)
         self._pending_masks = _LRU(max_cached_states)
+        self._final_masks = _LRU(max_cached_states)
+        self._union_masks = _LRU(max_cached_states)
+        self._open_base: np.ndarray | None = None
+        self._start_masks = _LRU(max_cached_states)
+        self._start_cache: dict[frozenset[int], tuple[np.ndarray, np.ndarray]] = {}
+        self._ends_form: dict[int, bool] = {}
+        self._ends_inside: np.ndarray | None = None
         self._bias = _LRU(max_cached_states)
         self._avoid_trans: dict[tuple[int, int], tuple[int, bool]] = {}
         self._prefer_trans: dict[tuple[int, int], tuple[int, bool, bool]] = {}
@@ -149,21 +178,35 @@ class CompiledSteering:
         return RowState(avoid=self.avoid.start, prefer=self.prefer.start,
                         prefer_done=not self.has_prefer)
 
+    def feed_text(self, row: RowState, token_id: int) -> str | None:
+        """The folded text the row's automata read for ``token_id`` (None: the token
+        contributes no text); updates the row's pending bytes."""
+        idx = self.index
+        if token_id < 0 or token_id >= len(idx.token_bytes):
+            return None
+        data = idx.token_bytes[token_id]
+        if data is None:
+            return None  # special tokens contribute no text
+        if not row.pending:
+            row.pending = idx.tails[token_id]
+            return idx.texts[token_id]
+        text, row.pending = decode_utf8(row.pending + data)
+        return fold_text(text, prev_sep=False)
+
     def advance(self, row: RowState, token_id: int) -> None:
         """Feed one sampled token into the row's state."""
         row.n_tokens += 1
         idx = self.index
-        if token_id < 0 or token_id >= len(idx.token_bytes):
+        plain = not row.pending
+        folded = self.feed_text(row, token_id)
+        if folded is None:
             return
-        data = idx.token_bytes[token_id]
-        if data is None:
-            return  # special tokens contribute no text
         q0 = row.prefer
-        if not row.pending:
+        if plain:
             key = (row.avoid, token_id)
             t = self._avoid_trans.get(key)
             if t is None:
-                t = self._avoid_trans[key] = self.avoid.feed(row.avoid, idx.texts[token_id])
+                t = self._avoid_trans[key] = self.avoid.feed(row.avoid, folded)
             row.avoid, hit = t
             if not row.prefer_done:
                 key = (q0, token_id)
@@ -175,10 +218,7 @@ class CompiledSteering:
                 row.prefer, row.prefer_done, boosted = t
                 if boosted:
                     row.prefer_trying = True
-            row.pending = idx.tails[token_id]
         else:
-            text, row.pending = decode_utf8(row.pending + data)
-            folded = fold_text(text, prev_sep=False)
             row.avoid, hit = self.avoid.feed(row.avoid, folded)
             if not row.prefer_done:
                 row.prefer, row.prefer_done = self.prefer.feed(q0, folded)
@@ -196,9 +236,32 @@ class CompiledSteering:
         for t in token_ids:
             self.advance(row, t)
 
+    # -- where a row stands --------------------------------------------------------------
+    def inside_form(self, row: RowState) -> bool:
+        """The row has written the beginning of an avoided form (at least one letter or
+        digit of it, at a word start) and has not left it."""
+        return self.avoid.depth[row.avoid] >= 2
+
+    def ends_form(self, q: int) -> bool:
+        """The text read so far ends with a whole form (plural suffix included): a word
+        end — a separator, or the end of the text — would complete a mention."""
+        hit = self._ends_form.get(q)
+        if hit is None:
+            hit = self._ends_form[q] = self.avoid.accept(self.avoid.step(q, SEP)) >= 0
+        return hit
+
+    def groups_at(self, q: int) -> frozenset[int]:
+        """Entity groups whose forms extend the row's partial match at state ``q``."""
+        lo, hi = self.avoid.key_range(q)
+        out: set[int] = set()
+        for g in self.key_groups[lo:hi]:
+            out |= g
+        return frozenset(out)
+
     # -- banned tokens -----------------------------------------------------------------
     def banned_words(self, row: RowState) -> np.ndarray:
-        """Packed int32 [n_words] mask of the tokens banned for the row's next token."""
+        """Packed int32 [n_words] mask of the tokens banned for the row's next token:
+        every token that would complete an avoided form followed by a word end."""
         if not self.has_avoid:
             return self._zero_words
         if row.pending:
@@ -206,10 +269,58 @@ class CompiledSteering:
             return self._pending_masks.get_or(key, lambda: self._pending_mask(*key))
         return self._masks.get_or(row.avoid, lambda: self._state_mask(row.avoid))
 
-    def banned_bool(self, row: RowState) -> np.ndarray:
-        return unpack_words(self.banned_words(row), self.index.vocab_size)
+    def prefix_words(self, row: RowState) -> np.ndarray:
+        """The stricter mask of rows without rollback: :meth:`banned_words` plus every
+        token that would complete a form at a word start *whatever follows* ("Rome" in
+        "Romeo" too). A model that cannot roll back is better held off the whole name
+        than left to end it in a glued look-alike ("Coca-Cola" + "Tm")."""
+        if not self.has_avoid:
+            return self._zero_words
+        key = (row.avoid, row.pending, "prefix")
+        return self._union_masks.get_or(key, lambda: pack_bool(
+            unpack_words(self.banned_words(row), self.index.vocab_size)
+            | self._open_bool(row.avoid, row.pending), self.n_words))
+
+    def with_prefix(self, row: RowState, words: np.ndarray, kind: str) -> np.ndarray:
+        """``words`` (a cached mask of kind ``kind`` for the row) OR :meth:`prefix_words`."""
+        key = (row.avoid, row.pending, kind, id(words))
+        hit = self._union_masks.get(key)
+        if hit is not None and hit[0] is words:
+            return hit[1]
+        out = self.prefix_words(row) | words
+        self._union_masks[key] = (words, out)
+        if len(self._union_masks) > self._union_masks.cap:
+            self._union_masks.popitem(last=False)
+        return out
+
+    def final_words(self, row: RowState) -> np.ndarray:
+        """Mask for a row's LAST token (the text ends after it): :meth:`banned_words` plus
+        every token after which the text would end with a whole form — a token finishing
+        a form, one leaving an incomplete UTF-8 tail after a form (it decodes to U+FFFD, a
+        separator), and, when the text already ends with a form, every token without
+        text."""
+        if not self.has_avoid:
+            return self._zero_words
+        key = (row.avoid, row.pending)
+        return self._final_masks.get_or(key, lambda: self._final_mask(*key))
+
+    def start_words(self, row: RowState, groups: Iterable[int]) -> np.ndarray:
+        """Mask for the position a rollback returned to: :meth:`banned_words` plus every
+        token that *begins* a form of the entity groups ``groups`` there — a token whose
+        text, from a word start inside it (or from its first character when the row is at
+        a word start), is a non-empty prefix of such a form — under any tokenization."""
+        groups = frozenset(g for g in groups if 0 <= g < len(self.groups))
+        base = self.banned_words(row)
+        if not groups:
+            return base
+        at_boundary = bool(row.pending) or self.avoid.ends_sep(row.avoid)
+        key = (row.avoid, row.pending, groups)
+        return self._start_masks.get_or(key, lambda: self._start_mask(base, groups, at_boundary))
 
     def _state_mask(self, q: int) -> np.ndarray:
+        return pack_bool(self._state_bool(q), self.n_words)
+
+    def _state_bool(self, q: int) -> np.ndarray:
         ac, idx = self.avoid, self.index
         queries: list[str] = []
         for p in ac.chain(q):
@@ -221,23 +332,132 @@ class CompiledSteering:
                 queries.extend([SEP + r for r in rs])
         banned = self._base.copy()
         if queries:
-            lo, hi = idx.prefix_ranges(queries)
-            covered = ranges_to_mask(lo, hi, idx.sorted_ids.size)
-            banned[idx.sorted_ids[covered]] = True
-        return pack_bool(banned, self.n_words)
+            banned |= idx.tokens_in(idx.prefix_ranges(queries))
+        # A token ending inside a UTF-8 character right after a whole form would leave the
+        # row with no way out (whatever comes next decodes to a separator, or to U+FFFD):
+        # such tokens are banned too.
+        for tid in idx.tail_ids.tolist():
+            if not banned[tid]:
+                s, hit = ac.feed(q, idx.texts[tid])
+                banned[tid] = hit or self.ends_form(s)
+        return banned
 
     def _pending_mask(self, q: int, pending: bytes) -> np.ndarray:
         idx, ac = self.index, self.avoid
-        banned = unpack_words(self._masks.get_or(
-            ac.step(q, SEP), lambda: self._state_mask(ac.step(q, SEP))
-        ), idx.vocab_size).copy()
+        q_sep = ac.step(q, SEP)
+        if ac.accept(q_sep) >= 0:  # U+FFFD would complete a form: only continuations
+            banned = ~idx.textless
+        else:  # a token without a continuation byte turns the pending bytes into U+FFFD
+            banned = self._state_bool(q_sep)
         cont = idx.cont_ids
         banned[cont] = False
         for tid in cont.tolist():
-            text, _ = decode_utf8(pending + idx.token_bytes[tid])
-            _, hit = ac.feed(q, fold_text(text, prev_sep=False))
-            if hit:
-                banned[tid] = True
+            text, tail = decode_utf8(pending + idx.token_bytes[tid])
+            s, hit = ac.feed(q, fold_text(text, prev_sep=False))
+            banned[tid] = hit or (bool(tail) and self.ends_form(s))
+        return pack_bool(banned, self.n_words)
+
+    def _final_mask(self, q: int, pending: bytes) -> np.ndarray:
+        idx, ac = self.index, self.avoid
+        if pending:
+            # a token without a continuation byte turns the pending bytes into U+FFFD (a
+            # separator): its fate is that of the same token from step(q, SEP)
+            banned = (unpack_words(self.final_words(RowState(ac.step(q, SEP), 0)),
+                                   idx.vocab_size)
+                      | unpack_words(self._pending_masks.get_or(
+                          (q, pending), lambda: self._pending_mask(q, pending)),
+                          idx.vocab_size))
+            cont = idx.cont_ids
+            banned[cont] = False
+            for tid in cont.tolist():
+                text, tail = decode_utf8(pending + idx.token_bytes[tid])
+                s, hit = ac.feed(q, fold_text(text, prev_sep=False))
+                banned[tid] = hit or self.ends_form(s)
+            # ending now leaves the pending bytes as U+FFFD
+            banned |= idx.textless & (self.ends_form(q) or ac.accept(ac.step(q, SEP)) >= 0)
+            return pack_bool(banned, self.n_words)
+        banned = self._state_bool(q) | self._ends_inside_mask()
+        queries: list[str] = []
+        for p in ac.chain(q):
+            lo, hi = ac.key_range(p)
+            d = ac.depth[p]
+            rs = [k[d:-1] for k in ac.keys[lo:hi] if len(k) > d + 1]
+            queries.extend(rs)
+            if ac.ends_sep(p):
+                queries.extend([SEP + r for r in rs])
+        if queries:
+            banned |= idx.tokens_in(idx.exact_ranges(queries))
+        for tid in idx.tail_ids.tolist():  # an incomplete tail ends the text as U+FFFD
+            if not banned[tid]:
+                s, _ = ac.feed(q, idx.texts[tid])
+                banned[tid] = ac.accept(ac.step(s, SEP)) >= 0
+        if self.ends_form(q):  # tokens that add nothing leave the text ending with it
+            banned |= idx.textless | idx.foldless
+        return pack_bool(banned, self.n_words)
+
+    def _open_bool(self, q: int, pending: bytes) -> np.ndarray:
+        """Tokens that would complete a form at a word start, whatever follows it."""
+        idx, ac = self.index, self.avoid
+        if pending:
+            banned = self._open_bool(ac.step(q, SEP), b"")
+            cont = idx.cont_ids
+            banned[cont] = False
+            for tid in cont.tolist():
+                text, _ = decode_utf8(pending + idx.token_bytes[tid])
+                banned[tid] = self._passes_form(q, fold_text(text, prev_sep=False))
+            return banned
+        if self._open_base is None:
+            self._open_base = idx.tokens_in(idx.sep_prefix_ranges([k[:-1] for k in ac.keys]),
+                                            sep=True)
+        queries: list[str] = []
+        for p in ac.chain(q):
+            lo, hi = ac.key_range(p)
+            d = ac.depth[p]
+            rs = [k[d:-1] for k in ac.keys[lo:hi] if len(k) - 1 > d]
+            queries.extend(rs)
+            if ac.ends_sep(p):
+                queries.extend([SEP + r for r in rs])
+        banned = self._open_base.copy()
+        if queries:
+            banned |= idx.tokens_in(idx.prefix_ranges(queries))
+        return banned
+
+    def _passes_form(self, q: int, folded: str) -> bool:
+        ac = self.avoid
+        for ch in folded:
+            q = ac.step(q, ch)
+            if ac.accept(q) >= 0 or self.ends_form(q):
+                return True
+        return False
+
+    def _ends_inside_mask(self) -> np.ndarray:
+        """Tokens whose own text ends with ``SEP + form`` (a whole form at a word start
+        inside the token, running to its end)."""
+        if self._ends_inside is None:
+            bodies = [k[:-1] for k in self.avoid.keys]
+            self._ends_inside = self.index.tokens_in(self.index.sep_exact_ranges(bodies),
+                                                     sep=True)
+        return self._ends_inside
+
+    def _start_sets(self, groups: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens with a word start inside them whose rest is a form prefix, tokens whose
+        whole text is a form prefix) for the forms of ``groups``."""
+        hit = self._start_cache.get(groups)
+        if hit is None:
+            bodies = closed_patterns(f for g in sorted(groups) for f in self.groups[g])
+            prefixes = sorted({b[:j] for b in bodies for j in range(1, len(b))})
+            idx = self.index
+            inside = idx.tokens_in(idx.sep_exact_ranges([SEP + x for x in prefixes]), sep=True)
+            whole = idx.tokens_in(idx.exact_ranges(prefixes))
+            hit = self._start_cache[groups] = (inside, whole)
+        return hit
+
+    def _start_mask(self, base: np.ndarray, groups: frozenset[int], at_boundary: bool
+                    ) -> np.ndarray:
+        inside, whole = self._start_sets(groups)
+        banned = unpack_words(base, self.index.vocab_size) | inside
+        if at_boundary:
+            banned |= whole
         return pack_bool(banned, self.n_words)
 
     # -- preferred tokens --------------------------------------------------------------
@@ -305,6 +525,14 @@ class CompiledSteering:
         return ids, np.full(ids.size, self.prefer_bias, dtype=np.float32)
 
 
+def closed_patterns(forms: Iterable[str]) -> set[str]:
+    """The ban's patterns for folded forms: each form followed by a word end, possibly
+    after a plural suffix — exactly the detector's mention rule (``form (s|es)? SEP``;
+    the end of the text is handled by :meth:`CompiledSteering.final_words` and by the
+    caller banning the stop tokens when :meth:`CompiledSteering.ends_form`)."""
+    return {f + suf + SEP for f in forms if f for suf in ("", *END_SUFFIXES)}
+
+
 def _strip_articles(patterns: list[str]) -> list[str]:
     """Preferred forms without a leading article ("the rolling stones" and the joined
     "therolling stones" → "rolling stones", when that form exists too): otherwise every
@@ -337,8 +565,10 @@ def _folded(patterns: Iterable[str]) -> list[str]:
 
 
 # -- compile cache ----------------------------------------------------------------------
-def steering_key(avoid: Sequence[str], prefer: Sequence[str], prefer_bias: float) -> str:
-    blob = json.dumps([sorted(avoid), sorted(prefer), round(float(prefer_bias), 4)],
+def steering_key(avoid: Sequence[str | Sequence[str]], prefer: Sequence[str],
+                 prefer_bias: float) -> str:
+    groups = [[g] if isinstance(g, str) else sorted(g) for g in avoid]  # order = group ids
+    blob = json.dumps([groups, sorted(prefer), round(float(prefer_bias), 4)],
                       ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

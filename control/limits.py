@@ -14,4 +14,7 @@ MAX_PREFER_MISSES = 2  # the boost is spent after the row abandons this many boo
 DEFAULT_NO_REPEAT_NGRAM = 4  # loop guard: no token 4-gram twice in a logits-steered output
 MAX_NO_REPEAT_NGRAM = 32  # 0 = off; otherwise 2..32
 MAX_ENGINE_FORM_CHARS = 512  # one form in extra_args["steering"] (engine-side check)
-ENGINE_ARGS_VERSION = 1
+ENGINE_ARGS_VERSION = 2  # the typed engine form, control/engine_args.py
+DEFAULT_MAX_ROLLBACKS = 8  # rollbacks per choice before the ban falls back to masking alone
+MAX_ROLLBACKS = 32  # 0 = rollback off
+ROLLBACK_MASS = 0.5  # sampling: banned probability mass at a step inside a form that rolls back

@@ -2,15 +2,10 @@
 
 Register it with the engine (``logits_processors=[...]`` or the FQCN
 ``"greyelephant.control.logits_processor:SteeringLogitsProcessor"``) and give a request
-``SamplingParams(extra_args={"steering": spec.engine_args()})``, i.e.::
-
-    {"v": 1, "avoid": ["eiffel tower", ...], "prefer": ["louvre", ...], "prefer_bias": 4.0,
-     "no_repeat_ngram": 4}
-
-(folded surface forms, see :meth:`.spec.SteeringSpec.engine_args`; display forms are
-accepted too and folded here; ``no_repeat_ngram`` is the loop guard of
-:mod:`.loop_guard`, absent = off). Requests without ``extra_args["steering"]`` cost nothing:
-when no row of the batch is steered, :meth:`apply` returns at once.
+``SamplingParams(extra_args={"steering": spec.engine_steering(...).to_extra_args()})``
+(the typed engine form of :mod:`.engine_args`). Requests without
+``extra_args["steering"]`` cost nothing: when no row of the batch is steered, :meth:`apply`
+returns at once.
 
 This is a thin adapter over :class:`.steering_batch.SteeringBatch`. Per request the spec
 is compiled once in the engine-core process (LRU keyed by the spec inputs) against a
@@ -37,7 +32,8 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
-from .steering_batch import SteeringBatch, parse_engine_args
+from .engine_args import EngineSteering
+from .steering_batch import RequestInfo, SteeringBatch
 from .vocab_index import VocabIndex
 
 if TYPE_CHECKING:
@@ -47,12 +43,24 @@ logger = logging.getLogger("greyelephant.control")
 
 EXTRA_ARGS_KEY = "steering"
 
-__all__ = ["EXTRA_ARGS_KEY", "SteeringLogitsProcessor", "load_vocab_index", "parse_engine_args"]
+__all__ = ["EXTRA_ARGS_KEY", "SteeringLogitsProcessor", "load_vocab_index", "request_info"]
 
 
 def _steering_args(params: SamplingParams | None) -> Any:
     extra = getattr(params, "extra_args", None) if params is not None else None
     return extra.get(EXTRA_ARGS_KEY) if extra else None
+
+
+def request_info(params: SamplingParams, prompt: list[int] | None) -> RequestInfo:
+    """What a steered row needs of its request's sampling parameters."""
+    return RequestInfo(
+        stop_ids=frozenset(int(t) for t in (getattr(params, "all_stop_token_ids", None) or ())),
+        max_tokens=params.max_tokens,
+        temperature=float(params.temperature),
+        presence_penalty=float(params.presence_penalty or 0.0),
+        frequency_penalty=float(params.frequency_penalty or 0.0),
+        prompt=prompt or (),
+    )
 
 
 def load_vocab_index(vllm_config: VllmConfig) -> VocabIndex:
@@ -83,7 +91,7 @@ class SteeringLogitsProcessor(LogitsProcessor):
     def validate_params(cls, sampling_params: SamplingParams):
         args = _steering_args(sampling_params)
         if args is not None:
-            parse_engine_args(args)
+            EngineSteering.parse(args)
 
     def is_argmax_invariant(self) -> bool:
         return False
@@ -102,10 +110,9 @@ class SteeringLogitsProcessor(LogitsProcessor):
         batch = self.batch
         for i in batch_update.removed:
             batch.remove(i)
-        for i, params, _prompt, out in batch_update.added:
+        for i, params, prompt, out in batch_update.added:
             args = _steering_args(params)
-            stop = getattr(params, "all_stop_token_ids", ()) if args else ()
-            batch.add(i, args, out, stop)
+            batch.add(i, args, out, request_info(params, prompt) if args else None)
         for a, b, direction in batch_update.moved:
             batch.move(a, b, direction == MoveDirectionality.SWAP)
 

@@ -61,8 +61,14 @@ def fold_char(c: str) -> str:
     """Matching fold of one character: '' (ignorable), SEP, or one or more alnum chars.
 
     Runs of SEP inside the result are possible (e.g. "⅓" → "1 3" keeps one SEP between);
-    callers collapse over the stream.
+    callers collapse over the stream. A symbol that stands for an abbreviation ("™" →
+    "TM", "℠", "㎏": category So, decomposing into several letters) is a separator, not
+    letters: "Coca-Cola™" ends the word "Cola".
     """
+    if unicodedata.category(c) == "So":
+        d = unicodedata.normalize("NFKD", c)
+        if sum(ch.isalnum() for ch in d) > 1:
+            return SEP
     s = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", c).casefold())
     out = []
     for ch in s:

@@ -9,13 +9,14 @@
       "max_revisions": 2,
       "prefer_bias": 4.0,
       "no_repeat_ngram": 4,
-      "revision_style": "rewrite"
+      "revision_style": "rewrite",
+      "max_rollbacks": 8
     }
 
 Invalid input raises ``pydantic.ValidationError`` (the server answers 400). Every limit is
 a module constant below. Omitted ``strategies`` / ``max_revisions`` / ``prefer_bias`` /
-``no_repeat_ngram`` / ``revision_style`` stay ``None`` until :meth:`SteeringSpec.with_defaults` fills them from
-a :class:`SteeringPolicy`.
+``no_repeat_ngram`` / ``revision_style`` / ``max_rollbacks`` stay ``None`` until
+:meth:`SteeringSpec.with_defaults` fills them from a :class:`SteeringPolicy`.
 """
 
 from __future__ import annotations
@@ -35,21 +36,24 @@ from pydantic import (
 )
 
 from .aho_corasick import Automaton
+from .engine_args import EngineSteering, RollbackSignal
 from .loop_guard import check_ngram_size
 from .normalize import fold_form, normalize_text
 from .surface_forms import expand_entity, fold_patterns
 
 from .limits import (  # noqa: E402  (re-exported: the documented limits)
+    DEFAULT_MAX_ROLLBACKS,
     DEFAULT_NO_REPEAT_NGRAM,
     DEFAULT_PREFER_BIAS,
-    ENGINE_ARGS_VERSION,
     MAX_ALIASES_PER_ENTITY,
     MAX_ENTITIES_PER_LIST,
     MAX_NAME_CHARS,
     MAX_NO_REPEAT_NGRAM,
     MAX_PREFER_BIAS,
     MAX_REVISIONS,
+    MAX_ROLLBACKS,
     MAX_SURFACE_FORMS,
+    ROLLBACK_MASS,
 )
 
 Strategy = Literal["directive", "logits", "critique_revise"]
@@ -143,6 +147,7 @@ class SteeringPolicy(BaseModel):
     default_no_repeat_ngram: int = Field(default=DEFAULT_NO_REPEAT_NGRAM, ge=0,
                                          le=MAX_NO_REPEAT_NGRAM)
     default_revision_style: RevisionStyle = "rewrite"
+    default_max_rollbacks: int = Field(default=DEFAULT_MAX_ROLLBACKS, ge=0, le=MAX_ROLLBACKS)
 
     @field_validator("default_no_repeat_ngram")
     @classmethod
@@ -170,6 +175,9 @@ class SteeringSpec(BaseModel):
     # critique_revise's prompt: "rewrite" shows the draft in a rewrite prompt; "in_context"
     # asks the conversation again with the critique in the system message
     revision_style: RevisionStyle | None = None
+    # rollbacks per choice of the logits strategy before it falls back to masking alone
+    # (0 = off: the ban only masks, and the model may route around it with a look-alike)
+    max_rollbacks: int | None = Field(default=None, ge=0, le=MAX_ROLLBACKS, strict=True)
 
     @field_validator("no_repeat_ngram")
     @classmethod
@@ -270,6 +278,8 @@ class SteeringSpec(BaseModel):
             out["no_repeat_ngram"] = self.no_repeat_ngram
         if self.revision_style is not None:
             out["revision_style"] = self.revision_style
+        if self.max_rollbacks is not None:
+            out["max_rollbacks"] = self.max_rollbacks
         return out
 
     def spec_hash(self) -> str:
@@ -303,6 +313,10 @@ class SteeringSpec(BaseModel):
                     else self.no_repeat_ngram
                 ),
                 "revision_style": self.revision_style or policy.default_revision_style,
+                "max_rollbacks": (
+                    policy.default_max_rollbacks if self.max_rollbacks is None
+                    else self.max_rollbacks
+                ),
             }
         )
 
@@ -310,19 +324,33 @@ class SteeringSpec(BaseModel):
         strategies = self.strategies or DEFAULT_POLICY.default_strategies
         return strategy in strategies
 
-    def engine_args(self) -> dict[str, Any] | None:
-        """JSON-able ``SamplingParams.extra_args["steering"]`` for the logits processor,
-        or None when the ``logits`` strategy is off."""
+    def engine_steering(self, rollback_token: int | None = None) -> EngineSteering | None:
+        """The typed engine form (:mod:`.engine_args`) for the logits processor, or None
+        when the ``logits`` strategy is off. ``rollback_token`` (the server's signal
+        token) turns rollback on when this spec allows rollbacks."""
         if not self.uses("logits"):
             return None
         bias = DEFAULT_PREFER_BIAS if self.prefer_bias is None else self.prefer_bias
-        return {
-            "v": ENGINE_ARGS_VERSION,
-            "avoid": list(self.avoid_patterns),
-            "prefer": list(self.prefer_patterns),
-            "prefer_bias": float(bias),
-            "no_repeat_ngram": self.effective_no_repeat_ngram(),
-        }
+        rollback = None
+        if rollback_token is not None and self.effective_max_rollbacks() > 0 and self.avoid:
+            rollback = RollbackSignal(token=rollback_token, mass=ROLLBACK_MASS)
+        return EngineSteering(
+            avoid=tuple(tuple(e.patterns()) for e in self.avoid),
+            prefer=tuple(self.prefer_patterns),
+            prefer_bias=float(bias),
+            no_repeat_ngram=self.effective_no_repeat_ngram(),
+            rollback=rollback,
+        )
+
+    def engine_args(self) -> dict[str, Any] | None:
+        """JSON-able ``SamplingParams.extra_args["steering"]`` without rollback (see
+        :meth:`engine_steering`), or None when the ``logits`` strategy is off."""
+        es = self.engine_steering()
+        return es.to_extra_args() if es is not None else None
+
+    def effective_max_rollbacks(self) -> int:
+        """Rollbacks allowed per choice of a logits-steered generation (0 = off)."""
+        return DEFAULT_MAX_ROLLBACKS if self.max_rollbacks is None else self.max_rollbacks
 
     def effective_no_repeat_ngram(self) -> int:
         """The loop guard's n for logits-steered generation (0 = off)."""

@@ -3,88 +3,89 @@
 :class:`SteeringBatch` is what the vLLM adapter (:mod:`.logits_processor`) drives; it
 knows nothing about vLLM, so it can be tested (and run on any device) on its own.
 
-* ``add(i, steering_args, out, stop_ids)`` — row ``i`` now holds a request;
-  ``steering_args`` is the request's ``extra_args["steering"]`` (or None: the row is
-  unsteered and costs nothing), ``out`` the request's *live* output-token list (the engine
-  appends to it), ``stop_ids`` its EOS / stop token ids (never banned by the loop guard);
+* ``add(i, steering_args, out, request)`` — row ``i`` now holds a request;
+  ``steering_args`` is the request's ``extra_args["steering"]`` (:mod:`.engine_args`; None:
+  the row is unsteered and costs nothing), ``out`` the request's *live* output-token list
+  (the engine appends to it), ``request`` what the row needs of the request's sampling
+  parameters (:class:`RequestInfo`: stop tokens, ``max_tokens``, temperature, penalties,
+  the prompt tail a continuation resumes from);
 * ``remove(i)`` / ``move(a, b, swap)`` — batch reshuffles;
-* ``apply(logits)`` — advance each steered row's state over its new output tokens (up to
-  the first ``-1`` placeholder; a list that shrank is replayed from the start), then add
-  the prefer biases and apply the ban masks of the steered rows — the string-level ban
-  OR-ed with the loop guard's bans (:mod:`.loop_guard`) where the row has one — through
-  ``greyelephant.kernels.apply_logit_controls`` (or the torch reference), on those rows
-  only (a gather/scatter when not every row is steered).
+* ``apply(logits)`` — per steered row: advance the state over the new output tokens (up
+  to the first ``-1`` placeholder; a list that shrank is replayed from the start), pick
+  the row's ban mask (the start ban at the first step of a rollback continuation, the
+  last-step mask at the last step, else the completion mask), OR in the row's extra bans
+  (stop tokens while the text ends with a whole form or before ``min_tokens``, the
+  rollback signal token, the loop guard), add the prefer biases and the resumed tokens'
+  penalties, and apply them all through ``greyelephant.kernels.apply_logit_controls`` on
+  the steered rows only (a gather/scatter when not every row is steered).
+
+Rollback rows also watch for *heading into* an avoided form: inside a form, when the
+model's own choice (greedy: the argmax; sampling: more than the signal's probability mass)
+is banned by the string-level mask, the row is not masked but forced to emit its rollback
+signal token — a stop token of the request — and the server rolls the choice back to
+where the form began (``server/rollback.py``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
+from greyelephant.kernels import apply_logit_controls
+
 from .ban_automaton import CompiledSteering, RowState, SteeringCache
-from .limits import (
-    ENGINE_ARGS_VERSION,
-    MAX_ENGINE_FORM_CHARS,
-    MAX_PREFER_BIAS,
-    MAX_SURFACE_FORMS,
-)
-from .logit_ops import apply_logit_controls
-from .loop_guard import NgramGuard, check_ngram_size
-from .vocab_index import VocabIndex, pack_bool
+from .engine_args import EngineSteering
+from .loop_guard import NgramGuard
+from .vocab_index import VocabIndex, pack_bool, unpack_words
 
 logger = logging.getLogger("greyelephant.control")
 
-
-class EngineArgs(NamedTuple):
-    avoid: list[str]
-    prefer: list[str]
-    prefer_bias: float
-    no_repeat_ngram: int = 0  # absent from the args: loop guard off
+GREEDY_EPS = 1e-5  # vLLM's: a temperature below it samples greedily
 
 
-def parse_engine_args(obj: Any) -> EngineArgs:
-    """Validate ``extra_args["steering"]``; return (avoid, prefer, prefer_bias,
-    no_repeat_ngram). Raises ValueError (vLLM turns it into a 400 at the API boundary)."""
-    if not isinstance(obj, dict):
-        raise ValueError("extra_args.steering must be an object")
-    unknown = set(obj) - {"v", "avoid", "prefer", "prefer_bias", "no_repeat_ngram"}
-    if unknown:
-        raise ValueError(f"extra_args.steering: unknown keys {sorted(unknown)}")
-    if obj.get("v", ENGINE_ARGS_VERSION) != ENGINE_ARGS_VERSION:
-        raise ValueError(f"extra_args.steering: unsupported version {obj.get('v')!r}")
-    lists = []
-    for key in ("avoid", "prefer"):
-        items = obj.get(key) or []
-        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
-            raise ValueError(f"extra_args.steering.{key} must be a list of strings")
-        if any(len(s) > MAX_ENGINE_FORM_CHARS for s in items):
-            raise ValueError(f"extra_args.steering.{key}: a form is too long")
-        lists.append(items)
-    if len(lists[0]) + len(lists[1]) > MAX_SURFACE_FORMS:
-        raise ValueError(f"extra_args.steering: more than {MAX_SURFACE_FORMS} forms")
-    bias = obj.get("prefer_bias", 0.0)
-    if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
-        raise ValueError("extra_args.steering.prefer_bias must be a number")
-    if not 0.0 <= bias <= MAX_PREFER_BIAS:
-        raise ValueError(f"extra_args.steering.prefer_bias must be in [0, {MAX_PREFER_BIAS}]")
-    n = check_ngram_size(obj.get("no_repeat_ngram", 0), "extra_args.steering.no_repeat_ngram")
-    return EngineArgs(lists[0], lists[1], float(bias), n)
+@dataclass(frozen=True)
+class RequestInfo:
+    """What a steered row needs of its request's sampling parameters."""
+
+    stop_ids: frozenset[int] = frozenset()  # EOS + stop token ids: end the text
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    prompt: Sequence[int] = ()
 
 
 @dataclass
 class _Row:
     compiled: CompiledSteering
-    state: RowState
+    args: EngineSteering
+    info: RequestInfo
     out: list[int]  # the engine's live output token list for the request
+    resumed: tuple[int, ...] = ()  # accepted output from before a rollback (prompt tail)
+    state: RowState | None = None
     consumed: int = 0
-    guard: NgramGuard | None = None  # the loop guard (no_repeat_ngram > 0)
-    stop_ids: frozenset[int] = field(default_factory=frozenset)  # never banned by the guard
+    guard: NgramGuard | None = None
+    # presence/frequency penalties of the resumed tokens (vLLM applies its own only to
+    # the tokens generated by this engine request)
+    penalty: tuple[np.ndarray, np.ndarray] | None = None
+    signalled: bool = False
+    stop_ids: frozenset[int] = field(default_factory=frozenset)
+
+    def reset(self) -> None:
+        cs = self.compiled
+        self.state = cs.new_row()
+        self.consumed = 0
+        if self.guard is not None:
+            self.guard.reset()
+        for t in self.resumed:
+            cs.advance(self.state, t)
+            if self.guard is not None:
+                self.guard.push(t)
 
 
 class SteeringBatch:
@@ -95,11 +96,11 @@ class SteeringBatch:
         self.rows: dict[int, _Row] = {}
         self.cache = cache or SteeringCache()
         self._warned = False
-        self._special: np.ndarray | None = None  # bool [vocab]: tokens without text
-        self._text_words: np.ndarray | None = None  # packed uint32: tokens with text
         self._n_text = 0
+        self._text_words: np.ndarray | None = None  # packed uint32: tokens with text
         # id(state mask) -> (mask, text tokens it leaves allowed); masks are cached arrays
         self._allowed: dict[int, tuple[np.ndarray, int]] = {}
+        self.signals = 0  # rollback signals sent (for tests and logs)
 
     @property
     def index(self) -> VocabIndex:
@@ -112,17 +113,22 @@ class SteeringBatch:
     def special(self) -> np.ndarray:
         """Tokens that contribute no text (special tokens, EOS among them): never banned
         by the loop guard."""
-        if self._special is None:
-            tb = self.index.token_bytes
-            special = np.fromiter((b is None for b in tb), dtype=bool, count=len(tb))
-            self._text_words = pack_bool(~special, self.index.n_words).view(np.uint32)
-            self._n_text = int((~special).sum())
-            self._special = special
-        return self._special
+        if self._text_words is None:
+            textless = self.index.textless
+            self._text_words = pack_bool(~textless, self.index.n_words).view(np.uint32)
+            self._n_text = int((~textless).sum())
+        return self.index.textless
+
+    def compile(self, args: EngineSteering) -> CompiledSteering:
+        return self.cache.get(self.index, args.avoid, args.prefer, args.prefer_bias)
 
     def add(self, i: int, steering_args: Any, out: list[int],
-            stop_ids: Iterable[int] = ()) -> None:
-        row = self._new_row(steering_args, out, stop_ids) if steering_args else None
+            request: RequestInfo | None = None) -> None:
+        """Row ``i`` holds a request now. Arguments are validated at admission
+        (:meth:`.logits_processor.SteeringLogitsProcessor.validate_params`), so a failure
+        here is a bug: it raises."""
+        row = self._new_row(steering_args, out, request or RequestInfo()) if steering_args \
+            else None
         if row is None:
             self.rows.pop(i, None)
         else:
@@ -138,28 +144,32 @@ class SteeringBatch:
         if swap and rb is not None:
             self.rows[a] = rb
 
-    def _new_row(self, args: Any, out: list[int], stop_ids: Iterable[int] = ()) -> _Row | None:
-        try:
-            ea = parse_engine_args(args)
-            compiled = self.cache.get(self.index, ea.avoid, ea.prefer, ea.prefer_bias)
-        except Exception:
-            logger.exception("steering: request steering args rejected; row left unsteered")
+    def _new_row(self, raw: Any, out: list[int], info: RequestInfo) -> _Row | None:
+        args = EngineSteering.parse(raw)
+        if not args.active:
             return None
-        guard = NgramGuard(ea.no_repeat_ngram) if ea.no_repeat_ngram else None
-        if not compiled.has_avoid and not compiled.has_prefer and guard is None:
-            return None
-        return _Row(compiled, compiled.new_row(), out, guard=guard,
-                    stop_ids=frozenset(int(t) for t in stop_ids or ()))
+        compiled = self.compile(args)
+        resumed = tuple(int(t) for t in info.prompt[len(info.prompt) - args.resume:]) \
+            if args.resume else ()
+        stop_ids = set(info.stop_ids)
+        if args.rollback is not None:
+            stop_ids.discard(args.rollback.token)
+        row = _Row(compiled, args, info, out, resumed=resumed,
+                   guard=NgramGuard(args.no_repeat_ngram) if args.no_repeat_ngram else None,
+                   stop_ids=frozenset(stop_ids))
+        if resumed and (info.presence_penalty or info.frequency_penalty):
+            ids, counts = np.unique(np.asarray(resumed, dtype=np.int64), return_counts=True)
+            keep = ids < self.index.vocab_size
+            row.penalty = (ids[keep].astype(np.int32), counts[keep].astype(np.int32))
+        row.reset()
+        return row
 
     # -- per step ------------------------------------------------------------------------
     def _catch_up(self, r: _Row) -> None:
         out = r.out
         n = len(out)
         if n < r.consumed:  # tokens were discarded: replay from scratch
-            r.state = r.compiled.new_row()
-            r.consumed = 0
-            if r.guard is not None:
-                r.guard.reset()
+            r.reset()
         cs, st, guard = r.compiled, r.state, r.guard
         while r.consumed < n:
             tid = out[r.consumed]
@@ -173,34 +183,84 @@ class SteeringBatch:
             self._warned = True
             logger.warning("steering: a banned form was emitted (a token was forced past the mask)")
 
-    def controls(self, idx: list[int], vocab: int) -> dict[str, torch.Tensor]:
-        """Keyword arguments of ``apply_logit_controls`` for the rows ``idx`` (in order)."""
+    def _string_mask(self, r: _Row) -> np.ndarray:
+        """The row's string-level mask for this step (a cached array: do not modify).
+        Rows without rollback (off, or spent) get the stricter prefix ban on top."""
+        cs, st, args = r.compiled, r.state, r.args
+        kind = "step"
+        if args.start_ban and r.consumed == 0:
+            words, kind = cs.start_words(st, args.start_ban), "start"
+        elif r.info.max_tokens is not None and r.consumed + 1 >= r.info.max_tokens:
+            words, kind = cs.final_words(st), "final"
+        elif args.rollback is None:
+            return cs.prefix_words(st)
+        else:
+            return cs.banned_words(st)
+        return words if args.rollback is not None else cs.with_prefix(st, words, kind)
+
+    def _required_bans(self, r: _Row) -> list[int]:
+        """Tokens the row must not take whatever else happens: its stop tokens while the
+        text ends with a whole form or before ``min_tokens``, and its rollback signal
+        (sent only by :meth:`_signal`)."""
+        extra: list[int] = []
+        if r.stop_ids and (r.consumed < r.args.min_tokens
+                           or r.compiled.ends_form(r.state.avoid)):
+            extra.extend(r.stop_ids)
+        if r.args.rollback is not None:
+            extra.append(r.args.rollback.token)
+        return extra
+
+    def controls(self, idx: list[int], vocab: int
+                 ) -> tuple[dict[str, torch.Tensor], list[tuple[int, int, np.ndarray]]]:
+        """Keyword arguments of ``apply_logit_controls`` for the rows ``idx`` (in order),
+        and the rollback rows to watch this step: (position in ``idx``, batch row, the
+        row's string-level mask words)."""
         k = len(idx)
         n_words = (vocab + 31) // 32
         masks = np.zeros((k, n_words), dtype=np.int32)
         indptr = np.zeros(k + 1, dtype=np.int32)
         bias_ids: list[np.ndarray] = []
         bias_vals: list[np.ndarray] = []
+        pen_indptr = np.zeros(k + 1, dtype=np.int32)
+        pen_ids: list[np.ndarray] = []
+        pen_counts: list[np.ndarray] = []
+        presence = np.zeros(k, dtype=np.float32)
+        frequency = np.zeros(k, dtype=np.float32)
+        watch: list[tuple[int, int, np.ndarray]] = []
         any_ban = False
+        special = self.special
         for j, i in enumerate(idx):
             r = self.rows[i]
             self._catch_up(r)
             cs, st = r.compiled, r.state
             words = None
             if cs.has_avoid:
-                words = cs.banned_words(st)
+                words = self._string_mask(r)
                 w = min(n_words, words.size)
                 masks[j, :w] = words[:w]
                 any_ban = True
+            required = self._required_bans(r)
+            if required:
+                any_ban |= _or_tokens(masks[j], required, vocab)
             if r.guard is not None:
                 loop = r.guard.banned()
-                if loop and self._ban_loop(masks[j], words, loop, r.stop_ids, vocab):
+                if loop and self._ban_loop(masks[j], words, loop, r.stop_ids, special, vocab):
                     any_ban = True
+            if (r.args.rollback is not None and words is not None and not r.signalled
+                    and cs.inside_form(st) and not (r.args.start_ban and r.consumed == 0)):
+                watch.append((j, i, _judged_mask(words, r)))
             ids, vals = cs.bias(st)
             indptr[j + 1] = indptr[j] + ids.size
             if ids.size:
                 bias_ids.append(ids)
                 bias_vals.append(vals)
+            pen_indptr[j + 1] = pen_indptr[j]
+            if r.penalty is not None:
+                pen_ids.append(r.penalty[0])
+                pen_counts.append(r.penalty[1])
+                pen_indptr[j + 1] += r.penalty[0].size
+                presence[j] = r.info.presence_penalty
+                frequency[j] = r.info.frequency_penalty
         kw: dict[str, torch.Tensor] = {}
         if any_ban:
             kw["banned_bitmask"] = self._to_device(masks)
@@ -208,17 +268,22 @@ class SteeringBatch:
             kw["bias_indptr"] = self._to_device(indptr)
             kw["bias_token_ids"] = self._to_device(np.concatenate(bias_ids))
             kw["bias_values"] = self._to_device(np.concatenate(bias_vals))
-        return kw
+        if pen_ids:
+            kw["penalty_indptr"] = self._to_device(pen_indptr)
+            kw["penalty_token_ids"] = self._to_device(np.concatenate(pen_ids))
+            kw["penalty_output_counts"] = self._to_device(np.concatenate(pen_counts))
+            kw["presence_penalty"] = self._to_device(presence)
+            kw["frequency_penalty"] = self._to_device(frequency)
+        return kw, watch
 
     def _ban_loop(self, row_words: np.ndarray, state_words: np.ndarray | None,
                   tokens: set[int] | frozenset[int], stop_ids: frozenset[int],
-                  vocab: int) -> bool:
+                  special: np.ndarray, vocab: int) -> bool:
         """OR the loop guard's tokens into one row's packed mask ``row_words`` (in place;
         ``state_words`` is the string-level ban's cached mask it was copied from, or None).
         Special and stop tokens are never banned; if no token with text would be left
         (only EOS / special tokens, i.e. a forced stop), the guard is dropped for this
         step. Returns whether a bit was added. A handful of tokens: plain Python."""
-        special = self.special
         size = min(vocab, special.size)
         u = row_words.view(np.uint32)
         new: list[tuple[int, int]] = []
@@ -257,17 +322,69 @@ class SteeringBatch:
         idx = sorted(i for i in self.rows if i < b)
         if not idx:
             return logits
-        kw = self.controls(idx, v)
-        if not kw:
-            return logits
-        if len(idx) == b:
-            return apply_logit_controls(logits, **kw)
-        rows_t = torch.as_tensor(idx, dtype=torch.long).to(logits.device)
-        sub = logits.index_select(0, rows_t)
-        apply_logit_controls(sub, **kw)
-        logits.index_copy_(0, rows_t, sub)
+        kw, watch = self.controls(idx, v)
+        signal = self._heading_into(logits, watch, v) if watch else []
+        if kw:
+            if len(idx) == b:
+                apply_logit_controls(logits, **kw)
+            else:
+                rows_t = torch.as_tensor(idx, dtype=torch.long).to(logits.device)
+                sub = logits.index_select(0, rows_t)
+                apply_logit_controls(sub, **kw)
+                logits.index_copy_(0, rows_t, sub)
+        for i in signal:
+            r = self.rows[i]
+            r.signalled = True
+            self.signals += 1
+            logits[i].fill_(float("-inf"))
+            logits[i, r.args.rollback.token] = 0.0
         return logits
+
+    def _heading_into(self, logits: torch.Tensor, watch: list[tuple[int, int, np.ndarray]],
+                      vocab: int) -> list[int]:
+        """Batch rows among ``watch`` whose own choice the string-level mask would ban:
+        greedy rows whose argmax is banned, sampling rows whose banned tokens carry more
+        than the signal's probability mass (softmax at the row's temperature, before
+        top-k/top-p/min-p)."""
+        out: list[int] = []
+        rows = torch.as_tensor([i for _, i, _ in watch], dtype=torch.long, device=logits.device)
+        sub = logits.index_select(0, rows).float()
+        top = sub.argmax(dim=-1).tolist()
+        for (_, i, words), t, x in zip(watch, top, sub, strict=True):
+            r = self.rows[i]
+            temp = r.info.temperature
+            if temp < GREEDY_EPS:
+                if t < vocab and (int(words[t >> 5]) >> (t & 31)) & 1:
+                    out.append(i)
+                continue
+            banned = torch.from_numpy(unpack_words(words, vocab)).to(x.device)
+            probs = torch.softmax(x / temp, dim=-1)
+            if float(probs[banned].sum()) > r.args.rollback.mass:
+                out.append(i)
+        return out
 
     def _to_device(self, arr: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(arr)
         return t if self.device.type == "cpu" else t.to(self.device)
+
+
+def _or_tokens(row_words: np.ndarray, tokens: Iterable[int], vocab: int) -> bool:
+    """OR token ids into a packed row (in place). Returns whether any bit was set."""
+    u = row_words.view(np.uint32)
+    done = False
+    for t in tokens:
+        if 0 <= t < vocab:
+            u[t >> 5] = int(u[t >> 5]) | (1 << (t & 31))
+            done = True
+    return done
+
+
+def _judged_mask(string_words: np.ndarray, r: _Row) -> np.ndarray:
+    """The string-level mask plus the stop tokens banned because the text ends with a
+    whole form: what "the model's own choice was banned" is judged against (the loop
+    guard's bans and the rollback signal do not count)."""
+    if not r.stop_ids or not r.compiled.ends_form(r.state.avoid):
+        return string_words
+    words = string_words.copy()
+    _or_tokens(words, r.stop_ids, words.size * 32)
+    return words

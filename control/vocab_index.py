@@ -230,6 +230,53 @@ class VocabIndex:
         """[lo, hi) ranges in ``sep_texts`` (suffixes starting at a separator)."""
         return self._ranges(self.sep_texts, prefixes, exact=False)
 
+    def sep_exact_ranges(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi) ranges in ``sep_texts`` of the separator-suffixes equal to each string
+        (the tokens whose folded text *ends with* it, starting at a separator)."""
+        return self._ranges(self.sep_texts, texts, exact=True)
+
+    def tokens_in(self, ranges: tuple[np.ndarray, np.ndarray], *, sep: bool = False
+                  ) -> np.ndarray:
+        """Boolean [vocab_size] mask of the tokens inside [lo, hi) ranges of
+        ``sorted_texts`` (or of ``sep_texts`` when ``sep``)."""
+        ids = self.sep_ids if sep else self.sorted_ids
+        out = np.zeros(self.vocab_size, dtype=bool)
+        out[ids[ranges_to_mask(*ranges, ids.size)]] = True
+        return out
+
+    @property
+    def textless(self) -> np.ndarray:
+        """Boolean [vocab_size]: tokens that contribute no text (special tokens, and ids
+        past the tokenizer's table)."""
+        cached = self.__dict__.get("_textless")
+        if cached is None:
+            cached = np.ones(self.vocab_size, dtype=bool)
+            cached[: len(self.token_bytes)] = [b is None for b in self.token_bytes]
+            self.__dict__["_textless"] = cached
+        return cached
+
+    @property
+    def foldless(self) -> np.ndarray:
+        """Boolean [vocab_size]: tokens with text that folds to nothing (combining marks,
+        zero-width characters): they leave the folded text as it was."""
+        cached = self.__dict__.get("_foldless")
+        if cached is None:
+            cached = np.zeros(self.vocab_size, dtype=bool)
+            cached[: len(self.token_bytes)] = [
+                b is not None and not f and not t
+                for b, f, t in zip(self.token_bytes, self.texts, self.tails, strict=True)]
+            self.__dict__["_foldless"] = cached
+        return cached
+
+    @property
+    def tail_ids(self) -> np.ndarray:
+        """Tokens that end inside a UTF-8 character (their last bytes stay pending)."""
+        cached = self.__dict__.get("_tail_ids")
+        if cached is None:
+            cached = np.asarray([i for i, t in enumerate(self.tails) if t], dtype=np.int32)
+            self.__dict__["_tail_ids"] = cached
+        return cached
+
 
 def ranges_to_mask(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
     """Boolean [size] array, True inside any [lo, hi)."""

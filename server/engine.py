@@ -39,6 +39,8 @@ class EngineHandle:
         self.engine = None
         self.tokenizer = None
         self.info: EngineInfo | None = None
+        self.vocab_index = None  # the steering vocabulary index (rollback bookkeeping)
+        self.rollback_token: int | None = None  # the processor's rollback signal
         self._ready = asyncio.Event()
         # Called when the engine cannot start (serve_main stops the HTTP server then, so a
         # supervisor sees the process exit instead of a server answering 503 forever).
@@ -67,6 +69,8 @@ class EngineHandle:
                 max_model_len=model_config.max_model_len,
                 vocab_size=model_config.get_vocab_size(),
             )
+            self.vocab_index, self.rollback_token = await asyncio.to_thread(
+                _steering_tables, self.tokenizer, self.info.vocab_size)
             self.state = "ready"
             logger.info("engine ready in %.1f s", time.perf_counter() - started)
         except Exception as exc:  # surfaced through /ready and the 503 message
@@ -86,6 +90,17 @@ class EngineHandle:
         if self.engine is not None:
             self.engine.shutdown()
         self.state = "stopped"
+
+
+def _steering_tables(tokenizer, vocab_size: int):
+    """The vocabulary index the engine's processor also builds (this process follows
+    rollback-steered choices with it) and the rollback signal token."""
+    from greyelephant.control.rollback import signal_token_for
+    from greyelephant.control.vocab_index import vocab_index_for
+
+    hf = getattr(tokenizer, "tokenizer", tokenizer)  # vLLM may wrap the HF tokenizer
+    index = vocab_index_for(hf, max(len(hf), vocab_size))
+    return index, signal_token_for(hf, vocab_size)
 
 
 def build_engine_args(args: Any, model_path: str) -> Any:

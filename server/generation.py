@@ -30,10 +30,36 @@ class Choice:
     logprobs: list | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    rollbacks: int = 0
+    rolled_back_tokens: int = 0
 
     def __post_init__(self):
         self.token_ids = self.token_ids or []
         self.logprobs = self.logprobs if self.logprobs is not None else []
+
+    def add(self, d: Delta) -> None:
+        self.text += d.text
+        self.token_ids.extend(d.token_ids)
+        if d.logprobs:
+            self.logprobs.extend(d.logprobs)
+        if d.finish_reason is not None:
+            self.finish_reason, self.stop_reason = d.finish_reason, d.stop_reason
+            self.rollbacks, self.rolled_back_tokens = d.rollbacks, d.rolled_back_tokens
+
+
+@dataclass
+class Delta:
+    """New output of one choice (the fields of vLLM's CompletionOutput deltas, plus the
+    rollback counts a steered choice reports with its finish)."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list | None = None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    rollbacks: int = 0
+    rolled_back_tokens: int = 0
 
 
 async def stream_outputs(ctx: ServerContext, route: str, prompt_ids: list[int],
@@ -69,19 +95,22 @@ async def stream_outputs(ctx: ServerContext, route: str, prompt_ids: list[int],
         metrics.in_flight.dec()
 
 
-async def generate_choices(ctx: ServerContext, route: str, prompt_ids: list[int],
-                           params: SamplingParams, request_id: str, lora=None) -> list[Choice]:
-    """Run to completion; works for both FINAL_ONLY and DELTA output kinds."""
-    choices: dict[int, Choice] = {}
+async def plain_deltas(ctx: ServerContext, route: str, prompt_ids: list[int],
+                       params: SamplingParams, request_id: str, lora=None
+                       ) -> AsyncIterator[Delta]:
+    """Every choice's output as :class:`Delta` objects, from one engine request that
+    serves all ``n`` choices."""
     async for out in stream_outputs(ctx, route, prompt_ids, params, request_id, lora):
         for o in out.outputs:
-            c = choices.setdefault(o.index, Choice(o.index))
-            c.text += o.text
-            c.token_ids.extend(o.token_ids)
-            if o.logprobs:
-                c.logprobs.extend(o.logprobs)
-            if o.finish_reason is not None:
-                c.finish_reason, c.stop_reason = o.finish_reason, o.stop_reason
+            yield Delta(o.index, o.text, list(o.token_ids), o.logprobs, o.finish_reason,
+                        o.stop_reason)
+
+
+async def collect(deltas: AsyncIterator[Delta]) -> list[Choice]:
+    """Accumulate deltas into finished choices, by index."""
+    choices: dict[int, Choice] = {}
+    async for d in deltas:
+        choices.setdefault(d.index, Choice(d.index)).add(d)
     return [choices[i] for i in sorted(choices)]
 
 

@@ -34,6 +34,9 @@ class Metrics:
                                     "Requests with steering, by strategy", ["strategy"])
             self.revisions = Counter("greyelephant_steering_revisions_total",
                                      "Critique-revise revisions generated")
+            self.rollbacks = Counter("greyelephant_steering_rollbacks_total",
+                                     "Rollbacks of logits-steered choices to where an "
+                                     "avoided form began")
             self.violations = Counter("greyelephant_steering_violations_total",
                                       "Avoided-entity mentions found", ["stage"])
             cls._instance = self

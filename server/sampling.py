@@ -11,6 +11,11 @@ from .errors import APIError
 from .protocol import ResponseFormat, SamplingFields
 
 
+def is_structured(fmt: ResponseFormat | None) -> bool:
+    """The request constrains its output to JSON."""
+    return fmt is not None and fmt.type != "text"
+
+
 def structured_outputs(fmt: ResponseFormat | None) -> StructuredOutputsParams | None:
     if fmt is None or fmt.type == "text":
         return None

@@ -8,24 +8,15 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from .context import ServerContext
-from .errors import APIError
-from .generation import Choice, generate_choices, stream_outputs, usage
+from .generation import Choice, collect, usage
 from .logprobs import chat_logprobs
+from .prompts import render_chat_prompt
 from .protocol import ChatCompletionRequest
-from .sampling import build_sampling_params
+from .sampling import build_sampling_params, is_structured
 from .steering import SteeringPlan, plan_for
 
 ROUTE = "chat"
 _encode = msgspec.json.encode
-
-
-def render_chat_prompt(tokenizer, messages: list[dict[str, str]], add_generation_prompt=True) -> list[int]:
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
-    except Exception as exc:  # template errors are the request's fault (e.g. role order)
-        raise APIError(400, f"could not apply the chat template: {exc}", "messages") from exc
-    return tokenizer.encode(text, add_special_tokens=False)
 
 
 def to_template_messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
@@ -39,7 +30,8 @@ class ChatPrepared:
     def __init__(self, ctx: ServerContext, req: ChatCompletionRequest, request_id: str):
         ctx.require_ready()
         self.model, self.lora = ctx.resolve_model(req.model)
-        self.plan: SteeringPlan = plan_for(ctx, req.steering, req.model, ctx.engine.tokenizer)
+        self.plan: SteeringPlan = plan_for(ctx, req.steering, req.model,
+                                           structured=is_structured(req.response_format))
         tokenizer = ctx.engine.tokenizer
         self.messages = self.plan.apply_directive(to_template_messages(req))
         self.prompt_ids = render_chat_prompt(tokenizer, self.messages, req.add_generation_prompt)
@@ -85,7 +77,8 @@ async def chat_completion(ctx: ServerContext, req: ChatCompletionRequest, reques
 
 
 async def _final_choices(ctx: ServerContext, p: ChatPrepared) -> list[Choice]:
-    drafts = await generate_choices(ctx, ROUTE, p.prompt_ids, p.params, p.request_id, p.lora)
+    drafts = await collect(p.plan.generate(ctx, ROUTE, p.prompt_ids, p.params, p.request_id,
+                                           p.lora))
     return await p.plan.finish(ctx, ROUTE, drafts, p.messages, p.params, p.lora, p.request_id)
 
 
@@ -111,20 +104,19 @@ async def _chat_events(ctx: ServerContext, req: ChatCompletionRequest, p: ChatPr
                           "logprobs": None, "finish_reason": None}])
     completion_tokens = 0
     if p.stream_live:
-        texts = [""] * req.n
-        async for out in stream_outputs(ctx, ROUTE, p.prompt_ids, p.params, p.request_id, p.lora):
-            for o in out.outputs:
-                completion_tokens += len(o.token_ids)
-                texts[o.index] += o.text
-                if not o.text and o.finish_reason is None and not req.logprobs:
-                    continue
-                lp = ({"content": chat_logprobs(tokenizer, o.token_ids, o.logprobs, p.top_n)}
-                      if req.logprobs else None)
-                yield _chunk(p, [{"index": o.index, "delta": {"content": o.text} if o.text else {},
-                                  "logprobs": lp, "finish_reason": o.finish_reason,
-                                  **({"stop_reason": o.stop_reason} if o.finish_reason else {})}])
-        if p.plan.active:
-            p.plan.record_final_texts(texts)
+        finals = [Choice(i) for i in range(req.n)]
+        async for o in p.plan.generate(ctx, ROUTE, p.prompt_ids, p.params, p.request_id,
+                                       p.lora, stream=True):
+            completion_tokens += len(o.token_ids)
+            finals[o.index].add(o)
+            if not o.text and o.finish_reason is None and not req.logprobs:
+                continue
+            lp = ({"content": chat_logprobs(tokenizer, o.token_ids, o.logprobs, p.top_n)}
+                  if req.logprobs else None)
+            yield _chunk(p, [{"index": o.index, "delta": {"content": o.text} if o.text else {},
+                              "logprobs": lp, "finish_reason": o.finish_reason,
+                              **({"stop_reason": o.stop_reason} if o.finish_reason else {})}])
+        p.plan.record(finals)
     else:
         # Critique-revise may replace a draft, so the final text is sent once it is settled.
         for c in await _final_choices(ctx, p):

@@ -10,10 +10,10 @@ import msgspec
 
 from .context import ServerContext
 from .errors import APIError
-from .generation import Choice, generate_choices, stream_outputs, usage
+from .generation import Choice, collect, usage
 from .logprobs import completion_logprobs
 from .protocol import CompletionRequest
-from .sampling import build_sampling_params
+from .sampling import build_sampling_params, is_structured
 from .steering import plan_for
 
 ROUTE = "completions"
@@ -49,7 +49,8 @@ class CompletionPrepared:
         for text, ids in prompt_batches(tokenizer, req.prompt):
             if any(not 0 <= t < vocab for t in ids):
                 raise APIError(400, "prompt contains token ids outside the vocabulary", "prompt")
-            plan = plan_for(ctx, req.steering, req.model, tokenizer)
+            plan = plan_for(ctx, req.steering, req.model,
+                            structured=is_structured(req.response_format))
             if plan.active and plan.uses_directive:
                 text = plan.apply_directive_prompt(text if text is not None else tokenizer.decode(ids))
                 ids = tokenizer.encode(text)
@@ -73,7 +74,7 @@ class CompletionPrepared:
 
 async def _final(ctx: ServerContext, p: CompletionPrepared, k: int) -> list[Choice]:
     text, ids = p.prompts[k]
-    drafts = await generate_choices(ctx, ROUTE, ids, p.params, p.sub_id(k), p.lora)
+    drafts = await collect(p.plans[k].generate(ctx, ROUTE, ids, p.params, p.sub_id(k), p.lora))
     messages = [{"role": "user", "content": text if text is not None
                  else ctx.engine.tokenizer.decode(ids)}]
     return await p.plans[k].finish(ctx, ROUTE, drafts, messages, p.params, p.lora, p.sub_id(k))
@@ -143,22 +144,21 @@ async def _completion_events(ctx: ServerContext, req: CompletionRequest,
         yield _chunk(p, [{"index": i, "text": echo, "logprobs": None, "finish_reason": None}
                          for i in range(req.n)])
     if p.stream_live:
-        texts = [""] * req.n
+        finals = [Choice(i) for i in range(req.n)]
         offsets = [0] * req.n
-        async for out in stream_outputs(ctx, ROUTE, ids, p.params, p.request_id, p.lora):
-            for o in out.outputs:
-                completion_tokens += len(o.token_ids)
-                texts[o.index] += o.text
-                lp = None
-                if req.logprobs is not None:
-                    lp = completion_logprobs(tokenizer, o.token_ids, o.logprobs, p.top_n,
-                                             offsets[o.index])
-                    offsets[o.index] += len(o.text)
-                yield _chunk(p, [{"index": o.index, "text": o.text, "logprobs": lp,
-                                  "finish_reason": o.finish_reason,
-                                  **({"stop_reason": o.stop_reason} if o.finish_reason else {})}])
-        if p.plans[0].active:
-            p.plans[0].record_final_texts(texts)
+        async for o in p.plans[0].generate(ctx, ROUTE, ids, p.params, p.request_id, p.lora,
+                                           stream=True):
+            completion_tokens += len(o.token_ids)
+            finals[o.index].add(o)
+            lp = None
+            if req.logprobs is not None:
+                lp = completion_logprobs(tokenizer, o.token_ids, o.logprobs, p.top_n,
+                                         offsets[o.index])
+                offsets[o.index] += len(o.text)
+            yield _chunk(p, [{"index": o.index, "text": o.text, "logprobs": lp,
+                              "finish_reason": o.finish_reason,
+                              **({"stop_reason": o.stop_reason} if o.finish_reason else {})}])
+        p.plans[0].record(finals)
     else:
         for c in await _final(ctx, p, 0):
             completion_tokens += len(c.token_ids)

@@ -3,8 +3,10 @@
 `plan_for` turns the request's `steering` object (merged with the server's default
 policy, per adapter if configured) into a plan that the chat and completion handlers
 call at fixed points: before rendering the prompt (directive), when building sampling
-params (logits → `extra_args`), after generation (detection, critique-revise), and when
-writing the response (report). With no `steering` the plan is inactive and costs nothing.
+params (logits → `extra_args`), to run the generation (`generate`: rollback decoding for
+the logits strategy, :mod:`.rollback`), after generation (detection, critique-revise), and
+when writing the response (report). With no `steering` the plan is inactive and costs
+nothing.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from typing import Any
 import msgspec
 from vllm.sampling_params import RequestOutputKind
 
+from greyelephant.control.ban_automaton import compile_steering
 from greyelephant.control.critique_revise import critique_revise
 from greyelephant.control.directive import apply_directive, apply_directive_prompt, build_directive
 from greyelephant.control.spec import SteeringPolicy, SteeringPolicyError, SteeringSpec
 
 from .errors import APIError
+from .generation import Choice, collect, plain_deltas
+from .prompts import render_chat_prompt
+from .rollback import SteeredRun, steered_choices
 
 
 class SteeringPlan:
@@ -39,10 +45,14 @@ class SteeringPlan:
     def extra_args(self) -> dict[str, Any] | None:
         return None
 
+    def generate(self, ctx, route, prompt_ids, params, request_id, lora, *, stream=False):
+        """The choices' deltas (see :mod:`.generation`)."""
+        return plain_deltas(ctx, route, prompt_ids, params, request_id, lora)
+
     async def finish(self, ctx, route, drafts, messages, params, lora, request_id):
         return drafts
 
-    def record_final_texts(self, texts: list[str]) -> None:
+    def record(self, choices, outcomes=None) -> None:
         pass
 
     def report(self) -> dict[str, Any]:
@@ -55,7 +65,7 @@ INACTIVE = SteeringPlan()
 class ActivePlan(SteeringPlan):
     active = True
 
-    def __init__(self, spec: SteeringSpec, metrics):
+    def __init__(self, spec: SteeringSpec, metrics, ctx=None, structured: bool = False):
         self.spec = spec
         self.metrics = metrics
         self.strategies = list(spec.strategies)
@@ -70,6 +80,23 @@ class ActivePlan(SteeringPlan):
         self.choices: list[dict[str, Any]] = []
         for strategy in self.strategies:
             metrics.steering.labels(strategy).inc()
+        # rollback decoding for logits-steered generations (drafts when the request asks
+        # for `logits`, revisions always); structured outputs keep the mask alone (a
+        # forced signal token would break the grammar)
+        self.draft_run = self._steered_run(spec, ctx) if self.uses_logits and not structured \
+            else None
+        self.revision_spec = spec.model_copy(update={"strategies": ("logits",)})
+        self.revision_run = self._steered_run(self.revision_spec, ctx) if self.revise else None
+
+    @staticmethod
+    def _steered_run(spec: SteeringSpec, ctx) -> SteeredRun | None:
+        token = getattr(ctx.engine, "rollback_token", None) if ctx is not None else None
+        index = getattr(ctx.engine, "vocab_index", None) if ctx is not None else None
+        engine = spec.engine_steering(rollback_token=token)
+        if engine is None or engine.rollback is None or index is None:
+            return None
+        compiled = compile_steering(index, engine.avoid, engine.prefer, engine.prefer_bias)
+        return SteeredRun(engine, compiled, spec.effective_max_rollbacks())
 
     def apply_directive(self, messages):
         return apply_directive(messages, self.principle) if self.uses_directive else messages
@@ -81,12 +108,18 @@ class ActivePlan(SteeringPlan):
         args = self.spec.engine_args()
         return {"steering": args} if args else None
 
+    def generate(self, ctx, route, prompt_ids, params, request_id, lora, *, stream=False):
+        if self.draft_run is None:
+            return plain_deltas(ctx, route, prompt_ids, params, request_id, lora)
+        return steered_choices(ctx, route, prompt_ids, params, request_id, lora,
+                               self.draft_run, stream=stream)
+
     def _count(self, detector, text: str) -> int:
         return len(detector.find(text)) if detector is not None else 0
 
     async def finish(self, ctx, route, drafts, messages, params, lora, request_id):
         if not self.revise or self.avoid_detector is None:
-            self.record_final_texts([c.text for c in drafts])
+            self.record(drafts)
             return drafts
         revise_params = params.clone()
         revise_params.n = 1
@@ -94,27 +127,28 @@ class ActivePlan(SteeringPlan):
         revise_params.structured_outputs = None
         revise_params.logprobs = None
         # Revisions always run with the ban active: a revision cannot name an avoided entity.
-        revise_params.extra_args = {"steering": self.spec.model_copy(
-            update={"strategies": ("logits",)}).engine_args()}
+        revise_params.extra_args = {"steering": self.revision_spec.engine_args()}
         counter = iter(range(1, 1 << 30))
 
-        async def generate(revision_prompt: list[dict[str, str]]) -> str:
-            from .generation import generate_choices
-            from .serving_chat import render_chat_prompt
+        async def settle(choice: Choice):
+            async def generate(revision_prompt: list[dict[str, str]]) -> str:
+                ids = render_chat_prompt(ctx.engine.tokenizer, revision_prompt)
+                budget = ctx.engine.info.max_model_len - len(ids)
+                if budget <= 0:
+                    raise APIError(400, "the conversation is too long to revise within the "
+                                   "context", "messages", "context_length_exceeded")
+                p = revise_params.clone()
+                p.max_tokens = min(p.max_tokens or budget, budget)
+                sub_id = f"{request_id}-rev{next(counter)}"
+                run = self.revision_run
+                gen = (steered_choices(ctx, route, ids, p, sub_id, lora, run) if run is not None
+                       else plain_deltas(ctx, route, ids, p, sub_id, lora))
+                (revision,) = await collect(gen)
+                self.metrics.revisions.inc()
+                choice.rollbacks += revision.rollbacks
+                choice.rolled_back_tokens += revision.rolled_back_tokens
+                return revision.text
 
-            ids = render_chat_prompt(ctx.engine.tokenizer, revision_prompt)
-            budget = ctx.engine.info.max_model_len - len(ids)
-            if budget <= 0:
-                raise APIError(400, "the conversation is too long to revise within the context",
-                               "messages", "context_length_exceeded")
-            p = revise_params.clone()
-            p.max_tokens = min(p.max_tokens or budget, budget)
-            sub_id = f"{request_id}-rev{next(counter)}"
-            (choice,) = await generate_choices(ctx, route, ids, p, sub_id, lora)
-            self.metrics.revisions.inc()
-            return choice.text
-
-        async def settle(choice):
             outcome = await critique_revise(
                 choice.text, messages, detector=self.avoid_detector, principle=self.principle,
                 avoid=self.spec.avoid_entities(), prefer=self.spec.prefer_entities(),
@@ -130,21 +164,26 @@ class ActivePlan(SteeringPlan):
             return outcome
 
         outcomes = await asyncio.gather(*(settle(c) for c in drafts))
-        self.choices = [
-            {"index": c.index, "revisions": o.revisions, "draft_violations": o.draft_violations,
-             "violations": o.violations, "prefer_mentions": self._count(self.prefer_detector, c.text)}
-            for c, o in zip(drafts, outcomes, strict=True)
-        ]
-        self._observe()
+        self.record(drafts, outcomes)
         return drafts
 
-    def record_final_texts(self, texts: list[str]) -> None:
+    def record(self, choices: list[Choice], outcomes=None) -> None:
+        """The report's per-choice counts for the final ``choices`` (and the
+        critique-revise ``outcomes`` when the loop ran)."""
         self.choices = []
-        for i, text in enumerate(texts):
-            found = self._count(self.avoid_detector, text)
-            self.choices.append({"index": i, "revisions": 0, "draft_violations": found,
-                                 "violations": found,
-                                 "prefer_mentions": self._count(self.prefer_detector, text)})
+        for j, c in enumerate(choices):
+            found = self._count(self.avoid_detector, c.text)
+            o = outcomes[j] if outcomes is not None else None
+            self.choices.append({
+                "index": c.index,
+                "revisions": o.revisions if o else 0,
+                "draft_violations": o.draft_violations if o else found,
+                "violations": found,
+                "prefer_mentions": self._count(self.prefer_detector, c.text),
+                "rollbacks": c.rollbacks,
+                "rolled_back_tokens": c.rolled_back_tokens,
+            })
+            self.metrics.rollbacks.inc(c.rollbacks)
         self._observe()
 
     def _observe(self) -> None:
@@ -166,6 +205,11 @@ class ActivePlan(SteeringPlan):
             "draft_violations": sum(c["draft_violations"] for c in self.choices),
             "violations": sum(c["violations"] for c in self.choices),
             "prefer_mentions": sum(c["prefer_mentions"] for c in self.choices),
+            "max_rollbacks": (self.spec.effective_max_rollbacks()
+                              if self.draft_run is not None or self.revision_run is not None
+                              else 0),
+            "rollbacks": sum(c["rollbacks"] for c in self.choices),
+            "rolled_back_tokens": sum(c["rolled_back_tokens"] for c in self.choices),
             "choices": self.choices,
             "spec_hash": self.spec.spec_hash()[:16],
         }
@@ -182,11 +226,14 @@ def policy_for(ctx, model: str) -> SteeringPolicy:
     return _policy(msgspec.json.encode(defaults))
 
 
-def plan_for(ctx, spec: SteeringSpec | None, model: str, tokenizer=None) -> SteeringPlan:
+def plan_for(ctx, spec: SteeringSpec | None, model: str, *, structured: bool = False
+             ) -> SteeringPlan:
+    """The request's plan; ``structured``: the request constrains its output (a JSON
+    schema or object), which keeps the logits strategy on the mask alone."""
     if spec is None:
         return INACTIVE
     try:
         merged = spec.with_defaults(policy_for(ctx, model))
     except SteeringPolicyError as exc:
         raise APIError(400, str(exc), "steering.strategies") from exc
-    return ActivePlan(merged, ctx.metrics)
+    return ActivePlan(merged, ctx.metrics, ctx, structured)

@@ -11,20 +11,21 @@ Every comparison of names goes through the project's one mention detector
 3. The messages name neither the case's avoided entity (any alias) nor its prefer.
 4. At least 120 cases, unique ids, at least 8 domains, every name at most 128 characters.
 
-The dev set lives outside the repository: ``$GREYELEPHANT_DEV_SET`` if set, else
-``../shared/evals/pink_elephant_dev.jsonl`` next to the repository root. If it cannot be
+The dev set is the copy in benchmarks/data (``$GREYELEPHANT_DEV_SET`` overrides it,
+greyelephant.benchmarks.datasets). If it cannot be
 found the dev-set check fails (it never skips).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
+from greyelephant.benchmarks.datasets import dev_set
 
 from greyelephant.benchmarks.steering_eval import load_cases
 from greyelephant.control.detector import detector_for, find_mentions
@@ -46,15 +47,9 @@ Entity = tuple[str, tuple[str, ...]]  # (name, aliases): one entity and its alte
 
 
 def dev_set_path() -> Path:
-    env = os.environ.get("GREYELEPHANT_DEV_SET")
-    if env:
-        path = Path(env)
-        if not path.is_file():
-            pytest.fail(f"GREYELEPHANT_DEV_SET={env} is not a file")
-        return path
-    path = REPO.parent / "shared" / "evals" / "pink_elephant_dev.jsonl"
+    path = dev_set()
     if not path.is_file():
-        pytest.fail(f"dev set not found: set GREYELEPHANT_DEV_SET or provide {path}")
+        pytest.fail(f"dev set not found: {path}")
     return path
 
 

@@ -12,7 +12,8 @@ import torch
 
 from greyelephant.control.loop_guard import NgramGuard, banned_ngram_tokens, check_ngram_size
 from greyelephant.control.spec import parse_steering
-from greyelephant.control.steering_batch import SteeringBatch, parse_engine_args
+from greyelephant.control.engine_args import EngineSteering
+from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
 from greyelephant.control.vocab_index import VocabIndex
 
 # -- pure logic ---------------------------------------------------------------------------
@@ -80,11 +81,11 @@ def test_reset_and_validation():
 
 def test_engine_args_field():
     base = {"avoid": ["nike"]}
-    assert parse_engine_args(base).no_repeat_ngram == 0  # absent: off
-    assert parse_engine_args({**base, "no_repeat_ngram": 4}).no_repeat_ngram == 4
+    assert EngineSteering.parse(base).no_repeat_ngram == 0  # absent: off
+    assert EngineSteering.parse({**base, "no_repeat_ngram": 4}).no_repeat_ngram == 4
     for bad in (1, 99, "4", 2.5, True):
         with pytest.raises(ValueError, match="no_repeat_ngram"):
-            parse_engine_args({**base, "no_repeat_ngram": bad})
+            EngineSteering.parse({**base, "no_repeat_ngram": bad})
 
 
 # -- through SteeringBatch, with a toy vocabulary ---------------------------------------------
@@ -98,7 +99,7 @@ def toy_index():
 
 
 def guard_only(n=4, **kw):
-    return {"v": 1, "avoid": [], "prefer": [], "prefer_bias": 0.0, "no_repeat_ngram": n, **kw}
+    return {"v": 2, "avoid": [], "prefer": [], "prefer_bias": 0.0, "no_repeat_ngram": n, **kw}
 
 
 def test_batch_bans_loop_tokens_on_the_steered_row_only(toy_index):
@@ -119,7 +120,7 @@ def test_batch_bans_loop_tokens_on_the_steered_row_only(toy_index):
 def test_batch_never_bans_eos_special_or_stop_tokens(toy_index):
     b = SteeringBatch(toy_index)
     out = [1, 1, 1, 1, 4, 4, 4, 4]  # special token 1 (no text) and a stop token 4 looping
-    b.add(0, guard_only(), out, stop_ids=[4])
+    b.add(0, guard_only(), out, RequestInfo(stop_ids=frozenset([4])))
     logits = torch.zeros(1, len(TOY))
     b.apply(logits)
     assert torch.isfinite(logits).all()

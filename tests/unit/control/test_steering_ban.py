@@ -1,21 +1,26 @@
 """THE GUARANTEE, proved against the real tokenizer.
 
-Whatever tokenization a decoder chooses, text decoded under the ban automaton's masks never
-contains an avoided surface form at a word start (hence never a detector mention). Checked
-four ways:
+Whatever tokenization a decoder chooses, text decoded under the ban automaton's masks
+never contains a mention of an avoided entity. Two mask families are checked: the
+word-end ban of rollback rows (``banned_words`` at every step, ``final_words`` at the
+last one, stop tokens banned while the text ends with a form: "Romeo" stays allowed under
+a Rome ban) and the prefix ban of rows without rollback (``prefix_words``: no form at a
+word start whatever follows). Checked five ways:
 
-1. every mask equals a brute-force answer ("would this token complete a form?", computed
-   by decoding the whole byte string and folding it with an independent regex reference)
-   at many states, including states with pending UTF-8 bytes;
+1. every mask equals a brute-force answer (decoding the whole byte string and folding it
+   with an independent regex reference) at many states, including states with pending
+   UTF-8 bytes; so do the last-step and start-ban masks;
 2. an exhaustive adversary: for each target string containing a form (case variants,
    separators, fullwidth, accents, combining marks, zero-width characters, byte tokens…)
    *every* segmentation of the target into vocabulary tokens is explored; none gets past
-   the byte just before the form would complete — and targets without a form are reachable
-   in full (no over-banning);
+   the byte just before the mention would complete — and targets without one are
+   reachable in full (no over-banning);
 3. a hypothesis random walk: random tokens from a pool biased toward pieces of the forms,
-   each replaced by the next unbanned pool token when banned, never produce a form;
+   each replaced by the next unbanned pool token when banned, ending at EOS or at a
+   length limit, never produce a mention;
 4. the row state advanced token by token equals the automaton run over the tokenizer's own
-   decode of the whole sequence.
+   decode of the whole sequence;
+5. "Romeo" is writable under a Rome ban while "Rome", "Rome's" and "Romes" are not.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from steering_reference import ref_mentions, ref_word_start_hit
+from steering_reference import ref_begins, ref_closed_hit, ref_mentions, ref_word_start_hit
 
 from greyelephant.control.ban_automaton import (
     PREFER_MIN_CHARS,
@@ -94,8 +99,7 @@ PREFIXES = ["", " the", "I love the Eiff", "Eiffel", "Eiffel ", "the Eiffel  ", 
             "x"]
 
 
-@pytest.mark.parametrize("prefix", PREFIXES + [b"Z\xc3", b" Beyonc\xc3", b"\xe2\x80"])
-def test_masks_equal_brute_force(cs, tokenizer, vocab_index, by_bytes, prefix):
+def _prefix_state(cs, tokenizer, vocab_index, by_bytes, prefix):
     if isinstance(prefix, bytes):
         tokens = [by_bytes[bytes([c])][0] for c in prefix]
         pbytes = prefix
@@ -105,13 +109,91 @@ def test_masks_equal_brute_force(cs, tokenizer, vocab_index, by_bytes, prefix):
     row = _row_after(cs, tokens)
     assert not row.violated
     assert (row.pending != b"") == isinstance(prefix, bytes) or prefix == b""
-    got = cs.banned_bool(row)
-    want = np.zeros_like(got)
+    return row, pbytes
+
+
+def _want(vocab_index, pbytes, hit, textless_hit=False):
+    want = np.zeros(vocab_index.vocab_size, dtype=bool)
     for tid, b in enumerate(vocab_index.token_bytes):
-        if b is not None and ref_word_start_hit(_decode(pbytes + b), PATTERNS):
-            want[tid] = True
+        want[tid] = textless_hit if b is None else hit(_decode(pbytes + b))
+    return want
+
+
+def _check(got, want, vocab_index):
     diff = np.nonzero(got != want)[0]
     assert diff.size == 0, [(int(t), vocab_index.token_bytes[t], bool(got[t])) for t in diff[:10]]
+
+
+ALL_PREFIXES = PREFIXES + [b"Z\xc3", b" Beyonc\xc3", b"\xe2\x80"]
+
+
+@pytest.mark.parametrize("prefix", ALL_PREFIXES + ["Nike", "the Coca-Cola", "PS5"])
+def test_word_end_masks_equal_brute_force(cs, tokenizer, vocab_index, by_bytes, prefix):
+    row, pbytes = _prefix_state(cs, tokenizer, vocab_index, by_bytes, prefix)
+    got = unpack_words(cs.banned_words(row), vocab_index.vocab_size)
+    _check(got, _want(vocab_index, pbytes, lambda t: ref_closed_hit(t, PATTERNS)), vocab_index)
+
+
+@pytest.mark.parametrize("prefix", ALL_PREFIXES)
+def test_prefix_masks_equal_brute_force(cs, tokenizer, vocab_index, by_bytes, prefix):
+    row, pbytes = _prefix_state(cs, tokenizer, vocab_index, by_bytes, prefix)
+    got = unpack_words(cs.prefix_words(row), vocab_index.vocab_size)
+    _check(got, _want(vocab_index, pbytes, lambda t: ref_word_start_hit(t, PATTERNS)
+                      or ref_closed_hit(t, PATTERNS)), vocab_index)
+
+
+@pytest.mark.parametrize("prefix", ALL_PREFIXES + ["Nike", "the Coca-Cola", "PS5", "Nikes"])
+def test_last_step_masks_equal_brute_force(cs, tokenizer, vocab_index, by_bytes, prefix):
+    """The last token may not leave the text ending with a whole form (nor with pending
+    bytes after one, which decode to U+FFFD); tokens without text end it as it is."""
+    row, pbytes = _prefix_state(cs, tokenizer, vocab_index, by_bytes, prefix)
+    got = unpack_words(cs.final_words(row), vocab_index.vocab_size)
+    ends = ref_closed_hit(_decode(pbytes), PATTERNS, at_end=True)
+    want = _want(vocab_index, pbytes, lambda t: ref_closed_hit(t, PATTERNS, at_end=True),
+                 textless_hit=ends)
+    _check(got, want, vocab_index)
+    assert cs.ends_form(row.avoid) == (ends and not row.pending)
+
+
+@pytest.mark.parametrize("prefix", ["", "I love", "I love ", "drink a (", "the Coca-",
+                                    "Tesla and", "x"])
+def test_start_ban_masks_equal_brute_force(cs, tokenizer, vocab_index, by_bytes, prefix):
+    """At a position a rollback returned to, every token that begins a form of the named
+    entity is banned (any tokenization), besides the usual completions."""
+    group = [f for f in (expand_entity("Coca-Cola", ["Coke"]))]
+    bodies = fold_patterns(group)
+    groups = [fold_patterns(expand_entity(n, a)) for n, a in AVOID]
+    c = CompiledSteering(cs.index, groups, [], 4.0)
+    row, pbytes = _prefix_state(c, tokenizer, vocab_index, by_bytes, prefix)
+    g = next(i for i, (n, _) in enumerate(AVOID) if n == "Coca-Cola")
+    got = unpack_words(c.start_words(row, [g]), vocab_index.vocab_size)
+    before = _decode(pbytes)
+    want = _want(vocab_index, pbytes, lambda t: ref_closed_hit(t, PATTERNS)
+                 or ref_begins(before, t, bodies))
+    _check(got, want, vocab_index)
+
+
+def test_romeo_is_allowed_under_a_rome_ban(vocab_index, tokenizer, by_bytes):
+    """A word that goes on past a whole form is another word: under the word-end ban
+    "Romeo" is writable in any tokenization, while "Rome", "Rome's", "Romes" and "Rome."
+    never complete, not even as the last word of the text."""
+    c = CompiledSteering(vocab_index, [fold_patterns(expand_entity("Rome"))], [], 4.0)
+    for text in ["Romeo", " Romeo and Juliet", "romeo", "Romantic", "Roman"]:
+        assert _reachable(c, (text + " ").encode(), by_bytes)[0] == len(text) + 1, text
+    for text in [" Rome.", " Rome's", " Romes ", " ROME\n", "(Rome)"]:
+        tb = text.encode()
+        best, _ = _reachable(c, tb, by_bytes)
+        assert best < len(tb), text
+    # the last token cannot end the text with the form either
+    for text in [" Rome", "Rome", " Romes"]:
+        row = c.new_row()
+        ids = tokenizer.encode(text)
+        c.advance_many(row, ids[:-1])
+        assert unpack_words(c.final_words(row), vocab_index.vocab_size)[ids[-1]], text
+    # and the prefix ban of rows without rollback blocks "Romeo" too
+    row = c.new_row()
+    c.advance_many(row, tokenizer.encode(" Rom"))
+    assert unpack_words(c.prefix_words(row), vocab_index.vocab_size)[tokenizer.encode("eo")[0]]
 
 
 TARGETS = [
@@ -128,9 +210,11 @@ CONTROLS = ["Nikon", "Eiffel", "the tower", "Tower Eiffel", "cola", "Cocoa", "Py
             "theNike", "xnike", "PS4", "McDonald", "Zurichsee"[:5] + "x", "Beyon", "coca  co"]
 
 
-def _reachable(cs, tb: bytes, by_bytes, maxlen: int = 24):
-    """Explore every segmentation of tb into vocabulary tokens allowed by the masks.
-    Returns (max byte position reached, all (pos) visited)."""
+def _reachable(cs, tb: bytes, by_bytes, maxlen: int = 24, prefix: bool = False):
+    """Explore every segmentation of tb into vocabulary tokens allowed by the masks (the
+    word-end ban, or the prefix ban). Returns (max byte position reached, all positions
+    visited)."""
+    masks = cs.prefix_words if prefix else cs.banned_words
     stack = [(0, cs.new_row())]
     seen = set()
     best = 0
@@ -143,7 +227,7 @@ def _reachable(cs, tb: bytes, by_bytes, maxlen: int = 24):
         best = max(best, pos)
         if pos == len(tb):
             continue
-        banned = cs.banned_bool(row)
+        banned = unpack_words(masks(row), cs.index.vocab_size)
         for k in range(1, min(maxlen, len(tb) - pos) + 1):
             for tid in by_bytes.get(tb[pos:pos + k], ()):
                 if banned[tid]:
@@ -156,22 +240,37 @@ def _reachable(cs, tb: bytes, by_bytes, maxlen: int = 24):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_exhaustive_adversary_cannot_spell_a_form(cs, by_bytes, target):
-    tb = target.encode()
-    first_hit = next(e for e in range(1, len(tb) + 1) if ref_word_start_hit(_decode(tb[:e]), PATTERNS))
+def test_exhaustive_adversary_cannot_spell_a_mention(cs, by_bytes, target):
+    """Word-end ban: followed by a separator, no form is reachable; everything before the
+    separator is (the text may still turn into another word)."""
+    tb = (target + " ").encode()
+    first_hit = next((e for e in range(1, len(tb) + 1)
+                      if ref_closed_hit(_decode(tb[:e]), PATTERNS)), len(tb) + 1)  # +1: none
     best, visited = _reachable(cs, tb, by_bytes)
     for pos in visited:
-        assert not ref_word_start_hit(_decode(tb[:pos]), PATTERNS)
-    # exact: everything up to the byte before completion is reachable, nothing beyond
+        assert not ref_closed_hit(_decode(tb[:pos]), PATTERNS)
     assert best == first_hit - 1, (target, best, first_hit)
 
 
-@pytest.mark.parametrize("target", CONTROLS)
-def test_no_over_banning_on_near_misses(cs, by_bytes, target):
+@pytest.mark.parametrize("target", TARGETS)
+def test_exhaustive_adversary_cannot_start_a_form_under_the_prefix_ban(cs, by_bytes, target):
     tb = target.encode()
-    assert not ref_word_start_hit(target, PATTERNS)
+    first_hit = next(e for e in range(1, len(tb) + 1)
+                     if ref_word_start_hit(_decode(tb[:e]), PATTERNS))
+    best, visited = _reachable(cs, tb, by_bytes, prefix=True)
+    for pos in visited:
+        assert not ref_word_start_hit(_decode(tb[:pos]), PATTERNS)
+    assert best == first_hit - 1, (target, best, first_hit)
+
+
+@pytest.mark.parametrize("target", CONTROLS + ["Nikelodeon", "Pythonic", "Coca-Colab"])
+def test_no_over_banning_on_near_misses(cs, by_bytes, target):
+    tb = (target + " ").encode()
+    assert not ref_closed_hit(target + " ", PATTERNS)
     best, _ = _reachable(cs, tb, by_bytes)
     assert best == len(tb)
+    if not ref_word_start_hit(target, PATTERNS):
+        assert _reachable(cs, target.encode(), by_bytes, prefix=True)[0] == len(target.encode())
 
 
 @pytest.fixture(scope="module")
@@ -189,13 +288,22 @@ def pool(tokenizer, vocab_index, by_bytes):
     return sorted(ids)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=40))
-def test_random_walk_fuzz_never_produces_a_form(cs, tokenizer, pool, choices):
-    row = cs.new_row()
-    ids = []
-    for c in choices:
-        banned = cs.banned_bool(row)
+def _walk(cs, pool, choices, eos, prefix):
+    """Decode ``choices`` (pool indices) under the masks of one mode, with a length limit
+    (the last step uses the last-step mask) and EOS banned while the text ends with a
+    form — as the logits processor does."""
+    row, ids = cs.new_row(), []
+    limit = len(choices)
+    for step, c in enumerate(choices):
+        if step + 1 == limit:
+            words = cs.final_words(row)
+            if prefix:
+                words = words | cs.prefix_words(row)
+        else:
+            words = cs.prefix_words(row) if prefix else cs.banned_words(row)
+        banned = unpack_words(words, cs.index.vocab_size)
+        if cs.ends_form(row.avoid):
+            banned[eos] = True
         k = c % len(pool)
         for j in range(len(pool)):  # adversarial fallback: next unbanned pool token
             tid = pool[(k + j) % len(pool)]
@@ -203,10 +311,21 @@ def test_random_walk_fuzz_never_produces_a_form(cs, tokenizer, pool, choices):
                 break
         ids.append(tid)
         cs.advance(row, tid)
+        if tid == eos:
+            break
+    return row, ids
+
+
+@pytest.mark.parametrize("prefix", [False, True], ids=["word_end", "prefix"])
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(choices=st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=40))
+def test_random_walk_fuzz_never_produces_a_mention(cs, tokenizer, pool, prefix, choices):
+    row, ids = _walk(cs, pool, choices, tokenizer.eos_token_id, prefix)
     text = tokenizer.decode(ids, skip_special_tokens=True)
     assert not row.violated
-    assert not ref_word_start_hit(text, PATTERNS), text
     assert not ref_mentions(text, PATTERNS), text
+    if prefix:
+        assert not ref_word_start_hit(text, PATTERNS), text
     # incremental state == automaton over the tokenizer's own decode
     if not row.pending:
         assert row.avoid == cs.avoid.feed(cs.avoid.start, fold_text(text))[0]
@@ -215,10 +334,12 @@ def test_random_walk_fuzz_never_produces_a_form(cs, tokenizer, pool, choices):
 def test_random_walk_has_teeth(cs, tokenizer, pool):
     """A seeded, more purposeful walk: it mixes pool tokens with planned spellings of a
     random surface form in random case. Without masks it spells forms often; with masks
-    never, and the masks are hit often (the fuzz above is not vacuous)."""
+    never (in either mode), and the masks are hit often (the fuzz above is not vacuous)."""
     rng = np.random.default_rng(7)
     forms = [f for n, a in AVOID for f in expand_entity(n, a)]
-    unmasked_hits = masked_hits = bans = 0
+    unmasked_hits = 0
+    masked_hits = {False: 0, True: 0}
+    bans = {False: 0, True: 0}
     for _ in range(150):
         plan: list[int] = []
         wanted: list[int] = []
@@ -226,23 +347,28 @@ def test_random_walk_has_teeth(cs, tokenizer, pool):
             if not plan and rng.random() < 0.3:
                 f = forms[rng.integers(len(forms))]
                 f = "".join(c.upper() if rng.random() < 0.3 else c for c in f)
-                plan = tokenizer.encode(rng.choice([" ", "", "\n", "-"]) + f)
+                plan = tokenizer.encode(rng.choice([" ", "", "\n", "-"]) + f
+                                        + rng.choice([" ", ".", ""]))
             wanted.append(plan.pop(0) if plan else pool[rng.integers(len(pool))])
         free = tokenizer.decode(wanted, skip_special_tokens=True)
-        unmasked_hits += ref_word_start_hit(free, PATTERNS)
-        row, ids = cs.new_row(), []
-        for tid in wanted:
-            banned = cs.banned_bool(row)
-            k = pool.index(tid) if tid in pool else 0
-            while banned[tid]:
-                bans += 1
-                k += 1
-                tid = pool[k % len(pool)]
-            ids.append(tid)
-            cs.advance(row, tid)
-        masked_hits += ref_word_start_hit(tokenizer.decode(ids, skip_special_tokens=True), PATTERNS)
-    assert masked_hits == 0
-    assert unmasked_hits > 50 and bans > 50, (unmasked_hits, bans)
+        unmasked_hits += ref_mentions(free, PATTERNS)
+        for prefix in (False, True):
+            row, ids = cs.new_row(), []
+            for tid in wanted:
+                banned = unpack_words(cs.prefix_words(row) if prefix else cs.banned_words(row),
+                                      cs.index.vocab_size)
+                k = pool.index(tid) if tid in pool else 0
+                while banned[tid]:
+                    bans[prefix] += 1
+                    k += 1
+                    tid = pool[k % len(pool)]
+                ids.append(tid)
+                cs.advance(row, tid)
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            # mid-text mentions only: the walk has no last-step mask
+            masked_hits[prefix] += ref_closed_hit(text, PATTERNS)
+    assert masked_hits == {False: 0, True: 0}
+    assert unmasked_hits > 50 and min(bans.values()) > 50, (unmasked_hits, bans)
 
 
 def test_prefer_bias_starts_continues_and_stops(cs, tokenizer, vocab_index):
@@ -295,8 +421,11 @@ def test_compiled_1000_forms_bans_completions(vocab_index, tokenizer):
     c = compile_steering(vocab_index, forms, ["grey elephant"], 4.0)
     row = c.new_row()
     c.advance_many(row, tokenizer.encode("see brand1 name"))
-    banned = c.banned_bool(row)
-    assert banned[tokenizer.encode("1")[0]] and not banned[tokenizer.encode("x")[0]]
+    prefix = unpack_words(c.prefix_words(row), vocab_index.vocab_size)
+    assert prefix[tokenizer.encode("1")[0]] and not prefix[tokenizer.encode("x")[0]]
+    c.advance_many(row, tokenizer.encode("1"))
+    banned = unpack_words(c.banned_words(row), vocab_index.vocab_size)
+    assert banned[tokenizer.encode(" ")[0]] and not banned[tokenizer.encode("x")[0]]
 
 
 def test_prefer_short_start_fallback_on_a_toy_vocabulary():

@@ -10,6 +10,7 @@ from greyelephant.control.ban_automaton import compile_steering
 from greyelephant.control.detector import detector_for
 from greyelephant.control.spec import parse_steering
 from greyelephant.control.steering_batch import SteeringBatch
+from greyelephant.control.vocab_index import unpack_words
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -30,7 +31,8 @@ def expected(vocab_index, logits, steering, outs):
         ids, vals = cs.bias(row)
         ids_t = torch.as_tensor(ids, dtype=torch.long)
         ref[i, ids_t] = (ref[i, ids_t].float() + torch.as_tensor(vals)).to(ref.dtype)
-        ban = torch.as_tensor(cs.banned_bool(row))
+        # rows without rollback get the prefix ban
+        ban = torch.as_tensor(unpack_words(cs.prefix_words(row), vocab_index.vocab_size))
         ref[i, : ban.numel()][ban[: ref.shape[1]]] = float("-inf")
     return ref
 

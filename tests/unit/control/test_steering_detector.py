@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from steering_reference import ref_mentions
 
+from greyelephant.benchmarks.datasets import dev_set
 from greyelephant.control.detector import Detector, detector_for, find_mentions
 from greyelephant.control.normalize import fold_form
 from greyelephant.control.surface_forms import expand_entity, fold_patterns
@@ -55,7 +55,7 @@ def test_overlaps_are_leftmost_longest():
 
 
 def test_find_mentions_eval_case_format():
-    line = Path("/work/shared/evals/pink_elephant_dev.jsonl")
+    line = dev_set()
     case = (json.loads(line.read_text().splitlines()[2]) if line.exists()
             else {"avoid": "Coca-Cola", "avoid_aliases": ["Coke"]})
     text = "People love coke and Coca Cola."

@@ -9,11 +9,8 @@ vllm = pytest.importorskip("vllm")
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 
-from greyelephant.control.logit_ops import reference_apply_logit_controls  # noqa: E402
-from greyelephant.control.logits_processor import (  # noqa: E402
-    SteeringLogitsProcessor,
-    parse_engine_args,
-)
+from greyelephant.control.engine_args import EngineSteering  # noqa: E402
+from greyelephant.control.logits_processor import SteeringLogitsProcessor  # noqa: E402
 from greyelephant.control.spec import parse_steering  # noqa: E402
 
 
@@ -94,19 +91,7 @@ def test_validate_params():
     SteeringLogitsProcessor.validate_params(params({"avoid": ["Nike"]}))
     SteeringLogitsProcessor.validate_params(SamplingParams())
     for bad in [[], {"avoid": "x"}, {"avoid": [1]}, {"avoid": [], "prefer_bias": 99},
-                {"v": 2}, {"nope": 1}, {"prefer_bias": float("nan")}]:
+                {"v": 1}, {"nope": 1}, {"prefer_bias": float("nan")},
+                {"avoid": [["x"]], "start_ban": [1]}, {"no_repeat_ngram": 1}]:
         with pytest.raises(ValueError):
-            parse_engine_args(bad)
-
-
-def test_reference_op_matches_kernels_package_when_present():
-    kernels = pytest.importorskip("greyelephant.kernels")
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 100, generator=g)
-    words = torch.randint(-2**31, 2**31 - 1, (3, 4), dtype=torch.int32, generator=g)
-    kw = dict(banned_bitmask=words, bias_indptr=torch.tensor([0, 2, 2, 3], dtype=torch.int32),
-              bias_token_ids=torch.tensor([5, 7, 99], dtype=torch.int32),
-              bias_values=torch.tensor([1.0, 2.0, 3.0]))
-    a = reference_apply_logit_controls(logits.clone(), **kw)
-    b = kernels.apply_logit_controls(logits.clone(), **kw)
-    assert torch.equal(a, b)
+            EngineSteering.parse(bad)

@@ -111,9 +111,14 @@ def test_policy_defaults_and_allowance():
 def test_engine_args():
     s = parse_steering({"avoid": ["Nike"], "prefer": ["Adidas"], "prefer_bias": 5}, SteeringPolicy())
     args = s.engine_args()
-    assert args == {"v": 1, "avoid": s.avoid_patterns, "prefer": s.prefer_patterns, "prefer_bias": 5.0,
-                    "no_repeat_ngram": S.DEFAULT_NO_REPEAT_NGRAM}
-    assert "nike" in args["avoid"] and "adidas" in args["prefer"]
+    assert args == {"v": 2, "avoid": [s.avoid[0].patterns()], "prefer": s.prefer_patterns,
+                    "prefer_bias": 5.0, "no_repeat_ngram": S.DEFAULT_NO_REPEAT_NGRAM,
+                    "rollback": None, "resume": 0, "start_ban": [], "min_tokens": 0}
+    assert "nike" in args["avoid"][0] and "adidas" in args["prefer"]
+    # with the server's signal token, rollback is on (off when max_rollbacks is 0)
+    assert s.engine_steering(rollback_token=7).rollback.token == 7
+    off = parse_steering({"avoid": ["Nike"], "max_rollbacks": 0}, SteeringPolicy())
+    assert off.engine_steering(rollback_token=7).rollback is None
     assert parse_steering({"avoid": ["Nike"], "strategies": ["directive"]}).engine_args() is None
     import json
     json.dumps(args)  # JSON-able
@@ -154,3 +159,15 @@ def test_revision_style_defaults_validation_and_hash():
     assert t.spec_hash() != t.model_copy(update={"revision_style": "in_context"}).spec_hash()
     with pytest.raises(ValidationError, match="rewrite"):
         SteeringSpec.model_validate({"avoid": ["Nike"], "revision_style": "paraphrase"})
+
+
+def test_max_rollbacks_defaults_validation_and_hash():
+    s = SteeringSpec.model_validate({"avoid": ["Nike"]})
+    assert s.max_rollbacks is None and "max_rollbacks" not in s.canonical()
+    assert s.with_defaults().max_rollbacks == S.DEFAULT_MAX_ROLLBACKS
+    assert s.with_defaults(SteeringPolicy(default_max_rollbacks=0)).max_rollbacks == 0
+    t = parse_steering({"avoid": ["Nike"], "max_rollbacks": 3})
+    assert t.spec_hash() != t.model_copy(update={"max_rollbacks": 4}).spec_hash()
+    for bad in [-1, S.MAX_ROLLBACKS + 1, 1.5, "2", True]:
+        with pytest.raises(ValidationError):
+            SteeringSpec.model_validate({"avoid": ["Nike"], "max_rollbacks": bad})

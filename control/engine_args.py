@@ -1,0 +1,119 @@
+"""The engine form of a steering spec: what one engine request carries in
+``SamplingParams.extra_args["steering"]``.
+
+It is derived from the validated :class:`.spec.SteeringSpec` in one place
+(:meth:`.spec.SteeringSpec.engine_steering`) and parsed back by the logits processor with
+the same model (:meth:`EngineSteering.parse`), so the server and the engine agree on one
+typed contract::
+
+    {"v": 2,
+     "avoid": [["eiffel tower", "tour eiffel", ...], ["nike", ...]],   # one list per entity
+     "prefer": ["louvre", ...], "prefer_bias": 4.0, "no_repeat_ngram": 4,
+     "rollback": {"token": 17, "mass": 0.5},     # absent: no rollback signal
+     "resume": 0, "start_ban": [], "min_tokens": 0}
+
+``avoid`` holds folded surface forms (display forms are accepted too and folded in the
+engine), one list per avoided entity (a plain string is an entity with one form): a rollback names the entities whose starts it bans
+by their index here. The rollback fields:
+
+* ``rollback`` — when the row heads into an avoided form (the model's own choice is banned
+  inside a form; when sampling, the banned tokens carry more than ``mass`` of the
+  probability), the processor forces the stop token ``token`` instead of masking, and the
+  server rolls the choice back (``server/rollback.py``);
+* ``resume`` — the last ``resume`` prompt tokens are this choice's accepted output from
+  before a rollback: the row's state (ban automaton, prefer nudge, loop guard, presence
+  and frequency penalties) is rebuilt from them;
+* ``start_ban`` — entity indices whose starts are banned at the row's first step (the
+  position the rollback returned to);
+* ``min_tokens`` — the request's ``min_tokens`` minus the resumed tokens, enforced by the
+  processor for rollback rows (vLLM ignores stop tokens before its own ``min_tokens``,
+  which would swallow the rollback signal, so the server sets that one to 0).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .limits import (
+    ENGINE_ARGS_VERSION,
+    MAX_ENGINE_FORM_CHARS,
+    MAX_PREFER_BIAS,
+    MAX_SURFACE_FORMS,
+)
+from .loop_guard import check_ngram_size
+
+
+class RollbackSignal(BaseModel):
+    """How the processor asks the server for a rollback."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: int = Field(ge=0)  # a stop token of the request, forced to signal a rollback
+    mass: float = Field(gt=0.0, le=1.0)  # sampling: banned probability mass that triggers it
+
+
+class EngineSteering(BaseModel):
+    """``extra_args["steering"]`` of one engine request (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[ENGINE_ARGS_VERSION] = ENGINE_ARGS_VERSION  # type: ignore[valid-type]
+    avoid: tuple[tuple[str, ...], ...] = ()
+    prefer: tuple[str, ...] = ()
+    prefer_bias: float = Field(default=0.0, ge=0.0, le=MAX_PREFER_BIAS)
+    no_repeat_ngram: int = 0
+    rollback: RollbackSignal | None = None
+    resume: int = Field(default=0, ge=0)
+    start_ban: tuple[int, ...] = ()
+    min_tokens: int = Field(default=0, ge=0)
+
+    @field_validator("avoid", mode="before")
+    @classmethod
+    def _groups(cls, v: Any) -> Any:
+        # a plain string is an entity with that one form
+        if isinstance(v, (list, tuple)):
+            return [(x,) if isinstance(x, str) else x for x in v]
+        return v
+
+    @field_validator("prefer_bias", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError("prefer_bias must be a finite number")
+        return v
+
+    @field_validator("no_repeat_ngram", mode="before")
+    @classmethod
+    def _ngram(cls, v: Any) -> int:
+        return check_ngram_size(v, "no_repeat_ngram")
+
+    @model_validator(mode="after")
+    def _limits(self) -> EngineSteering:
+        forms = [f for group in self.avoid for f in group] + list(self.prefer)
+        if len(forms) > MAX_SURFACE_FORMS:
+            raise ValueError(f"more than {MAX_SURFACE_FORMS} forms")
+        if any(len(f) > MAX_ENGINE_FORM_CHARS for f in forms):
+            raise ValueError(f"a form is longer than {MAX_ENGINE_FORM_CHARS} characters")
+        if any(not 0 <= g < len(self.avoid) for g in self.start_ban):
+            raise ValueError("start_ban names an entity that is not in avoid")
+        return self
+
+    @classmethod
+    def parse(cls, obj: Any) -> EngineSteering:
+        """Validate a raw ``extra_args["steering"]``; raises ValueError (vLLM answers 400)."""
+        if isinstance(obj, cls):
+            return obj
+        if not isinstance(obj, dict):
+            raise ValueError("extra_args.steering must be an object")
+        return cls.model_validate(obj)
+
+    def to_extra_args(self) -> dict[str, Any]:
+        """The JSON-able dict for ``SamplingParams.extra_args["steering"]``."""
+        return self.model_dump(mode="json", exclude_defaults=False)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.avoid or (self.prefer and self.prefer_bias > 0) or self.no_repeat_ngram)

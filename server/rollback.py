@@ -1,0 +1,310 @@
+"""Rollback decoding: one logits-steered choice as a chain of engine requests.
+
+The logits processor never lets a row finish an avoided form. With rollback on, it also
+watches for the row *heading into* one — inside a form, the model's own choice is banned
+— and then, instead of masking (which makes a small model bend the name into a look-alike
+such as "Coca-Coloca"), forces the row's rollback signal, a stop token of the request.
+This module is the other half: it sees that stop, rewinds the choice to the token where
+the form began (:class:`greyelephant.control.rollback.RollbackTracker`), and continues
+with a new engine request whose prompt is the original prompt plus the accepted token ids
+(so the prefix cache serves it and the tokenization is the model's own), and whose first
+step bans every token that begins a form of that entity there. After ``max_rollbacks``
+rollbacks a choice continues with the mask alone.
+
+What the client sees is the shape of an unsteered response:
+
+* text and token ids are the accepted ones: rolled-back tokens are counted in the
+  steering report (``rollbacks``, ``rolled_back_tokens``), not in ``usage``;
+* streaming sends only text that can no longer be rolled back: the tokens of a partly
+  written form are held back until the text leaves the form (so a stream never shows a
+  rolled-back token, nor a mention if the client disconnects mid-form);
+* ``finish_reason``/``stop_reason`` are those of the last engine request; stop strings are
+  matched by this module over the whole accepted text (vLLM's own matching would not see
+  a stop string that spans a rollback boundary), with vLLM's semantics;
+* logprobs are those of the accepted tokens;
+* ``min_tokens`` counts accepted tokens (the processor enforces it, see
+  :mod:`greyelephant.control.engine_args`), presence and frequency penalties count the
+  accepted tokens (rebuilt by the processor for the resumed ones), repetition penalty
+  counts prompt + accepted tokens (vLLM's, over the continuation's prompt);
+* a seeded choice is reproducible: each continuation samples with the choice's seed;
+* with ``n > 1`` every choice is its own chain (choice ``i`` samples with ``seed + i``, as
+  vLLM's own parallel sampling does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+from greyelephant.control.ban_automaton import CompiledSteering
+from greyelephant.control.engine_args import EngineSteering
+from greyelephant.control.rollback import RollbackTracker
+
+from .context import ServerContext
+from .generation import Delta, stream_outputs
+
+
+@dataclass(frozen=True)
+class SteeredRun:
+    """How the choices of one logits-steered generation run."""
+
+    engine: EngineSteering  # the engine form, rollback signal included when it is on
+    compiled: CompiledSteering  # the same spec, compiled in this process for the tracker
+    max_rollbacks: int
+
+    @property
+    def signal(self) -> int | None:
+        return self.engine.rollback.token if self.engine.rollback is not None else None
+
+
+async def steered_choices(ctx: ServerContext, route: str, prompt_ids: list[int],
+                          params: SamplingParams, request_id: str, lora, run: SteeredRun,
+                          *, stream: bool) -> AsyncIterator[Delta]:
+    """The deltas of every choice of ``params.n``, each run by :func:`steered_choice`,
+    interleaved as they come."""
+    n = params.n
+    gens = [steered_choice(ctx, route, prompt_ids, params, request_id if n == 1
+                           else f"{request_id}-c{i}", lora, run, index=i, stream=stream)
+            for i in range(n)]
+    if n == 1:
+        async for d in gens[0]:
+            yield d
+        return
+    async for d in _merge(gens):
+        yield d
+
+
+async def steered_choice(ctx: ServerContext, route: str, prompt_ids: list[int],
+                         params: SamplingParams, request_id: str, lora, run: SteeredRun,
+                         *, index: int = 0, stream: bool = False) -> AsyncIterator[Delta]:
+    """One choice with rollback. Yields committed deltas (only when ``stream``) and a
+    last delta with the finish reason and the choice's rollback counts."""
+    chain = _Chain(ctx, route, prompt_ids, params, request_id, lora, run, index, stream)
+    async for d in chain.run():
+        yield d
+
+
+class _Chain:
+    """The engine requests of one choice: the first, then one per rollback."""
+
+    def __init__(self, ctx, route, prompt_ids, params, request_id, lora, run, index, stream):
+        self.ctx, self.route, self.prompt_ids, self.lora = ctx, route, prompt_ids, lora
+        self.params, self.request_id, self.run_, self.index = params, request_id, run, index
+        self.stream = stream
+        self.state = _ChoiceState(run, params)
+        self.tracker = RollbackTracker(run.compiled)
+        self.stops = ([params.stop] if isinstance(params.stop, str)
+                      else list(params.stop or []))
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.start_bans: dict[int, set[int]] = {}
+        self.finish: tuple[str, int | str | None, bool] | None = None
+
+    async def run(self) -> AsyncIterator[Delta]:
+        state, tracker, run = self.state, self.tracker, self.run_
+        while True:
+            rollback_on = state.rollbacks < run.max_rollbacks
+            async for d in self._request(rollback_on):
+                yield d
+            if self.finish is None:
+                return  # the engine stream ended without a finish (aborted by the server)
+            reason, stop_reason, signalled = self.finish
+            if not signalled:
+                yield state.finish(reason, stop_reason, self.index)
+                return
+            k = tracker.live_start()
+            if not rollback_on or k >= len(state.tokens) or k < state.emitted_tokens:
+                # nothing to roll back to (the engine and this process disagree): go on
+                # from here with the mask alone
+                state.rollbacks = max(state.rollbacks, run.max_rollbacks)
+                continue
+            self.start_bans.setdefault(k, set()).update(tracker.live_groups())
+            state.rollback(k, self.ctx.engine.tokenizer, self.params.skip_special_tokens)
+            tracker.truncate(k)
+
+    async def _request(self, rollback_on: bool) -> AsyncIterator[Delta]:
+        """One engine request from the accepted tokens on; sets ``self.finish``."""
+        state, tracker, signal = self.state, self.tracker, self.run_.signal
+        base = len(state.tokens)
+        p = _engine_params(self.params, self.run_, base=base, index=self.index,
+                           start_ban=self.start_bans.get(base, ()), rollback_on=rollback_on)
+        sub_id = self.request_id if not state.requests else f"{self.request_id}-rb{state.requests}"
+        state.requests += 1
+        self.finish = None
+        outs = stream_outputs(self.ctx, self.route, self.prompt_ids + state.tokens, p, sub_id,
+                              self.lora)
+        async with aclosing(outs):
+            async for out in outs:
+                o = out.outputs[0]
+                ids, lps = list(o.token_ids), list(o.logprobs or [])
+                signalled = (o.finish_reason == "stop" and signal is not None
+                             and o.stop_reason == signal)
+                if signalled:  # the signal token is not part of the text
+                    ids, lps = ids[:-1], lps[:len(ids) - 1]
+                prev = len(state.text)
+                state.add(ids, lps, o.text)
+                tracker.push(ids)
+                stop = _find_stop(state.text, len(state.text) - prev, self.stops,
+                                  self.params.include_stop_str_in_output)
+                if stop is not None:
+                    state.cut_text(stop[1])
+                    self.finish = ("stop", stop[0], False)
+                    return  # leaving the block closes the stream: vLLM aborts the request
+                if o.finish_reason is not None:
+                    self.finish = (o.finish_reason, o.stop_reason, signalled)
+                elif self.stream:
+                    safe = min(tracker.live_start(), len(state.tokens))
+                    for d in state.commit(safe, self.hold, self.index):
+                        yield d
+
+
+class _ChoiceState:
+    """Accepted tokens, text and logprobs of one choice, with delta boundaries."""
+
+    def __init__(self, run: SteeredRun, params: SamplingParams):
+        self.run = run
+        self.tokens: list[int] = []
+        self.logprobs: list = []
+        self.text = ""
+        self.marks: list[tuple[int, int]] = [(0, 0)]  # (tokens, text length) per delta
+        self.emitted_tokens = 0
+        self.emitted_text = 0
+        self.rollbacks = 0
+        self.rolled_back_tokens = 0
+        self.requests = 0
+        self.want_logprobs = params.logprobs is not None
+
+    def add(self, ids: list[int], lps: list, text: str) -> None:
+        self.tokens += ids
+        if self.want_logprobs:
+            self.logprobs += lps
+        self.text += text
+        self.marks.append((len(self.tokens), len(self.text)))
+
+    def cut_text(self, length: int) -> None:
+        """A stop string ended the text at ``length`` characters."""
+        self.text = self.text[:length]
+
+    def commit(self, safe_tokens: int, hold: int, index: int) -> list[Delta]:
+        """Deltas for the tokens up to the last delta boundary that is safe: before
+        ``safe_tokens`` (no partly written form after it) and at least ``hold`` characters
+        before the end (a stop string may still complete there)."""
+        limit = len(self.text) - hold
+        best = None
+        for t, n in reversed(self.marks):
+            if t <= safe_tokens and n <= limit:
+                best = (t, n)
+                break
+        if best is None or best[0] <= self.emitted_tokens:
+            return []
+        return [self._delta(best[0], best[1], index)]
+
+    def _delta(self, t: int, n: int, index: int, finish=None, stop=None) -> Delta:
+        d = Delta(index=index, text=self.text[self.emitted_text:n],
+                  token_ids=self.tokens[self.emitted_tokens:t],
+                  logprobs=self.logprobs[self.emitted_tokens:t] if self.want_logprobs else None,
+                  finish_reason=finish, stop_reason=stop)
+        self.emitted_tokens, self.emitted_text = t, n
+        return d
+
+    def rollback(self, k: int, tokenizer, skip_special_tokens: bool) -> None:
+        self.rollbacks += 1
+        self.rolled_back_tokens += len(self.tokens) - k
+        self.text = self._text_upto(k, tokenizer, skip_special_tokens)
+        del self.tokens[k:]
+        del self.logprobs[k:]
+        self.marks = [m for m in self.marks if m[0] < k] + [(k, len(self.text))]
+
+    def _text_upto(self, k: int, tokenizer, skip_special_tokens: bool) -> str:
+        """The text of the first ``k`` tokens: the engine's own at a delta boundary, else
+        decoded (the engine coalesced several steps into one delta)."""
+        for t, n in self.marks:
+            if t == k:
+                return self.text[:n]
+        t0, n0 = max(m for m in self.marks if m[0] <= k)
+        full = tokenizer.decode(self.tokens[:k], skip_special_tokens=skip_special_tokens)
+        if full.startswith(self.text[:n0]):
+            return full
+        return self.text[:n0] + tokenizer.decode(self.tokens[t0:k],
+                                                 skip_special_tokens=skip_special_tokens)
+
+    def finish(self, reason: str, stop_reason, index: int) -> Delta:
+        d = self._delta(len(self.tokens), len(self.text), index, reason, stop_reason)
+        d.rollbacks = self.rollbacks
+        d.rolled_back_tokens = self.rolled_back_tokens
+        return d
+
+
+def _engine_params(params: SamplingParams, run: SteeredRun, *, base: int, index: int,
+                   start_ban: Sequence[int], rollback_on: bool) -> SamplingParams:
+    """The engine request that continues a choice after ``base`` accepted tokens."""
+    p = params.clone()
+    p.n = 1
+    p.max_tokens = (params.max_tokens or 0) - base if params.max_tokens is not None else None
+    p.min_tokens = 0  # enforced by the processor (it must not swallow the signal)
+    p.stop = []  # matched here, over the whole accepted text
+    p.output_kind = RequestOutputKind.DELTA
+    if base:
+        p.prompt_logprobs = None
+    if params.seed is not None and params.n > 1:
+        p.seed = params.seed + index
+    engine = run.engine.model_copy(update={
+        "resume": base,
+        "start_ban": tuple(sorted(start_ban)),
+        "min_tokens": max(0, params.min_tokens - base),
+        "rollback": run.engine.rollback if rollback_on else None,
+    })
+    p.extra_args = {**(params.extra_args or {}), "steering": engine.to_extra_args()}
+    if run.signal is not None and run.signal not in (p.stop_token_ids or []):
+        p.stop_token_ids = [*(p.stop_token_ids or []), run.signal]
+        p.all_stop_token_ids.add(run.signal)  # the clone's own set (a deep copy)
+    return p
+
+
+def _find_stop(text: str, new_chars: int, stops: list[str], include: bool
+               ) -> tuple[str, int] | None:
+    """vLLM's stop-string rule over the accepted text: the stop string that completes
+    earliest among the new characters; returns (stop string, text length to keep)."""
+    best = None
+    for s in stops:
+        i = text.find(s, max(0, len(text) - new_chars - len(s) + 1))
+        if i >= 0 and (best is None or i + len(s) < best[1] + len(best[0])):
+            best = (s, i)
+    if best is None:
+        return None
+    s, i = best
+    return s, i + len(s) if include else i
+
+
+async def _merge(gens: list[AsyncIterator[Delta]]) -> AsyncIterator[Delta]:
+    """Interleave async iterators as their items come; cancels the rest on exit."""
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(g):
+        try:
+            async for item in g:
+                await queue.put(item)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            await queue.put(exc)
+        finally:
+            await queue.put(done)
+
+    tasks = [asyncio.create_task(pump(g)) for g in gens]
+    try:
+        left = len(tasks)
+        while left:
+            item = await queue.get()
+            if item is done:
+                left -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,210 @@
+"""Rollback decoding without an engine, on the real tokenizer: the processor's signal
+(SteeringBatch), the tracker that finds where a form began (RollbackTracker), the start
+ban of a continuation, the state a continuation rebuilds from its resumed tokens — and a
+whole greedy decode of a "model" that insists on a name, rolled back instead of mangled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from greyelephant.control.ban_automaton import CompiledSteering
+from greyelephant.control.detector import detector_for
+from greyelephant.control.engine_args import EngineSteering, RollbackSignal
+from greyelephant.control.rollback import RollbackTracker, signal_token_for
+from greyelephant.control.spec import parse_steering
+from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
+
+SIGNAL = 16  # <empty_output>: a special token SmolLM2's template never uses
+
+
+def engine(avoid, prefer=(), **kw) -> EngineSteering:
+    spec = parse_steering({"avoid": avoid, "prefer": list(prefer), "no_repeat_ngram": 0})
+    es = spec.engine_steering(rollback_token=SIGNAL)
+    return es.model_copy(update=kw)
+
+
+def greedy(**kw) -> RequestInfo:
+    return RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, **kw)
+
+
+def test_signal_token_is_a_spare_special_token(tokenizer):
+    assert signal_token_for(tokenizer, 49152) == SIGNAL
+
+
+def test_tracker_finds_where_the_form_began(vocab_index, tokenizer):
+    es = engine([{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Rome"])
+    cs = CompiledSteering(vocab_index, es.avoid, es.prefer, es.prefer_bias)
+    for text, before in [("I drank a Coca-Cola", "I drank a"), ("Coca-Col", ""),
+                         ("a glass of (Coke", "a glass of ("), ("I like Rome", "I like"),
+                         ("Romeo and Rom", "Romeo and")]:
+        ids = tokenizer.encode(text)
+        tr = RollbackTracker(cs)
+        tr.push(ids)
+        assert tr.inside_form()
+        k = tr.live_start()
+        assert tokenizer.decode(ids[:k]) == before, text
+        assert tr.live_groups() == frozenset({1 if "Rom" in text else 0})
+        tr.truncate(k)
+        assert len(tr) == k and not tr.inside_form()
+    tr = RollbackTracker(cs)
+    tr.push(tokenizer.encode("Romeo and Juliet"))
+    assert not tr.inside_form() and tr.live_start() == len(tr)
+
+
+def _step(batch, outs, logits):
+    batch.apply(logits)
+    return logits.argmax(-1).tolist()
+
+
+def test_greedy_row_heading_into_a_form_is_signalled(vocab_index, tokenizer):
+    """Inside "Coca-Cola", the model's own choice (a separator: " is") is banned: the row
+    is forced to the signal instead of a detour; a row outside any form whose choice is
+    banned is masked as usual."""
+    es = engine([{"entity": "Coca-Cola", "aliases": ["Coke"]}])
+    out = tokenizer.encode(" The best is Coca-Cola")
+    other = tokenizer.encode(" The best is")
+    batch = SteeringBatch(vocab_index)
+    batch.add(0, es.to_extra_args(), list(out), greedy())
+    batch.add(1, es.to_extra_args(), list(other), greedy())
+    logits = torch.zeros(2, vocab_index.vocab_size)
+    is_ = tokenizer.encode(" is")[0]
+    logits[:, is_] = 10.0
+    top = _step(batch, None, logits)
+    assert top[0] == SIGNAL and torch.isinf(logits[0]).sum() == vocab_index.vocab_size - 1
+    assert top[1] == is_ and logits[1, SIGNAL] == float("-inf")
+
+
+def test_sampling_row_signals_on_banned_mass(vocab_index, tokenizer):
+    es = engine(["Rome"])
+    mass = es.rollback.mass
+    out = tokenizer.encode(" I love Rome")
+    dot, o = tokenizer.encode(".")[0], tokenizer.encode("o")[0]
+    for p_dot, want_signal in [(mass + 0.2, True), (mass - 0.2, False)]:
+        batch = SteeringBatch(vocab_index)
+        batch.add(0, es.to_extra_args(), list(out), RequestInfo(temperature=1.0))
+        logits = torch.full((1, vocab_index.vocab_size), -1e4)
+        logits[0, dot] = float(np.log(p_dot))
+        logits[0, o] = float(np.log(1 - p_dot))
+        batch.apply(logits)
+        assert (int(logits.argmax()) == SIGNAL) == want_signal
+        if not want_signal:
+            assert logits[0, dot] == float("-inf") and logits[0, o] > -1e3  # "Romeo"
+
+
+def test_continuation_rebuilds_state_and_bans_the_start(vocab_index, tokenizer):
+    """A continuation resumes from prompt-tail tokens: its state is theirs, its first step
+    bans every token that begins the named entity, later steps do not."""
+    es = engine([{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Rome"])
+    accepted = tokenizer.encode(" The best cola is")
+    prompt = tokenizer.encode("<|im_start|>user\nhi<|im_end|>\n") + accepted
+    cont = es.model_copy(update={"resume": len(accepted), "start_ban": (0,)})
+    out: list[int] = []
+    batch = SteeringBatch(vocab_index)
+    batch.add(0, cont.to_extra_args(), out, greedy(prompt=prompt))
+    row = batch.rows[0]
+    assert row.resumed == tuple(accepted) and row.state.n_tokens == len(accepted)
+    logits = torch.zeros(1, vocab_index.vocab_size)
+    batch.apply(logits)
+    banned = {t for t in range(vocab_index.vocab_size) if logits[0, t] == float("-inf")}
+    for piece in [" C", " Co", " Coca", " Coke", " c"]:
+        assert tokenizer.encode(piece)[0] in banned, piece
+    for piece in [" Pepsi", " R", " the"]:
+        assert tokenizer.encode(piece)[0] not in banned, piece
+    out.extend(tokenizer.encode(" the"))
+    logits = torch.zeros(1, vocab_index.vocab_size)
+    batch.apply(logits)
+    assert logits[0, tokenizer.encode(" C")[0]] == 0  # the start ban is for one position
+
+
+def test_min_tokens_and_resumed_penalties(vocab_index, tokenizer):
+    es = engine(["Rome"], min_tokens=2)
+    accepted = tokenizer.encode(" a a b")
+    a, b = tokenizer.encode(" a")[0], tokenizer.encode(" b")[0]
+    cont = es.model_copy(update={"resume": len(accepted)})
+    batch = SteeringBatch(vocab_index)
+    info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=1.0,
+                       presence_penalty=0.5, frequency_penalty=0.25, prompt=[1, *accepted])
+    batch.add(0, cont.to_extra_args(), [], info)
+    logits = torch.zeros(1, vocab_index.vocab_size)
+    batch.apply(logits)
+    assert logits[0, 2] == float("-inf")  # EOS before min_tokens
+    assert logits[0, a] == pytest.approx(-(0.5 + 2 * 0.25))
+    assert logits[0, b] == pytest.approx(-(0.5 + 0.25))
+
+
+def test_a_model_that_insists_on_a_name_is_rolled_back_not_mangled(vocab_index, tokenizer):
+    """Greedy "model": it always wants to continue its script, "The most famous cola is
+    Coca-Cola, of course.", token by token, falling back to a fixed list of words when a
+    script token is banned. Without rollback the mask bends the name into a look-alike;
+    with rollback (signal → tracker → continuation with a start ban) the name is dropped.
+    """
+    script = tokenizer.encode(" The most famous cola is Coca-Cola, of course.")
+    fallback = [tokenizer.encode(w)[0] for w in [" Pepsi", ",", " of", " course", "."]]
+    det = detector_for([("Coca-Cola", ("Coke",))])
+
+    def model_logits(accepted: list[int]) -> torch.Tensor:
+        logits = torch.zeros(vocab_index.vocab_size)
+        pos = len(accepted)
+        if pos < len(script):
+            logits[script[pos]] = 30.0
+        for j, t in enumerate(fallback):
+            logits[t] += 10.0 - j
+        # the model's second choice inside the name: a look-alike continuation
+        logits[tokenizer.encode("lo")[0]] += 20.0
+        logits[2] += 5.0 if pos >= len(script) else -50.0
+        return logits
+
+    def decode(rollback: bool) -> tuple[str, int]:
+        es = engine([{"entity": "Coca-Cola", "aliases": ["Coke"]}])
+        if not rollback:
+            es = es.model_copy(update={"rollback": None})
+        cs = CompiledSteering(vocab_index, es.avoid, es.prefer, es.prefer_bias)
+        accepted: list[int] = []
+        tracker = RollbackTracker(cs)
+        start_bans: dict[int, set[int]] = {}
+        rollbacks = 0
+        while len(accepted) < 40:
+            base = len(accepted)
+            args = es.model_copy(update={"resume": base,
+                                         "start_ban": tuple(sorted(start_bans.get(base, ())))})
+            batch = SteeringBatch(vocab_index)
+            out: list[int] = []
+            batch.add(0, args.to_extra_args(), out, greedy(prompt=[1, *accepted]))
+            while len(accepted) + len(out) < 40:
+                logits = model_logits(accepted + out)[None]
+                batch.apply(logits)
+                t = int(logits.argmax())
+                if t == SIGNAL:
+                    break
+                out.append(t)
+                if t == 2:
+                    break
+            tracker.push(out)
+            accepted += out
+            if t != SIGNAL:
+                break
+            rollbacks += 1
+            k = tracker.live_start()
+            start_bans.setdefault(k, set()).update(tracker.live_groups())
+            del accepted[k:]
+            tracker.truncate(k)
+        return tokenizer.decode(accepted, skip_special_tokens=True), rollbacks
+
+    masked, _ = decode(rollback=False)
+    rolled, n = decode(rollback=True)
+    assert not det.find(masked) and not det.find(rolled)
+    assert "Coca" in masked  # the mask alone leaves a look-alike ("Coca-Colo…")
+    assert n >= 1 and "Coca" not in rolled and "Coke" not in rolled, rolled
+    assert rolled.startswith(" The most famous cola is"), rolled
+
+
+def test_engine_form_limits():
+    with pytest.raises(ValueError):
+        EngineSteering.parse({"avoid": [["x"]], "rollback": {"token": -1, "mass": 0.5}})
+    with pytest.raises(ValueError):
+        EngineSteering.parse({"avoid": [["x"]], "rollback": {"token": 3, "mass": 0}})
+    ok = EngineSteering.parse({"avoid": ["x", ["y", "z"]], "start_ban": [1],
+                               "rollback": RollbackSignal(token=3, mass=0.5).model_dump()})
+    assert ok.avoid == (("x",), ("y", "z")) and ok.start_ban == (1,)
