@@ -3,7 +3,9 @@ avoid, avoid_aliases, prefer, messages).
 
 For every case and every row (a set of strategies, or `none` for no steering) it sends one
 greedy chat request to a server and measures, with the project's one detector:
-mention_rate (a surface form of `avoid` in the answer), prefer_rate (`prefer` named),
+mention_rate (a surface form of `avoid` in the answer), near_miss_rate (the entity named
+misspelt or bent, the detector's near-miss mode; an answer with both counts as a mention),
+prefer_rate (`prefer` named),
 degenerate_rate (control/quality.py), latency. Writes `summary.json`, `summary.md` and
 `cases.jsonl` (every output) to --out.
 
@@ -80,12 +82,17 @@ async def run_case(client: httpx.AsyncClient, model: str, case: dict, row: str,
     resp.raise_for_status()
     data = resp.json()
     text = data["choices"][0]["message"]["content"]
-    spans = detector_for([(case["avoid"], tuple(case["avoid_aliases"]))]).find(text)
+    det = detector_for([(case["avoid"], tuple(case["avoid_aliases"]))])
+    spans = det.find(text)
+    near = det.near_misses(text, spans)
     prefer_spans = detector_for([case["prefer"]]).find(text)
     return {
         "id": case["id"], "row": row, "strategies": strategies, "avoid": case["avoid"],
         "prefer": case["prefer"], "text": text, "mention": bool(spans),
-        "mentions": [s.text for s in spans], "prefer_named": bool(prefer_spans),
+        "mentions": [s.text for s in spans],
+        # a text with both counts once, as a mention
+        "near_miss": bool(near) and not spans, "near_misses": [n.text for n in near],
+        "prefer_named": bool(prefer_spans),
         "degenerate": degeneracy(text), "latency_s": round(latency, 4),
         "completion_tokens": data["usage"]["completion_tokens"],
         "finish_reason": data["choices"][0]["finish_reason"],
@@ -99,12 +106,15 @@ def summarise(records: list[dict]) -> dict:
     return {
         "cases": n,
         "mention_rate": round(sum(r["mention"] for r in records) / n, 4),
+        "near_miss_rate": round(sum(r["near_miss"] for r in records) / n, 4),
         "prefer_rate": round(sum(r["prefer_named"] for r in records) / n, 4),
         "degenerate_rate": round(sum(r["degenerate"] is not None for r in records) / n, 4),
         "latency_p50_s": round(statistics.median(lat), 3),
         "latency_p95_s": round(lat[min(n - 1, int(0.95 * n))], 3),
         "mean_completion_tokens": round(sum(r["completion_tokens"] for r in records) / n, 1),
         "revisions": sum((r["steering"] or {}).get("revisions", 0) for r in records),
+        "rollbacks_per_case": round(sum((r["steering"] or {}).get("rollbacks", 0)
+                                        for r in records) / n, 3),
     }
 
 
@@ -144,13 +154,15 @@ def write_report(out: Path, data_path: Path, model: str, results: dict, args) ->
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
     lines = [f"# Steering eval: {data_path.name}", "",
              *(f"- {k}: {v}" for k, v in meta.items()), "",
-             "| row | cases | mention_rate | prefer_rate | degenerate_rate | latency p50 s "
-             "| latency p95 s | mean tokens | revisions |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| row | cases | mention_rate | near_miss_rate | prefer_rate | degenerate_rate "
+             "| latency p50 s | latency p95 s | mean tokens | revisions | rollbacks / case |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row, s in summary.items():
-        lines.append(f"| {row} | {s['cases']} | {s['mention_rate']:.3f} | {s['prefer_rate']:.3f} "
+        lines.append(f"| {row} | {s['cases']} | {s['mention_rate']:.3f} "
+                     f"| {s['near_miss_rate']:.3f} | {s['prefer_rate']:.3f} "
                      f"| {s['degenerate_rate']:.3f} | {s['latency_p50_s']} | {s['latency_p95_s']} "
-                     f"| {s['mean_completion_tokens']} | {s['revisions']} |")
+                     f"| {s['mean_completion_tokens']} | {s['revisions']} "
+                     f"| {s['rollbacks_per_case']} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary

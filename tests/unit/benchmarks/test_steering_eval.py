@@ -28,11 +28,12 @@ def test_rows_and_specs():
 
 def test_summary_rates():
     recs = [
-        {"mention": True, "prefer_named": False, "degenerate": None, "latency_s": 1.0,
-         "completion_tokens": 10, "steering": None},
-        {"mention": False, "prefer_named": True, "degenerate": "repetitive", "latency_s": 3.0,
-         "completion_tokens": 20, "steering": {"revisions": 2}},
+        {"mention": True, "near_miss": False, "prefer_named": False, "degenerate": None,
+         "latency_s": 1.0, "completion_tokens": 10, "steering": None},
+        {"mention": False, "near_miss": True, "prefer_named": True, "degenerate": "repetitive",
+         "latency_s": 3.0, "completion_tokens": 20, "steering": {"revisions": 2, "rollbacks": 3}},
     ]
     s = summarise(recs)
     assert (s["mention_rate"], s["prefer_rate"], s["degenerate_rate"]) == (0.5, 0.5, 0.5)
+    assert s["near_miss_rate"] == 0.5 and s["rollbacks_per_case"] == 1.5
     assert s["latency_p50_s"] == 2.0 and s["revisions"] == 2 and s["mean_completion_tokens"] == 15
