@@ -18,3 +18,4 @@ ENGINE_ARGS_VERSION = 2  # the typed engine form, control/engine_args.py
 DEFAULT_MAX_ROLLBACKS = 8  # rollbacks per choice before the ban falls back to masking alone
 MAX_ROLLBACKS = 32  # 0 = rollback off
 ROLLBACK_MASS = 0.5  # sampling: banned probability mass at a step inside a form that rolls back
+ROLLBACK_PREFER_FACTOR = 2.0  # the prefer bias at the position a rollback returned to (capped)

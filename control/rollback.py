@@ -83,6 +83,10 @@ class RollbackTracker:
     def inside_form(self) -> bool:
         return self.compiled.inside_form(self._row)
 
+    def at_word_boundary(self) -> bool:
+        """The text so far ends with a separator (its last word is complete)."""
+        return self._last_sep and not self._row.pending
+
     def live_start(self) -> int:
         """Index of the token where the current partial form began (see module doc)."""
         n = len(self._snaps)

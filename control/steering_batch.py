@@ -40,6 +40,7 @@ from greyelephant.kernels import apply_logit_controls
 
 from .ban_automaton import CompiledSteering, RowState, SteeringCache
 from .engine_args import EngineSteering
+from .limits import MAX_PREFER_BIAS, ROLLBACK_PREFER_FACTOR
 from .loop_guard import NgramGuard
 from .vocab_index import VocabIndex, pack_bool, unpack_words
 
@@ -250,6 +251,10 @@ class SteeringBatch:
                     and cs.inside_form(st) and not (r.args.start_ban and r.consumed == 0)):
                 watch.append((j, i, _judged_mask(words, r)))
             ids, vals = cs.bias(st)
+            if ids.size and r.args.start_ban and r.consumed == 0:
+                # where the avoided name would have begun, the preferred one is the natural
+                # substitute: a stronger (still bounded) nudge there
+                vals = np.minimum(vals * ROLLBACK_PREFER_FACTOR, MAX_PREFER_BIAS)
             indptr[j + 1] = indptr[j] + ids.size
             if ids.size:
                 bias_ids.append(ids)

@@ -36,11 +36,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vllm.sampling_params import RequestOutputKind, SamplingParams
 
 from greyelephant.control.ban_automaton import CompiledSteering
+from greyelephant.control.detector import Detector
 from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.rollback import RollbackTracker
 
@@ -55,6 +56,8 @@ class SteeredRun:
     engine: EngineSteering  # the engine form, rollback signal included when it is on
     compiled: CompiledSteering  # the same spec, compiled in this process for the tracker
     max_rollbacks: int
+    detector: Detector | None = None  # near misses of the avoided entities
+    group_of: dict[str, int] = field(default_factory=dict)  # entity → avoid group index
 
     @property
     def signal(self) -> int | None:
@@ -63,7 +66,7 @@ class SteeredRun:
 
 async def steered_choices(ctx: ServerContext, route: str, prompt_ids: list[int],
                           params: SamplingParams, request_id: str, lora, run: SteeredRun,
-                          *, stream: bool) -> AsyncIterator[Delta]:
+                          *, stream: bool = False) -> AsyncIterator[Delta]:
     """The deltas of every choice of ``params.n``, each run by :func:`steered_choice`,
     interleaved as they come."""
     n = params.n
@@ -102,31 +105,73 @@ class _Chain:
         self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.start_bans: dict[int, set[int]] = {}
         self.finish: tuple[str, int | str | None, bool] | None = None
+        self.rollback_to: tuple[int, frozenset[int]] | None = None
+        self.judge_from: int | None = None  # start of a left form whose word is unjudged
 
     async def run(self) -> AsyncIterator[Delta]:
         state, tracker, run = self.state, self.tracker, self.run_
         while True:
             rollback_on = state.rollbacks < run.max_rollbacks
+            self.rollback_to = None
             async for d in self._request(rollback_on):
                 yield d
-            if self.finish is None:
-                return  # the engine stream ended without a finish (aborted by the server)
-            reason, stop_reason, signalled = self.finish
-            if not signalled:
-                yield state.finish(reason, stop_reason, self.index)
-                return
-            k = tracker.live_start()
+            if self.rollback_to is None:
+                if self.finish is None:
+                    return  # the engine stream ended without a finish (aborted by the server)
+                reason, stop_reason, signalled = self.finish
+                if signalled:  # the processor saw the row heading into a form
+                    self.rollback_to = (tracker.live_start(), tracker.live_groups())
+                else:
+                    self.rollback_to = self._judge(final=True)
+                    if self.rollback_to is None:
+                        yield state.finish(reason, stop_reason, self.index)
+                        return
+            k, groups = self.rollback_to
             if not rollback_on or k >= len(state.tokens) or k < state.emitted_tokens:
                 # nothing to roll back to (the engine and this process disagree): go on
                 # from here with the mask alone
                 state.rollbacks = max(state.rollbacks, run.max_rollbacks)
                 continue
-            self.start_bans.setdefault(k, set()).update(tracker.live_groups())
+            self.start_bans.setdefault(k, set()).update(groups)
             state.rollback(k, self.ctx.engine.tokenizer, self.params.skip_special_tokens)
             tracker.truncate(k)
+            if self.judge_from is not None and self.judge_from >= k:
+                self.judge_from = None
+
+    def _judge(self, final: bool) -> tuple[int, frozenset[int]] | None:
+        """Near misses the model wrote on its own ("Schwarzeneggar" with no ban in the way):
+        text that began an avoided form and left it is held back until its word is
+        complete, then judged by the detector's near-miss mode; a near miss is rolled
+        back to where the form began, like a signal. Returns (token, entity groups)."""
+        tracker, state, run = self.tracker, self.state, self.run_
+        if run.detector is None:
+            return None
+        if tracker.inside_form():
+            s = tracker.live_start()
+            self.judge_from = s if self.judge_from is None else min(self.judge_from, s)
+            if not final:
+                return None
+        k = self.judge_from
+        if k is None or not (final or tracker.at_word_boundary()):
+            return None
+        self.judge_from = None
+        if state.rollbacks >= run.max_rollbacks or k < state.emitted_tokens:
+            return None
+        window = state.text[state.text_offset(k, self.ctx.engine.tokenizer,
+                                              self.params.skip_special_tokens):]
+        near = run.detector.near_misses(window)
+        groups = frozenset(run.group_of[n.entity] for n in near if n.entity in run.group_of)
+        return (k, groups) if groups else None
+
+    def held_from(self) -> int:
+        """Tokens before this index may be sent: no partly written form nor a word still
+        to be judged after them."""
+        k = min(self.tracker.live_start(), len(self.state.tokens))
+        return k if self.judge_from is None else min(k, self.judge_from)
 
     async def _request(self, rollback_on: bool) -> AsyncIterator[Delta]:
-        """One engine request from the accepted tokens on; sets ``self.finish``."""
+        """One engine request from the accepted tokens on; sets ``self.finish``, or
+        ``self.rollback_to`` when a near miss is judged mid-stream."""
         state, tracker, signal = self.state, self.tracker, self.run_.signal
         base = len(state.tokens)
         p = _engine_params(self.params, self.run_, base=base, index=self.index,
@@ -155,9 +200,12 @@ class _Chain:
                     return  # leaving the block closes the stream: vLLM aborts the request
                 if o.finish_reason is not None:
                     self.finish = (o.finish_reason, o.stop_reason, signalled)
-                elif self.stream:
-                    safe = min(tracker.live_start(), len(state.tokens))
-                    for d in state.commit(safe, self.hold, self.index):
+                    return
+                self.rollback_to = self._judge(final=False)
+                if self.rollback_to is not None:
+                    return  # closing the stream aborts the engine request
+                if self.stream:
+                    for d in state.commit(self.held_from(), self.hold, self.index):
                         yield d
 
 
@@ -217,6 +265,13 @@ class _ChoiceState:
         del self.tokens[k:]
         del self.logprobs[k:]
         self.marks = [m for m in self.marks if m[0] < k] + [(k, len(self.text))]
+
+    def text_offset(self, k: int, tokenizer, skip_special_tokens: bool) -> int:
+        """Length of the text of the first ``k`` tokens."""
+        for t, n in self.marks:
+            if t == k:
+                return n
+        return len(self._text_upto(k, tokenizer, skip_special_tokens))
 
     def _text_upto(self, k: int, tokenizer, skip_special_tokens: bool) -> str:
         """The text of the first ``k`` tokens: the engine's own at a delta boundary, else

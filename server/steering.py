@@ -96,7 +96,9 @@ class ActivePlan(SteeringPlan):
         if engine is None or engine.rollback is None or index is None:
             return None
         compiled = compile_steering(index, engine.avoid, engine.prefer, engine.prefer_bias)
-        return SteeredRun(engine, compiled, spec.effective_max_rollbacks())
+        return SteeredRun(engine, compiled, spec.effective_max_rollbacks(),
+                          detector=spec.avoid_detector(),
+                          group_of={e.entity: i for i, e in enumerate(spec.avoid)})
 
     def apply_directive(self, messages):
         return apply_directive(messages, self.principle) if self.uses_directive else messages
