@@ -15,6 +15,8 @@ serve: install
 lint: install
 	$(PY) -m ruff check .
 	.venv/bin/hadolint Dockerfile
+	$(PY) scripts/lint_imports.py
+	$(PY) scripts/lint_imports.py --self-test
 
 test: install lint
 	$(PY) -m pytest -q $(ARGS)

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 
 from greyelephant.benchmarks.datasets import dev_set
-from greyelephant.server.launcher import LocalServer
+from greyelephant.launcher import LocalServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048"]

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from greyelephant.benchmarks.serve_client import METRICS, Workload, run_vllm_bench
-from greyelephant.server.launcher import LocalServer
+from greyelephant.launcher import LocalServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048", "--gpu-memory-utilization", "0.4",
@@ -49,7 +49,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
-    from greyelephant.server.model_store import resolve_model
+    from greyelephant.model_store import resolve_model
 
     model_path, name = resolve_model(args.model)
     work = Path(tempfile.mkdtemp(prefix="ge-bench-"))

@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=str(RESULTS / "steering_compile.json"))
     args = ap.parse_args(argv)
     if args.model is None:
-        from greyelephant.server.model_store import default_model_dir
+        from greyelephant.model_store import default_model_dir
 
         args.model = default_model_dir()
 

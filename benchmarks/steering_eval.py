@@ -26,8 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
+from greyelephant.client import AsyncClient
 from greyelephant.control.detector import detector_for
 from greyelephant.control.quality import degeneracy
 
@@ -69,18 +68,15 @@ def steering_for(case: dict, strategies: list[str], max_revisions: int | None) -
     return spec
 
 
-async def run_case(client: httpx.AsyncClient, model: str, case: dict, row: str,
+async def run_case(client: AsyncClient, model: str, case: dict, row: str,
                    strategies: list[str], args) -> dict:
-    body = {"model": model, "messages": case["messages"], "temperature": 0,
-            "max_tokens": args.max_tokens}
+    fields = {"temperature": 0, "max_tokens": args.max_tokens}
     steering = steering_for(case, strategies, args.max_revisions)
     if steering:
-        body["steering"] = steering
+        fields["steering"] = steering
     started = time.perf_counter()
-    resp = await client.post("/chat/completions", json=body)
+    data = await client.chat_json(case["messages"], model=model, **fields)
     latency = time.perf_counter() - started
-    resp.raise_for_status()
-    data = resp.json()
     text = data["choices"][0]["message"]["content"]
     det = detector_for([(case["avoid"], tuple(case["avoid_aliases"]))])
     spans = det.find(text)
@@ -120,11 +116,9 @@ def summarise(records: list[dict]) -> dict:
 
 async def evaluate(base_url: str, model: str | None, cases: list[dict], args) -> dict:
     rows = parse_rows(args.rows)
-    async with httpx.AsyncClient(base_url=base_url, timeout=600,
-                                 headers={"Authorization": f"Bearer {args.api_key or 'none'}"}
-                                 ) as client:
+    async with AsyncClient(base_url, args.api_key, timeout=600, max_retries=0) as client:
         if model is None:
-            model = (await client.get("/models")).json()["data"][0]["id"]
+            model = await client.default_model()
         limit = asyncio.Semaphore(args.concurrency)
 
         async def bounded(case, row, strategies):
@@ -190,7 +184,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cases = load_cases(args.data)
     if args.serve:
-        from greyelephant.server.launcher import LocalServer
+        from greyelephant.launcher import LocalServer
 
         args.out.mkdir(parents=True, exist_ok=True)
         server_args = ["--enforce-eager", "--max-model-len", "2048", *args.serve_arg]

@@ -39,6 +39,7 @@ from .streaming import (
     TextDelta,
 )
 from .types import (
+    STEERING_KEYWORDS,
     STRATEGIES,
     ChatResponse,
     Choice,
@@ -53,7 +54,7 @@ from .types import (
 )
 
 __all__ = [
-    "DEFAULT_BASE_URL", "STRATEGIES",
+    "DEFAULT_BASE_URL", "STEERING_KEYWORDS", "STRATEGIES",
     "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncChatStream", "AsyncClient",
     "AsyncCompletionStream", "AuthenticationError", "BadRequestError", "ChatResponse",
     "ChatStream", "Choice", "ChoiceReport", "Client", "CompletionResponse", "CompletionStream",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 from urllib.parse import urlsplit, urlunsplit
 
@@ -12,9 +12,9 @@ import openai
 from .errors import translated
 from .streaming import AsyncChatStream, AsyncCompletionStream, ChatStream, CompletionStream
 from .types import (
+    STEERING_KEYWORDS,
     ChatResponse,
     CompletionResponse,
-    EntityLike,
     ModelInfo,
     Steering,
     chat_response_from_openai,
@@ -83,25 +83,20 @@ def build_request(
     model: str,
     stream: bool = False,
     steering: Steering | Mapping[str, Any] | None = None,
-    avoid: EntityLike | Iterable[EntityLike] | None = None,
-    prefer: EntityLike | Iterable[EntityLike] | None = None,
-    strategies: str | Iterable[str] | None = None,
-    max_revisions: int | None = None,
-    prefer_bias: float | None = None,
-    no_repeat_ngram: int | None = None,
     system: str | None = None,
-    **sampling: Any,
+    **fields: Any,
 ) -> dict[str, Any]:
     """The keyword arguments for the SDK's ``create`` (pure: unit-tested without a server).
 
-    Every sampling field travels in ``extra_body`` so that the server's extensions
-    (``top_k``, ``min_p``, ``repetition_penalty``, ``steering``, …) and OpenAI's own
-    fields are sent alike, exactly as given.
+    ``fields``: the steering keywords (:data:`STEERING_KEYWORDS`: ``avoid``, ``prefer``,
+    ``strategies``, …, overriding ``steering`` one by one) and any request field. Every
+    request field travels in ``extra_body`` so that the server's extensions (``top_k``,
+    ``min_p``, ``repetition_penalty``, ``steering``, …) and OpenAI's own fields are sent
+    alike, exactly as given.
     """
-    spec = steering_body(steering, avoid=avoid, prefer=prefer, strategies=strategies,
-                         max_revisions=max_revisions, prefer_bias=prefer_bias,
-                         no_repeat_ngram=no_repeat_ngram)
-    body, options = _split(dict(sampling), spec, stream)
+    overrides = {k: fields.pop(k) for k in STEERING_KEYWORDS if k in fields}
+    spec = steering_body(steering, **overrides)
+    body, options = _split(fields, spec, stream)
     if kind == "chat":
         first: dict[str, Any] = {"messages": _messages(payload, system)}
     else:
@@ -170,86 +165,52 @@ class Client(_Base):
             self._default_model = models[0].id
         return self._default_model
 
-    # -- chat -----------------------------------------------------------------------
+    # -- chat and completions -------------------------------------------------------
     @overload
     def chat(self, messages: Messages, *, stream: Literal[False] = False,
-             **kwargs: Any) -> ChatResponse: ...
+             **options: Any) -> ChatResponse: ...
 
     @overload
-    def chat(self, messages: Messages, *, stream: Literal[True], **kwargs: Any) -> ChatStream: ...
+    def chat(self, messages: Messages, *, stream: Literal[True], **options: Any) -> ChatStream: ...
 
-    def chat(
-        self,
-        messages: Messages,
-        *,
-        avoid: EntityLike | Iterable[EntityLike] | None = None,
-        prefer: EntityLike | Iterable[EntityLike] | None = None,
-        strategies: str | Iterable[str] | None = None,
-        max_revisions: int | None = None,
-        prefer_bias: float | None = None,
-        no_repeat_ngram: int | None = None,
-        steering: Steering | Mapping[str, Any] | None = None,
-        model: str | None = None,
-        adapter: str | None = None,
-        system: str | None = None,
-        stream: bool = False,
-        **sampling: Any,
-    ) -> ChatResponse | ChatStream:
+    def chat(self, messages: Messages, *, model: str | None = None, adapter: str | None = None,
+             stream: bool = False, **options: Any) -> ChatResponse | ChatStream:
         """``POST /v1/chat/completions``.
 
         ``messages``: a string (one user message) or OpenAI-style message dicts;
-        ``system`` prepends a system message. Steering: ``avoid`` / ``prefer`` /
-        ``strategies`` / ``max_revisions`` / ``prefer_bias`` / ``no_repeat_ngram``, or a
-        whole ``steering`` (:class:`Steering` or mapping) that those keywords override. ``model`` (or
-        ``adapter``, a LoRA adapter's name) defaults to the server's first model.
-        ``sampling``: any request field (``max_tokens``, ``temperature``, ``top_p``,
-        ``top_k``, ``seed``, ``stop``, ``n``, ``logprobs``, ``response_format``, …) plus
-        the SDK's ``timeout`` / ``extra_headers`` / ``extra_query`` / ``extra_body``.
-        Returns a :class:`ChatResponse`, or with ``stream=True`` a :class:`ChatStream`.
+        ``system=`` prepends a system message. Steering: ``avoid`` / ``prefer`` /
+        ``strategies`` / ``max_revisions`` / ``prefer_bias`` / ``no_repeat_ngram`` /
+        ``revision_style`` / ``max_rollbacks``, or a whole ``steering`` (:class:`Steering`
+        or mapping) that those keywords override. ``model`` (or ``adapter``, a LoRA
+        adapter's name) defaults to the server's first model. Any other keyword is a
+        request field (``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``seed``,
+        ``stop``, ``n``, ``logprobs``, ``response_format``, …) or one of the SDK's
+        ``timeout`` / ``extra_headers`` / ``extra_query`` / ``extra_body``. Returns a
+        :class:`ChatResponse`, or with ``stream=True`` a :class:`ChatStream`.
         """
-        kwargs = build_request(
-            "chat", messages, model=_pick_model(model, adapter) or self.default_model(),
-            stream=stream, steering=steering, avoid=avoid, prefer=prefer,
-            strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
-            no_repeat_ngram=no_repeat_ngram,
-            system=system, **sampling)
+        kwargs = build_request("chat", messages, stream=stream,
+                               model=_pick_model(model, adapter) or self.default_model(),
+                               **options)
         with translated():
             result = self.openai.chat.completions.create(**kwargs)
         return ChatStream(result) if stream else chat_response_from_openai(result)
 
-    # -- completions ----------------------------------------------------------------
     @overload
     def complete(self, prompt: Any, *, stream: Literal[False] = False,
-                 **kwargs: Any) -> CompletionResponse: ...
+                 **options: Any) -> CompletionResponse: ...
 
     @overload
     def complete(self, prompt: Any, *, stream: Literal[True],
-                 **kwargs: Any) -> CompletionStream: ...
+                 **options: Any) -> CompletionStream: ...
 
-    def complete(
-        self,
-        prompt: str | list[str] | list[int] | list[list[int]],
-        *,
-        avoid: EntityLike | Iterable[EntityLike] | None = None,
-        prefer: EntityLike | Iterable[EntityLike] | None = None,
-        strategies: str | Iterable[str] | None = None,
-        max_revisions: int | None = None,
-        prefer_bias: float | None = None,
-        no_repeat_ngram: int | None = None,
-        steering: Steering | Mapping[str, Any] | None = None,
-        model: str | None = None,
-        adapter: str | None = None,
-        stream: bool = False,
-        **sampling: Any,
-    ) -> CompletionResponse | CompletionStream:
-        """``POST /v1/completions``: same keywords as :meth:`chat`, with a ``prompt``
-        (a string, a list of strings, token ids or lists of token ids)."""
-        kwargs = build_request(
-            "completion", prompt, model=_pick_model(model, adapter) or self.default_model(),
-            stream=stream, steering=steering, avoid=avoid, prefer=prefer,
-            strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
-            no_repeat_ngram=no_repeat_ngram,
-            **sampling)
+    def complete(self, prompt: str | list[str] | list[int] | list[list[int]], *,
+                 model: str | None = None, adapter: str | None = None, stream: bool = False,
+                 **options: Any) -> CompletionResponse | CompletionStream:
+        """``POST /v1/completions``: the keywords of :meth:`chat` (but ``system``), with a
+        ``prompt`` (a string, a list of strings, token ids or lists of token ids)."""
+        kwargs = build_request("completion", prompt, stream=stream,
+                               model=_pick_model(model, adapter) or self.default_model(),
+                               **options)
         with translated():
             result = self.openai.completions.create(**kwargs)
         return CompletionStream(result) if stream else completion_response_from_openai(result)
@@ -299,75 +260,53 @@ class AsyncClient(_Base):
 
     @overload
     async def chat(self, messages: Messages, *, stream: Literal[False] = False,
-                   **kwargs: Any) -> ChatResponse: ...
+                   **options: Any) -> ChatResponse: ...
 
     @overload
     async def chat(self, messages: Messages, *, stream: Literal[True],
-                   **kwargs: Any) -> AsyncChatStream: ...
+                   **options: Any) -> AsyncChatStream: ...
 
-    async def chat(
-        self,
-        messages: Messages,
-        *,
-        avoid: EntityLike | Iterable[EntityLike] | None = None,
-        prefer: EntityLike | Iterable[EntityLike] | None = None,
-        strategies: str | Iterable[str] | None = None,
-        max_revisions: int | None = None,
-        prefer_bias: float | None = None,
-        no_repeat_ngram: int | None = None,
-        steering: Steering | Mapping[str, Any] | None = None,
-        model: str | None = None,
-        adapter: str | None = None,
-        system: str | None = None,
-        stream: bool = False,
-        **sampling: Any,
-    ) -> ChatResponse | AsyncChatStream:
+    async def chat(self, messages: Messages, *, model: str | None = None,
+                   adapter: str | None = None, stream: bool = False,
+                   **options: Any) -> ChatResponse | AsyncChatStream:
         """``POST /v1/chat/completions``; see :meth:`Client.chat`."""
-        kwargs = build_request(
-            "chat", messages, model=_pick_model(model, adapter) or await self.default_model(),
-            stream=stream, steering=steering, avoid=avoid, prefer=prefer,
-            strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
-            no_repeat_ngram=no_repeat_ngram,
-            system=system, **sampling)
+        kwargs = build_request("chat", messages, stream=stream,
+                               model=_pick_model(model, adapter) or await self.default_model(),
+                               **options)
         with translated():
             result = await self.openai.chat.completions.create(**kwargs)
         return AsyncChatStream(result) if stream else chat_response_from_openai(result)
 
     @overload
     async def complete(self, prompt: Any, *, stream: Literal[False] = False,
-                       **kwargs: Any) -> CompletionResponse: ...
+                       **options: Any) -> CompletionResponse: ...
 
     @overload
     async def complete(self, prompt: Any, *, stream: Literal[True],
-                       **kwargs: Any) -> AsyncCompletionStream: ...
+                       **options: Any) -> AsyncCompletionStream: ...
 
-    async def complete(
-        self,
-        prompt: str | list[str] | list[int] | list[list[int]],
-        *,
-        avoid: EntityLike | Iterable[EntityLike] | None = None,
-        prefer: EntityLike | Iterable[EntityLike] | None = None,
-        strategies: str | Iterable[str] | None = None,
-        max_revisions: int | None = None,
-        prefer_bias: float | None = None,
-        no_repeat_ngram: int | None = None,
-        steering: Steering | Mapping[str, Any] | None = None,
-        model: str | None = None,
-        adapter: str | None = None,
-        stream: bool = False,
-        **sampling: Any,
-    ) -> CompletionResponse | AsyncCompletionStream:
+    async def complete(self, prompt: str | list[str] | list[int] | list[list[int]], *,
+                       model: str | None = None, adapter: str | None = None,
+                       stream: bool = False,
+                       **options: Any) -> CompletionResponse | AsyncCompletionStream:
         """``POST /v1/completions``; see :meth:`Client.complete`."""
-        kwargs = build_request(
-            "completion", prompt,
-            model=_pick_model(model, adapter) or await self.default_model(),
-            stream=stream, steering=steering, avoid=avoid, prefer=prefer,
-            strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
-            no_repeat_ngram=no_repeat_ngram,
-            **sampling)
+        kwargs = build_request("completion", prompt, stream=stream,
+                               model=_pick_model(model, adapter) or await self.default_model(),
+                               **options)
         with translated():
             result = await self.openai.completions.create(**kwargs)
         return AsyncCompletionStream(result) if stream else completion_response_from_openai(result)
+
+    async def chat_json(self, messages: Messages, *, model: str | None = None,
+                        **fields: Any) -> dict[str, Any]:
+        """``POST /v1/chat/completions`` with any request fields (``steering`` as a plain
+        dict included), returning the response as a dict: for tools that want every field
+        the server sends (the recipe, the eval)."""
+        kwargs = build_request("chat", messages, model=model or await self.default_model(),
+                               **fields)
+        with translated():
+            result = await self.openai.chat.completions.create(**kwargs)
+        return result.model_dump()
 
     async def close(self) -> None:
         await self.openai.close()

@@ -91,6 +91,10 @@ def _add_generation_args(p: argparse.ArgumentParser, *, chat: bool) -> None:
                    help="logit bonus for preferred entities (with logits)")
     s.add_argument("--no-repeat-ngram", type=int, metavar="N",
                    help="loop guard of the logits strategy: no token N-gram twice (0 = off)")
+    s.add_argument("--revision-style", choices=["rewrite", "in_context"],
+                   help="critique-revise's prompt (with critique_revise)")
+    s.add_argument("--max-rollbacks", type=int, metavar="N",
+                   help="rollbacks per choice of the logits strategy (0 = off)")
     s.add_argument("--steering", type=_json_object, metavar="JSON",
                    help='a whole steering object, e.g. \'{"avoid": [{"entity": "x", '
                         '"aliases": ["y"]}]}\'; the flags above override its fields')
@@ -139,8 +143,8 @@ def _request_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["avoid"] = [_entity(a) for a in args.avoid]
     if args.prefer is not None:
         kw["prefer"] = [_entity(a) for a in args.prefer]
-    for name in ("strategies", "max_revisions", "prefer_bias", "no_repeat_ngram", "steering",
-                 "model", "adapter"):
+    for name in ("strategies", "max_revisions", "prefer_bias", "no_repeat_ngram",
+                 "revision_style", "max_rollbacks", "steering", "model", "adapter"):
         value = getattr(args, name)
         if value is not None:
             kw[name] = value

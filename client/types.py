@@ -107,7 +107,8 @@ class Steering:
       entities; ``no_repeat_ngram``: the logits strategy's loop guard (no token n-gram
       twice in the output, 0 = off); ``revision_style``: critique-revise's prompt,
       ``"rewrite"`` (edit the shown draft) or ``"in_context"`` (answer the conversation
-      again with the critique). Omitted → server defaults.
+      again with the critique); ``max_rollbacks``: rollbacks per choice of the logits
+      strategy (0 = off). Omitted → server defaults.
     * ``extra``: further fields sent as they are (for a server newer than this client).
     """
 
@@ -118,13 +119,14 @@ class Steering:
     prefer_bias: float | None = None
     no_repeat_ngram: int | None = None
     revision_style: str | None = None
+    max_rollbacks: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "avoid", _entities(self.avoid))
         object.__setattr__(self, "prefer", _entities(self.prefer))
         object.__setattr__(self, "strategies", _strategies(self.strategies))
-        for name in ("max_revisions", "no_repeat_ngram"):
+        for name in ("max_revisions", "no_repeat_ngram", "max_rollbacks"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise TypeError(f"{name} must be an int")
@@ -167,35 +169,35 @@ class Steering:
             out["no_repeat_ngram"] = self.no_repeat_ngram
         if self.revision_style is not None:
             out["revision_style"] = self.revision_style
+        if self.max_rollbacks is not None:
+            out["max_rollbacks"] = self.max_rollbacks
         out.update(self.extra)
         return out
 
 
-def steering_body(
-    steering: Steering | Mapping[str, Any] | None = None,
-    *,
-    avoid: EntityLike | Iterable[EntityLike] | None = None,
-    prefer: EntityLike | Iterable[EntityLike] | None = None,
-    strategies: str | Iterable[str] | None = None,
-    max_revisions: int | None = None,
-    prefer_bias: float | None = None,
-    no_repeat_ngram: int | None = None,
-) -> dict[str, Any] | None:
+STEERING_KEYWORDS: tuple[str, ...] = (
+    "avoid", "prefer", "strategies", "max_revisions", "prefer_bias", "no_repeat_ngram",
+    "revision_style", "max_rollbacks")
+
+
+def steering_body(steering: Steering | Mapping[str, Any] | None = None,
+                  **overrides: Any) -> dict[str, Any] | None:
     """The ``steering`` JSON for a request, or None when nothing was asked for.
 
     ``steering`` is the base (a :class:`Steering` or a raw mapping, sent as is); the
-    keyword fields override it one by one.
+    keyword fields (:data:`STEERING_KEYWORDS`) override it one by one.
     """
-    overrides = Steering(
-        avoid=avoid if avoid is not None else (),
-        prefer=prefer if prefer is not None else (),
-        strategies=strategies, max_revisions=max_revisions, prefer_bias=prefer_bias,
-        no_repeat_ngram=no_repeat_ngram,
-    ).to_dict()
+    unknown = set(overrides) - set(STEERING_KEYWORDS)
+    if unknown:
+        raise TypeError(f"unknown steering keywords: {sorted(unknown)}")
+    avoid, prefer = overrides.get("avoid"), overrides.get("prefer")
+    fields = {k: v for k, v in overrides.items() if k not in ("avoid", "prefer")}
+    given = Steering(avoid=avoid if avoid is not None else (),
+                     prefer=prefer if prefer is not None else (), **fields).to_dict()
     # An explicit empty list is still an override (it clears the base field).
     for name, value in (("avoid", avoid), ("prefer", prefer)):
-        if value is not None and name not in overrides:
-            overrides[name] = []
+        if value is not None and name not in given:
+            given[name] = []
     if steering is None:
         base: dict[str, Any] = {}
     elif isinstance(steering, Steering):
@@ -204,15 +206,22 @@ def steering_body(
         base = dict(steering)
     else:
         raise TypeError(f"steering is a Steering or a mapping, got {type(steering).__name__}")
-    if steering is None and not overrides:
+    if steering is None and not given:
         return None
-    return {**base, **overrides}
+    return {**base, **given}
 
 
 # ---------------------------------------------------------------------- the responses
 class _Model(BaseModel):
     # Unknown fields from a newer server are kept (``model_extra``), never an error.
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class NearMissReport(_Model):
+    """An avoided entity named misspelt or bent ("Coca-Coloca")."""
+
+    text: str = ""
+    entity: str = ""
 
 
 class ChoiceReport(_Model):
@@ -222,7 +231,11 @@ class ChoiceReport(_Model):
     revisions: int = 0
     draft_violations: int = 0
     violations: int = 0
+    draft_near_misses: int = 0
+    near_misses: list[NearMissReport] = Field(default_factory=list)
     prefer_mentions: int = 0
+    rollbacks: int = 0
+    rolled_back_tokens: int = 0
 
 
 class SteeringReport(_Model):
@@ -230,8 +243,9 @@ class SteeringReport(_Model):
 
     ``violations`` counts avoided-entity mentions in the final text (0 is the goal; with
     the ``logits`` strategy it is guaranteed), ``draft_violations`` the mentions before
-    critique-revise, ``revisions`` the rewrites, ``prefer_mentions`` the preferred-entity
-    mentions. ``choices`` has the same per choice. For a completions request with several
+    critique-revise, ``revisions`` the rewrites, ``near_misses`` the misspelt names left,
+    ``rollbacks`` / ``rolled_back_tokens`` what rollback decoding took back,
+    ``prefer_mentions`` the preferred-entity mentions. ``choices`` has the same per choice. For a completions request with several
     prompts, the totals are summed and ``prompts`` holds one report per prompt.
     """
 
@@ -241,10 +255,14 @@ class SteeringReport(_Model):
     max_revisions: int | None = None
     revision_style: str | None = None
     no_repeat_ngram: int | None = None
+    max_rollbacks: int | None = None
     revisions: int = 0
     draft_violations: int = 0
     violations: int = 0
+    near_misses: int = 0
     prefer_mentions: int = 0
+    rollbacks: int = 0
+    rolled_back_tokens: int = 0
     choices: list[ChoiceReport] = Field(default_factory=list)
     spec_hash: str | None = None
     prompts: list[SteeringReport] | None = None
@@ -256,7 +274,8 @@ class SteeringReport(_Model):
         report = cls.model_validate(data)
         if report.prompts:
             # {"prompts": [...]}: expose the totals at the top level too.
-            for name in ("revisions", "draft_violations", "violations", "prefer_mentions"):
+            for name in ("revisions", "draft_violations", "violations", "prefer_mentions",
+                         "near_misses", "rollbacks", "rolled_back_tokens"):
                 if name not in data:
                     setattr(report, name, sum(getattr(p, name) for p in report.prompts))
             if not report.strategies:

@@ -168,6 +168,7 @@ class CompiledSteering:
         self._start_cache: dict[frozenset[int], tuple[np.ndarray, np.ndarray]] = {}
         self._ends_form: dict[int, bool] = {}
         self._ends_inside: np.ndarray | None = None
+        self._whole_exact: np.ndarray | None = None
         self._bias = _LRU(max_cached_states)
         self._avoid_trans: dict[tuple[int, int], tuple[int, bool]] = {}
         self._prefer_trans: dict[tuple[int, int], tuple[int, bool, bool]] = {}
@@ -249,6 +250,23 @@ class CompiledSteering:
         if hit is None:
             hit = self._ends_form[q] = self.avoid.accept(self.avoid.step(q, SEP)) >= 0
         return hit
+
+    def whole_form_groups(self, row: RowState, token_id: int) -> frozenset[int]:
+        """The entity groups of a whole form (plural included) that ``token_id`` would
+        write at once from the row's state — at a word start inside the token, running to
+        its end, so that only a word end is missing (" Nike", or "Nike" at a word start);
+        empty when it would not."""
+        if row.pending or not self.has_avoid:
+            return frozenset()
+        if self._whole_exact is None:
+            bodies = [k[1:-1] for k in self.avoid.keys]
+            self._whole_exact = self.index.tokens_in(self.index.exact_ranges(bodies))
+        whole = self._ends_inside_mask()[token_id] or (
+            self.avoid.ends_sep(row.avoid) and self._whole_exact[token_id])
+        if not whole:
+            return frozenset()
+        s, _ = self.avoid.feed(row.avoid, self.index.texts[token_id])
+        return self.groups_at(s) if self.ends_form(s) else frozenset()
 
     def groups_at(self, q: int) -> frozenset[int]:
         """Entity groups whose forms extend the row's partial match at state ``q``."""

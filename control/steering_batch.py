@@ -23,7 +23,9 @@ Rollback rows also watch for *heading into* an avoided form: inside a form, when
 model's own choice (greedy: the argmax; sampling: more than the signal's probability mass)
 is banned by the string-level mask, the row is not masked but forced to emit its rollback
 signal token — a stop token of the request — and the server rolls the choice back to
-where the form began (``server/rollback.py``).
+where the form began (``server/rollback.py``). A greedy row whose own choice would write a
+whole form in one token gets that position's start ban at once (:meth:`SteeringBatch.
+_check`): the outcome of a rollback without the round trip.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class SteeringBatch:
         # id(state mask) -> (mask, text tokens it leaves allowed); masks are cached arrays
         self._allowed: dict[int, tuple[np.ndarray, int]] = {}
         self.signals = 0  # rollback signals sent (for tests and logs)
+        self.anticipated = 0  # start bans applied without a rollback
 
     @property
     def index(self) -> VocabIndex:
@@ -211,24 +214,10 @@ class SteeringBatch:
             extra.append(r.args.rollback.token)
         return extra
 
-    def controls(self, idx: list[int], vocab: int
-                 ) -> tuple[dict[str, torch.Tensor], list[tuple[int, int, np.ndarray]]]:
-        """Keyword arguments of ``apply_logit_controls`` for the rows ``idx`` (in order),
-        and the rollback rows to watch this step: (position in ``idx``, batch row, the
-        row's string-level mask words)."""
-        k = len(idx)
-        n_words = (vocab + 31) // 32
-        masks = np.zeros((k, n_words), dtype=np.int32)
-        indptr = np.zeros(k + 1, dtype=np.int32)
-        bias_ids: list[np.ndarray] = []
-        bias_vals: list[np.ndarray] = []
-        pen_indptr = np.zeros(k + 1, dtype=np.int32)
-        pen_ids: list[np.ndarray] = []
-        pen_counts: list[np.ndarray] = []
-        presence = np.zeros(k, dtype=np.float32)
-        frequency = np.zeros(k, dtype=np.float32)
-        watch: list[tuple[int, int, np.ndarray]] = []
-        any_ban = False
+    def controls(self, idx: list[int], vocab: int) -> _StepPlan:
+        """This step's controls of the rows ``idx`` (in order): masks, biases, penalties,
+        and the rollback rows to check against the logits (see :meth:`apply`)."""
+        plan = _StepPlan(len(idx), vocab)
         special = self.special
         for j, i in enumerate(idx):
             r = self.rows[i]
@@ -237,49 +226,32 @@ class SteeringBatch:
             words = None
             if cs.has_avoid:
                 words = self._string_mask(r)
-                w = min(n_words, words.size)
-                masks[j, :w] = words[:w]
-                any_ban = True
+                plan.set_mask(j, words)
             required = self._required_bans(r)
             if required:
-                any_ban |= _or_tokens(masks[j], required, vocab)
+                plan.any_ban |= _or_tokens(plan.masks[j], required, vocab)
             if r.guard is not None:
                 loop = r.guard.banned()
-                if loop and self._ban_loop(masks[j], words, loop, r.stop_ids, special, vocab):
-                    any_ban = True
-            if (r.args.rollback is not None and words is not None and not r.signalled
-                    and cs.inside_form(st) and not (r.args.start_ban and r.consumed == 0)):
-                watch.append((j, i, _judged_mask(words, r)))
+                if loop and self._ban_loop(plan.masks[j], words, loop, r.stop_ids, special,
+                                           vocab):
+                    plan.any_ban = True
+            at_start = bool(r.args.start_ban) and r.consumed == 0
+            if r.args.rollback is not None and words is not None and not r.signalled \
+                    and not at_start:
+                if cs.inside_form(st):
+                    plan.watch.append((j, i, _judged_mask(words, r)))
+                elif r.info.temperature < GREEDY_EPS and not st.pending:
+                    plan.anticipate.append((j, i))
             ids, vals = cs.bias(st)
-            if ids.size and r.args.start_ban and r.consumed == 0:
+            if ids.size and at_start:
                 # where the avoided name would have begun, the preferred one is the natural
                 # substitute: a stronger (still bounded) nudge there
-                vals = np.minimum(vals * ROLLBACK_PREFER_FACTOR, MAX_PREFER_BIAS)
-            indptr[j + 1] = indptr[j] + ids.size
-            if ids.size:
-                bias_ids.append(ids)
-                bias_vals.append(vals)
-            pen_indptr[j + 1] = pen_indptr[j]
+                vals = _boosted(vals)
+            plan.bias[j] = (ids, vals)
             if r.penalty is not None:
-                pen_ids.append(r.penalty[0])
-                pen_counts.append(r.penalty[1])
-                pen_indptr[j + 1] += r.penalty[0].size
-                presence[j] = r.info.presence_penalty
-                frequency[j] = r.info.frequency_penalty
-        kw: dict[str, torch.Tensor] = {}
-        if any_ban:
-            kw["banned_bitmask"] = self._to_device(masks)
-        if bias_ids:
-            kw["bias_indptr"] = self._to_device(indptr)
-            kw["bias_token_ids"] = self._to_device(np.concatenate(bias_ids))
-            kw["bias_values"] = self._to_device(np.concatenate(bias_vals))
-        if pen_ids:
-            kw["penalty_indptr"] = self._to_device(pen_indptr)
-            kw["penalty_token_ids"] = self._to_device(np.concatenate(pen_ids))
-            kw["penalty_output_counts"] = self._to_device(np.concatenate(pen_counts))
-            kw["presence_penalty"] = self._to_device(presence)
-            kw["frequency_penalty"] = self._to_device(frequency)
-        return kw, watch
+                plan.penalty[j] = (r.penalty[0], r.penalty[1], r.info.presence_penalty,
+                                   r.info.frequency_penalty)
+        return plan
 
     def _ban_loop(self, row_words: np.ndarray, state_words: np.ndarray | None,
                   tokens: set[int] | frozenset[int], stop_ids: frozenset[int],
@@ -327,8 +299,9 @@ class SteeringBatch:
         idx = sorted(i for i in self.rows if i < b)
         if not idx:
             return logits
-        kw, watch = self.controls(idx, v)
-        signal = self._heading_into(logits, watch, v) if watch else []
+        plan = self.controls(idx, v)
+        signal = self._check(logits, plan, v) if plan.watch or plan.anticipate else []
+        kw = plan.kwargs(self._to_device)
         if kw:
             if len(idx) == b:
                 apply_logit_controls(logits, **kw)
@@ -345,32 +318,117 @@ class SteeringBatch:
             logits[i, r.args.rollback.token] = 0.0
         return logits
 
-    def _heading_into(self, logits: torch.Tensor, watch: list[tuple[int, int, np.ndarray]],
-                      vocab: int) -> list[int]:
-        """Batch rows among ``watch`` whose own choice the string-level mask would ban:
-        greedy rows whose argmax is banned, sampling rows whose banned tokens carry more
-        than the signal's probability mass (softmax at the row's temperature, before
-        top-k/top-p/min-p)."""
+    def _check(self, logits: torch.Tensor, plan: _StepPlan, vocab: int) -> list[int]:
+        """Compare the rollback rows' own choices with their masks, before masking.
+
+        * Rows inside a form (``plan.watch``) *heading into* it: greedy rows whose argmax
+          is banned, sampling rows whose banned tokens carry more than the signal's
+          probability mass (softmax at the row's temperature, before top-k/top-p/min-p).
+          Returned: they get the rollback signal.
+        * Greedy rows at no form (``plan.anticipate``) whose argmax would write a whole
+          form at once (" Nike": only a word end missing): the name begins right here, so
+          the start ban a rollback would bring is applied at this step instead, with the
+          stronger prefer nudge — the same outcome without a round trip. Their plan is
+          updated in place.
+        """
+        # max(...).indices: the argmax (first maximum), several times faster on CPU
+        top = logits.max(dim=-1).indices.tolist()
         out: list[int] = []
-        rows = torch.as_tensor([i for _, i, _ in watch], dtype=torch.long, device=logits.device)
-        sub = logits.index_select(0, rows).float()
-        top = sub.argmax(dim=-1).tolist()
-        for (_, i, words), t, x in zip(watch, top, sub, strict=True):
+        for _, i, words in plan.watch:
             r = self.rows[i]
             temp = r.info.temperature
             if temp < GREEDY_EPS:
-                if t < vocab and (int(words[t >> 5]) >> (t & 31)) & 1:
+                if _bit(words, top[i]):
                     out.append(i)
                 continue
+            x = logits[i].float()
             banned = torch.from_numpy(unpack_words(words, vocab)).to(x.device)
             probs = torch.softmax(x / temp, dim=-1)
             if float(probs[banned].sum()) > r.args.rollback.mass:
                 out.append(i)
+        for j, i in plan.anticipate:
+            t = top[i]
+            r = self.rows[i]
+            cs, st = r.compiled, r.state
+            if _bit(plan.masks[j], t):
+                continue
+            groups = cs.whole_form_groups(st, t)
+            if groups:
+                plan.or_mask(j, cs.start_words(st, groups))
+                ids, vals = plan.bias[j]
+                if ids.size:
+                    plan.bias[j] = (ids, _boosted(vals))
+                self.anticipated += 1
         return out
 
     def _to_device(self, arr: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(arr)
         return t if self.device.type == "cpu" else t.to(self.device)
+
+
+class _StepPlan:
+    """One step's controls for the steered rows, as host arrays until :meth:`kwargs`."""
+
+    def __init__(self, k: int, vocab: int):
+        self.k, self.vocab = k, vocab
+        self.masks = np.zeros((k, (vocab + 31) // 32), dtype=np.int32)
+        self.any_ban = False
+        self.bias: list[tuple[np.ndarray, np.ndarray]] = [(_EMPTY_IDS, _EMPTY_VALS)] * k
+        self.penalty: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
+        self.watch: list[tuple[int, int, np.ndarray]] = []
+        self.anticipate: list[tuple[int, int]] = []
+
+    def set_mask(self, j: int, words: np.ndarray) -> None:
+        w = min(self.masks.shape[1], words.size)
+        self.masks[j, :w] = words[:w]
+        self.any_ban = True
+
+    def or_mask(self, j: int, words: np.ndarray) -> None:
+        w = min(self.masks.shape[1], words.size)
+        self.masks[j, :w] |= words[:w]
+        self.any_ban = True
+
+    def kwargs(self, to_device) -> dict[str, torch.Tensor]:
+        """Keyword arguments of ``apply_logit_controls`` for the planned rows."""
+        kw: dict[str, torch.Tensor] = {}
+        if self.any_ban:
+            kw["banned_bitmask"] = to_device(self.masks)
+        sizes = [ids.size for ids, _ in self.bias]
+        if any(sizes):
+            kw["bias_indptr"] = to_device(np.concatenate([[0], np.cumsum(sizes)]).astype(
+                np.int32))
+            kw["bias_token_ids"] = to_device(np.concatenate([ids for ids, _ in self.bias]))
+            kw["bias_values"] = to_device(np.concatenate([v for _, v in self.bias]))
+        if self.penalty:
+            indptr = np.zeros(self.k + 1, dtype=np.int32)
+            presence = np.zeros(self.k, dtype=np.float32)
+            frequency = np.zeros(self.k, dtype=np.float32)
+            ids, counts = [], []
+            for j in range(self.k):
+                p = self.penalty.get(j)
+                indptr[j + 1] = indptr[j] + (p[0].size if p else 0)
+                if p:
+                    ids.append(p[0])
+                    counts.append(p[1])
+                    presence[j], frequency[j] = p[2], p[3]
+            kw["penalty_indptr"] = to_device(indptr)
+            kw["penalty_token_ids"] = to_device(np.concatenate(ids))
+            kw["penalty_output_counts"] = to_device(np.concatenate(counts))
+            kw["presence_penalty"] = to_device(presence)
+            kw["frequency_penalty"] = to_device(frequency)
+        return kw
+
+
+_EMPTY_IDS = np.zeros(0, dtype=np.int32)
+_EMPTY_VALS = np.zeros(0, dtype=np.float32)
+
+
+def _boosted(vals: np.ndarray) -> np.ndarray:
+    return np.minimum(vals * ROLLBACK_PREFER_FACTOR, MAX_PREFER_BIAS).astype(np.float32)
+
+
+def _bit(words: np.ndarray, t: int) -> bool:
+    return bool((int(words[t >> 5]) >> (t & 31)) & 1)
 
 
 def _or_tokens(row_words: np.ndarray, tokens: Iterable[int], vocab: int) -> bool:

@@ -22,7 +22,7 @@ Registrar = Callable[[argparse._SubParsersAction], None]
 
 
 def _prepare_model(args) -> int:
-    from greyelephant.server.model_store import prepare_embedded_model, verify_model_dir
+    from greyelephant.model_store import prepare_embedded_model, verify_model_dir
 
     prepared = prepare_embedded_model(force=args.force)
     problems = verify_model_dir(prepared.path, deep=args.verify)

@@ -1,6 +1,6 @@
 """Triton kernels for the fused logit controls (the GPU path).
 
-Three ways to run the same stages (bias -> penalties -> ban -> temperature):
+Two ways to run the same stages (bias -> penalties -> ban -> temperature):
 
 * ``fused`` — one launch, grid ``(B, cdiv(V, BLOCK))``. Program ``(r, j)`` owns tokens
   ``[j*BLOCK, (j+1)*BLOCK)`` of row ``r``: it scans row r's bias and penalty CSR ranges,
@@ -9,15 +9,12 @@ Three ways to run the same stages (bias -> penalties -> ban -> temperature):
   exactly one program, so no atomics. Costs a scan of the row's lists per block.
 * ``split`` — two launches: a sparse kernel, grid ``(B,)``, applies bias then penalties
   to the listed tokens of its row; then a dense kernel streams ban + temperature.
-* ``overlap`` — one launch; each program reads its tile and its row's lists together and
-  writes the listed tokens' final values over the dense result (``_overlap_kernel``).
-  Measured slower than both others everywhere (run 4); never picked by ``auto``.
 
 Sparse stages, hoisted form (default, ``_row_lists`` + ``_sparse_rest``): both lists'
 bounds, then both lists' entries, then one gather of all listed logits are issued
 together (3 dependent trips instead of 6); penalties reload their logits after the bias
-stores + a barrier (a token may be in both lists). Staged form (run 3,
-``_sparse_stages``): bias chain, barrier, penalty chain. See ``pick_hoist``.
+stores + a barrier (a token may be in both lists). Staged form (``_sparse_stages``):
+bias chain, barrier, penalty chain. See ``pick_hoist``.
 
 All move one read + one write of the logits plus the bitmask (1/8 byte per token);
 the sparse lists are small. The dense tile is ``[BLOCK/32, 32]``: one bitmask word per
@@ -119,7 +116,7 @@ def _sparse_stages(
     HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr, HAS_PRES: tl.constexpr,
     HAS_FREQ: tl.constexpr,
 ):
-    """Staged (run-3) form: bias, barrier, penalties, for entries whose token is in
+    """Staged form: bias, barrier, penalties, for entries whose token is in
     [lo, hi). Every load waits for the one before it (indptr -> ids -> logits)."""
     out_ty = xrow.dtype.element_ty
     if HAS_BIAS:
@@ -327,90 +324,6 @@ def _fused_kernel(
 
 
 @triton.jit
-def _overlap_kernel(
-    x_ptr, x_stride, V,
-    b_indptr, b_ids, b_vals,
-    m_ptr, m_stride, W,
-    p_indptr, p_ids, p_counts, p_prompt,
-    rep_ptr, pres_ptr, freq_ptr, temp_ptr,
-    greedy_eps,
-    BLOCK: tl.constexpr, CHUNK: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_PEN: tl.constexpr, HAS_COUNTS: tl.constexpr,
-    HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr, HAS_PRES: tl.constexpr,
-    HAS_FREQ: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
-):
-    """One launch, grid (B, cdiv(V, BLOCK)); program (r, j) owns tokens [j*BLOCK, ...).
-
-    When both of row r's lists fit in one CHUNK, the dense tile is read at the same time
-    as the lists, the listed tokens' final values (bias, penalties, ban, temperature,
-    each rounded as in the staged order) are computed in registers, and they overwrite
-    the dense result after a barrier: no load waits for the sparse stores except the
-    penalty tokens' reload (a cache hit). Longer lists: sparse stages in memory, then the
-    dense tile (the fused form)."""
-    row = tl.program_id(0)
-    blk = tl.program_id(1)
-    lo = blk * BLOCK
-    hi = tl.minimum(lo + BLOCK, V)
-    xrow = x_ptr + row.to(tl.int64) * x_stride
-    out_ty = xrow.dtype.element_ty
-    bs, be, tb, mb, vb, ps, pe, tp, mp, cnt, prm = _row_lists(
-        row, lo, hi, b_indptr, b_ids, b_vals, p_indptr, p_ids, p_counts, p_prompt,
-        CHUNK, HAS_BIAS, HAS_PEN, HAS_COUNTS, HAS_PROMPT)
-    if (be - bs <= CHUNK) & (pe - ps <= CHUNK):
-        words_idx, offs, valid = _tile_offsets(blk, V, BLOCK)
-        x = tl.load(xrow + offs, mask=valid, other=0.0).to(tl.float32)  # original values
-        banned = _tile_banned(row, words_idx, m_ptr, m_stride, W, HAS_MASK)
-        inv = _inv_temp(temp_ptr, row, greedy_eps, HAS_TEMP)
-        mrow = m_ptr + row.to(tl.int64) * m_stride
-        if HAS_BIAS:
-            xb = tl.load(xrow + tb, mask=mb, other=0.0).to(tl.float32)
-            if HAS_MASK:
-                wb = tl.load(mrow + (tb >> 5), mask=mb, other=0)
-                ban_b = ((wb >> (tb & 31)) & 1) != 0
-            else:
-                ban_b = False
-            yb = (xb + vb).to(out_ty)
-        if HAS_PEN:
-            rep, pres, freq = _row_penalties(rep_ptr, pres_ptr, freq_ptr, row, HAS_REP,
-                                             HAS_PRES, HAS_FREQ)
-            xp = tl.load(xrow + tp, mask=mp, other=0.0)  # original values
-            if HAS_MASK:
-                wp = tl.load(mrow + (tp >> 5), mask=mp, other=0)
-                ban_p = ((wp >> (tp & 31)) & 1) != 0
-            else:
-                ban_p = False
-        tl.debug_barrier()  # every read of an original value precedes the first store
-        if HAS_BIAS:
-            if HAS_PEN:  # penalties see the biased value of a token in both lists
-                _prefetched(xrow + tp, tp, xp, mp, hi)
-                tl.store(xrow + tb, yb, mask=mb)
-                tl.debug_barrier()
-                xp = tl.load(xrow + tp, mask=mp, other=0.0)  # a cache hit
-                tl.debug_barrier()  # the reload precedes the tile store
-        if HAS_PEN:
-            yp = _penalize(xp.to(tl.float32), cnt, prm, rep, pres, freq, HAS_PROMPT, HAS_REP,
-                           HAS_PRES, HAS_FREQ).to(out_ty)
-        x = _finish(x, banned, inv, HAS_MASK, HAS_TEMP)
-        tl.store(xrow + offs, x.to(out_ty), mask=valid)
-        tl.debug_barrier()  # listed tokens: their final values replace the dense result
-        if HAS_BIAS:
-            fb = _finish(yb.to(tl.float32), ban_b, inv, HAS_MASK, HAS_TEMP)
-            tl.store(xrow + tb, fb.to(out_ty), mask=mb)
-            if HAS_PEN:
-                tl.debug_barrier()  # a token in both lists: the penalised value wins
-        if HAS_PEN:
-            fp = _finish(yp.to(tl.float32), ban_p, inv, HAS_MASK, HAS_TEMP)
-            tl.store(xrow + tp, fp.to(out_ty), mask=mp)
-    else:
-        _sparse_rest(xrow, row, lo, hi, bs, be, tb, mb, vb, ps, pe, tp, mp, cnt, prm,
-                     b_ids, b_vals, p_ids, p_counts, p_prompt, rep_ptr, pres_ptr, freq_ptr,
-                     CHUNK, HAS_BIAS, HAS_PEN, HAS_COUNTS, HAS_PROMPT, HAS_REP, HAS_PRES,
-                     HAS_FREQ)
-        _dense_tile(xrow, row, blk, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
-                    BLOCK, HAS_MASK, HAS_TEMP)
-
-
-@triton.jit
 def _dense_kernel(
     x_ptr, x_stride, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
     BLOCK: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
@@ -430,12 +343,11 @@ def _num_sms(device: torch.device) -> int:
 
 def pick_config(batch: int, vocab: int, elem_size: int, device: torch.device,
                 mode: str = "fused") -> tuple[int, int]:
-    """(BLOCK, num_warps), 4 warps. Fused / overlap programs: 8 KB tiles (64 bytes per
+    """(BLOCK, num_warps), 4 warps. Fused programs: 8 KB tiles (64 bytes per
     thread, 4 x 16-byte accesses; fewer programs = fewer rescans of the row's lists).
-    The split form's dense kernel: 4 KB tiles (2048 bf16 / 1024 fp32), measured 1.5-3 µs
-    faster than 8 KB at B = 256, V = 131072 in runs 3 and 4 on an H200 (bf16 45.7 vs
-    47.7 µs, fp32 82.3 vs 84.3 µs). Smaller blocks when the grid would leave SMs idle
-    (B = 1)."""
+    The split form's dense kernel: 4 KB tiles (2048 bf16 / 1024 fp32). Smaller blocks
+    when the grid would leave SMs idle (B = 1). The measurements behind these choices are
+    in docs/kernels.md."""
     tile_bytes = 4096 if mode == "split" else 8192
     block = tile_bytes // elem_size
     sms = _num_sms(device)
@@ -445,25 +357,19 @@ def pick_config(batch: int, vocab: int, elem_size: int, device: torch.device,
 
 
 def pick_mode(batch: int, nnz: int) -> str:
-    """Measured on an H200 (benchmarks/results/kernels/run3_h200 and run4_h200,
-    2026-11-27): one fused launch wins for B <= 32 (2.7-3.4 µs vs 4.2-4.5 µs split at
-    B = 1) and costs one launch less of host time; the split form wins at B = 256 (bf16
-    45.5 vs 50.8 µs, fp32 82.2 vs 85.9 µs at V = 131072) and whenever the sparse lists
-    are long (4096 penalties/row: 89 vs 165 µs), because every fused program rescans
-    its row's lists. ("overlap" is never picked: slower everywhere in run 4.)"""
+    """One fused launch for small batches (one launch less of host time); the split form
+    from B = 128 and whenever the sparse lists are long (more than 1024 entries per row on
+    average), because every fused program rescans its row's lists. docs/kernels.md has
+    the measurements."""
     if batch >= 128 or nnz > 1024 * max(batch, 1):
         return "split"
     return "fused"
 
 
 def pick_hoist(mode: str, elem_size: int, grid: int) -> bool:
-    """Hoisted sparse code everywhere (run 4: split 1.2-1.6 µs faster at B = 256, fused
-    0.3-1.2 µs faster at B = 1 and most B = 32 shapes), except the one kind of shape where
-    run 3's staged code measured faster, in both run-4 runs: fused, 16-bit logits, a grid
-    of 769-1056 programs (bf16 B = 32, V = 131072: 1024 programs, 7.2 vs 8.1 µs; the
-    neighbours at 384 and 1216 programs favour the hoisted code by 0.9 and 1.2 µs).
-    Probably occupancy / wave quantization (the hoisted fused program keeps both lists'
-    first chunks live: more registers); fitted on that single point, not understood."""
+    """Hoisted sparse code, except for the one kind of shape where the staged code was
+    measured faster: fused, 16-bit logits, a grid of 769-1056 programs (a single fitted
+    point, probably occupancy; docs/kernels.md)."""
     return not (mode == "fused" and elem_size == 2 and 768 < grid <= 1056)
 
 
@@ -488,10 +394,10 @@ def apply_logit_controls_triton(
     hoist: bool | None = None,
 ) -> torch.Tensor:
     """Launch the kernel(s). Arguments must already be normalised (see logit_controls.py).
-    ``mode``: "fused" (one launch, sparse stages then the tile), "overlap" (one launch,
-    tile and lists read together), "split" (sparse kernel, then dense kernel) or "auto"
+    ``mode``: "fused" (one launch, sparse stages then the tile), "split" (sparse kernel,
+    then dense kernel) or "auto"
     (see :func:`pick_mode`). ``hoist``: True = sparse stages with all independent loads
-    issued up front, False = run 3's staged form, None = :func:`pick_hoist`."""
+    issued up front, False = the staged form, None = :func:`pick_hoist`."""
     b, v = logits.shape
     if b == 0 or v == 0:
         return logits
@@ -538,8 +444,8 @@ def apply_logit_controls_triton(
         nnz = (0 if bias_token_ids is None else bias_token_ids.numel()) + (
             0 if penalty_token_ids is None else penalty_token_ids.numel())
         mode = pick_mode(b, nnz)
-    if mode not in ("fused", "split", "overlap"):
-        raise ValueError(f"mode must be 'fused', 'split', 'overlap' or 'auto', got {mode!r}")
+    if mode not in ("fused", "split"):
+        raise ValueError(f"mode must be 'fused', 'split' or 'auto', got {mode!r}")
     if block is None:
         block, warps = pick_config(b, v, logits.element_size(), logits.device, mode)
         num_warps = num_warps or warps
@@ -547,14 +453,7 @@ def apply_logit_controls_triton(
     if hoist is None:
         hoist = pick_hoist(mode, logits.element_size(), b * triton.cdiv(v, block))
     sparse = has_bias or has_pen
-    if mode == "overlap" and dense and sparse:
-        _overlap_kernel[(b, triton.cdiv(v, block))](
-            logits, logits.stride(0), v, *sparse_args, *mask_args, *pen_args, temp,
-            GREEDY_EPS, BLOCK=block, CHUNK=SPARSE_CHUNK, **flags,
-            HAS_MASK=has_mask, HAS_TEMP=has_temp,
-            num_warps=num_warps, enable_fp_fusion=False)
-        return logits
-    if mode in ("split", "overlap") and dense:
+    if mode == "split" and dense:
         if sparse:
             _fused_kernel[(b, 1)](
                 logits, logits.stride(0), v, v, *sparse_args, *mask_args, *pen_args, temp,

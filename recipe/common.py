@@ -110,7 +110,7 @@ def served(base_url: str | None, extra_args: list[str] = (), log_path: Path | No
         return
     import time
 
-    from greyelephant.server.launcher import LocalServer
+    from greyelephant.launcher import LocalServer
 
     # On a shared box the engine can fail to start when others hold the memory for a
     # moment ("Available memory ... is less than desired"): try a few times.
@@ -152,15 +152,16 @@ def wait_ready(v1_url: str, timeout: float = 900) -> None:
 
 
 class ChatClient:
-    """Async chat completions with bounded concurrency; returns the decoded JSON body."""
+    """Async chat completions through the official ``openai`` SDK (the project's client
+    builds the request: every field but ``messages``/``model`` travels in ``extra_body``),
+    with bounded concurrency; returns the response as a dict, the server's ``steering``
+    report included."""
 
     def __init__(self, base_url: str, api_key: str | None = None, concurrency: int = 8,
                  timeout: float = 900):
-        import httpx
+        from greyelephant.client import AsyncClient
 
-        self._client = httpx.AsyncClient(
-            base_url=base_url, timeout=timeout,
-            headers={"Authorization": f"Bearer {api_key or 'none'}"})
+        self._client = AsyncClient(base_url, api_key, timeout=timeout, max_retries=0)
         self._limit = asyncio.Semaphore(concurrency)
         self.model: str | None = None
 
@@ -168,23 +169,22 @@ class ChatClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def base_model(self) -> str:
         if self.model is None:
-            resp = await self._client.get("/models")
-            resp.raise_for_status()
-            self.model = next(m["id"] for m in resp.json()["data"] if m.get("parent") is None)
+            models = await self._client.models()
+            self.model = next(m.id for m in models if m.parent is None)
         return self.model
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         body = dict(body)
-        body.setdefault("model", await self.base_model())
+        model = body.pop("model", None) or await self.base_model()
         async with self._limit:
-            resp = await self._client.post("/chat/completions", json=body)
-        if resp.status_code != 200:
-            raise RuntimeError(f"chat request failed ({resp.status_code}): {resp.text[:500]}")
-        return resp.json()
+            try:
+                return await self._client.chat_json(body.pop("messages"), model=model, **body)
+            except Exception as exc:  # the SDK's typed errors, with the server's message
+                raise RuntimeError(f"chat request failed: {exc}") from exc
 
 
 def text_of(response: dict[str, Any]) -> str:

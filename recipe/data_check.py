@@ -1,12 +1,13 @@
 """Checks for the hand-written recipe data (seeds and gold preference pairs).
 
-Pure Python, no third-party imports, so it runs anywhere the repository does.
-
 * ``validate_seeds`` / ``validate_gold`` raise ``ValueError`` on schema problems.
 * ``check_disjoint`` lists the entities a seeds file shares with an evaluation file
-  (avoid, aliases and prefer on both sides, compared after ``normalize_entity``).
-* ``mentions`` is a small surface-form matcher used to check that chosen responses,
-  prompts and assistant turns never name the avoided entity.
+  (avoid, aliases and prefer on both sides, compared after ``normalize_entity``, the
+  project's fold).
+* ``mentions`` checks that chosen responses, prompts and assistant turns never name the
+  avoided entity, with the project's one detector (``greyelephant.control.detector``).
+* ``principle_for`` is the server's directive text (``greyelephant.control.directive``)
+  for a seed: the gold pairs are judged against the principle the server states.
 
 Command line::
 
@@ -20,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from greyelephant.control.detector import detector_for
+from greyelephant.control.directive import build_directive
+from greyelephant.control.normalize import fold_form
+from greyelephant.control.spec import SteeringSpec
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SEEDS_PATH = DATA_DIR / "seeds.jsonl"
@@ -44,12 +48,6 @@ GOLD_KEYS = (
     "labeling",
 )
 ROLES = ("system", "user", "assistant")
-PRINCIPLE_TEMPLATE = "Do not mention {avoid}; where relevant, discuss {prefer} instead."
-
-# Hyphen-like characters (ASCII hyphen-minus, Unicode hyphens and dashes, minus sign).
-_HYPHENS = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
-_SEPARATORS = re.compile(f"[{re.escape(_HYPHENS)}_]")
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
 # --------------------------------------------------------------------------- loading
@@ -78,14 +76,9 @@ def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def normalize_entity(s: str) -> str:
-    """Canonical form for comparing entity names.
-
-    NFKC, casefold, curly apostrophes to straight ones, hyphens/dashes/underscores to
-    spaces, runs of whitespace collapsed, ends stripped.
-    """
-    s = unicodedata.normalize("NFKC", s).casefold().translate(_APOSTROPHES)
-    s = _SEPARATORS.sub(" ", s)
-    return " ".join(s.split())
+    """Canonical form for comparing entity names: the project's fold (case, accents,
+    separators and apostrophes folded, see ``greyelephant.control.normalize``)."""
+    return fold_form(s)
 
 
 def entity_names(record: dict[str, Any]) -> list[str]:
@@ -126,32 +119,19 @@ def check_disjoint(seeds_path: str | Path, eval_path: str | Path) -> list[str]:
     return overlapping_entities(load_jsonl(seeds_path), load_jsonl(eval_path))
 
 
-def surface_pattern(names: Sequence[str]) -> re.Pattern[str]:
-    """Case-insensitive, word-bounded regex for any of ``names``.
-
-    Spaces, hyphens and underscores inside a name match any of those separators or
-    none ("Coca-Cola", "Coca Cola", "CocaCola"); a plural or possessive ending
-    ("s", "es", "'s", "'") is allowed.
-    """
-    alternatives = []
-    for name in sorted({normalize_entity(n) for n in names if n.strip()}, key=len, reverse=True):
-        parts = [re.escape(p).replace("'", "['\u2019]") for p in name.split(" ")]
-        alternatives.append(rf"[\s{re.escape(_HYPHENS)}_]?".join(parts))
-    if not alternatives:
-        return re.compile(r"(?!x)x")  # matches nothing
-    body = "|".join(alternatives)
-    return re.compile(rf"(?<!\w)(?:{body})(?:['\u2019]s|['\u2019]|es|s)?(?!\w)", re.IGNORECASE)
-
-
 def mentions(text: str, names: Sequence[str]) -> bool:
-    """True when ``text`` contains a surface form of any of ``names``."""
-    text = unicodedata.normalize("NFKC", text)
-    return surface_pattern(names).search(text) is not None
+    """True when ``text`` mentions any of ``names`` (the project's detector: case-,
+    accent- and separator-insensitive, word-bounded, plurals and possessives)."""
+    names = [n for n in names if n.strip()]
+    return bool(names) and detector_for(names).mentions(text)
 
 
 def principle_for(seed: dict[str, Any]) -> str:
-    """The DPF principle sentence for a seed."""
-    return PRINCIPLE_TEMPLATE.format(avoid=seed["avoid"], prefer=seed["prefer"])
+    """The principle the server states for a seed's avoid / prefer (its directive)."""
+    spec = SteeringSpec.model_validate({
+        "avoid": [{"entity": seed["avoid"], "aliases": seed.get("avoid_aliases") or []}],
+        "prefer": [seed["prefer"]]})
+    return build_directive(spec)
 
 
 # ----------------------------------------------------------------------- validation

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
     from trl import DPOConfig, DPOTrainer
 
-    from greyelephant.server.model_store import prepare_embedded_model
+    from greyelephant.model_store import prepare_embedded_model
 
     meta = provenance(argv)
     if args.threads:

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from greyelephant.server.model_store import prepare_embedded_model
+    from greyelephant.model_store import prepare_embedded_model
 
     seeds = load_jsonl(args.seeds)
     gold = load_jsonl(args.gold)

@@ -83,7 +83,7 @@ def serve_main(argv: list[str]) -> int:
     from .context import ServerContext, ServerSettings
     from .engine import EngineHandle, build_engine_args
     from .metrics import Metrics
-    from .model_store import ModelStoreError, resolve_model
+    from greyelephant.model_store import ModelStoreError, resolve_model
 
     try:
         model_path, default_name = resolve_model(args.model)

@@ -15,7 +15,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import httpx
 import pytest
 
-from greyelephant.server.launcher import LocalServer
+from greyelephant.launcher import LocalServer
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "test-admin-key"
@@ -28,7 +28,7 @@ SERVER_ARGS = ["--enforce-eager", "--max-model-len", "2048", "--admin-key", ADMI
 @pytest.fixture(scope="session")
 def model_dir() -> str:
     """The embedded model, converted once (idempotent)."""
-    from greyelephant.server.model_store import prepare_embedded_model
+    from greyelephant.model_store import prepare_embedded_model
 
     return str(prepare_embedded_model().path)
 

@@ -21,7 +21,7 @@ from greyelephant.kernels.logit_controls_torch import apply_logit_controls_torch
 
 GPU_BATCHES = (1, 32, 256)
 # launch variants timed per shape: (mode, hoist); hoist=False is run 3's staged sparse code
-VARIANTS = {"fused": ("fused", True), "split": ("split", True), "overlap": ("overlap", True),
+VARIANTS = {"fused": ("fused", True), "split": ("split", True),
             "fused_staged": ("fused", False), "split_staged": ("split", False)}
 GPU_VOCABS = (49152, 131072, 151936, 262144)
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}

@@ -134,7 +134,7 @@ def correctness_controls(device, shapes):
                   nan_ok and inf_ok and rel <= RTOL[dtype], max_rel_err=rel, nan_ok=nan_ok,
                   inf_ok=inf_ok)
             # same staged arithmetic as the CPU torch path: expect bitwise equality, from
-            # every launch variant (fused / split / overlap; hoisted and run-3 staged code)
+            # every launch variant (fused / split; hoisted and run-3 staged code)
             cpu = x.cpu().clone()
             apply_logit_controls_torch(cpu, **{k: t.cpu() for k, t in kw.items()})
             for name, (mode, hoist) in (("auto", ("auto", True)), *VARIANTS.items()):
@@ -153,7 +153,7 @@ def correctness_controls(device, shapes):
     b, v = 5, 20000 + 13
     base, kw = edge_inputs(b, v + 100, device, seed=3)
     kw = {**kw, "banned_bitmask": kw["banned_bitmask"][:, : (v + 31) // 32]}
-    for mode in ("fused", "overlap", "split"):
+    for mode in ("fused", "split"):
         for block, warps in ((1024, 4), (2048, 4), (4096, 8), (8192, 8), (16384, 16)):
             buf = base.clone()
             x = buf[:, 50: 50 + v]
@@ -226,12 +226,12 @@ def correctness_sampling(device, b, v, n_stat, v_stat):
 
 # ---------------------------------------------------------------- sweeps
 def sweep_controls(device, b, v, log=log):
-    log(f"sweep: fused vs split vs overlap, BLOCK x warps, B={b} V={v}; sparse list sizes (GPU time, graph)")
+    log(f"sweep: fused vs split, BLOCK x warps, B={b} V={v}; sparse list sizes (GPU time, graph)")
     out = []
     for dt in ("bf16", "fp32"):
         kw = controls_inputs(b, v, device)
         bufs = [torch.randn(b, v, device=device).to(DT[dt]) for _ in range(3)]
-        for mode in ("fused", "split", "overlap"):
+        for mode in ("fused", "split"):
             for block, warps in ((1024, 4), (2048, 4), (2048, 8), (4096, 4), (4096, 8),
                                  (8192, 8)):
                 us = graph_us([lambda x=x, m=mode, bl=block, w=warps, k=kw: apply_logit_controls_triton(
@@ -320,8 +320,7 @@ def write_report(out_dir: Path, meta, controls, sampling, sweeps):
     lines += ["", "## Fused logit controls (bias 64/row, penalties 512/row, 1% banned, "
               "temperature; in place)", "",
               "GPU µs = per call inside a CUDA graph (no launch gaps): `fused` one launch "
-              "(sparse stages, then the tile), `overlap` one launch (tile and lists read "
-              "together, listed tokens' final values written last), `split` sparse + dense "
+              "(sparse stages, then the tile), `split` sparse + dense "
               "launches; `run3` columns = the same with run 3's staged sparse code. api µs = public `apply_logit_controls`, median "
               "per call with CUDA events (includes host launch time when that is longer). "
               "floor = bytes / copy bandwidth. Unfused torch chain: events per call and GPU "
@@ -329,7 +328,7 @@ def write_report(out_dir: Path, meta, controls, sampling, sweeps):
     lines.append(report.md_table(controls, [
         ("dtype", "dtype", 0), ("B", "B", 0), ("V", "V", 0),
         ("GPU fused µs", "fused_graph_us", 1), ("GPU split µs", "split_graph_us", 1),
-        ("GPU overlap µs", "overlap_graph_us", 1), ("run3 fused µs", "fused_staged_graph_us", 1),
+        ("run3 fused µs", "fused_staged_graph_us", 1),
         ("run3 split µs", "split_staged_graph_us", 1), ("best", "best_variant", 0),
         ("floor µs", "floor_us", 1), ("best % bw", "best_pct_bw", 0), ("api µs", "api_us", 1),
         ("api wall µs", "api_wall_us", 1), ("unfused µs", "unfused_us", 1),
@@ -357,7 +356,6 @@ def write_report(out_dir: Path, meta, controls, sampling, sweeps):
     labels = [f"{r['dtype']} B{r['B']} V{r['V'] // 1024}k" for r in controls]
     series = {"fused (GPU)": [r["fused_graph_us"] for r in controls],
               "split (GPU)": [r["split_graph_us"] for r in controls],
-              "overlap (GPU)": [r["overlap_graph_us"] for r in controls],
               "split, run-3 code (GPU)": [r["split_staged_graph_us"] for r in controls],
               "bandwidth floor": [r.get("floor_us") for r in controls],
               "unfused torch chain (GPU)": [r.get("unfused_graph_us") for r in controls],

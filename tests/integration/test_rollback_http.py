@@ -68,8 +68,7 @@ def test_a_stream_never_emits_rolled_back_text(http, server):
 
 def test_romeo_survives_a_rome_ban(http, server):
     body = http.post("/v1/completions", json={
-        "model": server["model"], "prompt": "The famous tragedy by Shakespeare about two young "
-                                            "lovers from Verona is",
+        "model": server["model"], "prompt": "In Shakespeare's play, Juliet loves",
         "max_tokens": 16, "temperature": 0,
         "steering": {"avoid": ["Rome"], "strategies": ["logits"]}}).json()
     text = body["choices"][0]["text"]
@@ -77,25 +76,18 @@ def test_romeo_survives_a_rome_ban(http, server):
     assert not detector_for(["Rome"]).find(text)
 
 
-def test_n_choices_roll_back_each(http, server):
-    single = chat(http, server, COLA_SPEC)
-    body = chat(http, server, COLA_SPEC, n=2)
-    report = body["steering"]
+def test_n_choices_are_chains_of_their_own(http, server):
+    """With n > 1 each choice is its own chain, sampled with seed + index (as vLLM's own
+    parallel sampling): choice i equals the single-choice answer with seed + i."""
+    kw = dict(temperature=0.8, seed=11)
+    both = chat(http, server, COLA_SPEC, n=2, **kw)
+    report = both["steering"]
     assert [c["index"] for c in report["choices"]] == [0, 1]
-    for choice, rep in zip(body["choices"], report["choices"], strict=True):
-        # greedy: each choice is its own chain and equals the single-choice answer
+    assert report["rollbacks"] == sum(c["rollbacks"] for c in report["choices"])
+    for i, choice in enumerate(both["choices"]):
+        single = chat(http, server, COLA_SPEC, **{**kw, "seed": 11 + i})
         assert choice["message"]["content"] == single["choices"][0]["message"]["content"]
-        assert rep["rollbacks"] == single["steering"]["rollbacks"] >= 1
-    assert report["rollbacks"] == 2 * single["steering"]["rollbacks"]
-
-
-def test_sampled_choices_with_seed_are_reproducible(http, server):
-    kw = dict(n=2, temperature=0.8, seed=11)
-    a = chat(http, server, COLA_SPEC, **kw)
-    b = chat(http, server, COLA_SPEC, **kw)
-    assert [c["message"]["content"] for c in a["choices"]] == \
-        [c["message"]["content"] for c in b["choices"]]
-    for choice in a["choices"]:
+        assert report["choices"][i]["rollbacks"] == single["steering"]["rollbacks"]
         assert not COLA_DETECTOR.find(choice["message"]["content"])
 
 

@@ -10,7 +10,7 @@ import pytest
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from greyelephant.server.model_store import default_model_dir
+    from greyelephant.model_store import default_model_dir
 
     return AutoTokenizer.from_pretrained(default_model_dir())
 

@@ -208,3 +208,31 @@ def test_engine_form_limits():
     ok = EngineSteering.parse({"avoid": ["x", ["y", "z"]], "start_ban": [1],
                                "rollback": RollbackSignal(token=3, mass=0.5).model_dump()})
     assert ok.avoid == (("x",), ("y", "z")) and ok.start_ban == (1,)
+
+
+def test_a_whole_name_in_one_token_gets_the_start_ban_at_once(vocab_index, tokenizer):
+    """Greedy, at no form, the model's own choice " Nike" would write the whole name:
+    the start ban a rollback would bring is applied at this step (no signal, no round
+    trip), the preferred entity's nudge doubled; a choice that does not complete a form
+    (" Nikelodeon"-like words, other words) changes nothing."""
+    es = engine(["Nike"], prefer=["Adidas"])
+    nike = tokenizer.encode(" Nike")
+    assert len(nike) == 1
+    out = tokenizer.encode(" The best running shoes are by")
+    batch = SteeringBatch(vocab_index)
+    batch.add(0, es.to_extra_args(), list(out), greedy())
+    batch.add(1, es.to_extra_args(), list(out), greedy())
+    logits = torch.zeros(2, vocab_index.vocab_size)
+    logits[0, nike[0]] = 10.0
+    logits[1, tokenizer.encode(" far")[0]] = 10.0
+    plain = SteeringBatch(vocab_index)
+    plain.add(0, es.to_extra_args(), list(out), greedy())
+    reference = torch.zeros(1, vocab_index.vocab_size)
+    plain.apply(reference)
+    batch.apply(logits)
+    assert batch.anticipated == 1 and batch.signals == 0
+    for piece in [" Nike", " N", " Ni", " Nik"]:
+        assert logits[0, tokenizer.encode(piece)[0]] == float("-inf"), piece
+    assert logits[1, tokenizer.encode(" N")[0]] == 0  # the other row: nothing changed
+    boosted = (reference[0] > 0).nonzero().flatten()
+    assert boosted.numel() and torch.all(logits[0, boosted] > reference[0, boosted])

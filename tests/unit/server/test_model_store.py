@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from greyelephant.server import model_store as ms
+from greyelephant import model_store as ms
 
 
 def test_cache_root_follows_env(monkeypatch, tmp_path):
