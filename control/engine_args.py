@@ -9,17 +9,22 @@ typed contract::
     {"v": 2,
      "avoid": [["eiffel tower", "tour eiffel", ...], ["nike", ...]],   # one list per entity
      "prefer": ["louvre", ...], "prefer_bias": 4.0, "no_repeat_ngram": 4,
-     "rollback": {"token": 17, "mass": 0.5},     # absent: no rollback signal
+     "signal": 16, "rollback_mass": 0.5,         # None: no signal / rollback off
      "resume": 0, "start_ban": [], "min_tokens": 0}
 
 ``avoid`` holds folded surface forms (display forms are accepted too and folded in the
 engine), one list per avoided entity (a plain string is an entity with one form): a rollback names the entities whose starts it bans
 by their index here. The rollback fields:
 
-* ``rollback`` — when the row heads into an avoided form (the model's own choice is banned
-  inside a form; when sampling, the banned tokens carry more than ``mass`` of the
-  probability), the processor forces the stop token ``token`` instead of masking, and the
-  server rolls the choice back (``server/rollback.py``);
+* ``signal`` — a stop token of the request that the processor forces to tell the server
+  something: the row heads into an avoided form (with rollback on), or the row's spec
+  could not be compiled in the engine (the server then fails the request: a steered row is
+  steered or its request fails). Banned at every other step;
+* ``rollback_mass`` — rollback on: when the row heads into an avoided form (the model's
+  own choice is banned inside a form; when sampling, the banned tokens carry more than
+  this share of the probability), the processor forces ``signal`` instead of masking, and
+  the server rolls the choice back (``server/rollback.py``). None: rollback off (the
+  stricter prefix ban, see :mod:`.ban_automaton`);
 * ``resume`` — the last ``resume`` prompt tokens are this choice's accepted output from
   before a rollback: the row's state (ban automaton, prefer nudge, loop guard, presence
   and frequency penalties) is rebuilt from them;
@@ -46,15 +51,6 @@ from .limits import (
 from .loop_guard import check_ngram_size
 
 
-class RollbackSignal(BaseModel):
-    """How the processor asks the server for a rollback."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    token: int = Field(ge=0)  # a stop token of the request, forced to signal a rollback
-    mass: float = Field(gt=0.0, le=1.0)  # sampling: banned probability mass that triggers it
-
-
 class EngineSteering(BaseModel):
     """``extra_args["steering"]`` of one engine request (see the module docstring)."""
 
@@ -65,7 +61,8 @@ class EngineSteering(BaseModel):
     prefer: tuple[str, ...] = ()
     prefer_bias: float = Field(default=0.0, ge=0.0, le=MAX_PREFER_BIAS)
     no_repeat_ngram: int = 0
-    rollback: RollbackSignal | None = None
+    signal: int | None = Field(default=None, ge=0)
+    rollback_mass: float | None = Field(default=None, gt=0.0, le=1.0)
     resume: int = Field(default=0, ge=0)
     start_ban: tuple[int, ...] = ()
     min_tokens: int = Field(default=0, ge=0)
@@ -99,7 +96,13 @@ class EngineSteering(BaseModel):
             raise ValueError(f"a form is longer than {MAX_ENGINE_FORM_CHARS} characters")
         if any(not 0 <= g < len(self.avoid) for g in self.start_ban):
             raise ValueError("start_ban names an entity that is not in avoid")
+        if self.rollback_mass is not None and self.signal is None:
+            raise ValueError("rollback needs a signal token")
         return self
+
+    @property
+    def rollback(self) -> bool:
+        return self.rollback_mass is not None
 
     @classmethod
     def parse(cls, obj: Any) -> EngineSteering:

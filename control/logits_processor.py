@@ -63,6 +63,16 @@ def request_info(params: SamplingParams, prompt: list[int] | None) -> RequestInf
     )
 
 
+def kernel_path(device: torch.device | str) -> str:
+    """Load the logit-controls path for ``device`` now (raises if it cannot load) and name
+    it: Triton kernels on CUDA, the vectorised torch path elsewhere."""
+    if torch.device(device).type == "cuda":
+        from greyelephant.kernels import logit_controls_triton  # noqa: F401
+
+        return "triton"
+    return "torch"
+
+
 def load_vocab_index(vllm_config: VllmConfig) -> VocabIndex:
     from transformers import AutoTokenizer
 
@@ -79,13 +89,15 @@ class SteeringLogitsProcessor(LogitsProcessor):
 
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool,
                  *, index: VocabIndex | None = None):
+        """Built once per engine, in the engine's process. Everything steering needs is
+        checked here, so that a problem stops the engine at start-up instead of leaving a
+        request unsteered later: the vocabulary index is built, and the kernel path for
+        ``device`` is loaded (Triton on CUDA, the torch path otherwise) and logged once."""
         if index is None:
-            try:
-                index = load_vocab_index(vllm_config)
-                logger.info("steering: vocabulary index built in %.2f s", index.build_seconds)
-            except Exception:  # retried on the first steered request
-                logger.exception("steering: could not build the vocabulary index yet")
-        self.batch = SteeringBatch(index or (lambda: load_vocab_index(vllm_config)), device)
+            index = load_vocab_index(vllm_config)
+            logger.info("steering: vocabulary index built in %.2f s", index.build_seconds)
+        logger.info("steering: logit controls on %s via %s", device, kernel_path(device))
+        self.batch = SteeringBatch(index, device)
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -36,7 +37,7 @@ from pydantic import (
 )
 
 from .aho_corasick import Automaton
-from .engine_args import EngineSteering, RollbackSignal
+from .engine_args import EngineSteering
 from .loop_guard import check_ngram_size
 from .normalize import fold_form, normalize_text
 from .surface_forms import expand_entity, fold_patterns
@@ -68,6 +69,8 @@ class SteeringPolicyError(ValueError):
 def _clean_name(v: Any, what: str) -> str:
     if not isinstance(v, str):
         raise ValueError(f"{what} must be a string")
+    if any(unicodedata.category(c) in ("Cc", "Cs") and not c.isspace() for c in v):
+        raise ValueError(f"{what} must not contain control characters")
     s = normalize_text(v)
     if not s:
         raise ValueError(f"{what} must not be empty")
@@ -324,22 +327,24 @@ class SteeringSpec(BaseModel):
         strategies = self.strategies or DEFAULT_POLICY.default_strategies
         return strategy in strategies
 
-    def engine_steering(self, rollback_token: int | None = None) -> EngineSteering | None:
+    def engine_steering(self, signal: int | None = None,
+                        rollback: bool = True) -> EngineSteering | None:
         """The typed engine form (:mod:`.engine_args`) for the logits processor, or None
-        when the ``logits`` strategy is off. ``rollback_token`` (the server's signal
-        token) turns rollback on when this spec allows rollbacks."""
+        when the ``logits`` strategy is off. ``signal`` is the server's signal token;
+        rollback is on when a signal is given, ``rollback`` is True and the spec allows
+        rollbacks (``max_rollbacks`` > 0) and avoids something."""
         if not self.uses("logits"):
             return None
         bias = DEFAULT_PREFER_BIAS if self.prefer_bias is None else self.prefer_bias
-        rollback = None
-        if rollback_token is not None and self.effective_max_rollbacks() > 0 and self.avoid:
-            rollback = RollbackSignal(token=rollback_token, mass=ROLLBACK_MASS)
+        on = (signal is not None and rollback and self.effective_max_rollbacks() > 0
+              and bool(self.avoid))
         return EngineSteering(
             avoid=tuple(tuple(e.patterns()) for e in self.avoid),
             prefer=tuple(self.prefer_patterns),
             prefer_bias=float(bias),
             no_repeat_ngram=self.effective_no_repeat_ngram(),
-            rollback=rollback,
+            signal=signal,
+            rollback_mass=ROLLBACK_MASS if on else None,
         )
 
     def engine_args(self) -> dict[str, Any] | None:

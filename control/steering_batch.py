@@ -129,10 +129,18 @@ class SteeringBatch:
     def add(self, i: int, steering_args: Any, out: list[int],
             request: RequestInfo | None = None) -> None:
         """Row ``i`` holds a request now. Arguments are validated at admission
-        (:meth:`.logits_processor.SteeringLogitsProcessor.validate_params`), so a failure
-        here is a bug: it raises."""
-        row = self._new_row(steering_args, out, request or RequestInfo()) if steering_args \
-            else None
+        (:meth:`.logits_processor.SteeringLogitsProcessor.validate_params`). If the row
+        still cannot be set up here (its spec does not compile), it is never left
+        unsteered: it fails closed (:meth:`apply` ends it at once with its signal token, or
+        with a stop token when it has none, and the server fails the request)."""
+        if not steering_args:
+            self.rows.pop(i, None)
+            return
+        try:
+            row = self._new_row(steering_args, out, request or RequestInfo())
+        except Exception:
+            logger.exception("steering: a row's spec could not be set up; the request fails")
+            row = _FailedRow(_signal_of(steering_args), request or RequestInfo())
         if row is None:
             self.rows.pop(i, None)
         else:
@@ -156,8 +164,8 @@ class SteeringBatch:
         resumed = tuple(int(t) for t in info.prompt[len(info.prompt) - args.resume:]) \
             if args.resume else ()
         stop_ids = set(info.stop_ids)
-        if args.rollback is not None:
-            stop_ids.discard(args.rollback.token)
+        if args.signal is not None:
+            stop_ids.discard(args.signal)
         row = _Row(compiled, args, info, out, resumed=resumed,
                    guard=NgramGuard(args.no_repeat_ngram) if args.no_repeat_ngram else None,
                    stop_ids=frozenset(stop_ids))
@@ -196,11 +204,11 @@ class SteeringBatch:
             words, kind = cs.start_words(st, args.start_ban), "start"
         elif r.info.max_tokens is not None and r.consumed + 1 >= r.info.max_tokens:
             words, kind = cs.final_words(st), "final"
-        elif args.rollback is None:
+        elif not args.rollback:
             return cs.prefix_words(st)
         else:
             return cs.banned_words(st)
-        return words if args.rollback is not None else cs.with_prefix(st, words, kind)
+        return words if args.rollback else cs.with_prefix(st, words, kind)
 
     def _required_bans(self, r: _Row) -> list[int]:
         """Tokens the row must not take whatever else happens: its stop tokens while the
@@ -210,8 +218,8 @@ class SteeringBatch:
         if r.stop_ids and (r.consumed < r.args.min_tokens
                            or r.compiled.ends_form(r.state.avoid)):
             extra.extend(r.stop_ids)
-        if r.args.rollback is not None:
-            extra.append(r.args.rollback.token)
+        if r.args.signal is not None:
+            extra.append(r.args.signal)
         return extra
 
     def controls(self, idx: list[int], vocab: int) -> _StepPlan:
@@ -236,7 +244,7 @@ class SteeringBatch:
                                            vocab):
                     plan.any_ban = True
             at_start = bool(r.args.start_ban) and r.consumed == 0
-            if r.args.rollback is not None and words is not None and not r.signalled \
+            if r.args.rollback and words is not None and not r.signalled \
                     and not at_start:
                 if cs.inside_form(st):
                     plan.watch.append((j, i, _judged_mask(words, r)))
@@ -296,7 +304,10 @@ class SteeringBatch:
         if not self.rows:
             return logits
         b, v = logits.shape
-        idx = sorted(i for i in self.rows if i < b)
+        failed = [i for i, r in self.rows.items() if i < b and isinstance(r, _FailedRow)]
+        for i in failed:
+            self._end_failed(logits, i, v)
+        idx = sorted(i for i, r in self.rows.items() if i < b and not isinstance(r, _FailedRow))
         if not idx:
             return logits
         plan = self.controls(idx, v)
@@ -315,8 +326,16 @@ class SteeringBatch:
             r.signalled = True
             self.signals += 1
             logits[i].fill_(float("-inf"))
-            logits[i, r.args.rollback.token] = 0.0
+            logits[i, r.args.signal] = 0.0
         return logits
+
+    def _end_failed(self, logits: torch.Tensor, i: int, vocab: int) -> None:
+        """A row that could not be steered takes its signal token (or a stop token)."""
+        r = self.rows[i]
+        end = r.signal if r.signal is not None else min(r.info.stop_ids, default=None)
+        logits[i].fill_(float("-inf"))
+        if end is not None and 0 <= end < vocab:
+            logits[i, end] = 0.0
 
     def _check(self, logits: torch.Tensor, plan: _StepPlan, vocab: int) -> list[int]:
         """Compare the rollback rows' own choices with their masks, before masking.
@@ -344,7 +363,7 @@ class SteeringBatch:
             x = logits[i].float()
             banned = torch.from_numpy(unpack_words(words, vocab)).to(x.device)
             probs = torch.softmax(x / temp, dim=-1)
-            if float(probs[banned].sum()) > r.args.rollback.mass:
+            if float(probs[banned].sum()) > r.args.rollback_mass:
                 out.append(i)
         for j, i in plan.anticipate:
             t = top[i]
@@ -364,6 +383,22 @@ class SteeringBatch:
     def _to_device(self, arr: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(arr)
         return t if self.device.type == "cpu" else t.to(self.device)
+
+
+@dataclass
+class _FailedRow:
+    """A steered row whose spec could not be set up in the engine: it is ended at once."""
+
+    signal: int | None
+    info: RequestInfo
+
+
+def _signal_of(raw: Any) -> int | None:
+    try:
+        value = raw.get("signal") if isinstance(raw, dict) else getattr(raw, "signal", None)
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 class _StepPlan:

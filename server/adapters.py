@@ -1,9 +1,17 @@
-"""LoRA adapters served next to the base model: `model` in a request picks one."""
+"""LoRA adapters served next to the base model: `model` in a request picks one.
+
+Names are plain identifiers (letters, digits, ``._-``, up to 64 characters). Adapters
+loaded at run time (``POST /v1/adapters/load``) must live inside one of the configured
+adapter roots (``--adapter-root``; by default the shipped ``adapters/`` folder and the
+cache's ``adapters/``): the path is resolved (symlinks and ``..`` included) before the
+check, so a request can never point the server at an arbitrary directory."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +50,38 @@ def check_adapter_dir(path: str) -> None:
         raise APIError(400, f"{path}/adapter_config.json is not valid JSON: {exc}", "path") from exc
 
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_adapter_name(name: str) -> None:
+    if not NAME.match(name):
+        raise APIError(400, "an adapter name is 1-64 letters, digits, '.', '_' or '-', "
+                            "starting with a letter or digit", "name")
+
+
+def check_inside_roots(path: str, roots: tuple[str, ...]) -> None:
+    """``path`` (resolved) must be inside one of ``roots`` (resolved)."""
+    real = os.path.realpath(path)
+    for root in roots:
+        base = os.path.realpath(root)
+        if real == base or real.startswith(base + os.sep):
+            return
+    raise APIError(400, "the adapter path is outside the server's adapter roots "
+                        f"({', '.join(roots) or 'none configured'}; see --adapter-root)", "path")
+
+
 class AdapterRegistry:
     def __init__(self):
         self._by_name: dict[str, Adapter] = {}
         self._ids = itertools.count(1)
 
-    def add(self, name: str, path: str) -> Adapter:
+    def add(self, name: str, path: str, roots: tuple[str, ...] | None = None) -> Adapter:
+        """Register an adapter; ``roots`` (run-time loads) confine where it may live."""
+        check_adapter_name(name)
         if name in self._by_name:
             raise APIError(400, f"adapter {name!r} is already loaded", "name")
+        if roots is not None:
+            check_inside_roots(path, roots)
         check_adapter_dir(path)
         adapter = Adapter(name, str(Path(path).resolve()), next(self._ids))
         self._by_name[name] = adapter

@@ -15,14 +15,33 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 
+from .admission import guarded_stream, within
 from .context import ServerContext, new_request_id
 from .errors import APIError, error_response, pydantic_errors_to_message
+from .logs import prompts_logged
+from .openapi import request_bodies
 from .protocol import (ChatCompletionRequest, CompletionRequest, LoadAdapterRequest,
                        UnloadAdapterRequest)
 from .serving_chat import chat_completion, chat_completion_stream
 from .serving_completion import completion, completion_stream
 
 logger = logging.getLogger("greyelephant.server")
+access_log = logging.getLogger("greyelephant.access")
+
+
+def _prompt_of(req):
+    messages = getattr(req, "messages", None)
+    if messages is not None:
+        return [{"role": m.role, "content": m.text()} for m in messages]
+    return getattr(req, "prompt", None)
+
+
+def _prompt_count(req) -> int:
+    """Prompts of a request (a completions batch has several, chat one)."""
+    prompt = getattr(req, "prompt", None)
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        return len(prompt)
+    return 1
 
 
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -91,7 +110,7 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
-        return error_response(exc.status, exc.message, exc.param, exc.code)
+        return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -115,17 +134,31 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
                                route: str, id_prefix: str):
         started = time.perf_counter()
         status = 500
+        ticket = None
+        request_id = None
         try:
             check_auth(request, settings.api_key)
             req = parse_body(model_cls, await read_json_body(request, settings.max_body_bytes))
+            ticket = ctx.admission.admit(req.n * _prompt_count(req))
             request_id = new_request_id(id_prefix, request.headers.get("x-request-id"))
             headers = {"X-Request-Id": request_id}
+            timeout = settings.request_timeout
             if req.stream:
-                events = await stream_handler(ctx, req, request_id)
+                events = await within(stream_handler(ctx, req, request_id), timeout, metrics)
                 status = 200
-                return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-            body = await until_disconnected(request, handler(ctx, req, request_id))
+                guarded = guarded_stream(events, ticket, timeout, metrics)
+                ticket = None  # the stream releases it when it ends
+                return StreamingResponse(guarded, media_type="text/event-stream",
+                                         headers=headers)
+            body = await until_disconnected(request, within(handler(ctx, req, request_id),
+                                                            timeout, metrics))
             status = 200
+            if prompts_logged():
+                access_log.info("exchange", extra={"request_id": request_id,
+                                                   "prompt": _prompt_of(req),
+                                                   "output": [c.get("message", c).get(
+                                                       "content", c.get("text"))
+                                                       for c in body["choices"]]})
             return _json(body, headers=headers)
         except APIError as exc:
             status = exc.status
@@ -134,15 +167,21 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
             status = 499
             raise
         finally:
+            if ticket is not None:
+                ticket.release()
+            elapsed = time.perf_counter() - started
             metrics.requests.labels(route, str(status)).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - started)
+            metrics.latency.labels(route).observe(elapsed)
+            access_log.info("request", extra={"request_id": request_id, "route": route,
+                                              "status": status,
+                                              "latency_s": round(elapsed, 4)})
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=request_bodies(ChatCompletionRequest))
     async def chat(request: Request):
         return await generation_route(request, ChatCompletionRequest, chat_completion,
                                       chat_completion_stream, "chat", "chatcmpl")
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=request_bodies(CompletionRequest))
     async def completions(request: Request):
         return await generation_route(request, CompletionRequest, completion,
                                       completion_stream, "completions", "cmpl")
@@ -169,14 +208,14 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
         listing = msgspec.json.decode((await models(request)).body)
         return _json(next(m for m in listing["data"] if m["id"] == name))
 
-    @app.post("/v1/adapters/load")
+    @app.post("/v1/adapters/load", openapi_extra=request_bodies(LoadAdapterRequest))
     async def load_adapter(request: Request):
         check_admin(request)
         ctx.require_ready()
         req = parse_body(LoadAdapterRequest, await read_json_body(request, settings.max_body_bytes))
         if req.name == ctx.engine.served_model_name:
             raise APIError(400, "adapter name collides with the base model's name", "name")
-        adapter = ctx.adapters.add(req.name, req.path)
+        adapter = ctx.adapters.add(req.name, req.path, roots=settings.adapter_roots)
         try:
             await ctx.engine.engine.add_lora(adapter.lora_request(ctx.engine.served_model_name))
         except Exception as exc:
@@ -185,7 +224,7 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
         return _json({"id": adapter.name, "object": "model", "parent": ctx.engine.served_model_name,
                       "root": adapter.path})
 
-    @app.post("/v1/adapters/unload")
+    @app.post("/v1/adapters/unload", openapi_extra=request_bodies(UnloadAdapterRequest))
     async def unload_adapter(request: Request):
         check_admin(request)
         ctx.require_ready()
@@ -208,6 +247,8 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
     @app.get("/ready")
     async def ready():
         engine = ctx.engine
+        if ctx.admission.draining:
+            return error_response(503, "the server is shutting down", code="server_shutting_down")
         if engine.ready:
             try:
                 await engine.engine.check_health()

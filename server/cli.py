@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 
@@ -29,6 +28,32 @@ def build_serve_parser():
                             "(env GREYELEPHANT_ADMIN_KEY)")
     group.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                        help="serve a PEFT LoRA adapter under NAME (repeatable); enables LoRA")
+    group.add_argument("--no-shipped-adapters", action="store_true",
+                       help="do not serve the adapters shipped in adapters/ (served by "
+                            "default, each under its directory name)")
+    group.add_argument("--adapter-root", action="append", default=None, metavar="DIR",
+                       help="a directory run-time adapter loads may read from (repeatable; "
+                            "default: the shipped adapters/ and <cache>/adapters)")
+    group.add_argument("--max-queued-requests", type=int, default=256, metavar="N",
+                       help="requests admitted beyond what the engine runs at once "
+                            "(--max-num-seqs); more get 429 with Retry-After (default 256; "
+                            "-1: no limit)")
+    group.add_argument("--request-timeout", type=float, default=600.0, metavar="S",
+                       help="abort a generation request after S seconds with 504 "
+                            "request_timeout (default 600; 0: no limit)")
+    group.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
+                       help="on SIGTERM/SIGINT: refuse new requests, let in-flight ones "
+                            "finish for up to S seconds, then abort them and exit 0 "
+                            "(default 30)")
+    group.add_argument("--on-violation", choices=["error", "report"], default="error",
+                       help="a steered answer that still names an avoided entity: 500 "
+                            "steering_violation (default: fail closed) or returned with "
+                            "the violation in its report")
+    group.add_argument("--log-format", choices=["text", "json"], default="text",
+                       help="log lines as text or JSON objects (with request ids)")
+    group.add_argument("--log-prompts", action="store_true",
+                       help="log prompts and outputs (off by default: only ids, sizes, "
+                            "timings and statuses are logged)")
     group.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     group.add_argument("--steering-defaults", default=None, metavar="JSON",
                        help='server-side default steering policy, e.g. \'{"strategies": '
@@ -72,13 +97,21 @@ def serve_main(argv: list[str]) -> int:
     parser = build_serve_parser()
     args = parser.parse_args(argv)
     log_level = str(getattr(args, "log_level", "info")).lower()
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import configure_logging
+
+    configure_logging(log_level, args.log_format, args.log_prompts)
     _apply_platform_defaults(args, argv)
+    # The engine processes leave this process group (greyelephant/engine_plugin.py): a
+    # SIGTERM/SIGINT sent to the group (Ctrl-C, `kill -- -PGID`) then reaches this process
+    # alone, which drains before it stops the engine.
+    os.environ["GREYELEPHANT_SERVER_PID"] = str(os.getpid())
 
     import uvicorn
 
+    from greyelephant.shipped import default_adapter_roots, shipped_adapters
+
     from .adapters import AdapterRegistry, parse_adapter_spec
+    from .drain import DrainingServer
     from .app import create_app
     from .context import ServerContext, ServerSettings
     from .engine import EngineHandle, build_engine_args
@@ -93,31 +126,43 @@ def serve_main(argv: list[str]) -> int:
     args.served_model_name = [served_name]
 
     adapters = AdapterRegistry()
-    for spec in args.adapter:
+    served = [] if args.no_shipped_adapters else [
+        f"{a.name}={a.path}" for a in shipped_adapters()]
+    for spec in [*served, *args.adapter]:
         try:
             name, path = parse_adapter_spec(spec)
             adapters.add(name, path)
         except Exception as exc:
             parser.error(f"--adapter {spec}: {getattr(exc, 'message', exc)}")
-    if args.adapter:
+    if served or args.adapter:
         args.enable_lora = True
         args.max_lora_rank = max(args.max_lora_rank or 8, _max_adapter_rank(adapters))
         args.lora_modules = None
 
     defaults = json.loads(args.steering_defaults) if args.steering_defaults else {}
+    adapter_defaults = {a.name: a.steering_defaults for a in adapters
+                        if getattr(a, "steering_defaults", None)}
+    adapter_defaults.update(defaults.get("adapters", {}))  # the flag wins
+    roots = tuple(args.adapter_root) if args.adapter_root else default_adapter_roots()
     settings = ServerSettings(
         host=args.host, port=args.port, api_key=args.api_key, admin_key=args.admin_key,
         max_body_bytes=args.max_body_bytes,
         steering_defaults={k: v for k, v in defaults.items() if k != "adapters"},
-        adapter_steering_defaults=defaults.get("adapters", {}),
+        adapter_steering_defaults=adapter_defaults,
+        on_violation=args.on_violation,
+        request_timeout=args.request_timeout or None,
+        max_queued_requests=None if args.max_queued_requests < 0 else args.max_queued_requests,
+        drain_timeout=args.drain_timeout,
+        adapter_roots=roots,
     )
     engine_args = build_engine_args(args, model_path)
     ctx = ServerContext(settings, EngineHandle(engine_args, served_name), adapters, Metrics())
     app = create_app(ctx)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=log_level,
                             loop="uvloop", http="httptools", access_log=False,
-                            timeout_keep_alive=30)
-    server = uvicorn.Server(config)
+                            timeout_keep_alive=30, log_config=None)
+    server = DrainingServer(config, ctx, args.drain_timeout)
+    ctx.engine.on_ready = ctx.engine_ready
     ctx.engine.on_failed = lambda: setattr(server, "should_exit", True)
     try:
         server.run()

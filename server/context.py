@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters import AdapterRegistry
+from .admission import Admission
 from .engine import EngineHandle
 from .errors import APIError
 from .metrics import Metrics
@@ -22,6 +23,13 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     steering_defaults: dict[str, Any] = field(default_factory=dict)
     adapter_steering_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # what a steered final text with a violation becomes: "error" (500 steering_violation,
+    # the default: fail closed) or "report" (returned, counted in the report)
+    on_violation: str = "error"
+    request_timeout: float | None = None  # seconds; None: no limit
+    max_queued_requests: int | None = None  # beyond the engine's max_num_seqs; None: none
+    drain_timeout: float = 30.0
+    adapter_roots: tuple[str, ...] = ()  # directories adapters may be loaded from
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -40,6 +48,18 @@ class ServerContext:
     engine: EngineHandle
     adapters: AdapterRegistry
     metrics: Metrics
+    admission: Admission = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.admission is None:
+            self.admission = Admission(None, self.metrics)
+
+    def engine_ready(self) -> None:
+        """The admission limit: the engine's max_num_seqs + --max-queued-requests."""
+        queued = self.settings.max_queued_requests
+        if queued is not None and self.engine.max_num_seqs:
+            self.admission.limit = self.engine.max_num_seqs + queued
+            self.metrics.admission_limit.set(self.admission.limit)
 
     def require_ready(self) -> None:
         if self.engine.state == "starting":

@@ -40,7 +40,9 @@ class EngineHandle:
         self.tokenizer = None
         self.info: EngineInfo | None = None
         self.vocab_index = None  # the steering vocabulary index (rollback bookkeeping)
-        self.rollback_token: int | None = None  # the processor's rollback signal
+        self.signal_token: int | None = None  # the processor's signal (rollback, failure)
+        self.max_num_seqs: int | None = None  # sequences the engine runs at once
+        self.on_ready = None  # called once the engine is up
         self._ready = asyncio.Event()
         # Called when the engine cannot start (serve_main stops the HTTP server then, so a
         # supervisor sees the process exit instead of a server answering 503 forever).
@@ -69,9 +71,12 @@ class EngineHandle:
                 max_model_len=model_config.max_model_len,
                 vocab_size=model_config.get_vocab_size(),
             )
-            self.vocab_index, self.rollback_token = await asyncio.to_thread(
+            self.vocab_index, self.signal_token = await asyncio.to_thread(
                 _steering_tables, self.tokenizer, self.info.vocab_size)
+            self.max_num_seqs = int(self.engine.vllm_config.scheduler_config.max_num_seqs)
             self.state = "ready"
+            if self.on_ready is not None:
+                self.on_ready()
             logger.info("engine ready in %.1f s", time.perf_counter() - started)
         except Exception as exc:  # surfaced through /ready and the 503 message
             self.state = "failed"
@@ -113,13 +118,7 @@ def build_engine_args(args: Any, model_path: str) -> Any:
         args.tokenizer = model_path
     engine_args = AsyncEngineArgs.from_cli_args(args)
     processors = list(engine_args.logits_processors or [])
-    if STEERING_PROCESSOR not in processors and _steering_processor_available():
+    if STEERING_PROCESSOR not in processors:  # steering is the point: never served without
         processors.append(STEERING_PROCESSOR)
-    engine_args.logits_processors = processors or None
+    engine_args.logits_processors = processors
     return engine_args
-
-
-def _steering_processor_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("greyelephant.control.logits_processor") is not None

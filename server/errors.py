@@ -19,18 +19,21 @@ _TYPES = {
     429: "rate_limit_error",
     500: "internal_server_error",
     503: "service_unavailable",
+    504: "timeout_error",
 }
 
 
 class APIError(Exception):
     """Raised anywhere in request handling; turned into an OpenAI error response."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.headers = headers
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
@@ -44,12 +47,20 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     }
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> Response:
+def error_response(status: int, message: str, param: str | None = None,
+                   code: str | None = None, headers: dict[str, str] | None = None) -> Response:
     return Response(
         msgspec.json.encode(error_body(status, message, param, code)),
         status_code=status,
         media_type="application/json",
+        headers=headers,
     )
+
+
+def sse_error(exc: APIError) -> bytes:
+    """The final event of a stream that fails after it started (OpenAI's shape)."""
+    return b"data: " + msgspec.json.encode(error_body(exc.status, exc.message, exc.param,
+                                                      exc.code)) + b"\n\n"
 
 
 def pydantic_errors_to_message(errors: list[dict]) -> tuple[str, str | None]:

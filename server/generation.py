@@ -96,14 +96,23 @@ async def stream_outputs(ctx: ServerContext, route: str, prompt_ids: list[int],
 
 
 async def plain_deltas(ctx: ServerContext, route: str, prompt_ids: list[int],
-                       params: SamplingParams, request_id: str, lora=None
-                       ) -> AsyncIterator[Delta]:
+                       params: SamplingParams, request_id: str, lora=None,
+                       signal: int | None = None) -> AsyncIterator[Delta]:
     """Every choice's output as :class:`Delta` objects, from one engine request that
-    serves all ``n`` choices."""
+    serves all ``n`` choices. ``signal``: the steering signal token; a choice that ends
+    with it was not steered (its spec failed in the engine): the request fails."""
     async for out in stream_outputs(ctx, route, prompt_ids, params, request_id, lora):
         for o in out.outputs:
+            if signal is not None and o.finish_reason == "stop" and o.stop_reason == signal:
+                raise steering_failed()
             yield Delta(o.index, o.text, list(o.token_ids), o.logprobs, o.finish_reason,
                         o.stop_reason)
+
+
+def steering_failed() -> APIError:
+    return APIError(500, "steering could not be applied to this request in the engine; it "
+                         "was stopped rather than answered unsteered (see the server log)",
+                    code="steering_failed")
 
 
 async def collect(deltas: AsyncIterator[Delta]) -> list[Choice]:

@@ -37,6 +37,17 @@ class Metrics:
             self.rollbacks = Counter("greyelephant_steering_rollbacks_total",
                                      "Rollbacks of logits-steered choices to where an "
                                      "avoided form began")
+            self.admitted = Gauge("greyelephant_requests_admitted",
+                                  "Generation requests admitted and not finished (engine "
+                                  "sequences: a request with n choices counts n)")
+            self.admission_limit = Gauge("greyelephant_admission_limit",
+                                         "--max-num-seqs + --max-queued-requests (0: no limit)")
+            self.rejected = Counter("greyelephant_requests_rejected_total",
+                                    "Generation requests refused before any work", ["reason"])
+            self.timeouts = Counter("greyelephant_request_timeouts_total",
+                                    "Generation requests aborted at --request-timeout")
+            self.draining = Gauge("greyelephant_draining",
+                                  "1 while the server drains in-flight requests on shutdown")
             self.violations = Counter("greyelephant_steering_violations_total",
                                       "Avoided-entity mentions found", ["stage"])
             cls._instance = self

@@ -46,7 +46,7 @@ from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.rollback import RollbackTracker
 
 from .context import ServerContext
-from .generation import Delta, stream_outputs
+from .generation import Delta, steering_failed, stream_outputs
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class SteeredRun:
 
     @property
     def signal(self) -> int | None:
-        return self.engine.rollback.token if self.engine.rollback is not None else None
+        return self.engine.signal
 
 
 async def steered_choices(ctx: ServerContext, route: str, prompt_ids: list[int],
@@ -128,10 +128,9 @@ class _Chain:
                         return
             k, groups = self.rollback_to
             if not rollback_on or k >= len(state.tokens) or k < state.emitted_tokens:
-                # nothing to roll back to (the engine and this process disagree): go on
-                # from here with the mask alone
-                state.rollbacks = max(state.rollbacks, run.max_rollbacks)
-                continue
+                # a signal with nothing to roll back to: the row was not steered in the
+                # engine (its spec failed there), or the engine and this process disagree
+                raise steering_failed()
             self.start_bans.setdefault(k, set()).update(groups)
             state.rollback(k, self.ctx.engine.tokenizer, self.params.skip_special_tokens)
             tracker.truncate(k)
@@ -310,7 +309,7 @@ def _engine_params(params: SamplingParams, run: SteeredRun, *, base: int, index:
         "resume": base,
         "start_ban": tuple(sorted(start_ban)),
         "min_tokens": max(0, params.min_tokens - base),
-        "rollback": run.engine.rollback if rollback_on else None,
+        "rollback_mass": run.engine.rollback_mass if rollback_on else None,
     })
     p.extra_args = {**(params.extra_args or {}), "steering": engine.to_extra_args()}
     if run.signal is not None and run.signal not in (p.stop_token_ids or []):

@@ -33,6 +33,7 @@ def build_sampling_params(
     vocab_size: int,
     stream: bool,
     extra_args: dict[str, Any] | None = None,
+    extra_stop_token_ids: list[int] = (),
 ) -> SamplingParams:
     logit_bias = None
     if req.logit_bias:
@@ -52,7 +53,7 @@ def build_sampling_params(
         max_tokens=max_tokens,
         min_tokens=req.min_tokens,
         stop=req.stop,
-        stop_token_ids=req.stop_token_ids,
+        stop_token_ids=[*(req.stop_token_ids or []), *extra_stop_token_ids] or None,
         ignore_eos=req.ignore_eos,
         logprobs=logprobs,
         logit_bias=logit_bias,

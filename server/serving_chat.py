@@ -44,6 +44,7 @@ class ChatPrepared:
             req, max_tokens=self.max_tokens, logprobs=req.n_logprobs(),
             response_format=req.response_format, vocab_size=ctx.engine.info.vocab_size,
             stream=self.stream_live, extra_args=self.plan.extra_args(),
+            extra_stop_token_ids=self.plan.stop_token_ids(),
         )
         self.request_id = request_id
         self.created = int(time.time())

@@ -63,6 +63,7 @@ class CompletionPrepared:
             req, max_tokens=self.max_tokens, logprobs=req.n_logprobs(),
             response_format=req.response_format, vocab_size=vocab, stream=self.stream_live,
             extra_args=self.plans[0].extra_args(),
+            extra_stop_token_ids=self.plans[0].stop_token_ids(),
         )
         self.request_id = request_id
         self.created = int(time.time())

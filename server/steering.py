@@ -45,6 +45,9 @@ class SteeringPlan:
     def extra_args(self) -> dict[str, Any] | None:
         return None
 
+    def stop_token_ids(self) -> list[int]:
+        return []
+
     def generate(self, ctx, route, prompt_ids, params, request_id, lora, *, stream=False):
         """The choices' deltas (see :mod:`.generation`)."""
         return plain_deltas(ctx, route, prompt_ids, params, request_id, lora)
@@ -78,6 +81,8 @@ class ActivePlan(SteeringPlan):
         self.avoid_detector = spec.avoid_detector() if spec.avoid else None
         self.prefer_detector = spec.prefer_detector() if spec.prefer else None
         self.choices: list[dict[str, Any]] = []
+        self.signal = getattr(ctx.engine, "signal_token", None) if ctx is not None else None
+        self.on_violation = getattr(ctx.settings, "on_violation", "error") if ctx else "error"
         for strategy in self.strategies:
             metrics.steering.labels(strategy).inc()
         # rollback decoding for logits-steered generations (drafts when the request asks
@@ -90,10 +95,10 @@ class ActivePlan(SteeringPlan):
 
     @staticmethod
     def _steered_run(spec: SteeringSpec, ctx) -> SteeredRun | None:
-        token = getattr(ctx.engine, "rollback_token", None) if ctx is not None else None
+        token = getattr(ctx.engine, "signal_token", None) if ctx is not None else None
         index = getattr(ctx.engine, "vocab_index", None) if ctx is not None else None
-        engine = spec.engine_steering(rollback_token=token)
-        if engine is None or engine.rollback is None or index is None:
+        engine = spec.engine_steering(signal=token)
+        if engine is None or not engine.rollback or index is None:
             return None
         compiled = compile_steering(index, engine.avoid, engine.prefer, engine.prefer_bias)
         return SteeredRun(engine, compiled, spec.effective_max_rollbacks(),
@@ -107,12 +112,18 @@ class ActivePlan(SteeringPlan):
         return apply_directive_prompt(prompt, self.principle) if self.uses_directive else prompt
 
     def extra_args(self):
-        args = self.spec.engine_args()
-        return {"steering": args} if args else None
+        """Engine args of a draft that runs in one engine request (no rollback chain):
+        the signal token rides along, so that a failure in the engine fails the request."""
+        args = self.spec.engine_steering(signal=self.signal, rollback=False)
+        return {"steering": args.to_extra_args()} if args else None
+
+    def stop_token_ids(self) -> list[int]:
+        return [self.signal] if self.signal is not None and self.uses_logits else []
 
     def generate(self, ctx, route, prompt_ids, params, request_id, lora, *, stream=False):
         if self.draft_run is None:
-            return plain_deltas(ctx, route, prompt_ids, params, request_id, lora)
+            return plain_deltas(ctx, route, prompt_ids, params, request_id, lora,
+                                signal=self.signal if self.uses_logits else None)
         return steered_choices(ctx, route, prompt_ids, params, request_id, lora,
                                self.draft_run, stream=stream)
 
@@ -191,6 +202,14 @@ class ActivePlan(SteeringPlan):
             })
             self.metrics.rollbacks.inc(c.rollbacks)
         self._observe()
+        broken = [c for j, c in enumerate(self.choices) if c["violations"] and (
+            self.uses_logits or (outcomes is not None and outcomes[j].revisions))]
+        if broken and self.on_violation == "error":
+            # the ban guarantees no mention; a final text with one (e.g. a stop string cut
+            # the text right after a name) is an error, not an answer
+            raise APIError(500, f"the steered answer still names an avoided entity (choice "
+                                f"{broken[0]['index']}); it is withheld (see "
+                                "--on-violation)", code="steering_violation")
 
     def _observe(self) -> None:
         self.metrics.violations.labels("draft").inc(sum(c["draft_violations"] for c in self.choices))

@@ -37,7 +37,13 @@ def model_dir() -> str:
 def server(model_dir, tmp_path_factory):
     """A real greyelephant server; its log tail is in the error if it fails to start."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with LocalServer(SERVER_ARGS, log_path=log, cwd=str(REPO), timeout=600) as srv:
+    # run-time adapter loads may read from the session's temporary directory (the tests'
+    # adapters live there) and the shipped adapters
+    from greyelephant.shipped import shipped_root
+
+    roots = ["--adapter-root", str(tmp_path_factory.getbasetemp()),
+             "--adapter-root", str(shipped_root())]
+    with LocalServer([*SERVER_ARGS, *roots], log_path=log, cwd=str(REPO), timeout=600) as srv:
         yield {"base": srv.base, "v1": srv.v1, "model": "SmolLM2-135M-Instruct",
                "admin_key": ADMIN_KEY, "log": log}
 

@@ -96,6 +96,31 @@ def test_adapter_bad_paths_are_400(http, server, tmp_path):
     assert collide.status_code == 400
 
 
+def test_shipped_adapters_are_served_by_default(http, server):
+    listed = {m["id"]: m for m in http.get("/v1/models").json()["data"]}
+    for config in SHIPPED:
+        assert listed[config.parent.name]["parent"] == server["model"]
+        out = chat(http, config.parent.name)
+        assert out.status_code == 200 and out.json()["model"] == config.parent.name
+
+
+def test_adapter_paths_outside_the_roots_are_refused(http, server, tiny_adapter):
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=Path.home()) as outside:  # not an adapter root
+        copy = Path(outside) / "tiny"
+        shutil.copytree(tiny_adapter, copy)
+        for path in [str(copy), str(tiny_adapter / ".." / ".." / ".." / ".." / "etc"),
+                     "/etc", "../../etc/passwd"]:
+            r = http.post("/v1/adapters/load", json={"name": "escape", "path": path},
+                          headers=admin(server))
+            assert r.status_code == 400 and r.json()["error"]["param"] == "path", (path, r.text)
+    bad_name = http.post("/v1/adapters/load", json={"name": "../x", "path": str(tiny_adapter)},
+                         headers=admin(server))
+    assert bad_name.status_code == 400
+
+
 def test_adapter_admin_key_required(http, server, tiny_adapter):
     body = {"name": "nokey", "path": str(tiny_adapter)}
     assert http.post("/v1/adapters/load", json=body).status_code == 401

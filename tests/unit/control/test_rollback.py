@@ -11,7 +11,7 @@ import torch
 
 from greyelephant.control.ban_automaton import CompiledSteering
 from greyelephant.control.detector import detector_for
-from greyelephant.control.engine_args import EngineSteering, RollbackSignal
+from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.rollback import RollbackTracker, signal_token_for
 from greyelephant.control.spec import parse_steering
 from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
@@ -21,7 +21,7 @@ SIGNAL = 16  # <empty_output>: a special token SmolLM2's template never uses
 
 def engine(avoid, prefer=(), **kw) -> EngineSteering:
     spec = parse_steering({"avoid": avoid, "prefer": list(prefer), "no_repeat_ngram": 0})
-    es = spec.engine_steering(rollback_token=SIGNAL)
+    es = spec.engine_steering(signal=SIGNAL)
     return es.model_copy(update=kw)
 
 
@@ -78,7 +78,7 @@ def test_greedy_row_heading_into_a_form_is_signalled(vocab_index, tokenizer):
 
 def test_sampling_row_signals_on_banned_mass(vocab_index, tokenizer):
     es = engine(["Rome"])
-    mass = es.rollback.mass
+    mass = es.rollback_mass
     out = tokenizer.encode(" I love Rome")
     dot, o = tokenizer.encode(".")[0], tokenizer.encode("o")[0]
     for p_dot, want_signal in [(mass + 0.2, True), (mass - 0.2, False)]:
@@ -159,7 +159,7 @@ def test_a_model_that_insists_on_a_name_is_rolled_back_not_mangled(vocab_index, 
     def decode(rollback: bool) -> tuple[str, int]:
         es = engine([{"entity": "Coca-Cola", "aliases": ["Coke"]}])
         if not rollback:
-            es = es.model_copy(update={"rollback": None})
+            es = es.model_copy(update={"rollback_mass": None})
         cs = CompiledSteering(vocab_index, es.avoid, es.prefer, es.prefer_bias)
         accepted: list[int] = []
         tracker = RollbackTracker(cs)
@@ -201,13 +201,13 @@ def test_a_model_that_insists_on_a_name_is_rolled_back_not_mangled(vocab_index, 
 
 
 def test_engine_form_limits():
-    with pytest.raises(ValueError):
-        EngineSteering.parse({"avoid": [["x"]], "rollback": {"token": -1, "mass": 0.5}})
-    with pytest.raises(ValueError):
-        EngineSteering.parse({"avoid": [["x"]], "rollback": {"token": 3, "mass": 0}})
-    ok = EngineSteering.parse({"avoid": ["x", ["y", "z"]], "start_ban": [1],
-                               "rollback": RollbackSignal(token=3, mass=0.5).model_dump()})
-    assert ok.avoid == (("x",), ("y", "z")) and ok.start_ban == (1,)
+    for bad in [{"signal": -1}, {"signal": 3, "rollback_mass": 0},
+                {"rollback_mass": 0.5}]:  # rollback needs a signal
+        with pytest.raises(ValueError):
+            EngineSteering.parse({"avoid": [["x"]], **bad})
+    ok = EngineSteering.parse({"avoid": ["x", ["y", "z"]], "start_ban": [1], "signal": 3,
+                               "rollback_mass": 0.5})
+    assert ok.avoid == (("x",), ("y", "z")) and ok.start_ban == (1,) and ok.rollback
 
 
 def test_a_whole_name_in_one_token_gets_the_start_ban_at_once(vocab_index, tokenizer):
@@ -236,3 +236,22 @@ def test_a_whole_name_in_one_token_gets_the_start_ban_at_once(vocab_index, token
     assert logits[1, tokenizer.encode(" N")[0]] == 0  # the other row: nothing changed
     boosted = (reference[0] > 0).nonzero().flatten()
     assert boosted.numel() and torch.all(logits[0, boosted] > reference[0, boosted])
+
+
+def test_a_row_that_cannot_be_compiled_fails_closed(vocab_index, tokenizer):
+    """A steered row whose spec does not compile in the engine is never left unsteered:
+    it is ended at once with its signal token (the server then fails the request)."""
+
+    class BrokenCache:
+        def get(self, *a, **kw):
+            raise MemoryError("no room for the automaton")
+
+    es = engine(["Nike"])
+    batch = SteeringBatch(vocab_index, cache=BrokenCache())
+    batch.add(0, es.to_extra_args(), [], greedy())
+    batch.add(1, None, [], None)
+    logits = torch.zeros(2, vocab_index.vocab_size)
+    batch.apply(logits)
+    assert int(logits[0].argmax()) == SIGNAL
+    assert torch.isinf(logits[0]).sum() == vocab_index.vocab_size - 1
+    assert torch.equal(logits[1], torch.zeros(vocab_index.vocab_size))  # others untouched

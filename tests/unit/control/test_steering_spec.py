@@ -113,12 +113,15 @@ def test_engine_args():
     args = s.engine_args()
     assert args == {"v": 2, "avoid": [s.avoid[0].patterns()], "prefer": s.prefer_patterns,
                     "prefer_bias": 5.0, "no_repeat_ngram": S.DEFAULT_NO_REPEAT_NGRAM,
-                    "rollback": None, "resume": 0, "start_ban": [], "min_tokens": 0}
+                    "signal": None, "rollback_mass": None, "resume": 0, "start_ban": [],
+                    "min_tokens": 0}
     assert "nike" in args["avoid"][0] and "adidas" in args["prefer"]
     # with the server's signal token, rollback is on (off when max_rollbacks is 0)
-    assert s.engine_steering(rollback_token=7).rollback.token == 7
+    on = s.engine_steering(signal=7)
+    assert on.signal == 7 and on.rollback
+    assert not s.engine_steering(signal=7, rollback=False).rollback
     off = parse_steering({"avoid": ["Nike"], "max_rollbacks": 0}, SteeringPolicy())
-    assert off.engine_steering(rollback_token=7).rollback is None
+    assert off.engine_steering(signal=7).signal == 7 and not off.engine_steering(signal=7).rollback
     assert parse_steering({"avoid": ["Nike"], "strategies": ["directive"]}).engine_args() is None
     import json
     json.dumps(args)  # JSON-able

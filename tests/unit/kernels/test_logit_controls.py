@@ -28,20 +28,15 @@ def triton_split(x, **kw):
     return apply_logit_controls_triton(x, mode="split", block=512, **kw)
 
 
-def triton_overlap(x, **kw):
-    return apply_logit_controls_triton(x, mode="overlap", block=256, **kw)
-
-
 IMPLS = {
     "torch": apply_logit_controls_torch,
     "triton": apply_logit_controls_triton,
     "triton_block256": triton_small_blocks,
     "triton_split": triton_split,
-    "triton_overlap": triton_overlap,
 }
-# every launch form: (mode, hoist, block); hoist=False is run 3's staged sparse code
+# every launch form: (mode, hoist, block); hoist=False is the staged sparse code
 VARIANTS = [("fused", True, 256), ("fused", False, 256), ("split", True, 512),
-            ("split", False, 512), ("overlap", True, 256), ("overlap", True, 1024)]
+            ("split", False, 512), ("fused", True, 1024)]
 
 
 def rand_csr(g, b, v, max_len):
@@ -280,9 +275,9 @@ def overlapping_lists(g, b, v, n_bias, n_pen, n_both):
 @pytest.mark.parametrize("lists", [(40, 300, 25), (600, 700, 300)], ids=["short", "long"])
 def test_variants_agree_bitwise_with_shared_tokens(dtype, lists):
     """Tokens in both lists get bias, then penalties (on the biased value). Every launch
-    form (fused / split / overlap, hoisted or staged sparse code) does the same IEEE
+    form (fused / split, hoisted or staged sparse code) does the same IEEE
     operations: bitwise-equal outputs. "long" lists exceed one chunk (512 entries): the
-    chunk loops and overlap's fallback path."""
+    chunk loops."""
     g = torch.Generator().manual_seed(zlib.crc32(repr((dtype, lists)).encode()))
     b, v = 3, 2000 + 3
     kw = overlapping_lists(g, b, v, *lists)
@@ -300,13 +295,6 @@ def test_variants_agree_bitwise_with_shared_tokens(dtype, lists):
         cpu = x.clone()
         apply_logit_controls_torch(cpu, **kw)
         assert torch.equal(cpu, outs[0])
-
-
-def test_overlap_mode_without_dense_stages_or_lists():
-    g = torch.Generator().manual_seed(21)
-    for stages in (("bias", "pen"), ("mask", "temp"), ("bias", "temp"), ("pen", "mask")):
-        kw = rand_inputs(g, 3, 600, stages)
-        run_case("triton_overlap", torch.float32, torch.randn(3, 600, generator=g), kw)
 
 
 def test_auto_mode_picks_split_for_large_batches_and_long_lists():
