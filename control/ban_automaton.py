@@ -66,6 +66,7 @@ anything; the ban wins where both apply.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import threading
@@ -83,7 +84,8 @@ from .normalize import SEP, fold_form, fold_text
 from .surface_forms import ARTICLES
 from .vocab_index import VocabIndex, decode_utf8, pack_bool, ranges_to_mask, unpack_words
 
-MAX_CACHED_STATES = 4096  # per compiled spec and per kind of cache; LRU beyond
+MAX_CACHED_STATES = 4096
+_UIDS = itertools.count(1)  # per compiled spec and per kind of cache; LRU beyond
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)
 _EMPTY_VALS = np.zeros(0, dtype=np.float32)
@@ -138,6 +140,7 @@ class CompiledSteering:
         max_cached_states: int = MAX_CACHED_STATES,
     ):
         t0 = time.perf_counter()
+        self.uid = next(_UIDS)  # names this compile in caches keyed across specs
         self.index = index
         self.n_words = index.n_words
         self.groups: list[list[str]] = [

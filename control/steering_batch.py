@@ -44,6 +44,7 @@ from .ban_automaton import CompiledSteering, RowState, SteeringCache
 from .engine_args import EngineSteering
 from .limits import MAX_PREFER_BIAS, ROLLBACK_PREFER_FACTOR
 from .loop_guard import NgramGuard
+from .mask_table import DEFAULT_BUDGET_BYTES, MaskTable
 from .vocab_index import VocabIndex, pack_bool, unpack_words
 
 logger = logging.getLogger("greyelephant.control")
@@ -78,6 +79,8 @@ class _Row:
     penalty: tuple[np.ndarray, np.ndarray] | None = None
     signalled: bool = False
     stop_ids: frozenset[int] = field(default_factory=frozenset)
+    stop_tuple: tuple[int, ...] = ()  # stop_ids, sorted (a mask key part)
+    signal_ban: tuple[int, ...] = ()  # (signal,) when the row has one
 
     def reset(self) -> None:
         cs = self.compiled
@@ -93,9 +96,16 @@ class _Row:
 
 class SteeringBatch:
     def __init__(self, index: VocabIndex | Callable[[], VocabIndex],
-                 device: torch.device | str = "cpu", cache: SteeringCache | None = None):
+                 device: torch.device | str = "cpu", cache: SteeringCache | None = None,
+                 *, table: bool = True, table_budget_bytes: int = DEFAULT_BUDGET_BYTES):
+        """``table``: keep the ban masks in a device-resident :class:`.mask_table.MaskTable`
+        (a step sends one slot index per row); False copies each steered row's whole mask
+        every step (the older path, kept for comparison and as a check)."""
         self._index = index
         self.device = torch.device(device)
+        self.use_table = table
+        self.table_budget_bytes = table_budget_bytes
+        self._table: MaskTable | None = None
         self.rows: dict[int, _Row] = {}
         self.cache = cache or SteeringCache()
         self._warned = False
@@ -103,6 +113,8 @@ class SteeringBatch:
         self._text_words: np.ndarray | None = None  # packed uint32: tokens with text
         # id(state mask) -> (mask, text tokens it leaves allowed); masks are cached arrays
         self._allowed: dict[int, tuple[np.ndarray, int]] = {}
+        # (mask key, state bans) -> (cached mask, the mask with those bans OR-ed in)
+        self._with_state_bans: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
 
@@ -168,7 +180,8 @@ class SteeringBatch:
             stop_ids.discard(args.signal)
         row = _Row(compiled, args, info, out, resumed=resumed,
                    guard=NgramGuard(args.no_repeat_ngram) if args.no_repeat_ngram else None,
-                   stop_ids=frozenset(stop_ids))
+                   stop_ids=frozenset(stop_ids), stop_tuple=tuple(sorted(stop_ids)),
+                   signal_ban=(args.signal,) if args.signal is not None else ())
         if resumed and (info.presence_penalty or info.frequency_penalty):
             ids, counts = np.unique(np.asarray(resumed, dtype=np.int64), return_counts=True)
             keep = ids < self.index.vocab_size
@@ -177,6 +190,14 @@ class SteeringBatch:
         return row
 
     # -- per step ------------------------------------------------------------------------
+    def _mask_table(self, vocab: int) -> MaskTable | None:
+        if not self.use_table:
+            return None
+        n_words = (vocab + 31) // 32
+        if self._table is None or self._table.n_words != n_words:
+            self._table = MaskTable(n_words, self.device, self.table_budget_bytes)
+        return self._table
+
     def _catch_up(self, r: _Row) -> None:
         out = r.out
         n = len(out)
@@ -195,37 +216,54 @@ class SteeringBatch:
             self._warned = True
             logger.warning("steering: a banned form was emitted (a token was forced past the mask)")
 
-    def _string_mask(self, r: _Row) -> np.ndarray:
-        """The row's string-level mask for this step (a cached array: do not modify).
-        Rows without rollback (off, or spent) get the stricter prefix ban on top."""
+    def _string_mask(self, r: _Row) -> tuple[tuple, np.ndarray]:
+        """(key, mask): the row's string-level mask for this step (a cached array: do not
+        modify) and a key naming it (for the device mask table). Rows without rollback
+        (off, or spent) get the stricter prefix ban on top."""
         cs, st, args = r.compiled, r.state, r.args
-        kind = "step"
         if args.start_ban and r.consumed == 0:
-            words, kind = cs.start_words(st, args.start_ban), "start"
+            words, kind = cs.start_words(st, args.start_ban), ("start", args.start_ban)
         elif r.info.max_tokens is not None and r.consumed + 1 >= r.info.max_tokens:
-            words, kind = cs.final_words(st), "final"
+            words, kind = cs.final_words(st), ("final",)
         elif not args.rollback:
-            return cs.prefix_words(st)
+            return (cs.uid, "prefix", st.avoid, st.pending), cs.prefix_words(st)
         else:
-            return cs.banned_words(st)
-        return words if args.rollback else cs.with_prefix(st, words, kind)
+            return (cs.uid, "step", st.avoid, st.pending), cs.banned_words(st)
+        if not args.rollback:
+            words, kind = cs.with_prefix(st, words, kind[0]), (*kind, "prefix")
+        return (cs.uid, *kind, st.avoid, st.pending), words
 
-    def _required_bans(self, r: _Row) -> list[int]:
-        """Tokens the row must not take whatever else happens: its stop tokens while the
-        text ends with a whole form or before ``min_tokens``, and its rollback signal
-        (sent only by :meth:`_signal`)."""
-        extra: list[int] = []
-        if r.stop_ids and (r.consumed < r.args.min_tokens
-                           or r.compiled.ends_form(r.state.avoid)):
-            extra.extend(r.stop_ids)
-        if r.args.signal is not None:
-            extra.append(r.args.signal)
-        return extra
+    def _state_bans(self, r: _Row) -> tuple[int, ...]:
+        """Tokens the row must not take in its automaton state, whatever else happens: its
+        stop tokens while the text ends with a whole form, and its signal (sent only by
+        :meth:`apply`). They depend on the state and the request only, so they ride in
+        the row's mask (see :meth:`_row_mask`)."""
+        bans = r.signal_ban
+        if r.stop_ids and r.compiled.ends_form(r.state.avoid):
+            bans = bans + r.stop_tuple
+        return bans
+
+    def _row_mask(self, r: _Row) -> tuple[tuple, np.ndarray]:
+        """(key, mask) of the row's string-level mask with its state bans OR-ed in."""
+        key, words = self._string_mask(r)
+        bans = self._state_bans(r)
+        if not bans:
+            return key, words
+        key = (*key, bans)
+        hit = self._with_state_bans.get(key)
+        if hit is None or hit[0] is not words:
+            out = words.copy()
+            _or_tokens(out, bans, out.size * 32)
+            if len(self._with_state_bans) >= 4096:
+                self._with_state_bans.clear()
+            hit = self._with_state_bans[key] = (words, out)
+        return key, hit[1]
 
     def controls(self, idx: list[int], vocab: int) -> _StepPlan:
         """This step's controls of the rows ``idx`` (in order): masks, biases, penalties,
         and the rollback rows to check against the logits (see :meth:`apply`)."""
-        plan = _StepPlan(len(idx), vocab)
+        table = self._mask_table(vocab)
+        plan = _StepPlan(len(idx), vocab, table)
         special = self.special
         for j, i in enumerate(idx):
             r = self.rows[i]
@@ -233,21 +271,21 @@ class SteeringBatch:
             cs, st = r.compiled, r.state
             words = None
             if cs.has_avoid:
-                words = self._string_mask(r)
-                plan.set_mask(j, words)
-            required = self._required_bans(r)
-            if required:
-                plan.any_ban |= _or_tokens(plan.masks[j], required, vocab)
+                key, words = self._row_mask(r)
+                plan.set_mask(j, key, words)
+            elif r.signal_ban:
+                plan.ban(j, r.signal_ban)
+            if r.stop_ids and r.consumed < r.args.min_tokens:
+                plan.ban(j, r.stop_tuple)
             if r.guard is not None:
                 loop = r.guard.banned()
-                if loop and self._ban_loop(plan.masks[j], words, loop, r.stop_ids, special,
-                                           vocab):
-                    plan.any_ban = True
+                if loop:
+                    plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
             at_start = bool(r.args.start_ban) and r.consumed == 0
             if r.args.rollback and words is not None and not r.signalled \
                     and not at_start:
                 if cs.inside_form(st):
-                    plan.watch.append((j, i, _judged_mask(words, r)))
+                    plan.watch.append((j, i, words))
                 elif r.info.temperature < GREEDY_EPS and not st.pending:
                     plan.anticipate.append((j, i))
             ids, vals = cs.bias(st)
@@ -261,29 +299,19 @@ class SteeringBatch:
                                    r.info.frequency_penalty)
         return plan
 
-    def _ban_loop(self, row_words: np.ndarray, state_words: np.ndarray | None,
-                  tokens: set[int] | frozenset[int], stop_ids: frozenset[int],
-                  special: np.ndarray, vocab: int) -> bool:
-        """OR the loop guard's tokens into one row's packed mask ``row_words`` (in place;
-        ``state_words`` is the string-level ban's cached mask it was copied from, or None).
-        Special and stop tokens are never banned; if no token with text would be left
-        (only EOS / special tokens, i.e. a forced stop), the guard is dropped for this
-        step. Returns whether a bit was added. A handful of tokens: plain Python."""
+    def _loop_bans(self, state_words: np.ndarray | None, tokens: set[int] | frozenset[int],
+                   stop_ids: frozenset[int], special: np.ndarray, vocab: int) -> list[int]:
+        """The loop guard's tokens to ban for one row (``state_words``: the string-level
+        ban's cached mask, or None). Special and stop tokens are never banned, nor tokens
+        the mask bans already; if no token with text would be left (only EOS / special
+        tokens, i.e. a forced stop), the guard is dropped for this step. A handful of
+        tokens: plain Python."""
         size = min(vocab, special.size)
-        u = row_words.view(np.uint32)
-        new: list[tuple[int, int]] = []
-        for t in tokens:
-            if t < size and not special[t] and t not in stop_ids:
-                w, bit = t >> 5, 1 << (t & 31)
-                if not int(u[w]) & bit:
-                    new.append((w, bit))
-        if not new:
-            return False
-        if self._allowed_text(state_words) <= len(new):
-            return False  # no token with text would be left: no guard this step
-        for w, bit in new:
-            u[w] = int(u[w]) | bit
-        return True
+        new = [t for t in tokens if t < size and not special[t] and t not in stop_ids
+               and (state_words is None or not _bit(state_words, t))]
+        if not new or self._allowed_text(state_words) <= len(new):
+            return []  # no token with text would be left: no guard this step
+        return new
 
     def _allowed_text(self, state_words: np.ndarray | None) -> int:
         """Text tokens a cached state mask leaves allowed (memoised per mask array)."""
@@ -369,11 +397,12 @@ class SteeringBatch:
             t = top[i]
             r = self.rows[i]
             cs, st = r.compiled, r.state
-            if _bit(plan.masks[j], t):
+            if plan.banned(j, t):
                 continue
             groups = cs.whole_form_groups(st, t)
             if groups:
-                plan.or_mask(j, cs.start_words(st, groups))
+                plan.set_mask(j, (cs.uid, "start", groups, st.avoid, st.pending),
+                              cs.start_words(st, groups))
                 ids, vals = plan.bias[j]
                 if ids.size:
                     plan.bias[j] = (ids, _boosted(vals))
@@ -402,38 +431,74 @@ def _signal_of(raw: Any) -> int | None:
 
 
 class _StepPlan:
-    """One step's controls for the steered rows, as host arrays until :meth:`kwargs`."""
+    """One step's controls for the steered rows, as host arrays until :meth:`kwargs`.
 
-    def __init__(self, k: int, vocab: int):
-        self.k, self.vocab = k, vocab
-        self.masks = np.zeros((k, (vocab + 31) // 32), dtype=np.int32)
+    Masks take one of two forms: with a device :class:`.mask_table.MaskTable` (the default)
+    a row holds a slot index and its extra bans (stop tokens, the signal, the loop guard)
+    travel as ``-inf`` bias entries; without one (``table=False``) each row's whole mask is
+    copied into a host batch, the extra bans OR-ed in."""
+
+    def __init__(self, k: int, vocab: int, table: MaskTable | None = None):
+        self.k, self.vocab, self.table = k, vocab, table
+        if table is None:
+            self.masks = np.zeros((k, (vocab + 31) // 32), dtype=np.int32)
+        else:
+            table.begin_step()
+            self.mask_rows = np.zeros(k, dtype=np.int32)  # slot 0: no mask
+            self.row_words: list[np.ndarray | None] = [None] * k
+        self.extra: dict[int, list[int]] = {}
         self.any_ban = False
         self.bias: list[tuple[np.ndarray, np.ndarray]] = [(_EMPTY_IDS, _EMPTY_VALS)] * k
         self.penalty: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
         self.watch: list[tuple[int, int, np.ndarray]] = []
         self.anticipate: list[tuple[int, int]] = []
 
-    def set_mask(self, j: int, words: np.ndarray) -> None:
+    def set_mask(self, j: int, key: tuple, words: np.ndarray) -> None:
+        """Row j's string-level mask (a replacement keeps the extra bans)."""
+        self.any_ban = True
+        if self.table is not None:
+            self.mask_rows[j] = self.table.slot(key, words)
+            self.row_words[j] = words
+            return
         w = min(self.masks.shape[1], words.size)
         self.masks[j, :w] = words[:w]
-        self.any_ban = True
+        for t in self.extra.get(j, ()):
+            _or_tokens(self.masks[j], (t,), self.vocab)
 
-    def or_mask(self, j: int, words: np.ndarray) -> None:
-        w = min(self.masks.shape[1], words.size)
-        self.masks[j, :w] |= words[:w]
+    def ban(self, j: int, tokens: Iterable[int]) -> None:
+        tokens = [t for t in tokens if 0 <= t < self.vocab]
+        if not tokens:
+            return
         self.any_ban = True
+        self.extra.setdefault(j, []).extend(tokens)
+        if self.table is None:
+            _or_tokens(self.masks[j], tokens, self.vocab)
+
+    def banned(self, j: int, t: int) -> bool:
+        if self.table is None:
+            return _bit(self.masks[j], t)
+        words = self.row_words[j]
+        return (words is not None and _bit(words, t)) or t in self.extra.get(j, ())
 
     def kwargs(self, to_device) -> dict[str, torch.Tensor]:
         """Keyword arguments of ``apply_logit_controls`` for the planned rows."""
         kw: dict[str, torch.Tensor] = {}
-        if self.any_ban:
+        bias = self.bias
+        if self.table is not None:
+            if self.any_ban:
+                kw["mask_table"] = self.table.table
+                kw["mask_rows"] = to_device(self.mask_rows)
+            if self.extra:  # extra bans ride in the bias lists as -inf
+                bias = [_with_bans(ids, vals, self.extra.get(j))
+                        for j, (ids, vals) in enumerate(bias)]
+        elif self.any_ban:
             kw["banned_bitmask"] = to_device(self.masks)
-        sizes = [ids.size for ids, _ in self.bias]
+        sizes = [ids.size for ids, _ in bias]
         if any(sizes):
             kw["bias_indptr"] = to_device(np.concatenate([[0], np.cumsum(sizes)]).astype(
                 np.int32))
-            kw["bias_token_ids"] = to_device(np.concatenate([ids for ids, _ in self.bias]))
-            kw["bias_values"] = to_device(np.concatenate([v for _, v in self.bias]))
+            kw["bias_token_ids"] = to_device(np.concatenate([ids for ids, _ in bias]))
+            kw["bias_values"] = to_device(np.concatenate([v for _, v in bias]))
         if self.penalty:
             indptr = np.zeros(self.k + 1, dtype=np.int32)
             presence = np.zeros(self.k, dtype=np.float32)
@@ -458,6 +523,17 @@ _EMPTY_IDS = np.zeros(0, dtype=np.int32)
 _EMPTY_VALS = np.zeros(0, dtype=np.float32)
 
 
+def _with_bans(ids: np.ndarray, vals: np.ndarray, bans: list[int] | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """A row's bias list with ``bans`` as ``-inf`` entries (token ids stay unique)."""
+    if not bans:
+        return ids, vals
+    b = np.unique(np.asarray(bans, dtype=np.int32))
+    keep = ~np.isin(ids, b)
+    return (np.concatenate([ids[keep], b]),
+            np.concatenate([vals[keep], np.full(b.size, -np.inf, dtype=np.float32)]))
+
+
 def _boosted(vals: np.ndarray) -> np.ndarray:
     return np.minimum(vals * ROLLBACK_PREFER_FACTOR, MAX_PREFER_BIAS).astype(np.float32)
 
@@ -475,14 +551,3 @@ def _or_tokens(row_words: np.ndarray, tokens: Iterable[int], vocab: int) -> bool
             u[t >> 5] = int(u[t >> 5]) | (1 << (t & 31))
             done = True
     return done
-
-
-def _judged_mask(string_words: np.ndarray, r: _Row) -> np.ndarray:
-    """The string-level mask plus the stop tokens banned because the text ends with a
-    whole form: what "the model's own choice was banned" is judged against (the loop
-    guard's bans and the rollback signal do not count)."""
-    if not r.stop_ids or not r.compiled.ends_form(r.state.avoid):
-        return string_words
-    words = string_words.copy()
-    _or_tokens(words, r.stop_ids, words.size * 32)
-    return words

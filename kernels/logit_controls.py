@@ -27,6 +27,8 @@ def apply_logit_controls(
     presence_penalty: torch.Tensor | float | None = None,
     frequency_penalty: torch.Tensor | float | None = None,
     temperature: torch.Tensor | float | None = None,
+    mask_table: torch.Tensor | None = None,
+    mask_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply bias, penalties, banned bitmask and temperature to ``logits`` [B, V] in place.
 
@@ -40,11 +42,24 @@ def apply_logit_controls(
     or a Python number. NaN logits stay NaN unless banned (then -inf).
     Returns ``logits`` (the same tensor). CUDA: Triton (fused or split launch, see
     logit_controls_triton.pick_mode); otherwise the vectorised torch path. docs/kernels.md.
+    ``mask_table`` int32 [S, ceil(V/32)] + ``mask_rows`` int [B]:
+    instead of ``banned_bitmask``, row b's mask is ``mask_table[mask_rows[b]]``, gathered on
+    the device (a table of masks that stays there; slot 0 all zeros for "no mask").
     """
     check_logits(logits)
     b, v = logits.shape
     dev = logits.device
     kw = {}
+    if mask_table is not None:
+        # the rows' masks, gathered on the device from a table of packed masks
+        if banned_bitmask is not None or mask_rows is None:
+            raise ValueError("mask_table needs mask_rows, and excludes banned_bitmask")
+        if mask_table.dtype != torch.int32 or mask_table.dim() != 2:
+            raise TypeError("mask_table must be int32 [slots, ceil(V/32)]")
+        if mask_rows.numel() != b:
+            raise ValueError(f"mask_rows has {mask_rows.numel()} entries for {b} rows")
+        banned_bitmask = mask_table.index_select(0, mask_rows.to(mask_table.device,
+                                                                 torch.long))
     if bias_indptr is not None:
         if bias_token_ids is None or bias_values is None:
             raise ValueError("bias_indptr needs bias_token_ids and bias_values")

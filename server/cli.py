@@ -49,6 +49,10 @@ def build_serve_parser():
                        help="a steered answer that still names an avoided entity: 500 "
                             "steering_violation (default: fail closed) or returned with "
                             "the violation in its report")
+    group.add_argument("--model-runner", choices=["auto", "v1", "v2"], default="auto",
+                       help="vLLM model runner: auto = vLLM's choice (V2 on GPUs for dense "
+                            "models, V1 on CPU); the steering processor matching it is "
+                            "registered (control/logits_processor.py, _v2.py)")
     group.add_argument("--log-format", choices=["text", "json"], default="text",
                        help="log lines as text or JSON objects (with request ids)")
     group.add_argument("--log-prompts", action="store_true",
@@ -90,10 +94,6 @@ def _apply_platform_defaults(args, argv: list[str]) -> None:
 
 
 def serve_main(argv: list[str]) -> int:
-    # The steering logits processor uses vLLM's V1 (batch-level) interface. On GPUs vLLM 0.32
-    # defaults dense models to "model runner V2", whose logits-processor interface differs,
-    # so the V1 runner is selected unless the operator chose explicitly.
-    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
     parser = build_serve_parser()
     args = parser.parse_args(argv)
     log_level = str(getattr(args, "log_level", "info")).lower()

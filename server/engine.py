@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 logger = logging.getLogger("greyelephant.engine")
 
 STEERING_PROCESSOR = "greyelephant.control.logits_processor:SteeringLogitsProcessor"
+STEERING_PROCESSOR_V2 = "greyelephant.control.logits_processor_v2:SteeringLogitsProcessorV2"
 
 
 @dataclass
@@ -110,15 +112,40 @@ def _steering_tables(tokenizer, vocab_size: int):
 
 def build_engine_args(args: Any, model_path: str) -> Any:
     """vLLM AsyncEngineArgs from the parsed CLI namespace, with the model path resolved
-    and the steering logits processor registered."""
+    and the steering logits processor registered for the model runner that will run:
+    ``--model-runner v1|v2`` pins it; ``auto`` takes vLLM's own choice (V2 on GPUs for
+    dense models, V1 on CPU) and registers the matching adapter."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     args.model = model_path
     if getattr(args, "tokenizer", None) is None:
         args.tokenizer = model_path
     engine_args = AsyncEngineArgs.from_cli_args(args)
-    processors = list(engine_args.logits_processors or [])
-    if STEERING_PROCESSOR not in processors:  # steering is the point: never served without
-        processors.append(STEERING_PROCESSOR)
-    engine_args.logits_processors = processors
+    runner = choose_model_runner(getattr(args, "model_runner", "auto"), engine_args)
+    os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if runner == "v2" else "0"
+    ours = STEERING_PROCESSOR_V2 if runner == "v2" else STEERING_PROCESSOR
+    processors = [p for p in (engine_args.logits_processors or [])
+                  if p not in (STEERING_PROCESSOR, STEERING_PROCESSOR_V2)]
+    engine_args.logits_processors = [*processors, ours]  # steering is never served without
+    logger.info("model runner %s; steering processor %s", runner, ours)
     return engine_args
+
+
+def choose_model_runner(requested: str, engine_args: Any) -> str:
+    if requested in ("v1", "v2"):
+        return requested
+    env = os.environ.get("VLLM_USE_V2_MODEL_RUNNER")
+    if env is not None:  # the operator chose through vLLM's own variable
+        return "v2" if env.strip().lower() in ("1", "true", "yes") else "v1"
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cuda_alike():
+        return "v1"
+    try:
+        from vllm.usage.usage_lib import UsageContext
+
+        config = engine_args.create_engine_config(UsageContext.OPENAI_API_SERVER)
+        return "v2" if config.use_v2_model_runner else "v1"
+    except Exception:  # noqa: BLE001 - the engine reports config errors itself later
+        logger.exception("could not tell which model runner vLLM picks; using V1")
+        return "v1"

@@ -1,0 +1,233 @@
+"""Per-step cost of the steering logits processor's work, without an engine.
+
+What one decode step costs the processor (``SteeringBatch.apply``: advance each steered
+row over its new token, pick its mask, bias and extra bans, apply them to the logits) at
+batch sizes B in {1, 16, 64, 256}, with 0, 8 and all rows steered, each steered row
+avoiding the dev set's 30 entities (aliases included) with rollback on, greedy. Two
+vocabularies: SmolLM2's real one (49,152 tokens, from ``benchmarks/data/
+smollm2_vocab.json.gz``: no tokenizer package needed) and a synthetic 152K one (SmolLM2's
+tokens plus random byte strings, as a Qwen-sized vocabulary). Two mask paths, in the same
+run:
+
+* ``table`` — the default: masks live in a device-resident table (``control/
+  mask_table.py``), a step sends one slot index per row, the kernels gather on the device;
+* ``rows`` — every steered row's whole mask copied from the host each step (the path
+  before the table).
+
+Rows advance over real text (not over what the masks allow: the cost is the same, and
+the states visited are those of text about the entities). Logits are random, on the
+device. Timing: warm-up steps, then the median of the timed steps (CUDA synchronised).
+
+    python -m greyelephant.benchmarks.steering_step --device cpu
+    python benchmarks/steering_step.py --device cuda --out $OUT      # on a GPU machine
+
+On a GPU machine without pydantic (the device image here has torch, Triton, numpy), carry
+its wheels: ``.whl/`` (see docs/kernels.md) and ``pip install --target /tmp/site``.
+Writes ``steering_step-<device>.json`` and ``.md`` to --out (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _ensure_package() -> None:
+    """Run from a checkout that is not installed (a GPU machine with the repo copied):
+    map the repo's folders into a ``greyelephant`` package of symlinks, as pyproject's
+    package-dir does."""
+    try:
+        import greyelephant.control.steering_batch  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import tempfile
+
+    root = Path(tempfile.mkdtemp()) / "greyelephant"
+    root.mkdir()
+    for f in (REPO / "greyelephant").glob("*.py"):
+        (root / f.name).symlink_to(f)
+    for folder in ("control", "kernels", "benchmarks"):
+        (root / folder).symlink_to(REPO / folder)
+    sys.path.insert(0, str(root.parent))
+    for name in [m for m in sys.modules if m == "greyelephant" or m.startswith("greyelephant.")]:
+        del sys.modules[name]
+
+
+_ensure_package()
+
+from greyelephant.control.spec import parse_steering  # noqa: E402
+from greyelephant.control.steering_batch import RequestInfo, SteeringBatch  # noqa: E402
+from greyelephant.control.vocab_index import VocabIndex  # noqa: E402
+
+DATA = HERE / "data"
+BATCHES = (1, 16, 64, 256)
+SIGNAL = 16
+TEXT = ("The most famous cola is Coca-Cola, and many people drink Coke with McDonald's fries. "
+        "Runners buy Nike shoes, developers learn Python, and tourists climb the Eiffel Tower "
+        "before they visit the Louvre, the Statue of Liberty or Disneyland. Magnus Carlsen and "
+        "Lionel Messi are famous; so are The Beatles, Albert Einstein and the Mona Lisa. ")
+
+
+def smollm2_vocab() -> VocabIndex:
+    doc = json.loads(gzip.open(DATA / "smollm2_vocab.json.gz", "rt").read())
+    table = [None if t is None else bytes.fromhex(t) for t in doc["tokens"]]
+    return VocabIndex.from_token_bytes(table, key="smollm2", kind=doc["kind"])
+
+
+def synthetic_vocab(size: int = 152_064, seed: int = 0) -> VocabIndex:
+    """SmolLM2's tokens, then random byte strings (letters, spaces, punctuation, UTF-8)
+    up to ``size`` tokens."""
+    base = json.loads(gzip.open(DATA / "smollm2_vocab.json.gz", "rt").read())["tokens"]
+    table = [None if t is None else bytes.fromhex(t) for t in base]
+    rng = np.random.default_rng(seed)
+    alphabet = list(" abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,-'éüçñ")
+    seen = set(table)
+    while len(table) < size:
+        n = int(rng.integers(1, 9))
+        s = ("" if rng.random() < 0.6 else " ") + "".join(rng.choice(alphabet, n))
+        b = s.encode()
+        if b not in seen:
+            seen.add(b)
+            table.append(b)
+    return VocabIndex.from_token_bytes(table, key=f"synthetic{size}", kind="bytelevel")
+
+
+def encode(index: VocabIndex, text: str) -> list[int]:
+    """Greedy longest-match tokenization over the vocabulary's byte strings."""
+    by_bytes = {}
+    for tid, b in enumerate(index.token_bytes):
+        if b and b not in by_bytes:
+            by_bytes[b] = tid
+    data, out, i = text.encode(), [], 0
+    longest = max(len(b) for b in by_bytes)
+    while i < len(data):
+        for k in range(min(longest, len(data) - i), 0, -1):
+            tid = by_bytes.get(data[i:i + k])
+            if tid is not None:
+                out.append(tid)
+                i += k
+                break
+        else:
+            i += 1
+    return out
+
+
+def steering_args() -> dict:
+    cases = [json.loads(line) for line in (DATA / "pink_elephant_dev.jsonl").read_text()
+             .splitlines() if line.strip()]
+    spec = parse_steering({"avoid": [{"entity": c["avoid"], "aliases": c["avoid_aliases"]}
+                                     for c in cases], "prefer": ["grey elephant"]})
+    return spec.engine_steering(signal=SIGNAL).to_extra_args()
+
+
+def measure(index: VocabIndex, tokens: list[int], device: str, b: int, steered: int,
+            table: bool, steps: int, warmup: int) -> dict:
+    batch = SteeringBatch(index, device, table=table)
+    outs: list[list[int]] = [[] for _ in range(b)]
+    args = steering_args()
+    info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=1 << 20)
+    for i in range(b):
+        batch.add(i, args if i < steered else None, outs[i], info if i < steered else None)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    logits = [torch.randn(b, index.vocab_size, generator=gen).to(device) for _ in range(4)]
+    times = []
+    for step in range(warmup + steps):
+        for i in range(b):
+            outs[i].append(tokens[(i * 31 + step) % len(tokens)])
+        x = logits[step % 4]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        batch.apply(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - t0)
+    table_obj = batch._table
+    return {"B": b, "steered": steered, "path": "table" if table else "rows",
+            "median_ms": round(statistics.median(times) * 1e3, 4),
+            "p90_ms": round(sorted(times)[int(0.9 * len(times))] * 1e3, 4),
+            "table_slots": table_obj.table.shape[0] if table_obj is not None else None,
+            "table_uploads": table_obj.uploads if table_obj is not None else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--vocab", choices=["smollm2", "synthetic152k", "both"], default="both")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=40)
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for the CPU path (default: torch's)")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import logging
+
+    logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
+    vocabs = {"smollm2": smollm2_vocab, "synthetic152k": synthetic_vocab}
+    names = list(vocabs) if args.vocab == "both" else [args.vocab]
+    rows = []
+    for name in names:
+        index = vocabs[name]()
+        tokens = encode(index, TEXT * 4)
+        for b in (int(x) for x in args.batches.split(",")):
+            for steered in sorted({0, min(8, b), b}):
+                for table in (True, False):
+                    if steered == 0 and not table:
+                        continue  # nothing steered: both paths return at once
+                    r = {"vocab": name, "V": index.vocab_size,
+                         **measure(index, tokens, args.device, b, steered, table, args.steps,
+                                   args.warmup)}
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
+    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "device": args.device + (f" ({torch.cuda.get_device_name()})"
+                                     if args.device == "cuda" else ""),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "command": "python benchmarks/steering_step.py " + " ".join(
+                argv if argv is not None else sys.argv[1:]),
+            "workload": "30 avoided entities per steered row (the dev set's, aliases "
+                        "included), rollback on, greedy; rows advance over real text; "
+                        f"{args.warmup} warm-up + {args.steps} timed steps, median"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"steering_step-{args.device}"
+    (args.out / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    lines = [f"# Steering per-step cost ({args.device})", "",
+             *(f"- {k}: {v}" for k, v in meta.items()), "",
+             "| vocab | B | steered | table ms | rows ms | rows / table |",
+             "|---|---|---|---|---|---|"]
+    by = {(r["vocab"], r["B"], r["steered"], r["path"]): r for r in rows}
+    for (vocab, b, steered, path), r in by.items():
+        if path != "table":
+            continue
+        other = by.get((vocab, b, steered, "rows"))
+        ratio = f"{other['median_ms'] / r['median_ms']:.1f}×" if other and r["median_ms"] else ""
+        lines.append(f"| {vocab} | {b} | {steered} | {r['median_ms']:.3f} "
+                     f"| {other['median_ms'] if other else '–'} | {ratio} |")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

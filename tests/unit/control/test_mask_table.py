@@ -1,0 +1,89 @@
+"""The device mask table path equals the per-step host-mask path, bit for bit, whatever
+the rows do (rollback rows, prefix-ban rows, loop guard, start bans, last steps, stop
+bans), and a tiny memory budget (eviction every step) changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from greyelephant.control.mask_table import MaskTable
+from greyelephant.control.spec import parse_steering
+from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
+from greyelephant.kernels import apply_logit_controls
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+SIGNAL = 16
+
+
+def specs():
+    base = {"avoid": [{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Rome", "Nike"],
+            "prefer": ["Pepsi"]}
+    on = parse_steering(base).engine_steering(signal=SIGNAL)
+    off = parse_steering({**base, "max_rollbacks": 0}).engine_steering(signal=SIGNAL)
+    guard = parse_steering({**base, "no_repeat_ngram": 2}).engine_steering(signal=SIGNAL)
+    start = on.model_copy(update={"start_ban": (0, 2), "resume": 3})
+    return [on.to_extra_args(), off.to_extra_args(), guard.to_extra_args(),
+            start.to_extra_args(), None]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("budget", [256 << 20, 8 * 1536 * 4])
+def test_table_path_equals_host_masks(vocab_index, tokenizer, device, budget):
+    text = tokenizer.encode(" I drank Coca-Cola in Rome, then a Coke, Nike Nike Nike and a Pepsi "
+                            "by the Colosseum in Romeo's town, coca cola cola cola")
+    rng = np.random.default_rng(0)
+    outs_a = [[] for _ in range(5)]
+    outs_b = [[] for _ in range(5)]
+    prompt = [1, *text[:3]]
+    info = [RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=40,
+                        prompt=prompt) for _ in range(5)]
+    a = SteeringBatch(vocab_index, device, table=True, table_budget_bytes=budget)
+    b = SteeringBatch(vocab_index, device, table=False)
+    for i, args in enumerate(specs()):
+        a.add(i, args, outs_a[i], info[i])
+        b.add(i, args, outs_b[i], info[i])
+    for step in range(40):
+        logits = torch.randn(5, vocab_index.vocab_size, generator=torch.Generator().manual_seed(
+            step)).to(device)
+        la, lb = a.apply(logits.clone()), b.apply(logits.clone())
+        assert torch.equal(la, lb), step
+        for i in range(5):
+            t = text[(step + 3 * i) % len(text)] if rng.random() < 0.8 else int(
+                la[i].argmax())
+            outs_a[i].append(t)
+            outs_b[i].append(t)
+    assert a._table.uploads > 0
+    if budget < (1 << 20):
+        assert a._table.evictions > 0
+
+
+def test_mask_table_never_evicts_a_slot_of_the_current_step():
+    table = MaskTable(n_words=4, budget_bytes=4 * 4 * 3)  # 3 slots: zeros + 2
+    table.begin_step()
+    s1 = table.slot("a", np.array([1, 0, 0, 0], dtype=np.int32))
+    s2 = table.slot("b", np.array([2, 0, 0, 0], dtype=np.int32))
+    with pytest.raises(RuntimeError):
+        table.slot("c", np.array([3, 0, 0, 0], dtype=np.int32))
+    table.begin_step()
+    s3 = table.slot("c", np.array([3, 0, 0, 0], dtype=np.int32))
+    assert s3 in (s1, s2) and table.evictions == 1
+    assert table.table[s3, 0] == 3 and table.table[0].abs().sum() == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_kernel_gathers_masks_from_the_table(device):
+    g = torch.Generator().manual_seed(3)
+    b, v = 6, 1000
+    table = torch.randint(-2**31, 2**31 - 1, (5, (v + 31) // 32), dtype=torch.int32, generator=g)
+    table[0] = 0
+    rows = torch.tensor([0, 3, 3, 1, 4, 2], dtype=torch.int32)
+    logits = torch.randn(b, v, generator=g)
+    want = apply_logit_controls(logits.clone().to(device), banned_bitmask=table[rows.long()].to(
+        device))
+    got = apply_logit_controls(logits.clone().to(device), mask_table=table.to(device),
+                               mask_rows=rows.to(device))
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError):
+        apply_logit_controls(logits.clone(), mask_table=table)

@@ -1,0 +1,116 @@
+"""The runner-V2 adapter against fakes of vLLM's V2 interface (slots, device token
+history, per-step layout), on the CPU: it steers exactly as the V1 adapter does, with
+rows reordered every step, a rollback continuation's resumed prompt tail, and a request
+resumed after preemption."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+vllm = pytest.importorskip("vllm")
+from vllm import SamplingParams  # noqa: E402
+from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
+
+from greyelephant.control.logits_processor import SteeringLogitsProcessor  # noqa: E402
+from greyelephant.control.logits_processor_v2 import (  # noqa: E402
+    SteeringLogitsProcessorV2,
+    steered_output,
+)
+from greyelephant.control.spec import parse_steering  # noqa: E402
+
+SIGNAL = 16
+MAX_LEN = 256
+
+
+@dataclass
+class Uva:
+    np: np.ndarray
+
+
+@dataclass
+class Gpu:
+    gpu: torch.Tensor
+
+
+@dataclass
+class ReqStates:
+    device: torch.device
+    max_num_reqs: int
+    vocab_size: int
+    all_token_ids: Gpu
+    prompt_len: Uva
+    prefill_len: Uva
+    total_len: Gpu
+
+
+@dataclass
+class Ctx:
+    idx_mapping_np: np.ndarray
+    input_ids: torch.Tensor
+    pos: torch.Tensor
+
+
+def params(steering: dict | None, **kw) -> SamplingParams:
+    extra = None
+    if steering is not None:
+        es = parse_steering(steering).engine_steering(signal=SIGNAL)
+        extra = {"steering": es.model_copy(update=kw).to_extra_args()}
+    p = SamplingParams(temperature=0.0, max_tokens=200, stop_token_ids=[SIGNAL],
+                       extra_args=extra)
+    p._all_stop_token_ids.update({2, SIGNAL})
+    return p
+
+
+def test_v2_steers_like_v1(vocab_index, tokenizer):
+    slots = 4
+    states = ReqStates(torch.device("cpu"), slots, vocab_index.vocab_size,
+                       Gpu(torch.zeros(slots, MAX_LEN, dtype=torch.int64)),
+                       Uva(np.zeros(slots, dtype=np.int64)), Uva(np.zeros(slots, dtype=np.int64)),
+                       Gpu(torch.zeros(slots, dtype=np.int64 and torch.int64)))
+    v2 = SteeringLogitsProcessorV2(None, states, index=vocab_index)
+    v1 = SteeringLogitsProcessor(None, torch.device("cpu"), False, index=vocab_index)
+    steer = {"avoid": [{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Nike"],
+             "prefer": ["Pepsi"]}
+    resumed = tokenizer.encode(" The best drink is")
+    prompts = {0: tokenizer.encode("<|im_start|>user\nhi<|im_end|>\n"),
+               2: tokenizer.encode("<|im_start|>user\nshoes<|im_end|>\n") + resumed,
+               3: tokenizer.encode("<|im_start|>user\nx<|im_end|>\n")}
+    reqs = {0: params(steer), 2: params(steer, resume=len(resumed), start_ban=(0,)),
+            3: params(None)}
+    # a request resumed after preemption: slot 1 already has two output tokens
+    early = tokenizer.encode(" Coke")
+    prompts[1] = tokenizer.encode("<|im_start|>user\ncola<|im_end|>\n")
+    reqs[1] = params(steer)
+    v1_outs = {}
+    for slot, prompt in prompts.items():
+        history = prompt + (early if slot == 1 else [])
+        states.all_token_ids.gpu[slot, :len(history)] = torch.tensor(history)
+        states.prompt_len.np[slot] = len(prompt)
+        states.prefill_len.np[slot] = len(history)
+        assert v2.add_request(slot, reqs[slot]) == (reqs[slot].extra_args is not None)
+        v1_outs[slot] = list(early) if slot == 1 else []
+    v2.apply_staged_writes()
+    assert steered_output(v2, 1) == early
+    # V1 rows in slot order, live output lists; V2 sees the rows reordered every step
+    v1.update_state(BatchUpdate(batch_size=slots, removed=[], moved=[], added=[
+        (slot, reqs[slot], prompts[slot], v1_outs[slot]) for slot in range(slots)]))
+    text = tokenizer.encode(" Coca-Cola and Nike, a Coke, then Pepsi and the Louvre")
+    rng = np.random.default_rng(0)
+    for step in range(len(text)):
+        order = rng.permutation(slots)
+        fed = [v1_outs[int(s)][-1] if v1_outs[int(s)] else prompts[int(s)][-1] for s in order]
+        pos = [len(prompts[int(s)]) + len(v1_outs[int(s)]) - 1 for s in order]
+        logits = torch.randn(slots, vocab_index.vocab_size,
+                             generator=torch.Generator().manual_seed(step))
+        a = v2.apply(logits[torch.as_tensor(order)].clone(),
+                     Ctx(order.astype(np.int64), torch.tensor(fed), torch.tensor(pos)))
+        b = v1.apply(logits.clone())
+        assert torch.equal(a, b[torch.as_tensor(order)]), step
+        for slot in range(slots):
+            v1_outs[slot].append(text[(step + slot) % len(text)])
+    for slot in (0, 1, 2):
+        assert steered_output(v2, slot) == v1_outs[slot][:-1]  # the last one was not fed yet
