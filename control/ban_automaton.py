@@ -111,12 +111,12 @@ class _LRU(OrderedDict):
         super().__init__()
         self.cap = cap
 
-    def get_or(self, key, make):
+    def get_or(self, key, make, *args):
         v = self.get(key)
         if v is not None:
             self.move_to_end(key)
         else:
-            v = make()
+            v = make(*args)
             self[key] = v
             if len(self) > self.cap:
                 self.popitem(last=False)
@@ -287,8 +287,8 @@ class CompiledSteering:
             return self._zero_words
         if row.pending:
             key = (row.avoid, row.pending)
-            return self._pending_masks.get_or(key, lambda: self._pending_mask(*key))
-        return self._masks.get_or(row.avoid, lambda: self._state_mask(row.avoid))
+            return self._pending_masks.get_or(key, self._pending_mask, *key)
+        return self._masks.get_or(row.avoid, self._state_mask, row.avoid)
 
     def prefix_words(self, row: RowState) -> np.ndarray:
         """The stricter mask of rows without rollback: :meth:`banned_words` plus every
@@ -491,7 +491,7 @@ class CompiledSteering:
         """(token ids int32, bias values float32) for the row's next token."""
         if row.prefer_done or row.pending:
             return _EMPTY_IDS, _EMPTY_VALS
-        return self._bias.get_or(row.prefer, lambda: self._prefer_tokens(row.prefer))
+        return self._bias.get_or(row.prefer, self._prefer_tokens, row.prefer)
 
     def _prefer_tokens(self, q: int) -> tuple[np.ndarray, np.ndarray]:
         ac, idx = self.prefer, self.index

@@ -81,6 +81,8 @@ class _Row:
     stop_ids: frozenset[int] = field(default_factory=frozenset)
     stop_tuple: tuple[int, ...] = ()  # stop_ids, sorted (a mask key part)
     signal_ban: tuple[int, ...] = ()  # (signal,) when the row has one
+    # (avoid state, pending bytes, table slot, mask, table evictions) of the last plain step
+    last_mask: tuple | None = None
 
     def reset(self) -> None:
         cs = self.compiled
@@ -261,39 +263,58 @@ class SteeringBatch:
 
     def controls(self, idx: list[int], vocab: int) -> _StepPlan:
         """This step's controls of the rows ``idx`` (in order): masks, biases, penalties,
-        and the rollback rows to check against the logits (see :meth:`apply`)."""
+        and the rollback rows to check against the logits (see :meth:`apply`).
+
+        Per row, the common step is kept short: the row's mask and its table slot are
+        reused while its automaton state, pending bytes and state bans are those of the
+        previous step (and the table has evicted nothing since)."""
         table = self._mask_table(vocab)
         plan = _StepPlan(len(idx), vocab, table)
         special = self.special
+        rows = self.rows
         for j, i in enumerate(idx):
-            r = self.rows[i]
+            r = rows[i]
             self._catch_up(r)
-            cs, st = r.compiled, r.state
+            cs, st, args = r.compiled, r.state, r.args
+            consumed = r.consumed
+            at_start = bool(args.start_ban) and consumed == 0
             words = None
             if cs.has_avoid:
-                key, words = self._row_mask(r)
-                plan.set_mask(j, key, words)
+                last = r.last_mask
+                plain_step = not at_start and (r.info.max_tokens is None
+                                               or consumed + 1 < r.info.max_tokens)
+                if (plain_step and last is not None and last[0] == st.avoid
+                        and last[1] == st.pending and table is not None
+                        and last[4] == table.evictions):
+                    words = last[3]
+                    plan.reuse(j, last[2], words)
+                else:
+                    key, words = self._row_mask(r)
+                    plan.set_mask(j, key, words)
+                    r.last_mask = ((st.avoid, st.pending, int(plan.mask_rows[j]), words,
+                                    table.evictions)
+                                   if plain_step and table is not None else None)
             elif r.signal_ban:
                 plan.ban(j, r.signal_ban)
-            if r.stop_ids and r.consumed < r.args.min_tokens:
+            if r.stop_ids and consumed < args.min_tokens:
                 plan.ban(j, r.stop_tuple)
-            if r.guard is not None:
-                loop = r.guard.banned()
+            guard = r.guard
+            if guard is not None:
+                loop = guard.banned()
                 if loop:
                     plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
-            at_start = bool(r.args.start_ban) and r.consumed == 0
-            if r.args.rollback and words is not None and not r.signalled \
-                    and not at_start:
-                if cs.inside_form(st):
+            if args.rollback and words is not None and not r.signalled and not at_start:
+                if cs.avoid.depth[st.avoid] >= 2:  # inside a form
                     plan.watch.append((j, i, words))
                 elif r.info.temperature < GREEDY_EPS and not st.pending:
                     plan.anticipate.append((j, i))
-            ids, vals = cs.bias(st)
-            if ids.size and at_start:
-                # where the avoided name would have begun, the preferred one is the natural
-                # substitute: a stronger (still bounded) nudge there
-                vals = _boosted(vals)
-            plan.bias[j] = (ids, vals)
+            if not st.prefer_done:
+                ids, vals = cs.bias(st)
+                if ids.size and at_start:
+                    # where the avoided name would have begun, the preferred one is the
+                    # natural substitute: a stronger (still bounded) nudge there
+                    vals = _boosted(vals)
+                plan.bias[j] = (ids, vals)
             if r.penalty is not None:
                 plan.penalty[j] = (r.penalty[0], r.penalty[1], r.info.presence_penalty,
                                    r.info.frequency_penalty)
@@ -453,6 +474,13 @@ class _StepPlan:
         self.watch: list[tuple[int, int, np.ndarray]] = []
         self.anticipate: list[tuple[int, int]] = []
 
+    def reuse(self, j: int, slot: int, words: np.ndarray) -> None:
+        """Row j keeps the table slot it had (same state, same mask)."""
+        self.any_ban = True
+        self.mask_rows[j] = slot
+        self.row_words[j] = words
+        self.table.touch(slot)
+
     def set_mask(self, j: int, key: tuple, words: np.ndarray) -> None:
         """Row j's string-level mask (a replacement keeps the extra bans)."""
         self.any_ban = True
@@ -528,10 +556,14 @@ def _with_bans(ids: np.ndarray, vals: np.ndarray, bans: list[int] | None
     """A row's bias list with ``bans`` as ``-inf`` entries (token ids stay unique)."""
     if not bans:
         return ids, vals
-    b = np.unique(np.asarray(bans, dtype=np.int32))
-    keep = ~np.isin(ids, b)
-    return (np.concatenate([ids[keep], b]),
-            np.concatenate([vals[keep], np.full(b.size, -np.inf, dtype=np.float32)]))
+    b = np.asarray(sorted(set(bans)), dtype=np.int32)
+    if ids.size:
+        keep = np.ones(ids.size, dtype=bool)
+        for t in b.tolist():
+            keep &= ids != t
+        ids, vals = ids[keep], vals[keep]
+    return (np.concatenate([ids, b]),
+            np.concatenate([vals, np.full(b.size, -np.inf, dtype=np.float32)]))
 
 
 def _boosted(vals: np.ndarray) -> np.ndarray:
