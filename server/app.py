@@ -73,20 +73,33 @@ def parse_body(model_cls, raw: bytes):
         raise APIError(400, message, param) from None
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its response was ready; its work was cancelled."""
+
+
 async def until_disconnected(request: Request, work):
-    """Run `work`; if the client goes away first, cancel it (which aborts the engine request)."""
+    """Run `work`; if the client goes away first, cancel it (which aborts the engine request)
+    and raise :class:`ClientDisconnected`. A cancellation of the caller itself (shutdown)
+    propagates unchanged."""
     task = asyncio.ensure_future(work)
+    disconnected = False
 
     async def watch():
+        nonlocal disconnected
         while not task.done():
             message = await request.receive()
             if message["type"] == "http.disconnect":
+                disconnected = True
                 task.cancel()
                 return
 
     watcher = asyncio.ensure_future(watch())
     try:
         return await task
+    except asyncio.CancelledError:
+        if disconnected and not asyncio.current_task().cancelling():
+            raise ClientDisconnected from None
+        raise
     finally:
         watcher.cancel()
 
@@ -163,6 +176,10 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
         except APIError as exc:
             status = exc.status
             raise
+        except ClientDisconnected:
+            # nobody reads this response; the status is for the access log and /metrics
+            status = 499
+            return Response(status_code=499)
         except asyncio.CancelledError:
             status = 499
             raise

@@ -49,9 +49,12 @@ def client(server):
 
 
 def test_models_and_default_model(client, server):
+    from greyelephant.shipped import shipped_adapters
+
     models = client.models()
-    assert [m.id for m in models] == [server["model"]]
+    assert [m.id for m in models] == [server["model"], *(a.name for a in shipped_adapters())]
     assert models[0].parent is None and not models[0].is_adapter
+    assert all(m.is_adapter and m.parent == server["model"] for m in models[1:])
     assert client.default_model() == server["model"]
     assert client._default_model == server["model"]  # cached
 
@@ -244,7 +247,11 @@ def test_cli_complete_and_models(server):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() and "violations=0" in r.stderr
     m = cli("models", "--base-url", server["v1"])
-    assert m.returncode == 0 and m.stdout.split() == [server["model"]]
+    from greyelephant.shipped import shipped_adapters
+
+    assert m.returncode == 0, m.stderr
+    assert m.stdout.splitlines() == [server["model"], *(
+        f"{a.name}\t(adapter of {server['model']})" for a in shipped_adapters())]
     mj = cli("models", "--json", "--base-url", server["v1"])
     assert json.loads(mj.stdout)[0]["id"] == server["model"]
 

@@ -17,7 +17,11 @@ def aclient(server):
 
 
 def test_models(client, server):
-    assert [m.id for m in client.models.list()] == [server["model"]]
+    from greyelephant.shipped import shipped_adapters
+
+    # the base model first, then every shipped adapter under its directory name
+    ids = [m.id for m in client.models.list()]
+    assert ids == [server["model"], *(a.name for a in shipped_adapters())]
     assert client.models.retrieve(server["model"]).id == server["model"]
 
 

