@@ -14,9 +14,10 @@ run:
 * ``rows`` — every steered row's whole mask copied from the host each step (the path
   before the table).
 
-Rows advance over real text (not over what the masks allow: the cost is the same, and
-the states visited are those of text about the entities). Logits are random, on the
-device. Timing: warm-up steps, then the median of the timed steps (CUDA synchronised).
+Rows write real text under the masks (``step_loop.decode_steps``: the text's next token
+unless it is banned, else the row's best allowed token; a row given its rollback signal
+restarts as a new request). Logits are random, on the device. Timing: warm-up steps, then
+the median of the timed steps (CUDA synchronised).
 
     python -m greyelephant.benchmarks.steering_step --device cpu
     python benchmarks/steering_step.py --device cuda --out $OUT      # on a GPU machine
@@ -36,7 +37,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,7 @@ def _ensure_package() -> None:
 
 _ensure_package()
 
+from greyelephant.benchmarks.step_loop import decode_steps  # noqa: E402
 from greyelephant.control.spec import parse_steering  # noqa: E402
 from greyelephant.control.steering_batch import RequestInfo, SteeringBatch  # noqa: E402
 from greyelephant.control.vocab_index import VocabIndex  # noqa: E402
@@ -147,30 +148,27 @@ def steering_args() -> dict:
 def measure(index: VocabIndex, tokens: list[int], device: str, b: int, steered: int,
             table: bool, steps: int, warmup: int) -> dict:
     batch = SteeringBatch(index, device, table=table)
-    outs: list[list[int]] = [[] for _ in range(b)]
     args = steering_args()
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=1 << 20)
+    outs: list[list[int]] = [[] for _ in range(b)]
+
+    def restart(i: int) -> list[int]:
+        out: list[int] = []
+        batch.add(i, args if i < steered else None, out, info if i < steered else None)
+        return out
+
     for i in range(b):
-        batch.add(i, args if i < steered else None, outs[i], info if i < steered else None)
+        outs[i] = restart(i)
     gen = torch.Generator(device="cpu").manual_seed(0)
     logits = [torch.randn(b, index.vocab_size, generator=gen).to(device) for _ in range(4)]
-    times = []
-    for step in range(warmup + steps):
-        for i in range(b):
-            outs[i].append(tokens[(i * 977 + step) % len(tokens)])
-        x = logits[step % 4]
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        batch.apply(x)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if step >= warmup:
-            times.append(time.perf_counter() - t0)
+    run = decode_steps(batch, outs, tokens, logits, warmup=warmup, steps=steps,
+                       ends=info.stop_ids, restart=restart)
+    times = run["times"]
     table_obj = batch._table
     return {"B": b, "steered": steered, "path": "table" if table else "rows",
             "median_ms": round(statistics.median(times) * 1e3, 4),
             "p90_ms": round(sorted(times)[int(0.9 * len(times))] * 1e3, 4),
+            "diverted": run["diverted"], "restarts": run["restarts"],
             "table_slots": table_obj.table.shape[0] if table_obj is not None else None,
             "table_uploads": table_obj.uploads if table_obj is not None else None}
 

@@ -89,6 +89,7 @@ _UIDS = itertools.count(1)  # per compiled spec and per kind of cache; LRU beyon
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)
 _EMPTY_VALS = np.zeros(0, dtype=np.float32)
+_NO_TOKENS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -172,6 +173,7 @@ class CompiledSteering:
         self._ends_form: dict[int, bool] = {}
         self._ends_inside: np.ndarray | None = None
         self._whole_exact: np.ndarray | None = None
+        self._whole_ids: tuple[np.ndarray, np.ndarray] | None = None
         self._bias = _LRU(max_cached_states)
         self._avoid_trans: dict[tuple[int, int], tuple[int, bool]] = {}
         self._prefer_trans: dict[tuple[int, int], tuple[int, bool, bool]] = {}
@@ -261,15 +263,24 @@ class CompiledSteering:
         empty when it would not."""
         if row.pending or not self.has_avoid:
             return frozenset()
-        if self._whole_exact is None:
-            bodies = [k[1:-1] for k in self.avoid.keys]
-            self._whole_exact = self.index.tokens_in(self.index.exact_ranges(bodies))
         whole = self._ends_inside_mask()[token_id] or (
-            self.avoid.ends_sep(row.avoid) and self._whole_exact[token_id])
+            self.avoid.ends_sep(row.avoid) and self._whole_exact_mask()[token_id])
         if not whole:
             return frozenset()
         s, _ = self.avoid.feed(row.avoid, self.index.texts[token_id])
         return self.groups_at(s) if self.ends_form(s) else frozenset()
+
+    def whole_form_candidates(self, row: RowState) -> np.ndarray:
+        """int64 ids of the tokens that may write a whole form at once from the row's
+        state: those :meth:`whole_form_groups` tests further (a superset of the tokens it
+        returns groups for). One of two cached arrays; empty with pending bytes."""
+        if row.pending or not self.has_avoid:
+            return _NO_TOKENS
+        if self._whole_ids is None:
+            inside = np.flatnonzero(self._ends_inside_mask()).astype(np.int64)
+            exact = np.flatnonzero(self._whole_exact_mask()).astype(np.int64)
+            self._whole_ids = (inside, np.union1d(inside, exact))
+        return self._whole_ids[1] if self.avoid.ends_sep(row.avoid) else self._whole_ids[0]
 
     def groups_at(self, q: int) -> frozenset[int]:
         """Entity groups whose forms extend the row's partial match at state ``q``."""
@@ -450,6 +461,13 @@ class CompiledSteering:
             if ac.accept(q) >= 0 or self.ends_form(q):
                 return True
         return False
+
+    def _whole_exact_mask(self) -> np.ndarray:
+        """Tokens whose whole text is a form (" Nike" minus its word start: "Nike")."""
+        if self._whole_exact is None:
+            bodies = [k[1:-1] for k in self.avoid.keys]
+            self._whole_exact = self.index.tokens_in(self.index.exact_ranges(bodies))
+        return self._whole_exact
 
     def _ends_inside_mask(self) -> np.ndarray:
         """Tokens whose own text ends with ``SEP + form`` (a whole form at a word start

@@ -14,9 +14,10 @@ automaton state is advanced in :meth:`apply` — not in ``update_state``: with a
 scheduling the last output token is still a ``-1`` placeholder there — from the live
 ``output_tok_ids`` list that vLLM hands over when the request joins the batch.
 
-vLLM 0.32 on GPUs defaults dense models to "model runner V2", whose logits-processor
-interface differs; set ``VLLM_USE_V2_MODEL_RUNNER=0`` there. vLLM refuses custom logits
-processors with speculative decoding.
+This is the V1 model runner's interface; vLLM 0.32's "model runner V2" (its default on
+GPUs for dense models) has its own, served by :mod:`.logits_processor_v2` over the same
+core (the server registers the one matching the runner, ``--model-runner``). vLLM refuses
+custom logits processors with speculative decoding.
 """
 
 from __future__ import annotations

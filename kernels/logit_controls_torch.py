@@ -17,10 +17,32 @@ import torch
 from ._args import GREEDY_EPS
 from .bitmask import banned_flat_indices, unpack_token_bitmask
 
-# Below this share of non-zero mask words, banned tokens are expanded sparsely and written
-# with one index_fill_ (a steering mask bans a handful of tokens per row); above it the
-# dense unpack + masked_fill_ is cheaper.
+# Per row: below this share of non-zero mask words, banned tokens are expanded sparsely and
+# written with one index_fill_ (a steering mask bans a handful of tokens per row); above it
+# the dense unpack + masked_fill_ of that row is cheaper.
 SPARSE_MASK_MAX_WORD_SHARE = 1 / 16
+
+
+def _apply_bitmask(logits: torch.Tensor, flat: torch.Tensor, words: torch.Tensor) -> None:
+    """-inf at the banned tokens, chosen per row: rows whose non-zero words are at most
+    SPARSE_MASK_MAX_WORD_SHARE of the row are expanded sparsely (one index_fill_ for all of
+    them); the others (a mask that bans most of the vocabulary, e.g. every token that
+    starts a new word) are unpacked densely, only those rows."""
+    b, v = logits.shape
+    per_row = torch.count_nonzero(words, dim=1)
+    dense = per_row > SPARSE_MASK_MAX_WORD_SHARE * words.shape[1]
+    n_dense = int(dense.sum())
+    if n_dense == b:
+        logits.masked_fill_(unpack_token_bitmask(words, v), float("-inf"))
+        return
+    if n_dense:
+        rows = dense.nonzero().flatten()
+        sub = logits.index_select(0, rows)
+        sub.masked_fill_(unpack_token_bitmask(words.index_select(0, rows), v), float("-inf"))
+        logits.index_copy_(0, rows, sub)
+        words = words.masked_fill(dense.unsqueeze(1), 0)
+    if bool(per_row.any()):
+        flat.index_fill_(0, banned_flat_indices(words, v, logits.stride(0)), float("-inf"))
 
 
 def _flat_index(indptr, token_ids, batch: int, vocab: int, row_stride: int):
@@ -83,12 +105,7 @@ def apply_logit_controls_torch(
         flat.index_put_((idx,), x.to(logits.dtype))
 
     if banned_bitmask is not None:
-        nonzero_words = int(torch.count_nonzero(banned_bitmask))
-        if nonzero_words <= SPARSE_MASK_MAX_WORD_SHARE * banned_bitmask.numel():
-            if nonzero_words:
-                flat.index_fill_(0, banned_flat_indices(banned_bitmask, v, stride), float("-inf"))
-        else:
-            logits.masked_fill_(unpack_token_bitmask(banned_bitmask, v), float("-inf"))
+        _apply_bitmask(logits, flat, banned_bitmask)
 
     if temperature is not None:
         t = temperature.float()

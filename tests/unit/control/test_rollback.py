@@ -255,3 +255,44 @@ def test_a_row_that_cannot_be_compiled_fails_closed(vocab_index, tokenizer):
     assert int(logits[0].argmax()) == SIGNAL
     assert torch.isinf(logits[0]).sum() == vocab_index.vocab_size - 1
     assert torch.equal(logits[1], torch.zeros(vocab_index.vocab_size))  # others untouched
+
+
+def test_whole_form_candidates_cover_every_token_that_writes_a_whole_form(vocab_index,
+                                                                           tokenizer):
+    """The anticipation check looks only at these candidates (it compares their maximum
+    with the row's): every token that would write a whole form at once from a state must
+    be among them, at a word start and after one."""
+    es = engine([{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Nike", "Rome"])
+    cs = CompiledSteering(vocab_index, es.avoid, es.prefer, es.prefer_bias)
+    for text in ["", "I like", "I like ", "(", "Coca-"]:
+        st = cs.new_row()
+        cs.advance_many(st, tokenizer.encode(text) if text else [])
+        cand = set(cs.whole_form_candidates(st).tolist())
+        writes = {t for t in range(vocab_index.vocab_size) if cs.whole_form_groups(st, t)}
+        assert writes <= cand, text
+        if text in ("", "I like"):
+            assert tokenizer.encode(" Nike")[0] in writes
+
+
+def test_anticipation_takes_the_first_maximum_on_a_partly_steered_batch(vocab_index,
+                                                                        tokenizer):
+    """Exactly the argmax rule: a tie between " Nike" and an earlier token goes to the
+    earlier one (no anticipation); a row whose maximum is " Nike" gets the start ban; an
+    unsteered row between them is untouched."""
+    es = engine(["Nike"], prefer=["Adidas"])
+    nike = tokenizer.encode(" Nike")[0]
+    out = tokenizer.encode(" The best running shoes are by")
+    batch = SteeringBatch(vocab_index)
+    batch.add(0, es.to_extra_args(), list(out), greedy())
+    batch.add(1, None, list(out))
+    batch.add(2, es.to_extra_args(), list(out), greedy())
+    logits = torch.zeros(3, vocab_index.vocab_size)
+    earlier = tokenizer.encode(" far")[0]
+    assert earlier < nike
+    logits[0, nike] = logits[0, earlier] = 10.0  # tie: " far" is the argmax
+    logits[1, nike] = 10.0
+    logits[2, nike] = 10.0
+    batch.apply(logits)
+    assert batch.anticipated == 1
+    assert logits[0, nike] == 10.0 and logits[1, nike] == 10.0
+    assert logits[2, nike] == float("-inf")

@@ -343,3 +343,24 @@ def test_sparse_mask_path_matches_dense_and_reference(dtype, banned_per_row):
     assert torch.equal(logits, expected)
     idx = banned_flat_indices(words, v, v)
     assert sorted(idx.tolist()) == sorted(torch.nonzero(banned.flatten()).flatten().tolist())
+
+
+@pytest.mark.parametrize("dense_rows", [(1,), (0, 3), (0, 1, 2, 3)])
+def test_mask_rows_mixing_dense_and_sparse_masks(dense_rows):
+    """A mask that bans most of the vocabulary (every token starting a new word) next to
+    rows banning a few tokens: the dense rows are unpacked on their own, the rest
+    expanded sparsely; the result equals the reference, on strided rows too."""
+    g = torch.Generator().manual_seed(len(dense_rows))
+    b, v = 4, 20011
+    banned = torch.zeros(b, v, dtype=torch.bool)
+    for r in range(b):
+        if r in dense_rows:
+            banned[r] = torch.rand(v, generator=g) < 0.5
+        else:
+            banned[r, torch.randint(0, v, (9,), generator=g)] = True
+    words = pack_token_bitmask(banned)
+    wide = torch.randn(b, v + 7, generator=g)
+    logits = wide[:, :v]
+    expected = logits.masked_fill(banned, float("-inf"))
+    apply_logit_controls_torch(logits, banned_bitmask=words)
+    assert torch.equal(logits, expected)
