@@ -27,8 +27,12 @@ __all__ = ["load_jsonl", "write_jsonl", "unit_hash", "split_gold", "provenance",
 
 REPO = Path(__file__).resolve().parents[1]
 # A small KV cache (the shared CPU box has little free memory) and eager mode (fast start).
+# A stage's server serves exactly the adapters the stage names (not the shipped ones: the
+# eval names the adapter it measures, the data and label stages use the base model), and
+# reports a steered text that still names an avoided entity instead of failing the request
+# (the data stage's filters and the eval's detector count it; one 500 would end a batch).
 SERVER_ARGS = ["--enforce-eager", "--max-model-len", "2048", "--gpu-memory-utilization", "0.12",
-               "--seed", "0"]
+               "--seed", "0", "--no-shipped-adapters", "--on-violation", "report"]
 
 
 START_ATTEMPTS = 3

@@ -334,7 +334,11 @@ async def generate_pairs(base_url: str, items: list[dict[str, Any]], args) -> tu
 
         async def one(item):
             nonlocal done
-            result = await make_pair(client, item, args)
+            try:
+                result = await make_pair(client, item, args)
+            except RuntimeError as exc:  # one failed request (timeout, 5xx) drops its item
+                print(f"  {item['key']}: {str(exc)[:200]}", file=sys.stderr, flush=True)
+                result = {"status": "request_error", "pair": None}
             done += 1
             if done % 25 == 0 or done == len(items):
                 print(f"  {done}/{len(items)} items, {time.perf_counter() - started:.0f} s",

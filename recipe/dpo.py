@@ -178,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
             "first_log": last[0] if last else None, "last_log": last[-1] if last else None,
         },
     }
+    previous = args.out / "recipe.json"
+    if previous.is_file():  # what the server reads from it (shipped.py) outlives a retrain
+        kept = json.loads(previous.read_text()).get("steering_defaults")
+        if kept:
+            recipe["steering_defaults"] = kept
     (args.out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     (args.work_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log_rows))
     size = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file())

@@ -3,10 +3,15 @@
 
 One server serves both (``--adapter NAME=PATH``), so the two models are compared on the same
 engine, flags and decoding; each model runs the rows ``none``, ``directive`` and
-``directive+logits``. Writes ``<out>/base/`` and ``<out>/<name>/`` (the eval's own
-summary and per-case outputs) and ``<out>/eval.json`` with the acceptance check: with the
-directive alone, the adapter cuts the mention rate by ≥ 60 % relative to the base model,
-with prefer_rate not lower and degenerate_rate ≤ 0.05.
+``directive+logits`` (greedy, ``--max-tokens`` 160). Writes ``<out>/base/`` and
+``<out>/<name>/`` (the eval's own summary and per-case outputs; ``<out>/<label>/…`` for
+every ``--extra-data``) and ``<out>/eval.json`` with the acceptance check for each file:
+with the directive alone, the adapter's mention rate is ≤ 0.4× the base model's (a cut of
+≥ 60 %), with prefer_rate not lower and degenerate_rate ≤ 0.05. The card
+(``recipe/card.py``) copies the per-case outputs beside the adapter.
+
+Choose between training runs on the dev set only (``--data``); report a held-out file
+(``--extra-data heldout=…``) once for the adapter that ships.
 
     python -m greyelephant.recipe.evaluate --adapter grey-dpo=adapters/grey-dpo \\
         --data ../shared/evals/pink_elephant_dev.jsonl --out runs/recipe/eval
@@ -52,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "check), e.g. held-out entities; repeatable")
     ap.add_argument("--out", type=Path, default=Path("runs/recipe/eval"))
     ap.add_argument("--rows", default=ROWS)
-    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--data-label", default="dev", help="name of --data in the card")
+    ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--base-url", default=None,
                     help="a running server that already serves the adapter under NAME")
@@ -92,16 +98,20 @@ def main(argv: list[str] | None = None) -> int:
                            for label, data in extra}
     base_rows = summaries["base"]["rows"]
     adapter_rows = summaries[name]["rows"]
-    result = {**meta, "data": str(args.data), "adapter": name, "adapter_path": path,
+    result = {**meta, "data": str(args.data), "data_label": args.data_label,
+              "dir": str(args.out), "adapter": name, "adapter_path": path,
               "base_model": summaries["base"]["model"], "decoding": "greedy (temperature 0)",
               "max_tokens": args.max_tokens, "base": base_rows, "adapter_rows": adapter_rows,
               "acceptance": acceptance(base_rows, adapter_rows) if "directive" in base_rows
               else None,
-              "extra": {label: {"data": data, "base": s["base"]["rows"],
-                                "adapter_rows": s[name]["rows"]}
+              "extra": {label: {"data": data, "dir": str(args.out / label),
+                                "base": s["base"]["rows"], "adapter_rows": s[name]["rows"],
+                                "acceptance": acceptance(s["base"]["rows"], s[name]["rows"])
+                                if "directive" in s["base"]["rows"] else None}
                         for label, (data, s) in extra_summaries.items()}}
     (args.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["acceptance"]))
+    print(json.dumps({"acceptance": result["acceptance"],
+                      **{label: e["acceptance"] for label, e in result["extra"].items()}}))
     return 0
 
 

@@ -11,13 +11,17 @@
    swapped order) is the target instead (``--no-rationalize`` turns this off).
 4. **SFT**: a LoRA on the attention projections learns the kept judgements (the reply is
    the same JSON the schema constrains to), plain torch + peft (``recipe/lora_sft.py``).
-5. **STaR judge**: the adapter is loaded into the same server (POST /v1/adapters/load) and
-   judges the held-out pairs again.
+5. **STaR judge**: a fresh server serves the adapter from the start (``--adapter``; with
+   ``--base-url`` it is loaded into that server, POST /v1/adapters/load) and it judges the
+   held-out pairs again. Both measurements are gated (``judge.judge_gate``: binomial test
+   against chance, vote weight) and ``better_judge`` says whether the STaR judge beats the
+   zero-shot one; ``labels --judge-stats`` reads this file to pick the judge that labels.
 
     python -m greyelephant.recipe.judge_star --out runs/recipe/judge
 
 Writes ``<out>/adapter/`` (PEFT) and ``<out>/judge.stats.json`` (zero-shot vs STaR
-held-out accuracy, kept counts, training metrics, provenance).
+held-out accuracy, their gates, the better judge, kept counts, training metrics,
+provenance). In ``make adapter`` this stage runs first, before any labelling.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from typing import Any
 from .common import (ChatClient, add_server_args, load_jsonl, provenance, served, split_gold,
                      unit_hash, write_jsonl)
 from .data_check import GOLD_PATH, SEEDS_PATH, validate_gold
-from .judge import JudgeClient, flip, judge_gold, judge_messages, judgement_text
+from .judge import (JudgeClient, better_judge, flip, judge_gate, judge_gold, judge_messages,
+                    judgement_text)
 from .lora_sft import SFTConfig, train_lora_sft
 
+JUDGE_ADAPTER_NAME = "judge-star"
 _LETTER = re.compile(r"\b(Response|response|reply|Reply) ([AB])\b")
 
 
@@ -166,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = prepare_embedded_model().path
     stats: dict[str, Any] = {**meta, "gold_train": len(train), "gold_held_out": len(held),
                              "held_out_ids": [r["id"] for r in held]}
+    # The server answers the zero-shot measurement and the STaR sampling; a server started
+    # here is stopped while the LoRA trains (the CPU is the trainer's) and a fresh one
+    # serves the trained adapter from the start (``--adapter``), which needs no run-time
+    # load. With ``--base-url`` the adapter is loaded at run time (``--admin-key``).
     with served(args.base_url, serve_args, args.out / "server.log") as url:
         async def before():
             async with ChatClient(url, args.api_key, args.concurrency) as client:
@@ -180,17 +190,21 @@ def main(argv: list[str] | None = None) -> int:
                 return zero, examples, star
 
         zero, examples, star = asyncio.run(before())
-        stats.update(zero_shot_held_out=zero, star_sampling=star)
-        write_jsonl(args.out / "star_examples.jsonl", examples)
-        cfg = SFTConfig(rank=args.rank, alpha=2 * args.rank, lr=args.lr, epochs=args.epochs,
-                        grad_accum=args.grad_accum, seed=args.seed, max_minutes=args.max_minutes)
-        stats["sft_config"] = {k: v for k, v in vars(cfg).items()}
-        stats["sft"] = train_lora_sft(model_dir, examples, adapter_dir, cfg,
-                                      log=lambda s: print(s, file=sys.stderr, flush=True))
-        name = f"judge-star-{secrets.token_hex(3)}"
-
+    stats.update(zero_shot_held_out=zero, star_sampling=star)
+    write_jsonl(args.out / "star_examples.jsonl", examples)
+    cfg = SFTConfig(rank=args.rank, alpha=2 * args.rank, lr=args.lr, epochs=args.epochs,
+                    grad_accum=args.grad_accum, seed=args.seed, max_minutes=args.max_minutes)
+    stats["sft_config"] = {k: v for k, v in vars(cfg).items()}
+    stats["sft"] = train_lora_sft(model_dir, examples, adapter_dir, cfg,
+                                  log=lambda s: print(s, file=sys.stderr, flush=True))
+    name = JUDGE_ADAPTER_NAME if not args.base_url else \
+        f"{JUDGE_ADAPTER_NAME}-{secrets.token_hex(3)}"  # a running server may hold one already
+    after_args = list(serve_args) if args.base_url else [
+        *serve_args, f"--adapter={name}={adapter_dir.resolve()}"]
+    with served(args.base_url, after_args, args.out / "server.star.log") as url:
         async def after():
-            await load_adapter(url, admin_key, name, adapter_dir)
+            if args.base_url:
+                await load_adapter(url, admin_key, name, adapter_dir)
             async with ChatClient(url, args.api_key, args.concurrency) as client:
                 t = time.perf_counter()
                 _, trained = await judge_gold(client, held, name)
@@ -198,9 +212,14 @@ def main(argv: list[str] | None = None) -> int:
                 return trained
 
         stats["star_held_out"] = asyncio.run(after())
+    stats["adapter"] = str(adapter_dir.resolve())
+    stats["gate"] = {key: judge_gate(stats[f"{key}_held_out"])
+                     for key in ("zero_shot", "star")}
+    stats["better_judge"] = better_judge(stats["zero_shot_held_out"], stats["star_held_out"])
     (args.out / "judge.stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     print(json.dumps({"zero_shot": stats["zero_shot_held_out"],
-                      "star": stats["star_held_out"], "sft": stats["sft"]}))
+                      "star": stats["star_held_out"], "gate": stats["gate"],
+                      "better_judge": stats["better_judge"], "sft": stats["sft"]}))
     return 0
 
 

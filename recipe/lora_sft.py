@@ -101,6 +101,13 @@ def train_lora_sft(model_dir: str | Path, examples: Sequence[dict[str, Any]], ou
                         f"{time.perf_counter() - started:.0f} s")
             if cfg.max_minutes and time.perf_counter() - started > cfg.max_minutes * 60:
                 stopped_early = True
+                if (k + 1) % cfg.grad_accum != 0 and k != len(order) - 1:
+                    # the budget ran out mid-accumulation: apply what was accumulated
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optim.step()
+                    sched.step()
+                    optim.zero_grad()
+                    step += 1
                 break
         if stopped_early:
             break

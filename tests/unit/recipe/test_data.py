@@ -100,6 +100,15 @@ def test_seeds_disjoint_from_dev_set(seeds):
     assert containing == []
 
 
+@pytest.mark.parametrize("name", ["pink_elephant_dev.jsonl", "heldout_entities.jsonl",
+                                  "near_miss_entities.jsonl", "near_miss_tuning.jsonl"])
+def test_seeds_disjoint_from_shipped_eval_files(seeds, name):
+    """What ``make adapter`` passes to the data command (which refuses any overlap); the
+    detector-level check in both directions is tests/unit/benchmarks/test_near_miss_entities.py."""
+    path = REPO / "benchmarks" / "data" / name
+    assert dc.check_disjoint(SEEDS, path) == []
+
+
 def test_gold_labels_balanced(gold):
     share_a = sum(g["label"] == "A" for g in gold) / len(gold)
     assert 0.35 <= share_a <= 0.65

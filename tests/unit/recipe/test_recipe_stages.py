@@ -162,7 +162,7 @@ def test_label_all_orients_chosen_and_rejected():
          "gold": "B", "construction": None},
     ]
     js = [_judgement("A", "A", "B"), _judgement("A", "A", "B"), None]
-    examples, decisions, agree = labels.label_all(cands, js, require_agreement=False)
+    examples, decisions, agree, _ = labels.label_all(cands, js, require_agreement=False)
     by_id = {e["id"]: e for e in examples}
     assert by_id["p1"]["chosen"] == "Try Converse." and by_id["p1"]["decision"] == "agree"
     assert "p2" not in by_id and decisions["dpf:conflict"] == 1
@@ -281,15 +281,74 @@ def test_card_renders_eval_tables_including_extra_sets(tmp_path):
     adapter.mkdir()
     (run / "eval").mkdir(parents=True)
     (run / "eval" / "eval.json").write_text(json.dumps({
-        "data": "dev.jsonl", "max_tokens": 128, "date": "d", "machine": "m", "command": "c",
+        "data": "dev.jsonl", "max_tokens": 160, "date": "d", "machine": "m", "command": "c",
         "adapter": "grey-dpo", "base": rows(0.6), "adapter_rows": rows(0.1),
         "acceptance": acceptance(rows(0.6), rows(0.1)),
         "extra": {"heldout": {"data": "heldout.jsonl", "base": rows(0.4),
-                              "adapter_rows": rows(0.2)}}}))
+                              "adapter_rows": rows(0.2),
+                              "acceptance": acceptance(rows(0.4), rows(0.2))}}}))
     card = render(adapter, run)
     assert "| grey-dpo | directive | 0.100 |" in card and "**passed**" in card
-    assert "`heldout.jsonl` (heldout" in card and "| grey-dpo | directive | 0.200 |" in card
-    assert "No judge stats found." in card
+    assert "### heldout: `heldout.jsonl`" in card and "| grey-dpo | directive | 0.200 |" in card
+    assert "| base | none | 0.400 |" in card  # the none row is reported too
+    assert "[`eval/dev/cases.jsonl`](eval/dev/cases.jsonl)" in card
+    assert "[`eval/heldout/cases.jsonl`](eval/heldout/cases.jsonl)" in card
+    assert "No judge stats found." in card and "No label stats found." in card
+
+
+def test_card_publishes_per_case_outputs_and_the_judge_gate(tmp_path):
+    from greyelephant.recipe import card as card_mod
+    from greyelephant.recipe.judge import judge_gate
+
+    adapter, run = tmp_path / "grey-dpo", tmp_path / "run"
+    adapter.mkdir()
+    data = tmp_path / "dev.jsonl"
+    data.write_text(json.dumps({"id": "c1", "avoid": "Vans", "prefer": "Converse",
+                                "messages": [{"role": "user", "content": "Which shoes?"}]})
+                    + "\n")
+    summary = {"mention_rate": 0.5, "near_miss_rate": 0.0, "prefer_rate": 0.5,
+               "degenerate_rate": 0.0, "latency_p50_s": 1.0, "mean_completion_tokens": 20}
+    for model in ("base", "grey-dpo"):
+        (run / "eval" / model).mkdir(parents=True)
+        lines = [{"id": "c1", "row": row, "strategies": [], "avoid": "Vans",
+                  "prefer": "Converse", "text": f"{model} {row}", "mention": False,
+                  "mentions": [], "near_miss": False, "near_misses": [], "prefer_named": True,
+                  "degenerate": None, "completion_tokens": 3, "finish_reason": "stop",
+                  "steering": {"violations": 0, "revisions": 0, "rollbacks": 0, "trace": [1]}}
+                 for row in ("none", "directive")]
+        (run / "eval" / model / "cases.jsonl").write_text(
+            "".join(json.dumps(x) + "\n" for x in lines))
+    rows = {"none": summary, "directive": summary}
+    (run / "eval" / "eval.json").write_text(json.dumps({
+        "data": str(data), "data_label": "dev", "dir": str(run / "eval"), "max_tokens": 160,
+        "date": "d", "machine": "m", "command": "c", "adapter": "grey-dpo", "base": rows,
+        "adapter_rows": rows, "acceptance": None, "extra": {}}))
+    no_vote = judge_gate({"pairs": 77, "decided": 9, "decided_correct": 6})
+    rule = judge_gate({"pairs": 77, "decided": 58, "decided_correct": 58})
+    (run / "labels.stats.json").write_text(json.dumps({
+        "examples": 10, "decisions": {"dpf:rule_only": 5, "gold:gold": 5}, "command": "c",
+        "alpha": 0.05, "min_confidence": 0.9, "gates": {"rule": rule, "judge": no_vote},
+        "weights": {"rule": rule["weight"], "judge": 0.0},
+        "judge": {"kind": "base", "label": "zero-shot served base model", "model": None,
+                  "why": "judge_star measured both", "asked": False, "judged_pairs": 0},
+        "sources": {"gold": {"asked": 5, "decided": 5, "counted": 5, "kept": 5,
+                             "agrees_with_label": 5},
+                    "rule": {"asked": 10, "decided": 5, "counted": 5, "kept": 5,
+                             "agrees_with_label": 5},
+                    "judge": {"asked": 0, "decided": 0, "counted": 0, "kept": 0,
+                              "agrees_with_label": 0}}}))
+    assert card_mod.main(["--adapter", str(adapter), "--run-dir", str(run)]) == 0
+    published = [json.loads(x) for x in (adapter / "eval" / "dev" / "cases.jsonl").read_text()
+                 .splitlines()]
+    assert len(published) == 4 and {r["model"] for r in published} == {"base", "grey-dpo"}
+    assert published[0]["question"] == "Which shoes?"
+    assert published[0]["steering"] == {"violations": 0, "revisions": 0, "rollbacks": 0}
+    assert "cases.jsonl" in (adapter / "eval" / "dev" / "summary.md").read_text()
+    text = (adapter / "README.md").read_text()
+    assert "| rule (detector + quality) | 77 pairs | 58/77 |" in text
+    assert "**0 (no vote, no veto)**" in text and "0.254" in text
+    assert "has no vote" in text
+    assert "| judge | 0.00 | 0 | 0 | 0 | 0 | 0 |" in text
 
 
 class _FakeChat:
