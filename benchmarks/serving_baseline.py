@@ -24,12 +24,23 @@ from greyelephant.benchmarks.serve_client import METRICS, Workload, run_vllm_ben
 from greyelephant.launcher import LocalServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048", "--gpu-memory-utilization", "0.4",
-                "--dtype", "bfloat16"]
+
+
+def _kv_flags() -> list[str]:
+    """--gpu-memory-utilization sized to the machine (greyelephant.benchmarks.load.servers):
+    on CPU it is a share of the node's memory, worker included, so a fixed small value
+    leaves no KV cache and the engine refuses to start."""
+    from greyelephant.benchmarks.load.run import _node_memory
+    from greyelephant.benchmarks.load.servers import kv_cache_share
+
+    return ["--gpu-memory-utilization", str(kv_cache_share(*_node_memory()))]
+
+
+ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048", "--dtype", "bfloat16"]
 
 
 def server_for(kind: str, model_path: str, name: str, port: int, log: Path) -> LocalServer:
-    common = ["--model", model_path, "--served-model-name", name, *ENGINE_FLAGS]
+    common = ["--model", model_path, "--served-model-name", name, *ENGINE_FLAGS, *_kv_flags()]
     if kind == "greyelephant":
         return LocalServer(common, port=port, log_path=log)
     return LocalServer(["--host", "127.0.0.1", *common], port=port, log_path=log,

