@@ -347,9 +347,14 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", type=Path, required=True, help="adapter directory")
     ap.add_argument("--run-dir", type=Path, default=Path("runs/recipe"))
+    ap.add_argument("--note", action="append", default=[],
+                    help="a paragraph for the card's Notes section (repeatable): what the "
+                         "recorded stats cannot say, e.g. where a stage's files came from")
     args = ap.parse_args(argv)
     written = publish_eval(args.adapter, args.run_dir)
     text = render(args.adapter, args.run_dir)
+    if args.note:
+        text += "\n## Notes\n\n" + "\n\n".join(args.note) + "\n"
     (args.adapter / "README.md").write_text(text)
     print(f"wrote {args.adapter / 'README.md'} ({len(text)} chars); per-case eval lines "
           f"{written}")

@@ -143,6 +143,15 @@ def serve_main(argv: list[str]) -> int:
     adapter_defaults = {a.name: a.steering_defaults for a in adapters
                         if getattr(a, "steering_defaults", None)}
     adapter_defaults.update(defaults.get("adapters", {}))  # the flag wins
+    from greyelephant.control.spec import SteeringPolicy
+
+    for name, policy in [("--steering-defaults", {k: v for k, v in defaults.items()
+                                                  if k != "adapters"}),
+                         *adapter_defaults.items()]:
+        try:
+            SteeringPolicy.model_validate(policy)
+        except Exception as exc:  # a bad policy stops the server here, not a request later
+            parser.error(f"steering defaults for {name}: {exc}")
     roots = tuple(args.adapter_root) if args.adapter_root else default_adapter_roots()
     settings = ServerSettings(
         host=args.host, port=args.port, api_key=args.api_key, admin_key=args.admin_key,
