@@ -6,9 +6,11 @@ vocabulary (``benchmarks/data/smollm2_vocab.json.gz``), every row steered with t
 set's 30 entities (aliases included) and the ``logits`` strategy at that version's
 defaults, greedy; rows advance over the same real text (``steering_step.corpus``) at
 staggered offsets, under the masks (``step_loop.decode_steps``, the same loop as
-``steering_step``); random logits; the timed call is ``SteeringBatch.apply``. Versions
-alternate (ref, current, ref, current, …) so that a noisy machine slows both alike; the
-result per version and batch size is the median over rounds of each round's median step.
+``steering_step``); random logits; the timed call is ``SteeringBatch.apply``. This checkout
+runs twice: at its defaults (rollback on) and with ``max_rollbacks: 0`` (the prefix ban
+alone, what a commit from before rollback does). Versions alternate (ref, current,
+current without rollback, ref, …) so that a noisy machine slows all alike; the result per
+version and batch size is the median over rounds of each round's median step.
 
 The older commit is exported with ``git archive`` into a temporary folder; its
 ``control``/``kernels`` folders are mapped into a ``greyelephant`` package the same way as
@@ -158,20 +160,26 @@ def main(argv: list[str] | None = None) -> int:
                "steering": steering, "device": args.device, "threads": args.threads,
                "batches": [int(x) for x in args.batches.split(",")], "steps": args.steps,
                "warmup": args.warmup}
-        paths = {"ref": package_root(export(ref_sha, tmp), tmp / "ref-pkg"),
-                 "current": package_root(REPO, tmp / "current-pkg")}
-        rounds: dict[str, list[dict[str, float]]] = {"ref": [], "current": []}
+        current = package_root(REPO, tmp / "current-pkg")
+        versions = {"ref": (package_root(export(ref_sha, tmp), tmp / "ref-pkg"), cfg),
+                    "current": (current, cfg),
+                    "current_no_rollback": (current, {**cfg, "steering": {
+                        **steering, "max_rollbacks": 0}})}
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in versions}
         for r in range(args.rounds):
-            for name in ("ref", "current"):
-                res = run_version(paths[name], cfg)
+            for name, (path, version_cfg) in versions.items():
+                res = run_version(path, version_cfg)
                 rounds[name].append(res)
                 print(json.dumps({"round": r, "version": name, "median_ms": res}), flush=True)
     rows = []
     for b in cfg["batches"]:
-        ref_ms = statistics.median(x[str(b)] for x in rounds["ref"])
-        cur_ms = statistics.median(x[str(b)] for x in rounds["current"])
-        rows.append({"B": b, "ref_ms": round(ref_ms, 4), "current_ms": round(cur_ms, 4),
-                     "current_over_ref": round(cur_ms / ref_ms, 3)})
+        ms = {name: statistics.median(x[str(b)] for x in rounds[name]) for name in rounds}
+        rows.append({"B": b, "ref_ms": round(ms["ref"], 4),
+                     "current_ms": round(ms["current"], 4),
+                     "current_no_rollback_ms": round(ms["current_no_rollback"], 4),
+                     "current_over_ref": round(ms["current"] / ms["ref"], 3),
+                     "current_no_rollback_over_ref": round(
+                         ms["current_no_rollback"] / ms["ref"], 3)})
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
             "load_average": os.getloadavg(), "device": args.device,
@@ -189,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({**meta, "rows": rows, "rounds": rounds}, indent=2) + "\n")
     lines = [f"# Steering per-step cost: current vs {args.ref} ({args.device})", "",
              *(f"- {k}: {v}" for k, v in meta.items()), "",
-             f"| B | {args.ref} ms | current ms | current / {args.ref} |", "|---|---|---|---|",
+             f"| B | {args.ref} ms | current ms (rollback on) | current / {args.ref} "
+             f"| current, max_rollbacks 0, ms | that / {args.ref} |",
+             "|---|---|---|---|---|---|",
              *(f"| {r['B']} | {r['ref_ms']:.3f} | {r['current_ms']:.3f} "
-               f"| {r['current_over_ref']:.2f} |" for r in rows)]
+               f"| {r['current_over_ref']:.2f} | {r['current_no_rollback_ms']:.3f} "
+               f"| {r['current_no_rollback_over_ref']:.2f} |" for r in rows)]
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
