@@ -1,11 +1,18 @@
-"""Baseline serving benchmark: greyelephant vs vLLM's own OpenAI server, same model, same
-engine flags, same machine, same run, both driven by vLLM's serving benchmark client
-(`vllm.benchmarks.serve`, random dataset). Servers are measured alternately for
---rounds rounds; the report gives every round and the median ratio.
+"""Baseline serving benchmark: two servers, same model, same engine flags, same machine,
+same run, both driven by vLLM's serving benchmark client (`vllm.benchmarks.serve`, random
+dataset, base-model requests only). Servers are measured alternately for --rounds rounds;
+the report gives every round and the median ratio of the first to the second.
+
+* ``--pair vllm`` (default): greyelephant (no adapter served, so LoRA off) vs vLLM's own
+  OpenAI server;
+* ``--pair lora``: greyelephant serving its shipped adapters (LoRA on, the default) vs
+  greyelephant with ``--no-shipped-adapters``: what enabling LoRA costs base-model requests.
 
     python -m greyelephant.benchmarks.serving_baseline --rounds 2
+    python -m greyelephant.benchmarks.serving_baseline --pair lora --rounds 3
 
-Writes benchmarks/results/serving_baseline.{json,md}.
+Writes benchmarks/results/serving_baseline.{json,md} (``serving_baseline-lora.*`` for the
+lora pair).
 """
 
 from __future__ import annotations
@@ -39,9 +46,17 @@ def _kv_flags() -> list[str]:
 ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048", "--dtype", "bfloat16"]
 
 
+PAIRS = {"vllm": ("greyelephant", "vllm"), "lora": ("greyelephant+lora", "greyelephant")}
+LABELS = {"greyelephant": "greyelephant, no adapter (--no-shipped-adapters)",
+          "greyelephant+lora": "greyelephant serving its shipped adapters (LoRA on)",
+          "vllm": "vLLM's OpenAI server"}
+
+
 def server_for(kind: str, model_path: str, name: str, port: int, log: Path) -> LocalServer:
     common = ["--model", model_path, "--served-model-name", name, *ENGINE_FLAGS, *_kv_flags()]
     if kind == "greyelephant":
+        return LocalServer([*common, "--no-shipped-adapters"], port=port, log_path=log)
+    if kind == "greyelephant+lora":
         return LocalServer(common, port=port, log_path=log)
     return LocalServer(["--host", "127.0.0.1", *common], port=port, log_path=log,
                        cmd=[sys.executable, "-m", "vllm.entrypoints.openai.api_server"],
@@ -51,6 +66,7 @@ def server_for(kind: str, model_path: str, name: str, port: int, log: Path) -> L
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default=None, help="model dir (default: the embedded model)")
+    ap.add_argument("--pair", choices=sorted(PAIRS), default="vllm")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--input-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=64)
@@ -67,8 +83,9 @@ def main() -> int:
     workload = Workload(args.input_len, args.output_len, args.num_prompts, args.concurrency)
     rounds = []
     commands = {}
+    first, second = PAIRS[args.pair]
     for r in range(args.rounds):
-        order = ["greyelephant", "vllm"] if r % 2 == 0 else ["vllm", "greyelephant"]
+        order = [first, second] if r % 2 == 0 else [second, first]
         row = {}
         for kind in order:
             with server_for(kind, model_path, name, args.port, work / f"{kind}-{r}.log") as srv:
@@ -77,14 +94,14 @@ def main() -> int:
                                                       f"{kind}-{r}")
             commands[kind] = {"server": srv.cmd, "client": bench_cmd}
             print(kind, r, json.dumps(row[kind]), flush=True)
-        row["ratio_output_throughput"] = (row["greyelephant"]["output_throughput"]
-                                          / row["vllm"]["output_throughput"])
+        row["ratio_output_throughput"] = (row[first]["output_throughput"]
+                                          / row[second]["output_throughput"])
         rounds.append(row)
 
     def med(kind, key):
         return statistics.median(r[kind][key] for r in rounds)
 
-    summary = {k: {m: med(k, m) for m in METRICS} for k in ("greyelephant", "vllm")}
+    summary = {k: {m: med(k, m) for m in METRICS} for k in (first, second)}
     summary["ratio_output_throughput_median"] = statistics.median(
         r["ratio_output_throughput"] for r in rounds)
     report = {
@@ -92,15 +109,17 @@ def main() -> int:
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, CPU-only",
         "command": "python -m greyelephant.benchmarks.serving_baseline " + " ".join(sys.argv[1:]),
         "workload": vars(args) | {"out": str(args.out), "model": name},
+        "servers": {k: LABELS[k] for k in (first, second)},
         "engine_flags": ENGINE_FLAGS,
         "rounds": rounds,
         "median": summary,
         "commands": commands,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serving_baseline.json").write_text(json.dumps(report, indent=2))
+    stem = "serving_baseline" if args.pair == "vllm" else f"serving_baseline-{args.pair}"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     lines = [
-        "# Serving baseline: greyelephant vs vLLM's OpenAI server",
+        f"# Serving baseline: {LABELS[first]} vs {LABELS[second]}",
         "",
         f"- date: {report['date']}",
         f"- machine: {report['machine']}",
@@ -114,15 +133,15 @@ def main() -> int:
         "|---|---|---|---|---|---|---|",
     ]
     for i, row in enumerate(rounds):
-        for kind in ("greyelephant", "vllm"):
+        for kind in (first, second):
             m = row[kind]
             lines.append(f"| {i} | {kind} | {m['output_throughput']:.1f} | {m['median_ttft_ms']:.1f} "
                          f"| {m['p99_ttft_ms']:.1f} | {m['median_tpot_ms']:.2f} | {m['p99_tpot_ms']:.2f} |")
     per_round = ", ".join(f"{r['ratio_output_throughput']:.3f}" for r in rounds)
-    lines += ["", f"Median output-throughput ratio greyelephant / vLLM: "
+    lines += ["", f"Median output-throughput ratio {first} / {second}: "
                   f"**{summary['ratio_output_throughput_median']:.3f}** "
                   f"(per round: {per_round})", ""]
-    (args.out / "serving_baseline.md").write_text("\n".join(lines))
+    (args.out / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 
