@@ -21,13 +21,13 @@ import datetime as dt
 import json
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from greyelephant.client import AsyncClient
+from greyelephant.invocation import command_line
 from greyelephant.control.detector import detector_for
 from greyelephant.control.quality import degeneracy
 
@@ -132,21 +132,13 @@ async def evaluate(base_url: str, model: str | None, cases: list[dict], args) ->
     return model, results
 
 
-def invocation() -> str:
-    """The command line this process was started with, as a person would type it:
-    ``greyelephant eval …``, ``python -m greyelephant.recipe.evaluate …``."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    head = f"python -m {spec.name}" if spec is not None and spec.name else Path(sys.argv[0]).name
-    return " ".join([head, *map(shlex.quote, sys.argv[1:])])
-
-
 def write_report(out: Path, data_path: Path, model: str, results: dict, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary = {row: summarise(records) for row, records in results.items()}
     meta = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
-        "command": invocation(),
+        "command": command_line(),
         "data": str(data_path), "model": model, "decoding": "greedy (temperature 0)",
         "max_tokens": args.max_tokens,
     }

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from greyelephant.invocation import command_line
+
 from .data_check import load_jsonl
 
 __all__ = ["load_jsonl", "write_jsonl", "unit_hash", "split_gold", "provenance",
@@ -80,16 +82,9 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
-        "command": " ".join(["python", "-m", _module_name(), *(sys.argv[1:] if argv is None
-                                                                 else argv)]),
+        "command": command_line(argv),
         "git_commit": git_commit(),
     }
-
-
-def _module_name() -> str:
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    return spec.name if spec is not None else Path(sys.argv[0]).name
 
 
 def add_server_args(ap) -> None:
