@@ -34,6 +34,7 @@ What the client sees is the shape of an unsteered response:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from greyelephant.control.rollback import RollbackTracker
 
 from .context import ServerContext
 from .generation import Delta, steering_failed, stream_outputs
+
+logger = logging.getLogger("greyelephant.server")
 
 
 @dataclass(frozen=True)
@@ -127,10 +130,19 @@ class _Chain:
                         yield state.finish(reason, stop_reason, self.index)
                         return
             k, groups = self.rollback_to
-            if not rollback_on or k >= len(state.tokens) or k < state.emitted_tokens:
-                # a signal with nothing to roll back to: the row was not steered in the
-                # engine (its spec failed there), or the engine and this process disagree
+            if not rollback_on:
                 raise steering_failed()
+            if k >= len(state.tokens) or k < state.emitted_tokens:
+                # A signal with nothing this process can roll back to (no live form here,
+                # or one that began in text already sent). Every accepted token was masked,
+                # so continue from all of them with no start ban: a row whose spec failed in
+                # the engine signals again at once, spends the rollback budget and fails
+                # closed above; the final text is still checked by the detector.
+                logger.warning("request %s choice %d: rollback signal with no form to roll "
+                               "back to here (form start %d, %d tokens, %d sent); continuing "
+                               "from the accepted tokens", self.request_id, self.index, k,
+                               len(state.tokens), state.emitted_tokens)
+                k, groups = len(state.tokens), frozenset()
             self.start_bans.setdefault(k, set()).update(groups)
             state.rollback(k, self.ctx.engine.tokenizer, self.params.skip_special_tokens)
             tracker.truncate(k)
