@@ -11,6 +11,11 @@ enough per token to answer two questions:
 * :meth:`~RollbackTracker.live_groups` — the avoided entities (indices of the engine
   form's ``avoid`` groups) whose forms extend that partial match: the starts a rollback
   bans at the position it returns to.
+* :meth:`~RollbackTracker.take_judgeable` — forms the text began and then *left* (it went
+  on with other characters: "Schwarzenegg|ar", "Disney |park"), once the word that left
+  each is complete (a separator came after it): their start tokens, for the near-miss
+  judge. Each form is judged on its own, so a rollback returns to the near miss's own
+  start, not to an earlier form the text left cleanly.
 
 :meth:`~RollbackTracker.truncate` rewinds to any earlier token count. Pure logic: the
 server (``server/rollback.py``) drives it with the tokens the engine returns.
@@ -37,6 +42,7 @@ class _Snapshot:
     pending: bytes  # incomplete UTF-8 bytes before the token
     stream: int  # folded stream length before the token
     last_sep: bool  # the stream ended with a separator before the token
+    seps: int  # separators fed before the token
 
 
 class RollbackTracker:
@@ -47,6 +53,10 @@ class RollbackTracker:
         self._last_sep = True
         self._starts: list[int] = []  # stream length before each token
         self._snaps: list[_Snapshot] = []
+        self._seps = 0  # separators fed (a run collapsed across tokens counts once)
+        # forms the text left, not judged yet: (start token, token that left it, separators
+        # fed up to and including that token)
+        self._left: list[tuple[int, int, int]] = []
 
     def __len__(self) -> int:
         return len(self._snaps)
@@ -54,17 +64,24 @@ class RollbackTracker:
     def push(self, token_ids: Iterable[int]) -> None:
         cs, row = self.compiled, self._row
         for t in token_ids:
-            self._snaps.append(_Snapshot(row.avoid, row.pending, self._stream, self._last_sep))
+            k = len(self._snaps)
+            start = self.live_start() if self.inside_form() else None
+            self._snaps.append(_Snapshot(row.avoid, row.pending, self._stream, self._last_sep,
+                                         self._seps))
             self._starts.append(self._stream)
             folded = cs.feed_text(row, t)
-            if not folded:
-                continue
-            row.avoid, _ = cs.avoid.feed(row.avoid, folded)
-            n = len(folded)
-            if self._last_sep and folded[0] == SEP:
-                n -= 1  # separator runs collapse across tokens
-            self._stream += n
-            self._last_sep = folded[-1] == SEP
+            if folded:
+                row.avoid, _ = cs.avoid.feed(row.avoid, folded)
+                n = len(folded)
+                seps = folded.count(SEP)
+                if self._last_sep and folded[0] == SEP:
+                    n -= 1  # separator runs collapse across tokens
+                    seps -= 1
+                self._stream += n
+                self._seps += seps
+                self._last_sep = folded[-1] == SEP
+            if start is not None and (not self.inside_form() or self.live_start() > start):
+                self._left.append((start, k, self._seps))
 
     def truncate(self, k: int) -> None:
         """Forget every token from index ``k`` on."""
@@ -72,9 +89,10 @@ class RollbackTracker:
             return
         snap = self._snaps[k]
         self._row.avoid, self._row.pending = snap.avoid, snap.pending
-        self._stream, self._last_sep = snap.stream, snap.last_sep
+        self._stream, self._last_sep, self._seps = snap.stream, snap.last_sep, snap.seps
         del self._snaps[k:]
         del self._starts[k:]
+        self._left = [c for c in self._left if c[1] < k]
 
     @property
     def state(self) -> int:
@@ -99,6 +117,24 @@ class RollbackTracker:
         # tokens that added nothing right before it (pending bytes of the same character,
         # special tokens) go with it
         return bisect.bisect_left(self._starts, self._starts[k])
+
+    def unjudged_start(self) -> int:
+        """The first token of the earliest left form not judged yet (else the token count):
+        text from there on may still be rolled back by the near-miss judge."""
+        return min((c[0] for c in self._left), default=len(self._snaps))
+
+    def take_judgeable(self, final: bool = False) -> list[int]:
+        """Start tokens (ascending) of the left forms whose word is complete — a separator
+        came after the token that left the form, or the text ends with one — and, when
+        ``final`` (the text is complete), of every left form and the live one. They are
+        handed over once: the caller judges them."""
+        ready = final or self.at_word_boundary()
+        out = [c[0] for c in self._left if ready or self._seps > c[2]]
+        if out:
+            self._left = [c for c in self._left if not (ready or self._seps > c[2])]
+        if final and self.inside_form():
+            out.append(self.live_start())
+        return sorted(set(out))
 
     def live_groups(self) -> frozenset[int]:
         return self.compiled.groups_at(self._row.avoid) if self.inside_form() else frozenset()

@@ -115,7 +115,6 @@ class SteeringBatch:
         self._text_words: np.ndarray | None = None  # packed uint32: tokens with text
         # id(state mask) -> (mask, text tokens it leaves allowed); masks are cached arrays
         self._allowed: dict[int, tuple[np.ndarray, int]] = {}
-        self._id_tensors: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         # (mask key, state bans) -> (cached mask, the mask with those bans OR-ed in)
         self._with_state_bans: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.signals = 0  # rollback signals sent (for tests and logs)
@@ -401,13 +400,18 @@ class SteeringBatch:
           updated in place.
         """
         out: list[int] = []
+        rows = self.rows
         greedy = [(i, words) for _, i, words in plan.watch
-                  if self.rows[i].info.temperature < GREEDY_EPS]
-        if greedy:
-            top = _argmax_rows(logits, [i for i, _ in greedy])
-            out += [i for (i, words), t in zip(greedy, top, strict=True) if _bit(words, t)]
+                  if rows[i].info.temperature < GREEDY_EPS]
+        # anticipation needs the argmax only of rows with tokens that may write a whole
+        # form at once from their state; one argmax call serves both kinds of rows
+        ahead = [i for _, i in plan.anticipate
+                 if rows[i].compiled.whole_form_candidates(rows[i].state).size]
+        need = [i for i, _ in greedy] + ahead
+        choices = dict(zip(need, _argmax_rows(logits, need), strict=True)) if need else {}
+        out += [i for i, words in greedy if _bit(words, choices[i])]
         for _, i, words in plan.watch:
-            r = self.rows[i]
+            r = rows[i]
             temp = r.info.temperature
             if temp < GREEDY_EPS:
                 continue
@@ -416,12 +420,11 @@ class SteeringBatch:
             probs = torch.softmax(x / temp, dim=-1)
             if float(probs[banned].sum()) > r.args.rollback_mass:
                 out.append(i)
-        choices = self._whole_form_choices(logits, plan.anticipate) if plan.anticipate else {}
         for j, i in plan.anticipate:
             t = choices.get(i)
             if t is None:
                 continue
-            r = self.rows[i]
+            r = rows[i]
             cs, st = r.compiled, r.state
             if plan.banned(j, t):
                 continue
@@ -434,45 +437,6 @@ class SteeringBatch:
                     plan.bias[j] = (ids, _boosted(vals))
                 self.anticipated += 1
         return out
-
-    def _whole_form_choices(self, logits: torch.Tensor, pairs: list[tuple[int, int]]
-                            ) -> dict[int, int]:
-        """Row -> its argmax, for the greedy rows of ``pairs`` whose argmax is one of the
-        tokens that may write a whole form at once from their state (other rows need
-        nothing). Without a full argmax: per row the maximum over all tokens (``amax``,
-        vectorised) against the maximum over those candidates (a small gather); the exact
-        first-maximum argmax only where the two are equal."""
-        rows = self.rows
-        cands = [(i, rows[i].compiled.whole_form_candidates(rows[i].state)) for _, i in pairs]
-        cands = [(i, c) for i, c in cands if c.size]
-        if not cands:
-            return {}
-        b = logits.shape[0]
-        idx = [i for i, _ in cands]
-        rows_t = torch.as_tensor(idx, dtype=torch.long).to(logits.device)
-        # one pass over the logits: the whole batch's maxima unless few rows need them
-        top = (logits.amax(dim=-1)[rows_t] if 2 * len(idx) >= b
-               else logits.index_select(0, rows_t).amax(dim=-1))
-        by_array: dict[int, tuple[np.ndarray, list[int]]] = {}
-        for k, (_, c) in enumerate(cands):
-            by_array.setdefault(id(c), (c, []))[1].append(k)
-        hits: list[int] = []
-        for c, ks in by_array.values():
-            cand = self._device_ids(c)
-            ks_t = torch.as_tensor(ks, dtype=torch.long).to(logits.device)
-            best = logits[rows_t[ks_t].unsqueeze(1), cand.unsqueeze(0)].amax(dim=-1)
-            hits += [idx[k] for k, hit in zip(ks, (best >= top[ks_t]).tolist(), strict=True)
-                     if hit]
-        return dict(zip(hits, _argmax_rows(logits, hits), strict=True)) if hits else {}
-
-    def _device_ids(self, ids: np.ndarray) -> torch.Tensor:
-        """A cached device copy of a cached id array (the automaton's candidate sets)."""
-        hit = self._id_tensors.get(id(ids))
-        if hit is None or hit[0] is not ids:
-            if len(self._id_tensors) >= 256:
-                self._id_tensors.clear()
-            hit = self._id_tensors[id(ids)] = (ids, self._to_device(ids))
-        return hit[1]
 
     def _to_device(self, arr: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(arr)
@@ -615,12 +579,19 @@ def _boosted(vals: np.ndarray) -> np.ndarray:
 
 
 def _argmax_rows(logits: torch.Tensor, rows: list[int]) -> list[int]:
-    """The argmax (first maximum) of each of ``rows``. ``max(...).indices``: several times
-    faster than ``argmax`` on CPU."""
+    """The argmax (first maximum, NaN counting as the maximum as in torch) of each of
+    ``rows``. On the CPU through numpy, whose vectorised argmax is an order of magnitude
+    faster than torch's there (0.04 vs 0.58 ms for 16 x 49,152 float32, one thread)."""
+    if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64):
+        x = logits.detach().numpy()
+        if 2 * len(rows) >= x.shape[0]:  # most rows: no copy of the rows
+            top = x.argmax(axis=-1)
+            return [int(top[i]) for i in rows]
+        return [int(x[i].argmax()) for i in rows]
     if len(rows) == logits.shape[0] and rows == list(range(len(rows))):
-        return logits.max(dim=-1).indices.tolist()
+        return logits.argmax(dim=-1).tolist()
     sub = logits.index_select(0, torch.as_tensor(rows, dtype=torch.long).to(logits.device))
-    return sub.max(dim=-1).indices.tolist()
+    return sub.argmax(dim=-1).tolist()
 
 
 def _bit(words: np.ndarray, t: int) -> bool:

@@ -2,8 +2,8 @@
 
 In place, no Python loops over rows or tokens: the sparse stages gather the touched
 logits through flat indices, compute in float32 and write them back with index_put_;
-the bitmask is unpacked with byte shifts (one byte per token) and applied with
-masked_fill_; temperature is one mul_ by 1/T (as the Triton kernel: within an
+the bitmask is expanded sparsely (few banned tokens) or applied as bitwise selects
+on the logits' bits (dense rows); temperature is one mul_ by 1/T (as the Triton kernel: within an
 ulp of dividing).
 
 Arithmetic is float32; for bf16/fp16 logits each sparse stage rounds its result to the
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ._args import GREEDY_EPS
-from .bitmask import banned_flat_indices, unpack_token_bitmask
+from .bitmask import banned_flat_indices
 
 # Per row: below this share of non-zero mask words, banned tokens are expanded sparsely and
 # written with one index_fill_ (a steering mask bans a handful of tokens per row); above it
@@ -27,22 +27,43 @@ def _apply_bitmask(logits: torch.Tensor, flat: torch.Tensor, words: torch.Tensor
     """-inf at the banned tokens, chosen per row: rows whose non-zero words are at most
     SPARSE_MASK_MAX_WORD_SHARE of the row are expanded sparsely (one index_fill_ for all of
     them); the others (a mask that bans most of the vocabulary, e.g. every token that
-    starts a new word) are unpacked densely, only those rows."""
+    starts a new word) are written densely, only those rows (:func:`_fill_dense`)."""
     b, v = logits.shape
     per_row = torch.count_nonzero(words, dim=1)
     dense = per_row > SPARSE_MASK_MAX_WORD_SHARE * words.shape[1]
     n_dense = int(dense.sum())
     if n_dense == b:
-        logits.masked_fill_(unpack_token_bitmask(words, v), float("-inf"))
+        _fill_dense(logits, words)
         return
     if n_dense:
         rows = dense.nonzero().flatten()
         sub = logits.index_select(0, rows)
-        sub.masked_fill_(unpack_token_bitmask(words.index_select(0, rows), v), float("-inf"))
+        _fill_dense(sub, words.index_select(0, rows))
         logits.index_copy_(0, rows, sub)
         words = words.masked_fill(dense.unsqueeze(1), 0)
     if bool(per_row.any()):
         flat.index_fill_(0, banned_flat_indices(words, v, logits.stride(0)), float("-inf"))
+
+
+_BIT_SHIFTS: dict[torch.device, torch.Tensor] = {}
+
+
+def _fill_dense(logits: torch.Tensor, words: torch.Tensor) -> None:
+    """``logits[b, t] = -inf`` where bit t of row b of ``words`` is set, as bitwise
+    selects on the logits' bits (``x & ~m | m & bits(-inf)``, m all ones at banned
+    tokens): the result of ``masked_fill_`` (NaN included), several times faster on the
+    CPU, where a boolean fill of a 49K-token row costs about 0.17 ms."""
+    b, v = logits.shape
+    int_type = {4: torch.int32, 2: torch.int16, 8: torch.int64}[logits.element_size()]
+    shifts = _BIT_SHIFTS.get(words.device)
+    if shifts is None:
+        shifts = _BIT_SHIFTS[words.device] = torch.arange(32, dtype=torch.int32,
+                                                         device=words.device)
+    bits = ((words.unsqueeze(-1) >> shifts) & 1).view(b, -1)[:, :v]
+    m = bits.to(int_type).neg_()  # -1 (all ones) at banned tokens, 0 elsewhere
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype).view(int_type).item()
+    x = logits.view(int_type)
+    x.bitwise_and_(~m).bitwise_or_(m & neg_inf)
 
 
 def _flat_index(indptr, token_ids, batch: int, vocab: int, row_stride: int):

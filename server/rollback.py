@@ -109,7 +109,6 @@ class _Chain:
         self.start_bans: dict[int, set[int]] = {}
         self.finish: tuple[str, int | str | None, bool] | None = None
         self.rollback_to: tuple[int, frozenset[int]] | None = None
-        self.judge_from: int | None = None  # start of a left form whose word is unjudged
 
     async def run(self) -> AsyncIterator[Delta]:
         state, tracker, run = self.state, self.tracker, self.run_
@@ -146,39 +145,43 @@ class _Chain:
             self.start_bans.setdefault(k, set()).update(groups)
             state.rollback(k, self.ctx.engine.tokenizer, self.params.skip_special_tokens)
             tracker.truncate(k)
-            if self.judge_from is not None and self.judge_from >= k:
-                self.judge_from = None
 
     def _judge(self, final: bool) -> tuple[int, frozenset[int]] | None:
         """Near misses the model wrote on its own ("Schwarzeneggar" with no ban in the way):
-        text that began an avoided form and left it is held back until its word is
-        complete, then judged by the detector's near-miss mode; a near miss is rolled
-        back to where the form began, like a signal. Returns (token, entity groups)."""
+        text that began an avoided form and left it is held back until the word that left
+        it is complete, then judged by the detector's near-miss mode, each left form on its
+        own; a near miss is rolled back to where its form began, like a signal. Returns
+        (token, entity groups) of the first near miss, else None."""
         tracker, state, run = self.tracker, self.state, self.run_
         if run.detector is None:
             return None
-        if tracker.inside_form():
-            s = tracker.live_start()
-            self.judge_from = s if self.judge_from is None else min(self.judge_from, s)
-            if not final:
-                return None
-        k = self.judge_from
-        if k is None or not (final or tracker.at_word_boundary()):
+        starts = tracker.take_judgeable(final)
+        if not starts or state.rollbacks >= run.max_rollbacks:
             return None
-        self.judge_from = None
-        if state.rollbacks >= run.max_rollbacks or k < state.emitted_tokens:
-            return None
-        window = state.text[state.text_offset(k, self.ctx.engine.tokenizer,
-                                              self.params.skip_special_tokens):]
-        near = run.detector.near_misses(window)
-        groups = frozenset(run.group_of[n.entity] for n in near if n.entity in run.group_of)
-        return (k, groups) if groups else None
+        tok, skip = self.ctx.engine.tokenizer, self.params.skip_special_tokens
+        # a near miss may run into the next word ("château de |Château"), so each window
+        # runs to the end of the text; only the near misses that begin in the judged form
+        # count (a live form's partial name is not a word yet: it is judged when left)
+        live = len(state.tokens) if final or not tracker.inside_form() \
+            else tracker.live_start()
+        live_at = state.text_offset(live, tok, skip)
+        offsets = [state.text_offset(k, tok, skip) for k in starts]
+        for n, k in enumerate(starts):
+            if k < state.emitted_tokens or offsets[n] >= live_at:
+                continue
+            nxt = offsets[n + 1] if n + 1 < len(starts) else live_at
+            near = [m for m in run.detector.near_misses(state.text[offsets[n]:])
+                    if offsets[n] + m.start < nxt]  # the near misses that begin in this form
+            groups = frozenset(run.group_of[m.entity] for m in near if m.entity in run.group_of)
+            if groups:
+                return k, groups
+        return None
 
     def held_from(self) -> int:
-        """Tokens before this index may be sent: no partly written form nor a word still
-        to be judged after them."""
-        k = min(self.tracker.live_start(), len(self.state.tokens))
-        return k if self.judge_from is None else min(k, self.judge_from)
+        """Tokens before this index may be sent: no partly written form nor a left form
+        still to be judged after them."""
+        return min(self.tracker.live_start(), self.tracker.unjudged_start(),
+                   len(self.state.tokens))
 
     async def _request(self, rollback_on: bool) -> AsyncIterator[Delta]:
         """One engine request from the accepted tokens on; sets ``self.finish``, or

@@ -1,4 +1,4 @@
-"""Fixtures for the steering core tests: the real tokenizer of the embedded model
+"""Fixtures for the unit tests: the real tokenizer of the embedded model
 (GREYELEPHANT_MODEL_DIR if set, else the embedded model, converted on first use)."""
 
 from __future__ import annotations
