@@ -123,6 +123,14 @@ class RollbackTracker:
         text from there on may still be rolled back by the near-miss judge."""
         return min((c[0] for c in self._left), default=len(self._snaps))
 
+    def form_starts(self) -> list[int]:
+        """Start tokens of the left forms not judged yet and of the live form (ascending):
+        where text that is not ready for judging begins."""
+        out = [c[0] for c in self._left]
+        if self.inside_form():
+            out.append(self.live_start())
+        return sorted(set(out))
+
     def take_judgeable(self, final: bool = False) -> list[int]:
         """Start tokens (ascending) of the left forms whose word is complete — a separator
         came after the token that left the form, or the text ends with one — and, when

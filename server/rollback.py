@@ -161,17 +161,16 @@ class _Chain:
         tok, skip = self.ctx.engine.tokenizer, self.params.skip_special_tokens
         # a near miss may run into the next word ("château de |Château"), so each window
         # runs to the end of the text; only the near misses that begin in the judged form
-        # count (a live form's partial name is not a word yet: it is judged when left)
-        live = len(state.tokens) if final or not tracker.inside_form() \
-            else tracker.live_start()
-        live_at = state.text_offset(live, tok, skip)
-        offsets = [state.text_offset(k, tok, skip) for k in starts]
-        for n, k in enumerate(starts):
-            if k < state.emitted_tokens or offsets[n] >= live_at:
+        # count: before the next form start, judged now or later (a live form's partial
+        # name is not a word yet, a pending one's word is not complete)
+        bounds = sorted(set(starts) | set(tracker.form_starts()) | {len(state.tokens)})
+        offset = {k: state.text_offset(k, tok, skip) for k in bounds}
+        for k in starts:
+            nxt = offset[bounds[bounds.index(k) + 1]] if k < bounds[-1] else offset[k]
+            if k < state.emitted_tokens or offset[k] >= nxt:
                 continue
-            nxt = offsets[n + 1] if n + 1 < len(starts) else live_at
-            near = [m for m in run.detector.near_misses(state.text[offsets[n]:])
-                    if offsets[n] + m.start < nxt]  # the near misses that begin in this form
+            near = [m for m in run.detector.near_misses(state.text[offset[k]:])
+                    if offset[k] + m.start < nxt]  # the near misses that begin in this form
             groups = frozenset(run.group_of[m.entity] for m in near if m.entity in run.group_of)
             if groups:
                 return k, groups

@@ -112,20 +112,28 @@ def test_a_signal_to_the_process_group_drains(limited):
     """Last in this module (it stops the server). SIGTERM to the whole process group (as
     a supervisor or Ctrl-C sends it): /ready turns 503 at once, new requests are refused,
     the in-flight stream finishes, the process exits 0."""
-    result = {}
+    result = {"lines": []}
+    streaming = threading.Event()
 
     def stream():
         body = {"model": MODEL, "messages": [{"role": "user", "content": "Tell a story."}],
-                "max_tokens": 80, "ignore_eos": True, "stream": True,
+                "max_tokens": TOKENS, "ignore_eos": True, "stream": True,
                 "stream_options": {"include_usage": True}}
         with httpx.stream("POST", limited.v1 + "/chat/completions", json=body,
                           timeout=120) as r:
-            result["lines"] = [line for line in r.iter_lines() if line]
             result["status"] = r.status_code
+            for line in r.iter_lines():
+                if line:
+                    result["lines"].append(line)
+                    streaming.set()
+        streaming.set()
 
+    # the signal comes once the stream has begun (not after a fixed delay: on a fast
+    # machine a short stream could be over by then, and nothing would be in flight)
+    TOKENS = 200
     worker = threading.Thread(target=stream)
     worker.start()
-    time.sleep(1.5)
+    assert streaming.wait(timeout=60)
     os.killpg(limited.proc.pid, signal.SIGTERM)
     time.sleep(0.3)
     ready = httpx.get(limited.base + "/ready", timeout=5)
@@ -136,5 +144,5 @@ def test_a_signal_to_the_process_group_drains(limited):
     assert refused.json()["error"]["code"] == "server_shutting_down"
     lines = result["lines"]
     assert result["status"] == 200 and lines[-1] == "data: [DONE]"
-    assert json.loads(lines[-2][6:])["usage"]["completion_tokens"] == 80
+    assert json.loads(lines[-2][6:])["usage"]["completion_tokens"] == TOKENS
     assert limited.proc.wait(timeout=60) == 0, limited.log_tail()

@@ -93,3 +93,19 @@ def test_a_near_miss_that_runs_into_a_new_form_is_rolled_back(chain_for, tokeniz
     (k, groups), _ = feed(chain, tokenizer, text)
     ids = tokenizer.encode(text)
     assert tokenizer.decode(ids[:k]) == "The Loire Valley" and groups == frozenset({0})
+
+
+def test_each_choice_of_n_samples_with_its_own_seed(chain_for):
+    """The engine request of choice i of a seeded n > 1 request samples with seed + i, one
+    choice per engine request; a single choice keeps its seed."""
+    from greyelephant.server.rollback import _engine_params
+
+    run = chain_for(["Coca-Cola"]).run_
+    params = SamplingParams(n=3, seed=11, temperature=0.8, max_tokens=40)
+    for i in range(3):
+        p = _engine_params(params, run, base=0, index=i, start_ban=(), rollback_on=True)
+        assert (p.n, p.seed) == (1, 11 + i)
+        assert run.signal in p.stop_token_ids
+    single = _engine_params(SamplingParams(seed=11, max_tokens=40), run, base=5, index=0,
+                            start_ban=(), rollback_on=True)
+    assert (single.seed, single.max_tokens) == (11, 35)
