@@ -50,6 +50,9 @@ from .vocab_index import VocabIndex, pack_bool, unpack_words
 logger = logging.getLogger("greyelephant.control")
 
 GREEDY_EPS = 1e-5  # vLLM's: a temperature below it samples greedily
+# On the CPU, a mask banning at most vocab // SPARSE_IDS_SHARE tokens is sent as its list
+# of token ids (see SteeringBatch.__init__)
+SPARSE_IDS_SHARE = 32
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ class _Row:
     stop_ids: frozenset[int] = field(default_factory=frozenset)
     stop_tuple: tuple[int, ...] = ()  # stop_ids, sorted (a mask key part)
     signal_ban: tuple[int, ...] = ()  # (signal,) when the row has one
-    # (avoid state, pending bytes, table slot, mask, table evictions) of the last plain step
+    # (avoid state, pending bytes, table slot, mask, table evictions, banned ids) of the
+    # last plain step
     last_mask: tuple | None = None
 
     def reset(self) -> None:
@@ -102,7 +106,10 @@ class SteeringBatch:
                  *, table: bool = True, table_budget_bytes: int = DEFAULT_BUDGET_BYTES):
         """``table``: keep the ban masks in a device-resident :class:`.mask_table.MaskTable`
         (a step sends one slot index per row); False copies each steered row's whole mask
-        every step (the older path, kept for comparison and as a check)."""
+        every step (the older path, kept for comparison and as a check). With the table on
+        the CPU, a mask that bans few tokens is sent as the list of its token ids instead
+        (computed once per mask), and only masks that ban many go through the table: the
+        CPU path then touches the banned logits alone, never a row's whole mask."""
         self._index = index
         self.device = torch.device(device)
         self.use_table = table
@@ -117,6 +124,10 @@ class SteeringBatch:
         self._allowed: dict[int, tuple[np.ndarray, int]] = {}
         # (mask key, state bans) -> (cached mask, the mask with those bans OR-ed in)
         self._with_state_bans: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        # CPU with the table: masks banning at most vocab // SPARSE_IDS_SHARE tokens are
+        # sent as token id lists; id(mask) -> (mask, its banned ids or None when dense)
+        self.sparse_ids = table and self.device.type == "cpu"
+        self._ids: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
 
@@ -287,12 +298,13 @@ class SteeringBatch:
                         and last[1] == st.pending and table is not None
                         and last[4] == table.evictions):
                     words = last[3]
-                    plan.reuse(j, last[2], words)
+                    plan.reuse(j, last[2], words, last[5])
                 else:
                     key, words = self._row_mask(r)
-                    plan.set_mask(j, key, words)
+                    ids = self._mask_ids(words, vocab)
+                    plan.set_mask(j, key, words, ids)
                     r.last_mask = ((st.avoid, st.pending, int(plan.mask_rows[j]), words,
-                                    table.evictions)
+                                    table.evictions, ids)
                                    if plain_step and table is not None else None)
             elif r.signal_ban:
                 plan.ban(j, r.signal_ban)
@@ -334,6 +346,22 @@ class SteeringBatch:
             return []  # no token with text would be left: no guard this step
         return new
 
+    def _mask_ids(self, words: np.ndarray, vocab: int) -> np.ndarray | None:
+        """int32 ids of the tokens a cached mask bans, when it is sent as a list (the CPU
+        with the table, and the mask bans few tokens); else None (memoised per mask
+        array)."""
+        if not self.sparse_ids:
+            return None
+        hit = self._ids.get(id(words))
+        if hit is not None and hit[0] is words:
+            return hit[1]
+        ids = np.flatnonzero(unpack_words(words, vocab)).astype(np.int32)
+        out = ids if ids.size <= vocab // SPARSE_IDS_SHARE else None
+        if len(self._ids) >= 4096:  # bounded: it holds references to the masks
+            self._ids.clear()
+        self._ids[id(words)] = (words, out)
+        return out
+
     def _allowed_text(self, state_words: np.ndarray | None) -> int:
         """Text tokens a cached state mask leaves allowed (memoised per mask array)."""
         if state_words is None:
@@ -361,6 +389,10 @@ class SteeringBatch:
             return logits
         plan = self.controls(idx, v)
         signal = self._check(logits, plan, v) if plan.watch or plan.anticipate else []
+        if signal:  # their rows are overwritten below: nothing else to apply there
+            pos = {i: j for j, i in enumerate(idx)}
+            for i in signal:
+                plan.drop(pos[i])
         kw = plan.kwargs(self._to_device)
         if kw:
             if len(idx) == b:
@@ -430,8 +462,9 @@ class SteeringBatch:
                 continue
             groups = cs.whole_form_groups(st, t)
             if groups:
-                plan.set_mask(j, (cs.uid, "start", groups, st.avoid, st.pending),
-                              cs.start_words(st, groups))
+                words = cs.start_words(st, groups)
+                plan.set_mask(j, (cs.uid, "start", groups, st.avoid, st.pending), words,
+                              self._mask_ids(words, vocab))
                 ids, vals = plan.bias[j]
                 if ids.size:
                     plan.bias[j] = (ids, _boosted(vals))
@@ -463,9 +496,10 @@ class _StepPlan:
     """One step's controls for the steered rows, as host arrays until :meth:`kwargs`.
 
     Masks take one of two forms: with a device :class:`.mask_table.MaskTable` (the default)
-    a row holds a slot index and its extra bans (stop tokens, the signal, the loop guard)
-    travel as ``-inf`` bias entries; without one (``table=False``) each row's whole mask is
-    copied into a host batch, the extra bans OR-ed in."""
+    a row holds a slot index, or the list of its mask's banned token ids (see
+    :class:`SteeringBatch`), and its extra bans (stop tokens, the signal, the loop guard)
+    travel as a list of banned token ids; without one (``table=False``) each row's whole
+    mask is copied into a host batch, the extra bans OR-ed in."""
 
     def __init__(self, k: int, vocab: int, table: MaskTable | None = None):
         self.k, self.vocab, self.table = k, vocab, table
@@ -475,6 +509,8 @@ class _StepPlan:
             table.begin_step()
             self.mask_rows = np.zeros(k, dtype=np.int32)  # slot 0: no mask
             self.row_words: list[np.ndarray | None] = [None] * k
+            self.ids: list[np.ndarray | None] = [None] * k  # masks sent as id lists
+            self.any_table = False
         self.extra: dict[int, list[int]] = {}
         self.any_ban = False
         self.bias: list[tuple[np.ndarray, np.ndarray]] = [(_EMPTY_IDS, _EMPTY_VALS)] * k
@@ -482,24 +518,47 @@ class _StepPlan:
         self.watch: list[tuple[int, int, np.ndarray]] = []
         self.anticipate: list[tuple[int, int]] = []
 
-    def reuse(self, j: int, slot: int, words: np.ndarray) -> None:
-        """Row j keeps the table slot it had (same state, same mask)."""
+    def reuse(self, j: int, slot: int, words: np.ndarray, ids: np.ndarray | None) -> None:
+        """Row j keeps the table slot (or the id list) it had: same state, same mask."""
         self.any_ban = True
-        self.mask_rows[j] = slot
         self.row_words[j] = words
+        if ids is not None:
+            self.ids[j] = ids
+            return
+        self.any_table = True
+        self.mask_rows[j] = slot
         self.table.touch(slot)
 
-    def set_mask(self, j: int, key: tuple, words: np.ndarray) -> None:
-        """Row j's string-level mask (a replacement keeps the extra bans)."""
+    def set_mask(self, j: int, key: tuple, words: np.ndarray,
+                 ids: np.ndarray | None = None) -> None:
+        """Row j's string-level mask, sent as ``ids`` when given (a replacement keeps the
+        extra bans)."""
         self.any_ban = True
         if self.table is not None:
-            self.mask_rows[j] = self.table.slot(key, words)
             self.row_words[j] = words
+            if ids is not None:
+                self.ids[j] = ids
+                self.mask_rows[j] = 0
+            else:
+                self.ids[j] = None
+                self.any_table = True
+                self.mask_rows[j] = self.table.slot(key, words)
             return
         w = min(self.masks.shape[1], words.size)
         self.masks[j, :w] = words[:w]
         for t in self.extra.get(j, ()):
             _or_tokens(self.masks[j], (t,), self.vocab)
+
+    def drop(self, j: int) -> None:
+        """Row j gets no controls this step (its row is overwritten afterwards)."""
+        if self.table is None:
+            self.masks[j] = 0
+        else:
+            self.mask_rows[j] = 0
+            self.ids[j] = None
+        self.extra.pop(j, None)
+        self.bias[j] = (_EMPTY_IDS, _EMPTY_VALS)
+        self.penalty.pop(j, None)
 
     def ban(self, j: int, tokens: Iterable[int]) -> None:
         tokens = [t for t in tokens if 0 <= t < self.vocab]
@@ -521,12 +580,12 @@ class _StepPlan:
         kw: dict[str, torch.Tensor] = {}
         bias = self.bias
         if self.table is not None:
-            if self.any_ban:
+            if self.any_table:
                 kw["mask_table"] = self.table.table
                 kw["mask_rows"] = to_device(self.mask_rows)
-            if self.extra:  # extra bans ride in the bias lists as -inf
-                bias = [_with_bans(ids, vals, self.extra.get(j))
-                        for j, (ids, vals) in enumerate(bias)]
+            if self.extra or any(a is not None for a in self.ids):
+                indptr, ids = self._ban_lists()
+                kw["banned_indptr"], kw["banned_token_ids"] = to_device(indptr), to_device(ids)
         elif self.any_ban:
             kw["banned_bitmask"] = to_device(self.masks)
         sizes = [ids.size for ids, _ in bias]
@@ -555,23 +614,25 @@ class _StepPlan:
         return kw
 
 
+    def _ban_lists(self) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr, ids): per row, its mask's ids (when sent as a list) and extra bans."""
+        sizes = np.zeros(self.k + 1, dtype=np.int32)
+        parts: list[np.ndarray] = []
+        extra = self.extra
+        for j, a in enumerate(self.ids):
+            if a is not None:
+                parts.append(a)
+                sizes[j + 1] = a.size
+            e = extra.get(j)
+            if e:
+                parts.append(np.asarray(e, dtype=np.int32))
+                sizes[j + 1] += len(e)
+        return np.cumsum(sizes, dtype=np.int32), (np.concatenate(parts) if parts
+                                                  else _EMPTY_IDS)
+
+
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)
 _EMPTY_VALS = np.zeros(0, dtype=np.float32)
-
-
-def _with_bans(ids: np.ndarray, vals: np.ndarray, bans: list[int] | None
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """A row's bias list with ``bans`` as ``-inf`` entries (token ids stay unique)."""
-    if not bans:
-        return ids, vals
-    b = np.asarray(sorted(set(bans)), dtype=np.int32)
-    if ids.size:
-        keep = np.ones(ids.size, dtype=bool)
-        for t in b.tolist():
-            keep &= ids != t
-        ids, vals = ids[keep], vals[keep]
-    return (np.concatenate([ids, b]),
-            np.concatenate([vals, np.full(b.size, -np.inf, dtype=np.float32)]))
 
 
 def _boosted(vals: np.ndarray) -> np.ndarray:

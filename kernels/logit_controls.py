@@ -1,10 +1,12 @@
-"""Dispatcher for the fused logit controls: Triton on CUDA, vectorised torch elsewhere."""
+"""Dispatcher for the fused logit controls: Triton on CUDA, numpy for float32 logits on
+the CPU, vectorised torch elsewhere."""
 
 from __future__ import annotations
 
 import torch
 
 from ._args import check_logits, csr, per_row
+from . import logit_controls_numpy
 from .logit_controls_torch import apply_logit_controls_torch
 
 
@@ -29,6 +31,8 @@ def apply_logit_controls(
     temperature: torch.Tensor | float | None = None,
     mask_table: torch.Tensor | None = None,
     mask_rows: torch.Tensor | None = None,
+    banned_indptr: torch.Tensor | None = None,
+    banned_token_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply bias, penalties, banned bitmask and temperature to ``logits`` [B, V] in place.
 
@@ -41,10 +45,14 @@ def apply_logit_controls(
     [nnz], in-prompt flags bool/int8 [nnz]. Per-row penalties/temperature: float32 [B]
     or a Python number. NaN logits stay NaN unless banned (then -inf).
     Returns ``logits`` (the same tensor). CUDA: Triton (fused or split launch, see
-    logit_controls_triton.pick_mode); otherwise the vectorised torch path. docs/kernels.md.
+    logit_controls_triton.pick_mode); float32 on the CPU: numpy (:mod:`.logit_controls_numpy`);
+    otherwise the vectorised torch path. docs/kernels.md.
     ``mask_table`` int32 [S, ceil(V/32)] + ``mask_rows`` int [B]:
     instead of ``banned_bitmask``, row b's mask is ``mask_table[mask_rows[b]]``, gathered on
     the device (a table of masks that stays there; slot 0 all zeros for "no mask").
+    ``banned_indptr`` int32 [B+1] + ``banned_token_ids`` int32 [nnz]: banned tokens as a
+    CSR list (ids outside [0, V) ignored, duplicates allowed), banned like the bitmask's
+    (``-inf``, NaN included); with a bitmask too, a token banned by either is banned.
     """
     check_logits(logits)
     b, v = logits.shape
@@ -90,10 +98,24 @@ def apply_logit_controls(
         kw.update({k: p for k, p in pens.items() if p is not None})
     if temperature is not None:
         kw["temperature"] = per_row(temperature, b, torch.float32, dev, "temperature")
+    if banned_indptr is not None:
+        if banned_token_ids is None:
+            raise ValueError("banned_indptr needs banned_token_ids")
+        kw["banned_indptr"], kw["banned_token_ids"] = csr(
+            banned_indptr, b, dev, "banned", (banned_token_ids, torch.int32))
     if not kw:
         return logits
     if _use_triton(logits):
         from .logit_controls_triton import apply_logit_controls_triton
 
-        return apply_logit_controls_triton(logits, **kw)
+        bans = kw.pop("banned_indptr", None), kw.pop("banned_token_ids", None)
+        if kw:
+            apply_logit_controls_triton(logits, **kw)
+        if bans[0] is None:
+            return logits
+        # after the kernel: -inf then is -inf at the mask stage (no later stage moves it)
+        return apply_logit_controls_torch(logits, banned_indptr=bans[0],
+                                          banned_token_ids=bans[1])
+    if logit_controls_numpy.supports(logits):
+        return logit_controls_numpy.apply_logit_controls_numpy(logits, **kw)
     return apply_logit_controls_torch(logits, **kw)

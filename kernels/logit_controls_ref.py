@@ -38,6 +38,8 @@ def logit_controls_reference(
     presence_penalty=None,
     frequency_penalty=None,
     temperature=None,
+    banned_indptr=None,
+    banned_token_ids=None,
 ) -> torch.Tensor:
     x = logits.clone()
     b, v = x.shape
@@ -61,6 +63,10 @@ def logit_controls_reference(
             x = x - presence_penalty.to(dt).view(b, 1) * (c > 0).to(dt)
     if banned_bitmask is not None:
         x = x.masked_fill(unpack_token_bitmask(banned_bitmask, v), float("-inf"))
+    if banned_indptr is not None:
+        ones = torch.ones(banned_token_ids.numel(), dtype=dt, device=x.device)
+        listed = _dense_from_csr(banned_indptr, banned_token_ids, ones, b, v, dt) > 0
+        x = x.masked_fill(listed, float("-inf"))
     if temperature is not None:
         t = temperature.to(dt).view(b, 1)
         x = x / torch.where(t < GREEDY_EPS, torch.ones_like(t), t)

@@ -3,7 +3,7 @@
 In place, no Python loops over rows or tokens: the sparse stages gather the touched
 logits through flat indices, compute in float32 and write them back with index_put_;
 the bitmask is expanded sparsely (few banned tokens) or applied as bitwise selects
-on the logits' bits (dense rows); temperature is one mul_ by 1/T (as the Triton kernel: within an
+on the logits' bits (dense rows), a CSR list of banned tokens with one index_fill_; temperature is one mul_ by 1/T (as the Triton kernel: within an
 ulp of dividing).
 
 Arithmetic is float32; for bf16/fp16 logits each sparse stage rounds its result to the
@@ -91,6 +91,8 @@ def apply_logit_controls_torch(
     presence_penalty=None,
     frequency_penalty=None,
     temperature=None,
+    banned_indptr=None,
+    banned_token_ids=None,
 ) -> torch.Tensor:
     b, v = logits.shape
     # A flat 1-D view over the rows' storage (rows may be strided, columns are contiguous).
@@ -127,6 +129,9 @@ def apply_logit_controls_torch(
 
     if banned_bitmask is not None:
         _apply_bitmask(logits, flat, banned_bitmask)
+    if banned_indptr is not None and banned_token_ids.numel() > 0:
+        idx, _, keep = _flat_index(banned_indptr, banned_token_ids, b, v, stride)
+        flat.index_fill_(0, idx[keep], float("-inf"))
 
     if temperature is not None:
         t = temperature.float()

@@ -1,5 +1,7 @@
-"""Fused logit controls: Triton kernel (interpreter) and CPU torch path vs float64 reference."""
+"""Fused logit controls: Triton kernel (interpreter), the CPU torch path and the CPU numpy
+path (float32) vs the float64 reference; the numpy path bit for bit against torch."""
 
+import itertools
 import math
 import zlib
 
@@ -7,6 +9,8 @@ import pytest
 import torch
 
 from greyelephant.kernels import apply_logit_controls, pack_token_bitmask
+from greyelephant.kernels import unpack_token_bitmask as unpack_banned
+from greyelephant.kernels.logit_controls_numpy import apply_logit_controls_numpy
 from greyelephant.kernels.logit_controls_ref import logit_controls_reference
 from greyelephant.kernels.logit_controls_torch import apply_logit_controls_torch
 from greyelephant.kernels.logit_controls_triton import apply_logit_controls_triton
@@ -30,10 +34,14 @@ def triton_split(x, **kw):
 
 IMPLS = {
     "torch": apply_logit_controls_torch,
+    "numpy": apply_logit_controls_numpy,
     "triton": apply_logit_controls_triton,
     "triton_block256": triton_small_blocks,
     "triton_split": triton_split,
 }
+# (implementation, dtype) pairs: the numpy path takes float32 logits only
+IMPL_DTYPES = [pytest.param(impl, dtype, id=f"{impl}-{dtype}") for impl in IMPLS
+               for dtype in DTYPES if impl != "numpy" or dtype == torch.float32]
 # every launch form: (mode, hoist, block); hoist=False is the staged sparse code
 VARIANTS = [("fused", True, 256), ("fused", False, 256), ("split", True, 512),
             ("split", False, 512), ("fused", True, 1024)]
@@ -100,8 +108,7 @@ def run_case(impl, dtype, x, kw):
     check_close(y, ref, dtype, x)
 
 
-@pytest.mark.parametrize("impl", list(IMPLS))
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("impl,dtype", IMPL_DTYPES)
 @pytest.mark.parametrize("shape", [(1, 77), (3, 1000), (4, 2051)])
 def test_all_stages_random(impl, dtype, shape):
     g = torch.Generator().manual_seed(zlib.crc32(repr((impl, dtype, shape)).encode()))
@@ -148,8 +155,7 @@ def test_penalty_semantics_by_hand(impl):
     assert x.tolist() == [[1.0, 2.0, -8.0 - 0.75 - 0.5, 1.0 - 0.25 - 0.5, 8.0]]
 
 
-@pytest.mark.parametrize("impl", list(IMPLS))
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("impl,dtype", IMPL_DTYPES)
 def test_edge_values_and_nan_policy(impl, dtype):
     big = torch.finfo(dtype).max / 4
     x = torch.tensor(
@@ -323,7 +329,7 @@ def test_dispatch_rules_from_run4():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("banned_per_row", [0, 1, 7, 40])
 def test_sparse_mask_path_matches_dense_and_reference(dtype, banned_per_row):
-    """Steering masks ban a few tokens per row: the torch path expands only non-zero
+    """Steering masks ban a few tokens per row: the torch and numpy paths expand only non-zero
     words; it must equal the dense unpack and the reference, on strided rows too."""
     from greyelephant.kernels.bitmask import banned_flat_indices
     from greyelephant.kernels.logit_controls_torch import SPARSE_MASK_MAX_WORD_SHARE
@@ -337,10 +343,13 @@ def test_sparse_mask_path_matches_dense_and_reference(dtype, banned_per_row):
     words = pack_token_bitmask(banned)
     assert int(torch.count_nonzero(words)) <= SPARSE_MASK_MAX_WORD_SHARE * words.numel()
     wide = torch.randn(b, v + 13, generator=g).to(dtype)
-    logits = wide[:, :v]  # strided rows
-    expected = logits.float().masked_fill(banned, float("-inf")).to(dtype)
-    apply_logit_controls_torch(logits, banned_bitmask=words)
-    assert torch.equal(logits, expected)
+    expected = wide[:, :v].float().masked_fill(banned, float("-inf")).to(dtype)
+    paths = [apply_logit_controls_torch] + (
+        [apply_logit_controls_numpy] if dtype == torch.float32 else [])
+    for path in paths:
+        logits = wide.clone()[:, :v]  # strided rows
+        path(logits, banned_bitmask=words)
+        assert torch.equal(logits, expected), path.__name__
     idx = banned_flat_indices(words, v, v)
     assert sorted(idx.tolist()) == sorted(torch.nonzero(banned.flatten()).flatten().tolist())
 
@@ -360,7 +369,77 @@ def test_mask_rows_mixing_dense_and_sparse_masks(dense_rows):
             banned[r, torch.randint(0, v, (9,), generator=g)] = True
     words = pack_token_bitmask(banned)
     wide = torch.randn(b, v + 7, generator=g)
-    logits = wide[:, :v]
-    expected = logits.masked_fill(banned, float("-inf"))
-    apply_logit_controls_torch(logits, banned_bitmask=words)
-    assert torch.equal(logits, expected)
+    expected = wide[:, :v].masked_fill(banned, float("-inf"))
+    for path in (apply_logit_controls_torch, apply_logit_controls_numpy):
+        logits = wide.clone()[:, :v]
+        path(logits, banned_bitmask=words)
+        assert torch.equal(logits, expected), path.__name__
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_numpy_path_equals_torch_path_bit_for_bit(seed):
+    """The CPU's float32 path (numpy) and the torch path give identical logits: every
+    stage, masks mixing dense and sparse rows, strided rows, NaN and inf inputs."""
+    g = torch.Generator().manual_seed(100 + seed)
+    b, v = 6, 4099
+    kw = rand_inputs(g, b, v)
+    banned = torch.rand(b, v, generator=g) < 0.002  # sparse rows
+    banned[seed % b] = torch.rand(v, generator=g) < 0.5  # one dense row
+    kw["banned_bitmask"] = pack_token_bitmask(banned)
+    wide = torch.randn(b, v + 9, generator=g) * 4
+    wide[0, :40:3] = float("nan")
+    wide[1, 5:30:4] = INF
+    x_torch, x_numpy = wide.clone()[:, 3:v + 3], wide.clone()[:, 3:v + 3]
+    apply_logit_controls_torch(x_torch, **kw)
+    apply_logit_controls_numpy(x_numpy, **kw)
+    assert torch.equal(torch.isnan(x_torch), torch.isnan(x_numpy))
+    fin = ~torch.isnan(x_torch)
+    assert torch.equal(x_torch[fin], x_numpy[fin])
+
+
+def test_dispatcher_takes_the_numpy_path_for_cpu_float32_only(monkeypatch):
+    from greyelephant.kernels import logit_controls_numpy
+
+    calls = []
+    real = logit_controls_numpy.apply_logit_controls_numpy
+    monkeypatch.setattr(logit_controls_numpy, "apply_logit_controls_numpy",
+                        lambda x, **kw: calls.append(x.dtype) or real(x, **kw))
+    for dtype in DTYPES:
+        apply_logit_controls(torch.zeros(2, 40, dtype=dtype), temperature=0.5)
+    assert calls == [torch.float32]
+    with pytest.raises(TypeError):
+        real(torch.zeros(2, 40, dtype=torch.bfloat16), temperature=0.5)
+
+
+@pytest.mark.parametrize("path", ["torch", "numpy", "dispatcher", "dispatcher-bf16"])
+def test_banned_token_lists_equal_the_same_bans_as_a_bitmask(path):
+    """A CSR list of banned tokens (with a bitmask, bias, penalties and temperature around
+    it) bans exactly like the same tokens in the bitmask: -inf, NaN included; ids out of
+    range are ignored, a token listed twice or also in the bitmask is simply banned."""
+    g = torch.Generator().manual_seed(21)
+    b, v = 4, 2053
+    dtype = torch.bfloat16 if path.endswith("bf16") else torch.float32
+    kw = rand_inputs(g, b, v)
+    lists = [[5, 5, 2052, v + 3, -1], [], [0, 1, 2, 3, 4, 1000], [77]]
+    listed = torch.zeros(b, v, dtype=torch.bool)
+    for r, ids in enumerate(lists):
+        listed[r, [t for t in ids if 0 <= t < v]] = True
+    listed_kw = {"banned_indptr": torch.tensor([0, *itertools.accumulate(map(len, lists))],
+                                               dtype=torch.int32),
+                 "banned_token_ids": torch.tensor(sum(lists, []), dtype=torch.int32)}
+    x = (torch.randn(b, v, generator=g) * 4)
+    x[2, :8] = float("nan")
+    x = x.to(dtype)
+    as_bitmask = dict(kw, banned_bitmask=pack_token_bitmask(
+        unpack_banned(kw["banned_bitmask"], v) | listed))
+    fn = {"torch": apply_logit_controls_torch, "numpy": apply_logit_controls_numpy,
+          "dispatcher": apply_logit_controls, "dispatcher-bf16": apply_logit_controls}[path]
+    y, expected = x.clone(), x.clone()
+    fn(y, **kw, **listed_kw)
+    fn(expected, **as_bitmask)
+    assert torch.equal(torch.isnan(y), torch.isnan(expected))
+    fin = ~torch.isnan(y)
+    assert torch.equal(y[fin], expected[fin])
+    assert bool((y[listed] == -INF).all())
+    ref = logit_controls_reference(x.double(), **kw, **listed_kw)
+    check_close(y, ref, dtype, x)

@@ -1,0 +1,149 @@
+"""The fused logit controls for float32 logits on the CPU, through numpy.
+
+The same stages, order and float32 arithmetic as :mod:`.logit_controls_torch` (and so the
+same results, bit for bit), on numpy views of the logits' storage, in place. A decode step
+of a steered batch touches a few hundred logits; torch's fixed cost per CPU operation
+(several microseconds, about twenty operations a step) outweighs that work, numpy's is a
+fraction of it. Half-precision logits stay on the torch path (numpy has no bfloat16).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+
+from ._args import GREEDY_EPS
+from .logit_controls_torch import SPARSE_MASK_MAX_WORD_SHARE
+
+_NEG_INF = np.float32(-np.inf)
+_NEG_INF_BITS = _NEG_INF.view(np.int32)
+
+
+def supports(logits: torch.Tensor) -> bool:
+    """Whether :func:`apply_logit_controls_numpy` takes these logits (CPU float32, on a
+    little-endian machine: the masks' words are read as bytes)."""
+    return (logits.device.type == "cpu" and logits.dtype == torch.float32
+            and logits.numel() > 0 and sys.byteorder == "little")
+
+
+def _np(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().numpy()
+
+
+def _flat_index(indptr: np.ndarray, ids: np.ndarray, vocab: int, stride: int):
+    """(flat index into the logits storage, row of each entry, keep-mask) for a CSR list."""
+    rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+    ids = ids.astype(np.int64)
+    keep = (ids >= 0) & (ids < vocab)
+    return rows * stride + ids, rows, keep
+
+
+def apply_logit_controls_numpy(
+    logits: torch.Tensor,
+    *,
+    bias_indptr=None,
+    bias_token_ids=None,
+    bias_values=None,
+    banned_bitmask=None,
+    penalty_indptr=None,
+    penalty_token_ids=None,
+    penalty_output_counts=None,
+    penalty_in_prompt=None,
+    repetition_penalty=None,
+    presence_penalty=None,
+    frequency_penalty=None,
+    temperature=None,
+    banned_indptr=None,
+    banned_token_ids=None,
+) -> torch.Tensor:
+    """In place on CPU float32 ``logits`` [B, V] (rows may be strided); arguments as for
+    :func:`.logit_controls.apply_logit_controls` after its normalisation (CPU tensors)."""
+    if not supports(logits):
+        raise TypeError("the numpy path takes non-empty CPU float32 logits")
+    b, v = logits.shape
+    x = logits.detach().numpy()
+    stride = logits.stride(0)
+    # a flat view over the rows' storage (rows may be strided, columns are contiguous)
+    flat = np.lib.stride_tricks.as_strided(x, shape=((b - 1) * stride + v,),
+                                           strides=(x.itemsize,))
+
+    if bias_indptr is not None and bias_token_ids.numel() > 0:
+        idx, _, keep = _flat_index(_np(bias_indptr), _np(bias_token_ids), v, stride)
+        vals = _np(bias_values).astype(np.float32, copy=False)
+        if not keep.all():
+            idx, vals = idx[keep], vals[keep]
+        flat[idx] = flat[idx] + vals
+
+    pens = (repetition_penalty, presence_penalty, frequency_penalty)
+    if (penalty_indptr is not None and any(p is not None for p in pens)
+            and penalty_token_ids.numel() > 0):
+        idx, rows, keep = _flat_index(_np(penalty_indptr), _np(penalty_token_ids), v, stride)
+        counts, prompt = _np(penalty_output_counts), _np(penalty_in_prompt)
+        if not keep.all():
+            idx, rows = idx[keep], rows[keep]
+            counts = None if counts is None else counts[keep]
+            prompt = None if prompt is None else prompt[keep]
+        y = flat[idx]
+        cnt = counts.astype(np.float32) if counts is not None else np.zeros_like(y)
+        in_output = cnt > 0
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if repetition_penalty is not None:
+                seen = in_output if prompt is None else in_output | (prompt != 0)
+                r = _np(repetition_penalty).astype(np.float32, copy=False)[rows]
+                y = np.where(seen, np.where(y > 0, y / r, y * r), y)
+            if frequency_penalty is not None:
+                y = y - _np(frequency_penalty).astype(np.float32, copy=False)[rows] * cnt
+            if presence_penalty is not None:
+                y = y - (_np(presence_penalty).astype(np.float32, copy=False)[rows]
+                         * in_output.astype(np.float32))
+        flat[idx] = y
+
+    if banned_bitmask is not None:
+        _apply_bitmask(x, flat, _np(banned_bitmask), stride)
+    if banned_indptr is not None and banned_token_ids.numel() > 0:
+        idx, _, keep = _flat_index(_np(banned_indptr), _np(banned_token_ids), v, stride)
+        flat[idx[keep]] = _NEG_INF
+
+    if temperature is not None:
+        t = _np(temperature).astype(np.float32, copy=False)
+        with np.errstate(divide="ignore"):
+            inv = np.where(t < GREEDY_EPS, np.float32(1.0), np.float32(1.0) / t)
+        x *= inv.astype(np.float32, copy=False)[:, None]
+    return logits
+
+
+def _fill_dense_row(row: np.ndarray, words: np.ndarray) -> None:
+    """``row[t] = -inf`` where bit t of ``words`` is set, as bitwise selects on the
+    logits' bits (``x & ~m | m & bits(-inf)``, m all ones at banned tokens): the result of
+    a masked fill (NaN included) without its per-element branch, which costs several times
+    more on a mask banning half the row."""
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little")[:row.size]
+    m = np.negative(bits.astype(np.int32))
+    xi = row.view(np.int32)
+    np.bitwise_and(xi, np.invert(m), out=xi)
+    np.bitwise_or(xi, m & _NEG_INF_BITS, out=xi)
+
+
+def _apply_bitmask(x: np.ndarray, flat: np.ndarray, words: np.ndarray, stride: int) -> None:
+    """-inf at the banned tokens: rows whose non-zero words are at most
+    SPARSE_MASK_MAX_WORD_SHARE of the row are expanded sparsely (only their non-zero words),
+    the others unpacked whole."""
+    b, v = x.shape
+    n_words = words.shape[1]
+    per_row = np.count_nonzero(words, axis=1)
+    dense = per_row > SPARSE_MASK_MAX_WORD_SHARE * n_words
+    for r in np.flatnonzero(dense).tolist():
+        _fill_dense_row(x[r], words[r])
+    if not per_row[~dense].any():
+        return
+    rows, cols = np.nonzero(words)
+    if dense.any():
+        sparse = ~dense[rows]
+        rows, cols = rows[sparse], cols[sparse]
+    values = np.ascontiguousarray(words[rows, cols]).view(np.uint8).reshape(-1, 4)
+    hit, bit = np.nonzero(np.unpackbits(values, axis=1, bitorder="little"))
+    tokens = cols[hit].astype(np.int64) * 32 + bit
+    keep = tokens < v
+    flat[(rows[hit].astype(np.int64) * stride + tokens)[keep]] = _NEG_INF
