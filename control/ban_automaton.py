@@ -174,6 +174,8 @@ class CompiledSteering:
         self._ends_inside: np.ndarray | None = None
         self._whole_exact: np.ndarray | None = None
         self._whole_ids: tuple[np.ndarray, np.ndarray] | None = None
+        self._whole_any: np.ndarray | None = None
+        self._whole_some: bool | None = None
         self._bias = _LRU(max_cached_states)
         self._avoid_trans: dict[tuple[int, int], tuple[int, bool]] = {}
         self._prefer_trans: dict[tuple[int, int], tuple[int, bool, bool]] = {}
@@ -269,6 +271,21 @@ class CompiledSteering:
             return frozenset()
         s, _ = self.avoid.feed(row.avoid, self.index.texts[token_id])
         return self.groups_at(s) if self.ends_form(s) else frozenset()
+
+    def whole_form_mask(self) -> np.ndarray:
+        """bool [V]: the tokens that may write a whole form at once from some state (the
+        union of :meth:`whole_form_candidates` over states): a cheap first test before
+        :meth:`whole_form_groups`."""
+        if self._whole_any is None:
+            self._whole_any = (self._ends_inside_mask() | self._whole_exact_mask()
+                               if self.has_avoid else np.zeros(self.index.vocab_size, bool))
+        return self._whole_any
+
+    def any_whole_form_token(self) -> bool:
+        """Whether any token may write a whole form at once (cached)."""
+        if self._whole_some is None:
+            self._whole_some = bool(self.whole_form_mask().any())
+        return self._whole_some
 
     def whole_form_candidates(self, row: RowState) -> np.ndarray:
         """int64 ids of the tokens that may write a whole form at once from the row's

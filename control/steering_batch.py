@@ -438,7 +438,7 @@ class SteeringBatch:
         # anticipation needs the argmax only of rows with tokens that may write a whole
         # form at once from their state; one argmax call serves both kinds of rows
         ahead = [i for _, i in plan.anticipate
-                 if rows[i].compiled.whole_form_candidates(rows[i].state).size]
+                 if rows[i].compiled.any_whole_form_token()]
         need = [i for i, _ in greedy] + ahead
         choices = dict(zip(need, _argmax_rows(logits, need), strict=True)) if need else {}
         out += [i for i, words in greedy if _bit(words, choices[i])]
@@ -458,7 +458,7 @@ class SteeringBatch:
                 continue
             r = rows[i]
             cs, st = r.compiled, r.state
-            if plan.banned(j, t):
+            if not cs.whole_form_mask()[t] or plan.banned(j, t):
                 continue
             groups = cs.whole_form_groups(st, t)
             if groups:

@@ -131,8 +131,11 @@ def load_markdown(result: dict, plots: dict[str, str]) -> str:
         lines += [f"![cost per steering scenario]({plots['cost']})", ""]
     lines += ["## Scenarios", "",
               f"Output tokens/s at concurrency {p['workloads']['headline_concurrency']}, "
-              "median over rounds; ratio = this scenario / its plain twin on the same server "
-              "(paired per round). Server CPU ms/token = CPU time of the server's processes "
+              "median over rounds; ratio = this scenario / its plain twin on the same server: "
+              "for a scenario with several rounds, per round over the mean of the twin's "
+              "runs right before and right after it (a sandwich: the machine's drift "
+              "between runs cancels to first order), then the median over rounds; for the "
+              "others, over the twin's run of the same round. Server CPU ms/token = CPU time of the server's processes "
               "per generated token; CPU ratio = the twin's / this one's (> 1: cheaper), the "
               "throughput ratio with other work on the machine taken out; load avg = the "
               "machine's 1-minute load average after the run (2 cores). Steering events are the server's /metrics counters over "

@@ -104,15 +104,23 @@ class Progress:
 def plan_size(matrix: list[sc.Scenario], preset: sc.Preset, guidellm: bool) -> int:
     n = 0
     for s in matrix:
-        n += max(s.rounds, preset.rounds if _is_baseline(s, matrix) else 1)
+        n += s.rounds * (3 if sandwich_twin(s, matrix) else 1)
         n += len([c for c in s.concurrencies if c != preset.chat_concurrency])
         n += len(preset.poisson_fractions) if s.poisson else 0
         n += 1 if (s.guidellm and guidellm) else 0
     return n + 2 * len(sc.server_order(matrix))  # start + warm-up per server
 
 
-def _is_baseline(s: sc.Scenario, matrix: list[sc.Scenario]) -> bool:
-    return any(o.baseline == s.name and o.rounds > 1 and o.server == s.server for o in matrix)
+def sandwich_twin(s: sc.Scenario, matrix: list[sc.Scenario]) -> sc.Scenario | None:
+    """The plain twin a multi-round scenario is measured between: each round runs the twin,
+    the scenario, the twin again, back to back, and the round's ratio is the scenario over
+    the mean of the two twin runs. A shared machine drifts by more than a steering cost
+    over the minutes between a scenario and a twin measured once per round; a twin right
+    before and right after takes the drift out (to first order)."""
+    if s.rounds <= 1 or not s.baseline:
+        return None
+    twin = next((o for o in matrix if o.name == s.baseline), None)
+    return twin if twin is not None and twin.server == s.server else None
 
 
 def _scrape(base: str) -> dict:
@@ -160,7 +168,10 @@ class Runner:
 
     # -- one measurement -------------------------------------------------------------
     def measure(self, srv, spec_key: str, s: sc.Scenario, *, concurrency: int | None = None,
-                rate: float | None = None, round_: int = 0, record: bool = True) -> dict:
+                rate: float | None = None, round_: int = 0, record: bool = True,
+                twin_of: str | None = None) -> dict:
+        """One vLLM-bench run of scenario ``s``; ``twin_of``: this run is the plain twin
+        measured right before or after that scenario (see :func:`sandwich_twin`)."""
         p = self.preset
         model = s.model or self.model_name
         is_ge = SERVERS[spec_key].kind == "greyelephant"
@@ -205,6 +216,7 @@ class Runner:
         after = _scrape(srv.base) if is_ge else {}
         row = {"scenario": s.name, "server": spec_key, "generator": "vllm-bench",
                "concurrency": concurrency, "request_rate": rate, "round": round_,
+               **({"twin_of": twin_of} if twin_of else {}),
                "model": model, "wall_s": round(wall, 1), **spec_size,
                "load1": round(os.getloadavg()[0], 2),
                "command": "vllm bench serve " + " ".join(
@@ -268,13 +280,20 @@ class Runner:
             warm = sc.Scenario("warm-up", "random", "plain", server=key)
             self.measure(srv, key, warm, concurrency=4, record=False)
             c = self.preset.chat_concurrency
-            # headline points, alternating rounds (the steered/plain pairs)
+            # headline points: every scenario once; multi-round scenarios each round
+            # between two runs of their plain twin (alternating order between rounds)
             rounds = max([s.rounds for s in mine] + [1])
             for r in range(rounds):
                 order = mine if r % 2 == 0 else list(reversed(mine))
                 for s in order:
-                    if r < s.rounds or (r < rounds and _is_baseline(s, mine)):
-                        self.measure(srv, key, s, concurrency=c, round_=r)
+                    if r >= s.rounds:
+                        continue
+                    twin = sandwich_twin(s, mine)
+                    if twin is not None:
+                        self.measure(srv, key, twin, concurrency=c, round_=r, twin_of=s.name)
+                    self.measure(srv, key, s, concurrency=c, round_=r)
+                    if twin is not None:
+                        self.measure(srv, key, twin, concurrency=c, round_=r, twin_of=s.name)
             # concurrency sweeps
             for s in mine:
                 for conc in s.concurrencies:
@@ -365,7 +384,8 @@ def aggregate(runs: list[dict], matrix: list[sc.Scenario], concurrency: int) -> 
         if not pts:
             continue
         row = {k: median_or_none([p.get(k) for p in pts]) for k in HEADLINE_KEYS}
-        row["rounds"] = len(pts)
+        row["rounds"] = len([p for p in pts if not p.get("twin_of")])
+        row["runs"] = len(pts)  # a twin's runs around the sandwiches count in its medians
         row["server"] = s.server
         for k in ("avoid_names", "avoid_forms", "avoid_entities"):
             if pts[0].get(k) is not None:
@@ -384,7 +404,14 @@ def aggregate(runs: list[dict], matrix: list[sc.Scenario], concurrency: int) -> 
         if base is not None:
             bpts = points(base.name)
             if s.server == base.server:
-                paired = {p["round"]: p for p in bpts}
+                # the twin runs of this scenario's sandwiches (their mean), else the
+                # twin's own run of the same round
+                twins = [p for p in bpts if p.get("twin_of") == s.name]
+                own = [p for p in bpts if not p.get("twin_of")]
+                paired = {rnd: _mean_point([p for p in twins if p["round"] == rnd])
+                          for rnd in {p["round"] for p in twins}} if twins else {
+                    p["round"]: p for p in own}
+                row["pairing"] = "sandwich" if twins else "round"
                 ratios = [ratio(p.get("output_throughput"),
                                 paired[p["round"]].get("output_throughput"))
                           for p in pts if p["round"] in paired]
@@ -403,6 +430,16 @@ def aggregate(runs: list[dict], matrix: list[sc.Scenario], concurrency: int) -> 
             row["e2e_ratio"] = ratio(row.get("p50_e2e_ms"), median_or_none(
                 [p.get("p50_e2e_ms") for p in bpts]))
         out[s.name] = row
+    return out
+
+
+def _mean_point(pts: list[dict]) -> dict:
+    """The twin runs around one sandwich as one point: the mean throughput and CPU time
+    per token (None where a run has none)."""
+    out = {}
+    for k in ("output_throughput", "server_cpu_ms_per_token"):
+        vals = [p.get(k) for p in pts]
+        out[k] = statistics.fmean(vals) if vals and None not in vals else None
     return out
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from greyelephant.benchmarks.load import history, report, scenarios as sc, stats
 from greyelephant.benchmarks.load.counters import parse_prometheus, per_request, steering_events
-from greyelephant.benchmarks.load.run import aggregate, plan_size, sweeps, vs_vllm
+from greyelephant.benchmarks.load.run import (aggregate, plan_size, sandwich_twin, sweeps,
+                                              vs_vllm)
 from greyelephant.benchmarks.load.servers import (
     LIKE_FOR_LIKE,
     KVCacheError,
@@ -44,7 +45,7 @@ def test_matrix_covers_the_issue_scenarios():
 
 def test_full_preset_has_rounds_and_more_sweeps():
     full = {s.name: s for s in sc.build_matrix(sc.PRESETS["full"])}
-    assert full["logits-30/chat"].rounds == 3 and full["logits-30/random"].rounds == 3
+    assert full["logits-30/chat"].rounds == 5 and full["logits-30/random"].rounds == 5
     assert full["vllm-defaults/random"].concurrencies == (1, 4, 16, 64)
     assert full["greyelephant-like/random"].concurrencies == (1, 4, 16, 64)
     assert full["plain/random"].guidellm and full["vllm-like/random"].guidellm
@@ -75,6 +76,11 @@ def test_plan_size_counts_rounds_sweeps_and_servers():
     # 1 server: start + warm-up
     assert plan_size(m, sc.PRESETS["small"], guidellm=True) == 7 + 1 + 2
     assert plan_size(m, sc.PRESETS["small"], guidellm=False) == 6 + 1 + 2
+    full = sc.PRESETS["full"]
+    m = sc.select(sc.build_matrix(full), ["logits-30/random"])
+    # full: plain/random 1 headline + 3 sweep + 4 poisson + 1 guidellm; logits-30/random
+    # 5 rounds of twin, scenario, twin
+    assert plan_size(m, full, guidellm=True) == 9 + 15 + 2
 
 
 # -- steering bodies ----------------------------------------------------------------------
@@ -210,6 +216,30 @@ def run_row(scenario, server="greyelephant", c=16, tok=100.0, rnd=0, **kw):
             "concurrency": c, "request_rate": None, "round": rnd, "output_throughput": tok,
             "request_throughput": tok / 64, "p50_ttft_ms": 10.0, "p50_tpot_ms": 50.0,
             "p50_e2e_ms": 1000.0, **kw}
+
+
+def test_aggregate_pairs_each_round_with_its_twin_runs_before_and_after():
+    """Multi-round scenarios: per round, the scenario over the mean of the twin runs of its
+    sandwich; the twin's own row counts every run in its medians."""
+    m = sc.select(sc.build_matrix(sc.PRESETS["full"]), ["logits-30/chat"])
+    by = {s.name: s for s in m}
+    assert sandwich_twin(by["logits-30/chat"], m) is by["plain/chat"]
+    assert sandwich_twin(by["plain/chat"], m) is None
+    runs = [run_row("plain/chat", tok=100, rnd=0),  # the twin's own round-0 point
+            run_row("plain/chat", tok=100, rnd=0, twin_of="logits-30/chat",
+                    server_cpu_ms_per_token=10.0),
+            run_row("logits-30/chat", tok=99, rnd=0, server_cpu_ms_per_token=12.5),
+            run_row("plain/chat", tok=120, rnd=0, twin_of="logits-30/chat",
+                    server_cpu_ms_per_token=12.0),
+            run_row("plain/chat", tok=200, rnd=1, twin_of="logits-30/chat"),
+            run_row("logits-30/chat", tok=190, rnd=1),
+            run_row("plain/chat", tok=200, rnd=1, twin_of="logits-30/chat")]
+    row = aggregate(runs, m, 16)["logits-30/chat"]
+    assert row["pairing"] == "sandwich"
+    assert row["ratio_rounds"] == [0.9, 0.95] and row["ratio"] == 0.925
+    assert row["cpu_ratio_rounds"] == [0.88, None]
+    twin = aggregate(runs, m, 16)["plain/chat"]
+    assert twin["rounds"] == 1 and twin["runs"] == 5
 
 
 def test_aggregate_pairs_rounds_for_the_ratio():
