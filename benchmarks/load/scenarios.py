@@ -121,11 +121,12 @@ PRESETS: dict[str, Preset] = {
         quality_files=("pink_elephant_dev.jsonl", "heldout_entities.jsonl"),
         quality_rows="none,directive,logits,critique_revise,directive+logits",
         quality_max_tokens=96),
-    # the harness's own check (a few minutes): every code path, tiny runs, numbers meaningless
+    # the harness's own check (a few minutes): every code path (2 rounds: the sandwiches),
+    # tiny runs, numbers meaningless
     "smoke": Preset(
         "smoke", "a few minutes: tests the harness itself; the numbers mean nothing",
         output_len=16, chat_output_len=24, min_prompts=4, prompts_per_stream=1,
-        max_prompts=8, chat_prompts=8, poisson_fractions=(1.0,), poisson_prompts=6,
+        max_prompts=8, chat_prompts=8, poisson_fractions=(1.0,), poisson_prompts=6, rounds=2,
         guidellm_sweep_size=3, guidellm_seconds=20.0,
         quality_rows="none,logits", quality_max_tokens=32),
 }
