@@ -127,7 +127,7 @@ class SteeringBatch:
         # CPU with the table: masks banning at most vocab // SPARSE_IDS_SHARE tokens are
         # sent as token id lists; id(mask) -> (mask, its banned ids or None when dense)
         self.sparse_ids = table and self.device.type == "cpu"
-        self._ids: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._ids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
 
@@ -280,7 +280,7 @@ class SteeringBatch:
         reused while its automaton state, pending bytes and state bans are those of the
         previous step (and the table has evicted nothing since)."""
         table = self._mask_table(vocab)
-        plan = _StepPlan(len(idx), vocab, table)
+        plan = _StepPlan(len(idx), vocab, table, ban_lists=self.sparse_ids)
         special = self.special
         rows = self.rows
         for j, i in enumerate(idx):
@@ -352,14 +352,15 @@ class SteeringBatch:
         array)."""
         if not self.sparse_ids:
             return None
-        hit = self._ids.get(id(words))
+        key = (id(words), vocab)
+        hit = self._ids.get(key)
         if hit is not None and hit[0] is words:
             return hit[1]
         ids = np.flatnonzero(unpack_words(words, vocab)).astype(np.int32)
         out = ids if ids.size <= vocab // SPARSE_IDS_SHARE else None
         if len(self._ids) >= 4096:  # bounded: it holds references to the masks
             self._ids.clear()
-        self._ids[id(words)] = (words, out)
+        self._ids[key] = (words, out)
         return out
 
     def _allowed_text(self, state_words: np.ndarray | None) -> int:
@@ -496,13 +497,17 @@ class _StepPlan:
     """One step's controls for the steered rows, as host arrays until :meth:`kwargs`.
 
     Masks take one of two forms: with a device :class:`.mask_table.MaskTable` (the default)
-    a row holds a slot index, or the list of its mask's banned token ids (see
-    :class:`SteeringBatch`), and its extra bans (stop tokens, the signal, the loop guard)
-    travel as a list of banned token ids; without one (``table=False``) each row's whole
-    mask is copied into a host batch, the extra bans OR-ed in."""
+    a row holds a slot index, or on the CPU (``ban_lists``) the list of its mask's banned
+    token ids (see :class:`SteeringBatch`); its extra bans (stop tokens, the signal, the loop
+    guard) travel in the lists of banned token ids on the CPU, and as ``-inf`` bias entries
+    on a GPU (inside the one kernel launch; a NaN logit stays NaN there); without a table
+    (``table=False``) each row's whole mask is copied into a host batch, the extra bans
+    OR-ed in."""
 
-    def __init__(self, k: int, vocab: int, table: MaskTable | None = None):
+    def __init__(self, k: int, vocab: int, table: MaskTable | None = None, *,
+                 ban_lists: bool = False):
         self.k, self.vocab, self.table = k, vocab, table
+        self.ban_lists = ban_lists
         if table is None:
             self.masks = np.zeros((k, (vocab + 31) // 32), dtype=np.int32)
         else:
@@ -583,9 +588,14 @@ class _StepPlan:
             if self.any_table:
                 kw["mask_table"] = self.table.table
                 kw["mask_rows"] = to_device(self.mask_rows)
-            if self.extra or any(a is not None for a in self.ids):
-                indptr, ids = self._ban_lists()
-                kw["banned_indptr"], kw["banned_token_ids"] = to_device(indptr), to_device(ids)
+            if self.ban_lists:
+                if self.extra or any(a is not None for a in self.ids):
+                    indptr, ids = self._ban_lists()
+                    kw["banned_indptr"] = to_device(indptr)
+                    kw["banned_token_ids"] = to_device(ids)
+            elif self.extra:  # extra bans ride in the bias lists as -inf (one launch)
+                bias = [_with_bans(ids, vals, self.extra.get(j))
+                        for j, (ids, vals) in enumerate(bias)]
         elif self.any_ban:
             kw["banned_bitmask"] = to_device(self.masks)
         sizes = [ids.size for ids, _ in bias]
@@ -633,6 +643,19 @@ class _StepPlan:
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)
 _EMPTY_VALS = np.zeros(0, dtype=np.float32)
+
+
+def _with_bans(ids: np.ndarray, vals: np.ndarray, bans: list[int] | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """A row's bias list with ``bans`` as ``-inf`` entries (token ids stay unique)."""
+    if not bans:
+        return ids, vals
+    b = np.asarray(sorted(set(bans)), dtype=np.int32)
+    if ids.size:
+        keep = ~np.isin(ids, b)
+        ids, vals = ids[keep], vals[keep]
+    return (np.concatenate([ids, b]),
+            np.concatenate([vals, np.full(b.size, -np.inf, dtype=np.float32)]))
 
 
 def _boosted(vals: np.ndarray) -> np.ndarray:
