@@ -173,7 +173,6 @@ class CompiledSteering:
         self._ends_form: dict[int, bool] = {}
         self._ends_inside: np.ndarray | None = None
         self._whole_exact: np.ndarray | None = None
-        self._whole_ids: tuple[np.ndarray, np.ndarray] | None = None
         self._whole_any: np.ndarray | None = None
         self._whole_some: bool | None = None
         self._bias = _LRU(max_cached_states)
@@ -273,9 +272,10 @@ class CompiledSteering:
         return self.groups_at(s) if self.ends_form(s) else frozenset()
 
     def whole_form_mask(self) -> np.ndarray:
-        """bool [V]: the tokens that may write a whole form at once from some state (the
-        union of :meth:`whole_form_candidates` over states): a cheap first test before
-        :meth:`whole_form_groups`."""
+        """bool [V]: the tokens that may write a whole form at once from some state (a
+        whole form at a word start inside the token, running to its end, or the token's
+        whole text a form): a superset of the tokens :meth:`whole_form_groups` returns
+        groups for, from any state; its cheap first test."""
         if self._whole_any is None:
             self._whole_any = (self._ends_inside_mask() | self._whole_exact_mask()
                                if self.has_avoid else np.zeros(self.index.vocab_size, bool))
@@ -286,18 +286,6 @@ class CompiledSteering:
         if self._whole_some is None:
             self._whole_some = bool(self.whole_form_mask().any())
         return self._whole_some
-
-    def whole_form_candidates(self, row: RowState) -> np.ndarray:
-        """int64 ids of the tokens that may write a whole form at once from the row's
-        state: those :meth:`whole_form_groups` tests further (a superset of the tokens it
-        returns groups for). One of two cached arrays; empty with pending bytes."""
-        if row.pending or not self.has_avoid:
-            return _NO_TOKENS
-        if self._whole_ids is None:
-            inside = np.flatnonzero(self._ends_inside_mask()).astype(np.int64)
-            exact = np.flatnonzero(self._whole_exact_mask()).astype(np.int64)
-            self._whole_ids = (inside, np.union1d(inside, exact))
-        return self._whole_ids[1] if self.avoid.ends_sep(row.avoid) else self._whole_ids[0]
 
     def groups_at(self, q: int) -> frozenset[int]:
         """Entity groups whose forms extend the row's partial match at state ``q``."""

@@ -623,7 +623,6 @@ class _StepPlan:
             kw["frequency_penalty"] = to_device(frequency)
         return kw
 
-
     def _ban_lists(self) -> tuple[np.ndarray, np.ndarray]:
         """(indptr, ids): per row, its mask's ids (when sent as a list) and extra bans."""
         sizes = np.zeros(self.k + 1, dtype=np.int32)

@@ -2,9 +2,11 @@
 
 In place, no Python loops over rows or tokens: the sparse stages gather the touched
 logits through flat indices, compute in float32 and write them back with index_put_;
-the bitmask is expanded sparsely (few banned tokens) or applied as bitwise selects
-on the logits' bits (dense rows), a CSR list of banned tokens with one index_fill_; temperature is one mul_ by 1/T (as the Triton kernel: within an
-ulp of dividing).
+the bitmask is expanded sparsely (few banned tokens) or applied as bitwise selects on the
+logits' bits (dense rows), a CSR list of banned tokens with one index_fill_; temperature
+is one mul_ by 1/T (as the Triton kernel: within an ulp of dividing). Float32 logits on
+the CPU take the numpy path instead (:mod:`.logit_controls_numpy`); this one serves half
+precision there, and the banned-token lists after the Triton kernel on CUDA.
 
 Arithmetic is float32; for bf16/fp16 logits each sparse stage rounds its result to the
 logits dtype (exactly as the Triton kernel does), the dense stages round once.

@@ -3,7 +3,7 @@ serving benchmark and guidellm, and write JSON, markdown and PNG plots to
 benchmarks/results/<date>-<machine>/ (compared with the previous run of the same preset).
 
     greyelephant bench load --preset small      # ~15 min on 2 CPU cores
-    greyelephant bench load --preset full       # ~1 h; the committed results
+    greyelephant bench load --preset full       # 30 min-1 h; the committed results
     greyelephant bench load --list              # the scenario matrix of a preset
     greyelephant bench load --preset small --scenario logits-30   # a subset (+ baselines)
 

@@ -109,7 +109,7 @@ PRESETS: dict[str, Preset] = {
         chat_output_len=64, chat_prompts=24, sweep_servers=("greyelephant",),
         poisson_fractions=(0.5, 1.0), guidellm_sweep_size=3, guidellm_seconds=60.0),
     "full": Preset(
-        "full", "about an hour on 2 CPU cores: longer runs, 5 rounds for the headline "
+        "full", "30 min to an hour on 2 CPU cores: longer runs, 5 rounds for the headline "
                 "steered/plain ratios (each round: plain twin, steered, plain twin, back to "
                 "back), every server swept over concurrency, Poisson sweeps with both load "
                 "generators",

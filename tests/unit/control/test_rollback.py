@@ -257,17 +257,16 @@ def test_a_row_that_cannot_be_compiled_fails_closed(vocab_index, tokenizer):
     assert torch.equal(logits[1], torch.zeros(vocab_index.vocab_size))  # others untouched
 
 
-def test_whole_form_candidates_cover_every_token_that_writes_a_whole_form(vocab_index,
-                                                                           tokenizer):
-    """The anticipation check looks only at these candidates (it compares their maximum
-    with the row's): every token that would write a whole form at once from a state must
-    be among them, at a word start and after one."""
+def test_whole_form_mask_covers_every_token_that_writes_a_whole_form(vocab_index, tokenizer):
+    """The anticipation check tests a row's argmax against this mask first: every token
+    that would write a whole form at once from a state must be in it, at a word start and
+    after one."""
     es = engine([{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Nike", "Rome"])
     cs = CompiledSteering(vocab_index, es.avoid, es.prefer, es.prefer_bias)
     for text in ["", "I like", "I like ", "(", "Coca-"]:
         st = cs.new_row()
         cs.advance_many(st, tokenizer.encode(text) if text else [])
-        cand = set(cs.whole_form_candidates(st).tolist())
+        cand = set(np.flatnonzero(cs.whole_form_mask()).tolist())
         writes = {t for t in range(vocab_index.vocab_size) if cs.whole_form_groups(st, t)}
         assert writes <= cand, text
         if text in ("", "I like"):
