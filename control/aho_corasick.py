@@ -163,12 +163,19 @@ class Automaton:
         return out
 
     def feed(self, q: int, folded: str) -> tuple[int, bool]:
-        """Advance over already-folded text; also say whether any pattern completed."""
+        """Advance over already-folded text; also say whether any pattern completed.
+        (:meth:`step` and :meth:`accept`, with their memoised cases inline.)"""
         hit = False
-        step, accept = self.step, self.accept
+        delta, edge, acc = self._delta, self.edge, self._accept
         for ch in folded:
-            q = step(q, ch)
-            if accept(q) >= 0:
+            if not (ch == SEP and edge[q] == SEP):  # separator runs collapse
+                m = delta[q]
+                r = m.get(ch) if m is not None else None
+                q = r if r is not None else self.step(q, ch)
+            a = acc[q]
+            if a == -2:
+                a = self.accept(q)
+            if a >= 0:
                 hit = True
         return q, hit
 

@@ -175,6 +175,7 @@ class CompiledSteering:
         self._whole_exact: np.ndarray | None = None
         self._whole_any: np.ndarray | None = None
         self._whole_some: bool | None = None
+        self._whole_ids: dict[tuple[int, bool], np.ndarray] = {}
         self._bias = _LRU(max_cached_states)
         self._avoid_trans: dict[tuple[int, int], tuple[int, bool]] = {}
         self._prefer_trans: dict[tuple[int, int], tuple[int, bool, bool]] = {}
@@ -280,6 +281,18 @@ class CompiledSteering:
             self._whole_any = (self._ends_inside_mask() | self._whole_exact_mask()
                                if self.has_avoid else np.zeros(self.index.vocab_size, bool))
         return self._whole_any
+
+    def whole_form_ids(self, row: RowState, vocab: int) -> np.ndarray:
+        """int64 ids below ``vocab`` of the tokens that may write a whole form at once
+        from the row's state (no bytes pending): a superset of those
+        :meth:`whole_form_groups` returns groups for (cached per kind of state)."""
+        at_start = self.avoid.ends_sep(row.avoid)
+        hit = self._whole_ids.get((vocab, at_start))
+        if hit is None:
+            mask = self.whole_form_mask() if at_start else self._ends_inside_mask()
+            ids = np.flatnonzero(mask)
+            hit = self._whole_ids[(vocab, at_start)] = ids[ids < vocab]
+        return hit
 
     def any_whole_form_token(self) -> bool:
         """Whether any token may write a whole form at once (cached)."""

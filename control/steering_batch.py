@@ -53,6 +53,11 @@ GREEDY_EPS = 1e-5  # vLLM's: a temperature below it samples greedily
 # On the CPU, a mask banning at most vocab // SPARSE_IDS_SHARE tokens is sent as its list
 # of token ids (see SteeringBatch.__init__)
 SPARSE_IDS_SHARE = 32
+# Plain-step masks memoised per batch (SteeringBatch.controls); each entry holds a mask
+MAX_STEP_MEMO = 4096
+# The rollback check looks among the first CHOICE_PROBE tokens for one that proves a row's
+# argmax lies outside a token set (see SteeringBatch._choices_in_sets)
+CHOICE_PROBE = 2048
 
 
 @dataclass(frozen=True)
@@ -84,9 +89,7 @@ class _Row:
     stop_ids: frozenset[int] = field(default_factory=frozenset)
     stop_tuple: tuple[int, ...] = ()  # stop_ids, sorted (a mask key part)
     signal_ban: tuple[int, ...] = ()  # (signal,) when the row has one
-    # (avoid state, pending bytes, table slot, mask, table evictions, banned ids) of the
-    # last plain step
-    last_mask: tuple | None = None
+    kind: int = 0  # names (spec, rollback, signal, stop tokens): the step memo's key part
 
     def reset(self) -> None:
         cs = self.compiled
@@ -128,6 +131,10 @@ class SteeringBatch:
         # sent as token id lists; id(mask) -> (mask, its banned ids or None when dense)
         self.sparse_ids = table and self.device.type == "cpu"
         self._ids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
+        # a plain step's mask per (row kind, avoid state, pending bytes): (key, mask, its
+        # banned ids or None, inside a form); rows of one kind share it (see controls)
+        self._steps: dict[tuple, tuple] = {}
+        self._kinds: dict[tuple, int] = {}
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
 
@@ -195,6 +202,8 @@ class SteeringBatch:
                    guard=NgramGuard(args.no_repeat_ngram) if args.no_repeat_ngram else None,
                    stop_ids=frozenset(stop_ids), stop_tuple=tuple(sorted(stop_ids)),
                    signal_ban=(args.signal,) if args.signal is not None else ())
+        kind = (compiled.uid, args.rollback, row.signal_ban, row.stop_tuple)
+        row.kind = self._kinds.get(kind) or self._kinds.setdefault(kind, len(self._kinds) + 1)
         if resumed and (info.presence_penalty or info.frequency_penalty):
             ids, counts = np.unique(np.asarray(resumed, dtype=np.int64), return_counts=True)
             keep = ids < self.index.vocab_size
@@ -276,36 +285,45 @@ class SteeringBatch:
         """This step's controls of the rows ``idx`` (in order): masks, biases, penalties,
         and the rollback rows to check against the logits (see :meth:`apply`).
 
-        Per row, the common step is kept short: the row's mask and its table slot are
-        reused while its automaton state, pending bytes and state bans are those of the
-        previous step (and the table has evicted nothing since)."""
+        Per row, the common step is kept short: a plain step's mask (not a continuation's
+        first step, not the last one) depends only on the row's kind — spec, rollback,
+        signal, stop tokens — and its automaton state, so rows share one memo of it, with
+        its banned-id list and whether the state is inside a form."""
         table = self._mask_table(vocab)
         plan = _StepPlan(len(idx), vocab, table, ban_lists=self.sparse_ids)
         special = self.special
-        rows = self.rows
+        rows, steps = self.rows, self._steps
+        watch, anticipate, bias = plan.watch, plan.anticipate, plan.bias
         for j, i in enumerate(idx):
             r = rows[i]
-            self._catch_up(r)
+            if len(r.out) != r.consumed:
+                self._catch_up(r)
             cs, st, args = r.compiled, r.state, r.args
             consumed = r.consumed
             at_start = bool(args.start_ban) and consumed == 0
             words = None
             if cs.has_avoid:
-                last = r.last_mask
-                plain_step = not at_start and (r.info.max_tokens is None
-                                               or consumed + 1 < r.info.max_tokens)
-                if (plain_step and last is not None and last[0] == st.avoid
-                        and last[1] == st.pending and table is not None
-                        and last[4] == table.evictions):
-                    words = last[3]
-                    plan.reuse(j, last[2], words, last[5])
+                if not at_start and (r.info.max_tokens is None
+                                     or consumed + 1 < r.info.max_tokens):
+                    # a plain step: its mask depends on the row's kind and state alone
+                    key = (r.kind, st.avoid, st.pending, vocab)
+                    step = steps.get(key)
+                    if step is None:
+                        step = self._plain_step(r, vocab)
+                        if len(steps) >= MAX_STEP_MEMO:  # bounded: it holds the masks
+                            steps.clear()
+                        steps[key] = step
+                    mask_key, words, ids, inside = step
                 else:
-                    key, words = self._row_mask(r)
+                    mask_key, words = self._row_mask(r)
                     ids = self._mask_ids(words, vocab)
-                    plan.set_mask(j, key, words, ids)
-                    r.last_mask = ((st.avoid, st.pending, int(plan.mask_rows[j]), words,
-                                    table.evictions, ids)
-                                   if plain_step and table is not None else None)
+                    inside = cs.avoid.depth[st.avoid] >= 2
+                plan.set_mask(j, mask_key, words, ids)
+                if args.rollback and not r.signalled and not at_start:
+                    if inside:
+                        watch.append((j, i, words))
+                    elif r.info.temperature < GREEDY_EPS and not st.pending:
+                        anticipate.append((j, i))
             elif r.signal_ban:
                 plan.ban(j, r.signal_ban)
             if r.stop_ids and consumed < args.min_tokens:
@@ -315,22 +333,24 @@ class SteeringBatch:
                 loop = guard.banned()
                 if loop:
                     plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
-            if args.rollback and words is not None and not r.signalled and not at_start:
-                if cs.avoid.depth[st.avoid] >= 2:  # inside a form
-                    plan.watch.append((j, i, words))
-                elif r.info.temperature < GREEDY_EPS and not st.pending:
-                    plan.anticipate.append((j, i))
             if not st.prefer_done:
                 ids, vals = cs.bias(st)
                 if ids.size and at_start:
                     # where the avoided name would have begun, the preferred one is the
                     # natural substitute: a stronger (still bounded) nudge there
                     vals = _boosted(vals)
-                plan.bias[j] = (ids, vals)
+                bias[j] = (ids, vals)
             if r.penalty is not None:
                 plan.penalty[j] = (r.penalty[0], r.penalty[1], r.info.presence_penalty,
                                    r.info.frequency_penalty)
         return plan
+
+    def _plain_step(self, r: _Row, vocab: int) -> tuple:
+        """(table key, mask, its banned ids or None, inside a form) of a plain step in the
+        row's state (see :meth:`controls`)."""
+        key, words = self._row_mask(r)
+        return (key, words, self._mask_ids(words, vocab),
+                r.compiled.avoid.depth[r.state.avoid] >= 2)
 
     def _loop_bans(self, state_words: np.ndarray | None, tokens: set[int] | frozenset[int],
                    stop_ids: frozenset[int], special: np.ndarray, vocab: int) -> list[int]:
@@ -407,17 +427,14 @@ class SteeringBatch:
             r = self.rows[i]
             r.signalled = True
             self.signals += 1
-            logits[i].fill_(float("-inf"))
-            logits[i, r.args.signal] = 0.0
+            _force_token(logits, i, r.args.signal)
         return logits
 
     def _end_failed(self, logits: torch.Tensor, i: int, vocab: int) -> None:
         """A row that could not be steered takes its signal token (or a stop token)."""
         r = self.rows[i]
         end = r.signal if r.signal is not None else min(r.info.stop_ids, default=None)
-        logits[i].fill_(float("-inf"))
-        if end is not None and 0 <= end < vocab:
-            logits[i, end] = 0.0
+        _force_token(logits, i, end if end is not None and 0 <= end < vocab else None)
 
     def _check(self, logits: torch.Tensor, plan: _StepPlan, vocab: int) -> list[int]:
         """Compare the rollback rows' own choices with their masks, before masking.
@@ -437,12 +454,15 @@ class SteeringBatch:
         greedy = [(i, words) for _, i, words in plan.watch
                   if rows[i].info.temperature < GREEDY_EPS]
         # anticipation needs the argmax only of rows with tokens that may write a whole
-        # form at once from their state; one argmax call serves both kinds of rows
-        ahead = [i for _, i in plan.anticipate
-                 if rows[i].compiled.any_whole_form_token()]
-        need = [i for i, _ in greedy] + ahead
-        choices = dict(zip(need, _argmax_rows(logits, need), strict=True)) if need else {}
-        out += [i for i, words in greedy if _bit(words, choices[i])]
+        # form at once from their state
+        ahead = [(j, i) for j, i in plan.anticipate if rows[i].compiled.any_whole_form_token()]
+        if _numpy_logits(logits):
+            choices = self._choices_in_sets(logits, greedy, ahead, vocab)
+        else:  # one argmax call serves both kinds of rows
+            need = [i for i, _ in greedy] + [i for _, i in ahead]
+            choices = dict(zip(need, _argmax_rows(logits, need), strict=True)) if need else {}
+        out += [i for i, words in greedy if choices.get(i) is not None
+                and _bit(words, choices[i])]
         for _, i, words in plan.watch:
             r = rows[i]
             temp = r.info.temperature
@@ -453,7 +473,7 @@ class SteeringBatch:
             probs = torch.softmax(x / temp, dim=-1)
             if float(probs[banned].sum()) > r.args.rollback_mass:
                 out.append(i)
-        for j, i in plan.anticipate:
+        for j, i in ahead:
             t = choices.get(i)
             if t is None:
                 continue
@@ -471,6 +491,16 @@ class SteeringBatch:
                     plan.bias[j] = (ids, _boosted(vals))
                 self.anticipated += 1
         return out
+
+    def _choices_in_sets(self, logits: torch.Tensor, greedy: list[tuple[int, np.ndarray]],
+                         ahead: list[tuple[int, int]], vocab: int) -> dict[int, int]:
+        """The argmax of each row :meth:`_check` asks about where it can matter (CPU
+        logits, see :func:`argmax_if_in`): of a watched greedy row when its mask may hold
+        it (a dense mask: always), of a row to anticipate when it may write a whole form."""
+        rows = [i for i, _ in greedy] + [i for _, i in ahead]
+        sets = [self._mask_ids(words, vocab) for _, words in greedy]
+        sets += [(r := self.rows[i]).compiled.whole_form_ids(r.state, vocab) for _, i in ahead]
+        return argmax_if_in(logits.detach().numpy(), rows, sets) if rows else {}
 
     def _to_device(self, arr: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(arr)
@@ -625,19 +655,18 @@ class _StepPlan:
 
     def _ban_lists(self) -> tuple[np.ndarray, np.ndarray]:
         """(indptr, ids): per row, its mask's ids (when sent as a list) and extra bans."""
-        sizes = np.zeros(self.k + 1, dtype=np.int32)
-        parts: list[np.ndarray] = []
         extra = self.extra
-        for j, a in enumerate(self.ids):
-            if a is not None:
-                parts.append(a)
-                sizes[j + 1] = a.size
-            e = extra.get(j)
-            if e:
-                parts.append(np.asarray(e, dtype=np.int32))
-                sizes[j + 1] += len(e)
-        return np.cumsum(sizes, dtype=np.int32), (np.concatenate(parts) if parts
-                                                  else _EMPTY_IDS)
+        if extra:
+            parts = [np.concatenate([a, np.asarray(extra[j], dtype=np.int32)])
+                     if j in extra and a is not None
+                     else np.asarray(extra[j], dtype=np.int32) if j in extra else a
+                     for j, a in enumerate(self.ids)]
+        else:
+            parts = self.ids
+        indptr = np.zeros(self.k + 1, dtype=np.int32)
+        np.cumsum([0 if a is None else a.size for a in parts], out=indptr[1:])
+        present = [a for a in parts if a is not None]
+        return indptr, np.concatenate(present) if present else _EMPTY_IDS
 
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)
@@ -664,7 +693,7 @@ def _boosted(vals: np.ndarray) -> np.ndarray:
 def _argmax_rows(logits: torch.Tensor, rows: list[int]) -> list[int]:
     """The argmax (first maximum, NaN counting as the maximum as in torch) of each of
     ``rows``. On the CPU through numpy, whose argmax is vectorised (torch's is not there)."""
-    if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64):
+    if _numpy_logits(logits):
         x = logits.detach().numpy()
         if 2 * len(rows) >= x.shape[0]:  # most rows: no copy of the rows
             top = x.argmax(axis=-1)
@@ -674,6 +703,49 @@ def _argmax_rows(logits: torch.Tensor, rows: list[int]) -> list[int]:
         return logits.argmax(dim=-1).tolist()
     sub = logits.index_select(0, torch.as_tensor(rows, dtype=torch.long).to(logits.device))
     return sub.argmax(dim=-1).tolist()
+
+
+def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
+                 ) -> dict[int, int]:
+    """{row: its argmax} for the ``rows`` of ``x`` [B, V] whose argmax (the first
+    maximum, NaN counting as the maximum) may lie in the row's token set (int ids in
+    [0, V); None: any token); a row left out has its argmax outside its set.
+
+    Exact without a pass over the whole row in the common case: with m the maximum over
+    the set, a token among the first :data:`CHOICE_PROBE` ones (where a BPE vocabulary
+    keeps its most frequent tokens) above m proves the argmax lies outside the set. Only
+    the rows where that probe finds none get their full argmax."""
+    best = np.full(len(rows), np.nan)  # NaN: no probe can decide
+    groups: dict[int, tuple[np.ndarray, list[int]]] = {}  # rows sharing one set, at once
+    for k, ids in enumerate(sets):
+        if ids is not None:
+            groups.setdefault(id(ids), (ids, []))[1].append(k)
+    for ids, ks in groups.values():
+        if ids.size and 2 * len(ks) >= x.shape[0]:  # most rows: gather every row's
+            best[ks] = x[:, ids].max(axis=1)[[rows[k] for k in ks]]
+        elif ids.size:
+            best[ks] = x[np.ix_([rows[k] for k in ks], ids)].max(axis=1)
+        else:
+            best[ks] = -np.inf
+    probe = min(CHOICE_PROBE, x.shape[1])
+    if 2 * len(rows) >= x.shape[0]:  # most rows: no copy of the rows
+        top = x[:, :probe].max(axis=1)[rows]
+    else:
+        top = x[rows, :probe].max(axis=1)
+    return {i: int(x[i].argmax()) for i, t, m in zip(rows, top.tolist(), best.tolist(),
+                                                     strict=True) if not t > m}
+
+
+def _force_token(logits: torch.Tensor, i: int, token: int | None) -> None:
+    """Row i takes ``token`` (None: every logit -inf): every other logit -inf."""
+    x = logits[i].detach().numpy() if _numpy_logits(logits) else logits[i]
+    x[:] = float("-inf")
+    if token is not None:
+        x[token] = 0.0
+
+
+def _numpy_logits(logits: torch.Tensor) -> bool:
+    return logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64)
 
 
 def _bit(words: np.ndarray, t: int) -> bool:

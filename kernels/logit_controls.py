@@ -66,8 +66,15 @@ def apply_logit_controls(
             raise TypeError("mask_table must be int32 [slots, ceil(V/32)]")
         if mask_rows.numel() != b:
             raise ValueError(f"mask_rows has {mask_rows.numel()} entries for {b} rows")
-        banned_bitmask = mask_table.index_select(0, mask_rows.to(mask_table.device,
-                                                                 torch.long))
+        if mask_table.shape[1] * 32 < v:
+            raise ValueError(f"mask_table shape {tuple(mask_table.shape)} too small")
+        if logit_controls_numpy.supports(logits) and mask_table.device.type == "cpu":
+            # the numpy path reads the table in place, only the rows with a mask
+            kw["mask_table"] = mask_table.contiguous()
+            kw["mask_rows"] = mask_rows.to("cpu", torch.int64)
+        else:
+            banned_bitmask = mask_table.index_select(0, mask_rows.to(mask_table.device,
+                                                                     torch.long))
     if bias_indptr is not None:
         if bias_token_ids is None or bias_values is None:
             raise ValueError("bias_indptr needs bias_token_ids and bias_values")

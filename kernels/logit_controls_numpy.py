@@ -57,17 +57,21 @@ def apply_logit_controls_numpy(
     temperature=None,
     banned_indptr=None,
     banned_token_ids=None,
+    mask_table=None,
+    mask_rows=None,
 ) -> torch.Tensor:
     """In place on CPU float32 ``logits`` [B, V] (rows may be strided); arguments as for
-    :func:`.logit_controls.apply_logit_controls` after its normalisation (CPU tensors)."""
+    :func:`.logit_controls.apply_logit_controls` after its normalisation (CPU tensors).
+    ``mask_table`` + ``mask_rows`` are read in place: only the rows with a mask (a slot
+    other than 0) are touched."""
     if not supports(logits):
         raise TypeError("the numpy path takes non-empty CPU float32 logits")
     b, v = logits.shape
     x = logits.detach().numpy()
     stride = logits.stride(0)
     # a flat view over the rows' storage (rows may be strided, columns are contiguous)
-    flat = np.lib.stride_tricks.as_strided(x, shape=((b - 1) * stride + v,),
-                                           strides=(x.itemsize,))
+    flat = x.reshape(-1) if stride == v else np.lib.stride_tricks.as_strided(
+        x, shape=((b - 1) * stride + v,), strides=(x.itemsize,))
 
     if bias_indptr is not None and bias_token_ids.numel() > 0:
         idx, _, keep = _flat_index(_np(bias_indptr), _np(bias_token_ids), v, stride)
@@ -102,6 +106,14 @@ def apply_logit_controls_numpy(
 
     if banned_bitmask is not None:
         _apply_bitmask(x, flat, _np(banned_bitmask), stride)
+    if mask_table is not None:  # only the rows with a mask (slot 0: none)
+        slots = _np(mask_rows).astype(np.int64, copy=False)
+        table = _np(mask_table)
+        if slots.size and (slots.min() < 0 or slots.max() >= table.shape[0]):
+            raise IndexError(f"mask_rows outside the table's {table.shape[0]} slots")
+        rows = np.flatnonzero(slots)
+        if rows.size:
+            _apply_bitmask(x, flat, table[slots[rows]], stride, rows)
     if banned_indptr is not None and banned_token_ids.numel() > 0:
         idx, _, keep = _flat_index(_np(banned_indptr), _np(banned_token_ids), v, stride)
         flat[idx[keep]] = _NEG_INF
@@ -126,24 +138,28 @@ def _fill_dense_row(row: np.ndarray, words: np.ndarray) -> None:
     np.bitwise_or(xi, m & _NEG_INF_BITS, out=xi)
 
 
-def _apply_bitmask(x: np.ndarray, flat: np.ndarray, words: np.ndarray, stride: int) -> None:
-    """-inf at the banned tokens: rows whose non-zero words are at most
-    SPARSE_MASK_MAX_WORD_SHARE of the row are expanded sparsely (only their non-zero words),
-    the others unpacked whole."""
-    b, v = x.shape
+def _apply_bitmask(x: np.ndarray, flat: np.ndarray, words: np.ndarray, stride: int,
+                   rows: np.ndarray | None = None) -> None:
+    """-inf at the banned tokens of ``words`` [R, W], the masks of the logits rows ``rows``
+    (None: every row, in order): rows whose non-zero words are at most
+    SPARSE_MASK_MAX_WORD_SHARE of the row are expanded sparsely (only their non-zero
+    words), the others unpacked whole."""
+    v = x.shape[1]
+    if rows is None:
+        rows = np.arange(words.shape[0])
     n_words = words.shape[1]
     per_row = np.count_nonzero(words, axis=1)
     dense = per_row > SPARSE_MASK_MAX_WORD_SHARE * n_words
     for r in np.flatnonzero(dense).tolist():
-        _fill_dense_row(x[r], words[r])
+        _fill_dense_row(x[rows[r]], words[r])
     if not per_row[~dense].any():
         return
-    rows, cols = np.nonzero(words)
+    at, cols = np.nonzero(words)
     if dense.any():
-        sparse = ~dense[rows]
-        rows, cols = rows[sparse], cols[sparse]
-    values = np.ascontiguousarray(words[rows, cols]).view(np.uint8).reshape(-1, 4)
+        sparse = ~dense[at]
+        at, cols = at[sparse], cols[sparse]
+    values = np.ascontiguousarray(words[at, cols]).view(np.uint8).reshape(-1, 4)
     hit, bit = np.nonzero(np.unpackbits(values, axis=1, bitorder="little"))
     tokens = cols[hit].astype(np.int64) * 32 + bit
     keep = tokens < v
-    flat[(rows[hit].astype(np.int64) * stride + tokens)[keep]] = _NEG_INF
+    flat[(rows[at[hit]].astype(np.int64) * stride + tokens)[keep]] = _NEG_INF

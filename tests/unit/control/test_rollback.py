@@ -8,13 +8,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from greyelephant.control.ban_automaton import CompiledSteering
 from greyelephant.control.detector import detector_for
 from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.rollback import RollbackTracker, signal_token_for
 from greyelephant.control.spec import parse_steering
-from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
+from greyelephant.control.steering_batch import (
+    CHOICE_PROBE,
+    RequestInfo,
+    SteeringBatch,
+    argmax_if_in,
+)
 
 SIGNAL = 16  # <empty_output>: a special token SmolLM2's template never uses
 
@@ -295,3 +302,35 @@ def test_anticipation_takes_the_first_maximum_on_a_partly_steered_batch(vocab_in
     assert batch.anticipated == 1
     assert logits[0, nike] == 10.0 and logits[1, nike] == 10.0
     assert logits[2, nike] == float("-inf")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
+    """argmax_if_in leaves a row out only when its argmax lies outside the row's set, and
+    gives the true argmax (numpy's: first maximum, NaN first) for every row it keeps —
+    NaN and infinities included, sets dense or empty, rows strided or not."""
+    b = data.draw(st.integers(1, 6))
+    v = data.draw(st.integers(1, 3 * CHOICE_PROBE))
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((b, v)).astype(data.draw(st.sampled_from([np.float32, np.float64])))
+    for _ in range(data.draw(st.integers(0, 6))):  # special values, some at the top
+        x[rng.integers(b), rng.integers(v)] = rng.choice([np.nan, np.inf, -np.inf, 9.0, 9.0])
+    rows = sorted(rng.choice(b, size=data.draw(st.integers(1, b)), replace=False).tolist())
+    sets = []
+    for i in rows:
+        kind = data.draw(st.sampled_from(["none", "empty", "few", "argmax", "tail"]))
+        if kind == "none":
+            sets.append(None)
+            continue
+        ids = {"empty": [], "few": rng.integers(0, v, size=3).tolist(),
+               "argmax": [int(x[i].argmax())], "tail": [v - 1]}[kind]
+        sets.append(np.asarray(ids, dtype=np.int64))
+    got = argmax_if_in(x, rows, sets)
+    for i, ids in zip(rows, sets, strict=True):
+        top = int(x[i].argmax())
+        if ids is None or top in set(ids.tolist()):
+            assert got.get(i) == top
+        else:
+            assert got.get(i, top) == top

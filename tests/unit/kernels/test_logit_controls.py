@@ -443,3 +443,33 @@ def test_banned_token_lists_equal_the_same_bans_as_a_bitmask(path):
     assert bool((y[listed] == -INF).all())
     ref = logit_controls_reference(x.double(), **kw, **listed_kw)
     check_close(y, ref, dtype, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mask_table_rows_equal_the_same_masks_as_a_bitmask(dtype):
+    """Masks given as table slots (slot 0: no mask) ban exactly what the same masks as a
+    bitmask ban, with bias, penalties and temperature around them: the numpy path reads
+    the table in place (CPU float32), the others gather it; dense and sparse masks,
+    strided rows, NaN inputs. A slot outside the table is an error."""
+    g = torch.Generator().manual_seed(33)
+    b, v = 5, 3001
+    table_bool = torch.zeros(4, v, dtype=torch.bool)
+    table_bool[1] = torch.rand(v, generator=g) < 0.5  # dense
+    table_bool[2, [0, 31, 32, 2999, 3000]] = True  # sparse, the last partial word
+    table_bool[3, torch.randint(0, v, (40,), generator=g)] = True
+    table = pack_token_bitmask(table_bool)
+    rows = torch.tensor([0, 2, 1, 3, 2], dtype=torch.int32)
+    kw = rand_inputs(g, b, v, stages=("bias", "pen", "temp"))
+    wide = torch.randn(b, v + 5, generator=g) * 4
+    wide[1, :6] = float("nan")
+    wide = wide.to(dtype)
+    y, expected = wide.clone()[:, 2:v + 2], wide.clone()[:, 2:v + 2]
+    apply_logit_controls(y, mask_table=table, mask_rows=rows, **kw)
+    apply_logit_controls(expected, banned_bitmask=table[rows.long()], **kw)
+    assert torch.equal(torch.isnan(y), torch.isnan(expected))
+    assert torch.equal(y[~torch.isnan(y)], expected[~torch.isnan(expected)])
+    assert bool(torch.isneginf(y[2]).sum() >= table_bool[1].sum())
+    for bad in (-1, 4):
+        with pytest.raises((IndexError, RuntimeError)):
+            apply_logit_controls(wide.clone()[:, :v], mask_table=table,
+                                 mask_rows=torch.tensor([0, bad, 0, 0, 0], dtype=torch.int32))
