@@ -38,6 +38,19 @@ def parse_prometheus(text: str) -> dict[tuple[str, tuple], float]:
     return out
 
 
+# vLLM's own engine counters (the same names on greyelephant's /metrics): the work behind
+# a run's output — steps, tokens computed, tokens generated (a rollback discards some),
+# prompt tokens and the prefix cache's share of them, engine requests (a rollback starts one)
+ENGINE = {
+    "steps": ("vllm:iteration_tokens_total_count", {}),
+    "computed_tokens": ("vllm:iteration_tokens_total_sum", {}),
+    "generated_tokens": ("vllm:generation_tokens_total", {}),
+    "prompt_tokens": ("vllm:prompt_tokens_total", {}),
+    "prefix_cache_hits": ("vllm:prefix_cache_hits_total", {}),
+    "requests": ("vllm:request_success_total", {}),
+}
+
+
 def _value(samples: dict, name: str, labels: dict) -> float:
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
@@ -55,6 +68,16 @@ def steering_events(before: dict, after: dict) -> dict:
             if d:
                 strategies[dict(labels).get("strategy", "?")] = round(d, 3)
     out["steered_requests"] = strategies
+    out["engine"] = engine_work(before, after)
+    return out
+
+
+def engine_work(before: dict, after: dict) -> dict:
+    """The engine's work between two scrapes (:data:`ENGINE`), with ``prefill_tokens``:
+    prompt tokens the prefix cache did not serve."""
+    out = {k: round(_value(after, n, ls) - _value(before, n, ls), 3)
+           for k, (n, ls) in ENGINE.items()}
+    out["prefill_tokens"] = round(out["prompt_tokens"] - out["prefix_cache_hits"], 3)
     return out
 
 

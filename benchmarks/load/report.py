@@ -103,6 +103,40 @@ def _events_cell(s: dict) -> str:
     return ", ".join(parts) or "0"
 
 
+def engine_rows(scenarios: dict) -> list[list]:
+    """Per greyelephant scenario with engine counters: what its delivered tokens cost the
+    engine (see :func:`_engine_section`)."""
+    rows = []
+    for name, s in scenarios.items():
+        eng = (s.get("events") or {}).get("engine") or {}
+        steps, generated = eng.get("steps"), eng.get("generated_tokens")
+        delivered = s.get("delivered_tokens")
+        if not steps or not generated or not delivered:
+            continue
+        rows.append([f"`{name}`", fmt(eng.get("requests"), 0), fmt(generated, 0),
+                     fmt(delivered, 0), fmt(1 - delivered / generated, 1, pct=True),
+                     fmt(eng.get("prefill_tokens"), 0), fmt(steps, 0),
+                     fmt(generated / steps, 1), fmt(1000 * steps / delivered, 1)])
+    return rows
+
+
+def _engine_section(scenarios: dict) -> list[str]:
+    rows = engine_rows(scenarios)
+    if not rows:
+        return []
+    return ["### Engine work", "",
+            "vLLM's own counters on greyelephant's /metrics, summed over each scenario's "
+            "runs. A rollback ends an engine request and starts another: more engine "
+            "requests, tokens generated and then discarded (the partial form and the "
+            "signal), prompt tokens the prefix cache cannot serve (the last, partial "
+            "block), and the steps while the continuation is on its way back into the "
+            "batch. At a fixed concurrency those steps are what the throughput ratio "
+            "loses: compare steps per 1,000 delivered tokens with the plain twin's.", "",
+            *table(["scenario", "engine requests", "generated tokens", "delivered tokens",
+                    "discarded", "prefill tokens", "engine steps", "generated / step",
+                    "steps / 1k delivered"], rows), ""]
+
+
 def load_markdown(result: dict, plots: dict[str, str]) -> str:
     p = result
     lines = [f"# Load benchmark — preset `{p['preset']}`", "",
@@ -159,6 +193,7 @@ def load_markdown(result: dict, plots: dict[str, str]) -> str:
                     "TPOT p50 ms", "ITL p50 ms", "e2e p50 ms", "e2e p99 ms", "goodput req/s",
                     "errors", "steering events", "mention", "rounds", "load avg"], rows)
     lines.append("")
+    lines += _engine_section(p["scenarios"])
     mixed = [r for r in p.get("runs", []) if r.get("by_kind")]
     if mixed:
         lines += ["### Mixed traffic, per kind (one run)", ""]

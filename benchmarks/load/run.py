@@ -392,6 +392,7 @@ def aggregate(runs: list[dict], matrix: list[sc.Scenario], concurrency: int) -> 
                 row[k] = pts[0][k]
         row["description"] = s.description
         row["events"] = _sum_events([p.get("events") for p in pts])
+        row["delivered_tokens"] = sum(p.get("output_tokens") or 0 for p in pts)
         mention = {}
         for p in pts:
             for k, v in (p.get("mention_rate_by_kind") or {}).items():

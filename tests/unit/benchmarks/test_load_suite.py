@@ -245,16 +245,21 @@ def test_aggregate_pairs_each_round_with_its_twin_runs_before_and_after():
 def test_aggregate_pairs_rounds_for_the_ratio():
     m = sc.select(sc.build_matrix(sc.PRESETS["full"]), ["logits-30/chat"])
     runs = [run_row("plain/chat", tok=100, rnd=0, server_cpu_ms_per_token=10.0),
-            run_row("logits-30/chat", tok=90, rnd=0, events={"rollbacks": 5},
+            run_row("logits-30/chat", tok=90, rnd=0, output_tokens=960,
+                    events={"rollbacks": 5, "engine": {"steps": 70, "requests": 20}},
                     server_cpu_ms_per_token=12.5),
             run_row("plain/chat", tok=200, rnd=1), run_row("logits-30/chat", tok=196, rnd=1,
-                                                           events={"rollbacks": 3}),
+                                                           output_tokens=960,
+                                                           events={"rollbacks": 3, "engine": {
+                                                               "steps": 66, "requests": 18}}),
             run_row("plain/chat", tok=100, rnd=2), run_row("logits-30/chat", tok=95, rnd=2),
             run_row("plain/chat", c=4, tok=1)]  # another concurrency: not a headline point
     agg = aggregate(runs, m, 16)
     row = agg["logits-30/chat"]
     assert row["ratio_rounds"] == [0.9, 0.98, 0.95] and row["ratio"] == 0.95
-    assert row["rounds"] == 3 and row["events"] == {"rollbacks": 8}
+    assert row["rounds"] == 3 and row["events"] == {
+        "rollbacks": 8, "engine": {"steps": 136, "requests": 38}}
+    assert row["delivered_tokens"] == 1920  # over the runs, as the engine counters are
     assert row["cpu_ratio_rounds"] == [0.8, None, None] and row["cpu_ratio"] == 0.8
     assert agg["plain/chat"]["output_throughput"] == 100
 
@@ -295,6 +300,13 @@ greyelephant_steering_requests_total{strategy="critique_revise"} 4.0
 greyelephant_steering_violations_total{stage="draft"} 6.0
 greyelephant_steering_violations_total{stage="final"} 1.0
 vllm:num_requests_waiting{engine="0",model_name="m"} 0.0
+vllm:iteration_tokens_total_count{engine="0",model_name="m"} 120.0
+vllm:iteration_tokens_total_sum{engine="0",model_name="m"} 2000.0
+vllm:generation_tokens_total{engine="0",model_name="m"} 1700.0
+vllm:prompt_tokens_total{engine="0",model_name="m"} 900.0
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 600.0
+vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 14.0
+vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} 4.0
 """
 
 
@@ -305,6 +317,11 @@ def test_steering_events_from_metrics():
     assert ev["steered_requests"] == {"logits": 4, "critique_revise": 4}
     assert per_request(ev, 4)["revisions_per_request"] == 1.0
     assert steering_events({}, {})["rollbacks"] == 0
+    # vLLM's engine counters: every finish reason counts, the prefill is what the prefix
+    # cache did not serve
+    assert ev["engine"] == {"steps": 120, "computed_tokens": 2000, "generated_tokens": 1700,
+                            "prompt_tokens": 900, "prefix_cache_hits": 600, "requests": 18,
+                            "prefill_tokens": 300}
 
 
 # -- servers -------------------------------------------------------------------------------
@@ -404,8 +421,10 @@ def fake_result():
                            "baseline": "plain/chat",
                            "rollbacks_per_request": 1.2, "p50_e2e_ms": 5000.0,
                            "p99_e2e_ms": 6000.0, "rounds": 3, "server": "greyelephant",
-                           "mention_rate": 0.0,
-                           "events": {"steered_requests": {"logits": 60}, "rollbacks": 72}},
+                           "mention_rate": 0.0, "delivered_tokens": 4800,
+                           "events": {"steered_requests": {"logits": 60}, "rollbacks": 72,
+                                      "engine": {"steps": 400, "generated_tokens": 5000,
+                                                 "requests": 132, "prefill_tokens": 900}}},
         "critique-revise/chat": {"output_throughput": 90.0, "ratio": 0.4, "baseline":
                                  "plain/chat", "revisions_per_request": 0.9,
                                  "p50_e2e_ms": 12000.0, "p99_e2e_ms": 20000.0, "rounds": 1,
@@ -469,6 +488,10 @@ def test_write_load_report_json_markdown_and_plots(tmp_path):
     assert "Compared with the previous run" in md and "+7.1%" in md
     data = json.loads((tmp_path / "load-small.json").read_text())
     assert data["scenarios"]["logits-30/chat"]["ratio"] == 0.93
+    # the engine's work behind the delivered tokens: 4% discarded, 12.5 tokens a step,
+    # 83.3 steps per 1,000 delivered tokens
+    assert "### Engine work" in md
+    assert "| `logits-30/chat` | 132 | 5000 | 4800 | 4% | 900 | 400 | 12.5 | 83.3 |" in md
 
 
 def test_readme_block_is_replaced_between_markers(tmp_path):
