@@ -206,9 +206,15 @@ class CompiledSteering:
         row.n_tokens += 1
         idx = self.index
         plain = not row.pending
-        folded = self.feed_text(row, token_id)
-        if folded is None:
-            return
+        if plain and 0 <= token_id < len(idx.token_bytes):  # feed_text's common case
+            if idx.token_bytes[token_id] is None:
+                return  # special tokens contribute no text
+            row.pending = idx.tails[token_id]
+            folded = idx.texts[token_id]
+        else:
+            folded = self.feed_text(row, token_id)
+            if folded is None:
+                return
         q0 = row.prefer
         if plain:
             key = (row.avoid, token_id)

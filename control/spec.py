@@ -40,7 +40,7 @@ from .aho_corasick import Automaton
 from .engine_args import EngineSteering
 from .loop_guard import check_ngram_size
 from .normalize import fold_form, normalize_text
-from .surface_forms import expand_entity, fold_patterns
+from .surface_forms import entity_patterns, expand_entity
 
 from .limits import (  # noqa: E402  (re-exported: the documented limits)
     DEFAULT_MAX_ROLLBACKS,
@@ -124,7 +124,7 @@ class EntitySpec(BaseModel):
 
     def patterns(self) -> list[str]:
         """Distinct folded surface forms."""
-        return fold_patterns(self.forms())
+        return list(entity_patterns(self.entity, tuple(self.aliases)))
 
 
 def _entity_input(v: Any) -> Any:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from functools import lru_cache
 from collections.abc import Iterable, Sequence
 
 from .normalize import fold_form, normalize_text
@@ -170,9 +171,17 @@ def fold_patterns(forms: Sequence[str]) -> list[str]:
     return sorted({p for p in map(fold_form, forms) if p})
 
 
+@lru_cache(maxsize=8192)
+def entity_patterns(name: str, aliases: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """:func:`fold_patterns` of :func:`expand_entity`, memoised: a server sees the same
+    entities request after request, and every request checks and compiles its list."""
+    return tuple(fold_patterns(expand_entity(name, aliases)))
+
+
 __all__ = [
     "ARTICLES",
     "IRREGULAR_PLURALS",
+    "entity_patterns",
     "expand_entity",
     "fold_patterns",
     "name_forms",
