@@ -92,10 +92,17 @@ def session_cpu_seconds(session: int, proc: str = "/proc") -> float:
     ``start_new_session``: its API process, engine core and workers). On a machine shared
     with other work, wall-clock throughput moves with everybody's load; the CPU time the
     server spends per generated token moves much less."""
+    return sum(session_cpu_by_process(session, proc).values())
+
+
+def session_cpu_by_process(session: int, proc: str = "/proc") -> dict[str, float]:
+    """:func:`session_cpu_seconds` per process name (the kernel's ``comm``, 15 characters:
+    ``greyelephant`` the API process, ``VLLM::EngineCor`` the engine core, ``VLLM::Worker``
+    the model runner), processes of one name summed."""
     import os
 
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    out: dict[str, float] = {}
     for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
@@ -104,7 +111,9 @@ def session_cpu_seconds(session: int, proc: str = "/proc") -> float:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
+        head, tail = stat.rsplit(")", 1)
+        fields = tail.split()
         if len(fields) > 12 and int(fields[3]) == session:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+            name = head.split("(", 1)[1] if "(" in head else "?"
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out

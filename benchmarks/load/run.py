@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from . import history, scenarios as sc
-from .counters import parse_prometheus, per_request, session_cpu_seconds, steering_events
+from .counters import parse_prometheus, per_request, session_cpu_by_process, steering_events
 from .servers import SERVERS, effective_config, kv_cache_share, machine_memory, server_command
 from .stats import SLO, from_vllm_result, median_or_none, poisson_rates, ratio, saturation, \
     summarize
@@ -204,7 +204,7 @@ class Runner:
         else:
             spec_size = {}
         before = _scrape(srv.base) if is_ge else {}
-        cpu0 = session_cpu_seconds(srv.proc.pid) if srv.proc else 0.0
+        cpu0 = session_cpu_by_process(srv.proc.pid) if srv.proc else {}
         started = time.time()
         try:
             result = self.vc.run(argv, samples=samples, log=self.log)
@@ -212,7 +212,9 @@ class Runner:
         except Exception as exc:  # a failed run is a result too
             result, err = None, f"{type(exc).__name__}: {exc}"
         wall = time.time() - started
-        cpu = (session_cpu_seconds(srv.proc.pid) if srv.proc else 0.0) - cpu0
+        cpu_by = {k: v - cpu0.get(k, 0.0) for k, v in (
+            session_cpu_by_process(srv.proc.pid) if srv.proc else {}).items()}
+        cpu = sum(cpu_by.values())
         after = _scrape(srv.base) if is_ge else {}
         row = {"scenario": s.name, "server": spec_key, "generator": "vllm-bench",
                "concurrency": concurrency, "request_rate": rate, "round": round_,
@@ -230,6 +232,9 @@ class Runner:
             row["server_cpu_s"] = round(cpu, 2)
             if row["output_tokens"]:
                 row["server_cpu_ms_per_token"] = round(1000 * cpu / row["output_tokens"], 3)
+                row["server_cpu_ms_per_token_by_process"] = {
+                    k: round(1000 * v / row["output_tokens"], 3) for k, v in cpu_by.items()
+                    if v > 0}
             row["vllm_request_goodput"] = result.get("request_goodput")
             if requests is not None:
                 row["mention_rate_by_kind"] = _mentions(result.get("generated_texts", []),

@@ -551,7 +551,7 @@ def test_server_commands_for_each_configuration(tmp_path):
 
 
 def test_session_cpu_seconds_reads_proc(tmp_path):
-    from greyelephant.benchmarks.load.counters import session_cpu_seconds
+    from greyelephant.benchmarks.load.counters import session_cpu_by_process, session_cpu_seconds
 
     tick = __import__("os").sysconf("SC_CLK_TCK")
     # pid (comm with ) and spaces) state ppid pgrp session ... utime stime
@@ -563,3 +563,5 @@ def test_session_cpu_seconds_reads_proc(tmp_path):
     (tmp_path / "self").mkdir()
     assert session_cpu_seconds(7, proc=str(tmp_path)) == 5.0
     assert session_cpu_seconds(99, proc=str(tmp_path)) == 0.0
+    # per process name (a comm holding ")" and spaces), processes of one name summed
+    assert session_cpu_by_process(7, proc=str(tmp_path)) == {"VLLM::Worker (x)": 5.0}
