@@ -97,8 +97,9 @@ def session_cpu_seconds(session: int, proc: str = "/proc") -> float:
 
 def session_cpu_by_process(session: int, proc: str = "/proc") -> dict[str, float]:
     """:func:`session_cpu_seconds` per process name (the kernel's ``comm``, 15 characters:
-    ``greyelephant`` the API process, ``VLLM::EngineCor`` the engine core, ``VLLM::Worker``
-    the model runner), processes of one name summed."""
+    the API process — ``python`` under ``python -m``, ``greyelephant`` from the console
+    script —, ``VLLM::EngineCor`` the engine core, ``VLLM::Worker`` the model runner),
+    processes of one name summed."""
     import os
 
     tick = os.sysconf("SC_CLK_TCK")
