@@ -39,7 +39,7 @@ class MaskTable:
         self._free = list(range(self.table.shape[0] - 1, 0, -1))  # slot 0: zeros
         self.step = 0
         self.uploads = 0
-        self.evictions = 0  # also a generation: a slot known by key stays valid until then
+        self.evictions = 0  # slots taken back from a key (for tests and logs)
 
     def begin_step(self) -> None:
         self.step += 1
@@ -60,10 +60,6 @@ class MaskTable:
             self._slots.move_to_end(key)
         self._used_in[s] = self.step
         return s
-
-    def touch(self, s: int) -> None:
-        """A slot handed out again this step without a lookup (see ``evictions``)."""
-        self._used_in[s] = self.step
 
     def _take(self) -> int:
         if self._free:

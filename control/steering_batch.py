@@ -30,6 +30,7 @@ _check`): the outcome of a rollback without the round trip.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,10 +54,11 @@ GREEDY_EPS = 1e-5  # vLLM's: a temperature below it samples greedily
 # On the CPU, a mask banning at most vocab // SPARSE_IDS_SHARE tokens is sent as its list
 # of token ids (see SteeringBatch.__init__)
 SPARSE_IDS_SHARE = 32
-# Plain-step masks memoised per batch (SteeringBatch.controls); each entry holds a mask
+# Plain-step masks memoised per batch (SteeringBatch.controls); each entry holds a mask.
+# Also the bound on the row kinds remembered
 MAX_STEP_MEMO = 4096
 # The rollback check looks among the first CHOICE_PROBE tokens for one that proves a row's
-# argmax lies outside a token set (see SteeringBatch._choices_in_sets)
+# argmax lies outside a token set (see argmax_if_in)
 CHOICE_PROBE = 2048
 
 
@@ -134,7 +136,8 @@ class SteeringBatch:
         # a plain step's mask per (row kind, avoid state, pending bytes): (key, mask, its
         # banned ids or None, inside a form); rows of one kind share it (see controls)
         self._steps: dict[tuple, tuple] = {}
-        self._kinds: dict[tuple, int] = {}
+        self._kinds: dict[tuple, int] = {}  # row kind -> its id (ids never reused)
+        self._kind_ids = itertools.count(1)
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
 
@@ -203,7 +206,11 @@ class SteeringBatch:
                    stop_ids=frozenset(stop_ids), stop_tuple=tuple(sorted(stop_ids)),
                    signal_ban=(args.signal,) if args.signal is not None else ())
         kind = (compiled.uid, args.rollback, row.signal_ban, row.stop_tuple)
-        row.kind = self._kinds.get(kind) or self._kinds.setdefault(kind, len(self._kinds) + 1)
+        row.kind = self._kinds.get(kind, 0)
+        if not row.kind:
+            if len(self._kinds) >= MAX_STEP_MEMO:  # bounded: a new spec is a new kind
+                self._kinds.clear()
+            row.kind = self._kinds[kind] = next(self._kind_ids)
         if resumed and (info.presence_penalty or info.frequency_penalty):
             ids, counts = np.unique(np.asarray(resumed, dtype=np.int64), return_counts=True)
             keep = ids < self.index.vocab_size
@@ -321,7 +328,7 @@ class SteeringBatch:
                 plan.set_mask(j, mask_key, words, ids)
                 if args.rollback and not r.signalled and not at_start:
                     if inside:
-                        watch.append((j, i, words))
+                        watch.append((j, i, words, ids))
                     elif r.info.temperature < GREEDY_EPS and not st.pending:
                         anticipate.append((j, i))
             elif r.signal_ban:
@@ -451,7 +458,7 @@ class SteeringBatch:
         """
         out: list[int] = []
         rows = self.rows
-        greedy = [(i, words) for _, i, words in plan.watch
+        greedy = [(i, words, ids) for _, i, words, ids in plan.watch
                   if rows[i].info.temperature < GREEDY_EPS]
         # anticipation needs the argmax only of rows with tokens that may write a whole
         # form at once from their state
@@ -459,11 +466,11 @@ class SteeringBatch:
         if _numpy_logits(logits):
             choices = self._choices_in_sets(logits, greedy, ahead, vocab)
         else:  # one argmax call serves both kinds of rows
-            need = [i for i, _ in greedy] + [i for _, i in ahead]
+            need = [i for i, _, _ in greedy] + [i for _, i in ahead]
             choices = dict(zip(need, _argmax_rows(logits, need), strict=True)) if need else {}
-        out += [i for i, words in greedy if choices.get(i) is not None
+        out += [i for i, words, _ in greedy if choices.get(i) is not None
                 and _bit(words, choices[i])]
-        for _, i, words in plan.watch:
+        for _, i, words, _ in plan.watch:
             r = rows[i]
             temp = r.info.temperature
             if temp < GREEDY_EPS:
@@ -492,13 +499,14 @@ class SteeringBatch:
                 self.anticipated += 1
         return out
 
-    def _choices_in_sets(self, logits: torch.Tensor, greedy: list[tuple[int, np.ndarray]],
+    def _choices_in_sets(self, logits: torch.Tensor, greedy: list[tuple],
                          ahead: list[tuple[int, int]], vocab: int) -> dict[int, int]:
         """The argmax of each row :meth:`_check` asks about where it can matter (CPU
         logits, see :func:`argmax_if_in`): of a watched greedy row when its mask may hold
-        it (a dense mask: always), of a row to anticipate when it may write a whole form."""
-        rows = [i for i, _ in greedy] + [i for _, i in ahead]
-        sets = [self._mask_ids(words, vocab) for _, words in greedy]
+        it (a mask sent whole rather than as ids: always), of a row to anticipate when it
+        may write a whole form."""
+        rows = [i for i, _, _ in greedy] + [i for _, i in ahead]
+        sets = [ids for _, _, ids in greedy]
         sets += [(r := self.rows[i]).compiled.whole_form_ids(r.state, vocab) for _, i in ahead]
         return argmax_if_in(logits.detach().numpy(), rows, sets) if rows else {}
 
@@ -550,19 +558,8 @@ class _StepPlan:
         self.any_ban = False
         self.bias: list[tuple[np.ndarray, np.ndarray]] = [(_EMPTY_IDS, _EMPTY_VALS)] * k
         self.penalty: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
-        self.watch: list[tuple[int, int, np.ndarray]] = []
+        self.watch: list[tuple[int, int, np.ndarray, np.ndarray | None]] = []
         self.anticipate: list[tuple[int, int]] = []
-
-    def reuse(self, j: int, slot: int, words: np.ndarray, ids: np.ndarray | None) -> None:
-        """Row j keeps the table slot (or the id list) it had: same state, same mask."""
-        self.any_ban = True
-        self.row_words[j] = words
-        if ids is not None:
-            self.ids[j] = ids
-            return
-        self.any_table = True
-        self.mask_rows[j] = slot
-        self.table.touch(slot)
 
     def set_mask(self, j: int, key: tuple, words: np.ndarray,
                  ids: np.ndarray | None = None) -> None:
@@ -655,14 +652,10 @@ class _StepPlan:
 
     def _ban_lists(self) -> tuple[np.ndarray, np.ndarray]:
         """(indptr, ids): per row, its mask's ids (when sent as a list) and extra bans."""
-        extra = self.extra
-        if extra:
-            parts = [np.concatenate([a, np.asarray(extra[j], dtype=np.int32)])
-                     if j in extra and a is not None
-                     else np.asarray(extra[j], dtype=np.int32) if j in extra else a
-                     for j, a in enumerate(self.ids)]
-        else:
-            parts = self.ids
+        parts = list(self.ids)
+        for j, bans in self.extra.items():
+            e = np.asarray(bans, dtype=np.int32)
+            parts[j] = e if parts[j] is None else np.concatenate([parts[j], e])
         indptr = np.zeros(self.k + 1, dtype=np.int32)
         np.cumsum([0 if a is None else a.size for a in parts], out=indptr[1:])
         present = [a for a in parts if a is not None]
@@ -691,14 +684,9 @@ def _boosted(vals: np.ndarray) -> np.ndarray:
 
 
 def _argmax_rows(logits: torch.Tensor, rows: list[int]) -> list[int]:
-    """The argmax (first maximum, NaN counting as the maximum as in torch) of each of
-    ``rows``. On the CPU through numpy, whose argmax is vectorised (torch's is not there)."""
-    if _numpy_logits(logits):
-        x = logits.detach().numpy()
-        if 2 * len(rows) >= x.shape[0]:  # most rows: no copy of the rows
-            top = x.argmax(axis=-1)
-            return [int(top[i]) for i in rows]
-        return [int(x[i].argmax()) for i in rows]
+    """The argmax (first maximum, NaN counting as the maximum) of each of ``rows``, in
+    torch: the rollback check's path for logits numpy cannot read (half precision, a GPU;
+    CPU float32 goes through :func:`argmax_if_in`)."""
     if len(rows) == logits.shape[0] and rows == list(range(len(rows))):
         return logits.argmax(dim=-1).tolist()
     sub = logits.index_select(0, torch.as_tensor(rows, dtype=torch.long).to(logits.device))

@@ -101,3 +101,25 @@ def test_greedy_adversarial_decode_on_device(vocab_index, tokenizer, device):
         text = tokenizer.decode(o, skip_special_tokens=True)
         assert not det.mentions(text), text
         assert 0 < done[i] < len(targets[i].encode())  # got close, never through
+
+
+def test_row_kinds_stay_distinct_after_the_kind_memo_is_cleared(vocab_index, tokenizer,
+                                                                monkeypatch):
+    """Rows of different specs share no plain-step masks, also once the bounded memo of
+    row kinds has been cleared (a kind id is never handed out twice): every row gets its
+    own spec's ban, as the per-row reference."""
+    from greyelephant.control import steering_batch as sb
+
+    monkeypatch.setattr(sb, "MAX_STEP_MEMO", 2)
+    steering = [args(avoid=[name]) for name in ("Nike", "Tesla", "Coca-Cola", "Eiffel Tower")]
+    outs = [tokenizer.encode(t) for t in (" I like Ni", " the Tes", " Coca", " the Eiffel")]
+    batch = SteeringBatch(vocab_index, "cpu")
+    for i, st in enumerate(steering):
+        batch.add(i, st, outs[i])
+    assert len({batch.rows[i].kind for i in range(len(steering))}) == len(steering)
+    logits = torch.randn(len(steering), vocab_index.vocab_size,
+                         generator=torch.Generator().manual_seed(1))
+    want = expected(vocab_index, logits, steering, outs)
+    got = batch.apply(logits)
+    assert torch.equal(torch.isneginf(got), torch.isneginf(want))
+    assert torch.equal(got[~torch.isneginf(got)], want[~torch.isneginf(want)])
