@@ -144,6 +144,10 @@ class RollbackTracker:
             out.append(self.live_start())
         return sorted(set(out))
 
+    def live_chars(self) -> int:
+        """Characters of the current partial form (0 when the text is inside none)."""
+        return self.compiled.avoid.depth[self._row.avoid] - 1 if self.inside_form() else 0
+
     def live_groups(self) -> frozenset[int]:
         return self.compiled.groups_at(self._row.avoid) if self.inside_form() else frozenset()
 

@@ -35,6 +35,7 @@ class Admission:
     metrics: object
     admitted: int = 0
     draining: bool = False
+    prepared: int = 0  # prepared rollback continuations running (server/rollback.py)
 
     def admit(self, n: int = 1) -> Ticket:
         if self.draining:
@@ -49,6 +50,19 @@ class Admission:
         self.admitted += n
         self.metrics.admitted.set(self.admitted)
         return Ticket(self, n)
+
+
+    def reserve_prepared(self, slots: int | None) -> bool:
+        """Room for one more prepared rollback continuation: the admitted sequences and
+        the prepared ones stay below the engine's ``slots`` (None: unknown, no room), so a
+        prepared continuation never queues in front of an admitted request."""
+        if slots is None or self.admitted + self.prepared >= slots:
+            return False
+        self.prepared += 1
+        return True
+
+    def release_prepared(self) -> None:
+        self.prepared -= 1
 
 
 @dataclass

@@ -49,6 +49,11 @@ def build_serve_parser():
                        help="a steered answer that still names an avoided entity: 500 "
                             "steering_violation (default: fail closed) or returned with "
                             "the violation in its report")
+    group.add_argument("--no-prepared-rollbacks", action="store_true",
+                       help="do not submit a rollback's continuation ahead of the rollback "
+                            "(while a logits-steered choice is inside an avoided form, the "
+                            "continuation a rollback would start is prepared in parallel "
+                            "while the engine has free sequence slots; see docs/steering.md)")
     group.add_argument("--model-runner", choices=["auto", "v1", "v2"], default="auto",
                        help="vLLM model runner: auto = vLLM's choice (V2 on GPUs for dense "
                             "models, V1 on CPU); the steering processor matching it is "
@@ -163,6 +168,7 @@ def serve_main(argv: list[str]) -> int:
         max_queued_requests=None if args.max_queued_requests < 0 else args.max_queued_requests,
         drain_timeout=args.drain_timeout,
         adapter_roots=roots,
+        prepared_rollbacks=not args.no_prepared_rollbacks,
     )
     engine_args = build_engine_args(args, model_path)
     ctx = ServerContext(settings, EngineHandle(engine_args, served_name), adapters, Metrics())

@@ -30,6 +30,8 @@ class ServerSettings:
     max_queued_requests: int | None = None  # beyond the engine's max_num_seqs; None: none
     drain_timeout: float = 30.0
     adapter_roots: tuple[str, ...] = ()  # directories adapters may be loaded from
+    # submit a rollback's continuation while the choice is inside a form (server/rollback.py)
+    prepared_rollbacks: bool = True
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

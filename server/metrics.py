@@ -37,6 +37,11 @@ class Metrics:
             self.rollbacks = Counter("greyelephant_steering_rollbacks_total",
                                      "Rollbacks of logits-steered choices to where an "
                                      "avoided form began")
+            self.prepared = Counter("greyelephant_steering_prepared_continuations_total",
+                                    "Rollback continuations submitted while a choice was "
+                                    "inside an avoided form, by outcome (used: its rollback "
+                                    "came; discarded: the text left the form, or the "
+                                    "choice ended)", ["outcome"])
             self.admitted = Gauge("greyelephant_requests_admitted",
                                   "Generation requests admitted and not finished (engine "
                                   "sequences: a request with n choices counts n)")

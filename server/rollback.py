@@ -11,6 +11,16 @@ with a new engine request whose prompt is the original prompt plus the accepted 
 step bans every token that begins a form of that entity there. After ``max_rollbacks``
 rollbacks a choice continues with the mask alone.
 
+A rollback costs the choice the steps of the rolled-back tokens, the signal's, and the
+continuation's way back into the batch. So while a choice is inside a form, the
+continuation its rollback would start — same prompt, same start ban, same parameters — is
+*prepared*: submitted at once and buffered (:class:`_Prepared`). If the rollback comes,
+the choice goes on with it, its first tokens often already there; if the text leaves the
+form instead (an innocent "Romeo"), or the choice ends, it is aborted. It is used only when
+it is exactly the request the rollback would submit, so the output is the same as without
+it. It is prepared only while the engine has free sequence slots
+(:meth:`.admission.Admission.reserve_prepared`); ``--no-prepared-rollbacks`` turns it off.
+
 What the client sees is the shape of an unsteered response:
 
 * text and token ids are the accepted ones: rolled-back tokens are counted in the
@@ -50,6 +60,13 @@ from .context import ServerContext
 from .generation import Delta, steering_failed, stream_outputs
 
 logger = logging.getLogger("greyelephant.server")
+
+# A continuation is prepared once the live form is this far along (either): most words
+# that begin a form leave it at their first token with one or two of its characters (" a"
+# under Amazon, " Co" + "zy" under Coca-Cola), and preparing for each of them would add
+# an engine request to almost every word (docs/steering.md, "Prepared continuations")
+PREPARE_AFTER_TOKENS = 2
+PREPARE_AFTER_CHARS = 3
 
 
 @dataclass(frozen=True)
@@ -109,8 +126,20 @@ class _Chain:
         self.start_bans: dict[int, set[int]] = {}
         self.finish: tuple[str, int | str | None, bool] | None = None
         self.rollback_to: tuple[int, frozenset[int]] | None = None
+        self.prepare = bool(getattr(ctx.settings, "prepared_rollbacks", False))
+        self.prepared: _Prepared | None = None  # the live form's continuation, running
+        self.adopted: _Prepared | None = None  # the continuation the next request is
 
     async def run(self) -> AsyncIterator[Delta]:
+        try:
+            async for d in self._run():
+                yield d
+        finally:
+            self._drop_prepared()
+            if self.adopted is not None:
+                self.adopted.close()
+
+    async def _run(self) -> AsyncIterator[Delta]:
         state, tracker, run = self.state, self.tracker, self.run_
         while True:
             rollback_on = state.rollbacks < run.max_rollbacks
@@ -143,6 +172,8 @@ class _Chain:
                                len(state.tokens), state.emitted_tokens)
                 k, groups = len(state.tokens), frozenset()
             self.start_bans.setdefault(k, set()).update(groups)
+            self._adopt_prepared((k, frozenset(self.start_bans[k]),
+                                  state.rollbacks + 1 < run.max_rollbacks))
             state.rollback(k, self.ctx.engine.tokenizer, self.params.skip_special_tokens)
             tracker.truncate(k)
 
@@ -187,13 +218,11 @@ class _Chain:
         ``self.rollback_to`` when a near miss is judged mid-stream."""
         state, tracker, signal = self.state, self.tracker, self.run_.signal
         base = len(state.tokens)
-        p = _engine_params(self.params, self.run_, base=base, index=self.index,
-                           start_ban=self.start_bans.get(base, ()), rollback_on=rollback_on)
-        sub_id = self.request_id if not state.requests else f"{self.request_id}-rb{state.requests}"
-        state.requests += 1
         self.finish = None
-        outs = stream_outputs(self.ctx, self.route, self.prompt_ids + state.tokens, p, sub_id,
-                              self.lora)
+        if self.adopted is not None:  # prepared for this very rollback: already running
+            outs, self.adopted = self.adopted.outputs(), None
+        else:
+            outs = self._submit(base, frozenset(self.start_bans.get(base, ())), rollback_on)
         async with aclosing(outs):
             async for out in outs:
                 o = out.outputs[0]
@@ -217,9 +246,106 @@ class _Chain:
                 self.rollback_to = self._judge(final=False)
                 if self.rollback_to is not None:
                     return  # closing the stream aborts the engine request
+                if self.prepare and rollback_on:
+                    self._keep_prepared()
                 if self.stream:
                     for d in state.commit(self.held_from(), self.hold, self.index):
                         yield d
+
+
+    def _submit(self, base: int, start_ban: frozenset[int], rollback_on: bool
+                ) -> AsyncIterator:
+        """The engine request that continues the choice after its first ``base`` accepted
+        tokens (its outputs; submitted when first iterated)."""
+        state = self.state
+        p = _engine_params(self.params, self.run_, base=base, index=self.index,
+                           start_ban=start_ban, rollback_on=rollback_on)
+        sub_id = self.request_id if not state.requests else f"{self.request_id}-rb{state.requests}"
+        state.requests += 1
+        return stream_outputs(self.ctx, self.route, self.prompt_ids + state.tokens[:base], p,
+                              sub_id, self.lora)
+
+    def _keep_prepared(self) -> None:
+        """Keep the prepared continuation in step with the live form: the one a rollback
+        would submit now (return to the form's start, ban the starts of its entities
+        there), or none when the text is inside no form that can still be rolled back or
+        the form is not far enough along yet (:data:`PREPARE_AFTER_TOKENS`,
+        :data:`PREPARE_AFTER_CHARS`)."""
+        tracker, state = self.tracker, self.state
+        key = None
+        if tracker.inside_form():
+            k = tracker.live_start()
+            far = (len(state.tokens) - k >= PREPARE_AFTER_TOKENS
+                   or tracker.live_chars() >= PREPARE_AFTER_CHARS)
+            if far and state.emitted_tokens <= k < len(state.tokens):
+                ban = frozenset(self.start_bans.get(k, set()) | tracker.live_groups())
+                key = (k, ban, state.rollbacks + 1 < self.run_.max_rollbacks)
+        if self.prepared is not None and self.prepared.key == key:
+            return
+        self._drop_prepared()
+        if key is None:
+            return
+        admission = self.ctx.admission
+        if not admission.reserve_prepared(self.ctx.engine.max_num_seqs):
+            return
+        k, ban, rollback_on = key
+        self.prepared = _Prepared(key, self._submit(k, ban, rollback_on),
+                                  admission.release_prepared)
+
+    def _drop_prepared(self) -> None:
+        if self.prepared is not None:
+            self.prepared.close()
+            self.ctx.metrics.prepared.labels("discarded").inc()
+            self.prepared = None
+
+    def _adopt_prepared(self, key: tuple[int, frozenset[int], bool]) -> None:
+        """The rollback to ``key`` (form start, start ban, rollback on) is decided: its
+        prepared continuation becomes the next request when it is exactly that one."""
+        if self.prepared is not None and self.prepared.key == key:
+            self.adopted, self.prepared = self.prepared, None
+            self.ctx.metrics.prepared.labels("used").inc()
+        self._drop_prepared()
+
+
+class _Prepared:
+    """An engine request submitted ahead of the rollback that would start it: a task
+    reads its outputs into a buffer from the start; :meth:`outputs` replays them and goes
+    on live. Closing it (or its :meth:`outputs`) aborts the engine request."""
+
+    def __init__(self, key: tuple, outs: AsyncIterator, release) -> None:
+        self.key = key
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(outs))
+        # a done callback runs even when the task is cancelled before it starts
+        self._task.add_done_callback(lambda _: release())
+
+    async def _pump(self, outs: AsyncIterator) -> None:
+        try:
+            async with aclosing(outs):
+                async for out in outs:
+                    self._queue.put_nowait(out)
+        except Exception as exc:  # noqa: BLE001 - re-raised by outputs() if it is used
+            self._queue.put_nowait(exc)
+        finally:
+            self._queue.put_nowait(_DONE)
+
+    async def outputs(self) -> AsyncIterator:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._task.cancel()  # cancelling the stream aborts its engine request
+
+
+_DONE = object()
 
 
 class _ChoiceState:

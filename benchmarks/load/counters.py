@@ -2,7 +2,8 @@
 
 Read before and after each run on a greyelephant server; the difference is what that run
 made happen: steered requests by strategy, rollbacks (a ban that fired inside an avoided
-form and rewound the choice), critique-revise revisions, and the avoided-entity mentions
+form and rewound the choice), their continuations prepared ahead (used, or discarded),
+critique-revise revisions, and the avoided-entity mentions
 the detector found in drafts and in final answers.
 """
 
@@ -15,6 +16,10 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 EVENTS = {
     "rollbacks": ("greyelephant_steering_rollbacks_total", {}),
+    # rollback continuations submitted ahead of their rollback: used, or aborted unused
+    "prepared_used": ("greyelephant_steering_prepared_continuations_total", {"outcome": "used"}),
+    "prepared_discarded": ("greyelephant_steering_prepared_continuations_total",
+                           {"outcome": "discarded"}),
     "revisions": ("greyelephant_steering_revisions_total", {}),
     "draft_mentions": ("greyelephant_steering_violations_total", {"stage": "draft"}),
     "final_mentions": ("greyelephant_steering_violations_total", {"stage": "final"}),
@@ -48,6 +53,9 @@ ENGINE = {
     "prompt_tokens": ("vllm:prompt_tokens_total", {}),
     "prefix_cache_hits": ("vllm:prefix_cache_hits_total", {}),
     "requests": ("vllm:request_success_total", {}),
+    # prompt tokens computed, counted with the prefills that ran (the prefix cache's hits
+    # are counted at scheduling, also for requests aborted before their first token)
+    "prompt_computed": ("vllm:prompt_tokens_by_source_total", {"source": "local_compute"}),
 }
 
 
@@ -74,10 +82,15 @@ def steering_events(before: dict, after: dict) -> dict:
 
 def engine_work(before: dict, after: dict) -> dict:
     """The engine's work between two scrapes (:data:`ENGINE`), with ``prefill_tokens``:
-    prompt tokens the prefix cache did not serve."""
+    prompt tokens the prefix cache did not serve (vLLM's own count where it has one, else
+    prompt tokens minus prefix-cache hits)."""
     out = {k: round(_value(after, n, ls) - _value(before, n, ls), 3)
            for k, (n, ls) in ENGINE.items()}
-    out["prefill_tokens"] = round(out["prompt_tokens"] - out["prefix_cache_hits"], 3)
+    name = ENGINE["prompt_computed"][0]
+    counted = any(n == name for n, _ in after)
+    computed = out.pop("prompt_computed")
+    out["prefill_tokens"] = (computed if counted
+                             else round(out["prompt_tokens"] - out["prefix_cache_hits"], 3))
     return out
 
 

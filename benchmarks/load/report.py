@@ -96,7 +96,8 @@ def _events_cell(s: dict) -> str:
     steered = sum((ev.get("steered_requests") or {}).values())
     if steered:
         parts.append(f"{steered:g} steered")
-    for k, label in (("rollbacks", "rollbacks"), ("revisions", "revisions"),
+    for k, label in (("rollbacks", "rollbacks"), ("prepared_used", "prepared used"),
+                     ("prepared_discarded", "prepared discarded"), ("revisions", "revisions"),
                      ("draft_mentions", "draft mentions")):
         if ev.get(k):
             parts.append(f"{ev[k]:g} {label}")
@@ -174,7 +175,8 @@ def load_markdown(result: dict, plots: dict[str, str]) -> str:
               "throughput ratio with other work on the machine taken out; load avg = the "
               "machine's 1-minute load average after the run (2 cores). Steering events are the server's /metrics counters over "
               "the scenario's runs (rollbacks: a ban fired inside an avoided form and rewound "
-              "the choice; draft mentions: drafts naming an avoided entity, which "
+              "the choice; prepared used / discarded: rollback continuations submitted while "
+              "the choice was inside the form, then used by its rollback or aborted; draft mentions: drafts naming an avoided entity, which "
               "critique-revise revises). mention = share of answers naming their own case's "
               "avoided entity.", ""]
     rows = []

@@ -299,6 +299,8 @@ greyelephant_steering_requests_total{strategy="logits"} 14.0
 greyelephant_steering_requests_total{strategy="critique_revise"} 4.0
 greyelephant_steering_violations_total{stage="draft"} 6.0
 greyelephant_steering_violations_total{stage="final"} 1.0
+greyelephant_steering_prepared_continuations_total{outcome="used"} 5.0
+greyelephant_steering_prepared_continuations_total{outcome="discarded"} 2.0
 vllm:num_requests_waiting{engine="0",model_name="m"} 0.0
 vllm:iteration_tokens_total_count{engine="0",model_name="m"} 120.0
 vllm:iteration_tokens_total_sum{engine="0",model_name="m"} 2000.0
@@ -314,6 +316,7 @@ def test_steering_events_from_metrics():
     ev = steering_events(parse_prometheus(METRICS_BEFORE), parse_prometheus(METRICS_AFTER))
     assert ev["rollbacks"] == 6 and ev["revisions"] == 4
     assert ev["draft_mentions"] == 4 and ev["final_mentions"] == 1
+    assert ev["prepared_used"] == 5 and ev["prepared_discarded"] == 2  # new since before
     assert ev["steered_requests"] == {"logits": 4, "critique_revise": 4}
     assert per_request(ev, 4)["revisions_per_request"] == 1.0
     assert steering_events({}, {})["rollbacks"] == 0
@@ -322,6 +325,12 @@ def test_steering_events_from_metrics():
     assert ev["engine"] == {"steps": 120, "computed_tokens": 2000, "generated_tokens": 1700,
                             "prompt_tokens": 900, "prefix_cache_hits": 600, "requests": 18,
                             "prefill_tokens": 300}
+    # with vLLM's own count of computed prompt tokens (aborted requests' cache hits are
+    # counted at scheduling, their prompt tokens never): that count
+    computed = METRICS_AFTER + ('vllm:prompt_tokens_by_source_total{engine="0",'
+                                'source="local_compute"} 250.0\n')
+    assert steering_events(parse_prometheus(METRICS_BEFORE),
+                           parse_prometheus(computed))["engine"]["prefill_tokens"] == 250
 
 
 # -- servers -------------------------------------------------------------------------------
