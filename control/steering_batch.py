@@ -711,8 +711,9 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
     for ids, ks in groups.values():
         if ids.size and 2 * len(ks) >= x.shape[0]:  # most rows: gather every row's
             best[ks] = x[:, ids].max(axis=1)[[rows[k] for k in ks]]
-        elif ids.size:
-            best[ks] = x[np.ix_([rows[k] for k in ks], ids)].max(axis=1)
+        elif ids.size:  # a few rows: one 1-D gather each (cheaper than a 2-D one)
+            for k in ks:
+                best[k] = x[rows[k]][ids].max()
         else:
             best[ks] = -np.inf
     probe = min(CHOICE_PROBE, x.shape[1])
