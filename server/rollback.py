@@ -62,11 +62,11 @@ from .generation import Delta, steering_failed, stream_outputs
 logger = logging.getLogger("greyelephant.server")
 
 # A continuation is prepared once the live form is this far along (either): most words
-# that begin a form leave it at their first token with one or two of its characters (" a"
-# under Amazon, " Co" + "zy" under Coca-Cola), and preparing for each of them would add
-# an engine request to almost every word (docs/steering.md, "Prepared continuations")
+# that begin a form leave it at their first token with one to three of its characters
+# (" a" under Amazon, " Co" + "zy" under Coca-Cola), and preparing for each of them would
+# add an engine request to almost every word (docs/steering.md, "Prepared continuations")
 PREPARE_AFTER_TOKENS = 2
-PREPARE_AFTER_CHARS = 3
+PREPARE_AFTER_CHARS = 4
 
 
 @dataclass(frozen=True)
