@@ -110,7 +110,7 @@ PRESETS: dict[str, Preset] = {
         poisson_fractions=(0.5, 1.0), guidellm_sweep_size=3, guidellm_seconds=60.0),
     "full": Preset(
         "full", "30 min to an hour on 2 CPU cores: longer runs, 5 rounds for the headline "
-                "steered/plain ratios (each round: plain twin, steered, plain twin, back to "
+                "steered/plain ratios (3 for logits-1000) (each round: plain twin, steered, plain twin, back to "
                 "back), every server swept over concurrency, Poisson sweeps with both load "
                 "generators",
         min_prompts=12, prompts_per_stream=3, max_prompts=128, chat_prompts=48, rounds=5,
@@ -157,8 +157,9 @@ def build_matrix(preset: Preset) -> list[Scenario]:
         Scenario("logits-30-norollback/chat", "chat", "logits", names=30, max_rollbacks=0,
                  concurrencies=(c,), baseline="plain/chat",
                  description="logits, 30 avoided names, max_rollbacks 0 (mask only)"),
+        # paired rounds too (up to 3): on 2 cores a one-round ratio is good to about ±0.2
         Scenario("logits-1000/chat", "chat", "logits", forms=1000, concurrencies=(c,),
-                 baseline="plain/chat",
+                 baseline="plain/chat", rounds=min(rounds, 3),
                  description="logits, 1,000 avoided surface forms (~170 names)"),
         Scenario("critique-revise/chat", "chat", "critique_revise", concurrencies=(c,),
                  baseline="plain/chat",
