@@ -210,10 +210,13 @@ def quality_plot(result: dict, path: Path) -> bool:
         ax.set_ylim(0, 1.12)
         ax.set_ylabel("share of answers")
         ax.set_title(f"{file} · {model}", fontsize=9)
-    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
+    # one legend below the panels, clear of the bars and latency labels
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=len(metrics), loc="lower center",
+               frameon=False)
     fig.suptitle(f"Steering quality per strategy — {result['machine']}, {result['date'][:10]}",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return True
