@@ -711,7 +711,7 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
     for ids, ks in groups.values():
         if ids.size and 2 * len(ks) >= x.shape[0]:  # most rows: gather every row's
             best[ks] = x[:, ids].max(axis=1)[[rows[k] for k in ks]]
-        elif ids.size:  # a few rows: one 1-D gather each (cheaper than a 2-D one)
+        elif ids.size:  # a few rows: a 1-D gather of each row's set
             for k in ks:
                 best[k] = x[rows[k]][ids].max()
         else:

@@ -110,8 +110,8 @@ PRESETS: dict[str, Preset] = {
         poisson_fractions=(0.5, 1.0), guidellm_sweep_size=3, guidellm_seconds=60.0),
     "full": Preset(
         "full", "30 min to an hour on 2 CPU cores: longer runs, 5 rounds for the headline "
-                "steered/plain ratios (3 for logits-1000) (each round: plain twin, steered, plain twin, back to "
-                "back), every server swept over concurrency, Poisson sweeps with both load "
+                "steered/plain ratios and 3 for logits-1000 (each round: plain twin, steered, "
+                "plain twin, back to back), every server swept over concurrency, Poisson sweeps with both load "
                 "generators",
         min_prompts=12, prompts_per_stream=3, max_prompts=128, chat_prompts=48, rounds=5,
         poisson_fractions=(0.5, 0.75, 1.0, 1.25), poisson_prompts=32,
