@@ -60,17 +60,19 @@ def targets(result: dict) -> list[dict]:
     s = result.get("scenarios", {})
     out = []
 
-    def add(what, value, goal, ok):
+    def add(what, value, goal, ok, spread=""):
         out.append({"target": what, "value": value, "goal": goal,
-                    "met": None if value is None else ok(value)})
+                    "met": None if value is None else ok(value), "spread": spread})
 
     for key, what, goal in (("logits-30/random", "random prompts", 0.95),
                             ("logits-30/chat", "prompts that trigger bans", 0.90)):
         row = s.get(key) or {}
         add(f"steered/plain throughput, 30 names, {what} (wall clock)", row.get("ratio"),
-            f">= {goal:.2f}", lambda v, g=goal: v >= g)
+            f">= {goal:.2f}", lambda v, g=goal: v >= g,
+            _spread(row.get("ratio_rounds"), row.get("ratio_quartiles")))
         add(f"steered/plain throughput, 30 names, {what} (server CPU time per token)",
-            row.get("cpu_ratio"), f">= {goal:.2f}", lambda v, g=goal: v >= g)
+            row.get("cpu_ratio"), f">= {goal:.2f}", lambda v, g=goal: v >= g,
+            _spread(row.get("cpu_ratio_rounds"), row.get("cpu_ratio_quartiles")))
     cr = s.get("critique-revise/chat") or {}
     ev = cr.get("events") or {}
     add("critique-revise p50 latency with dirty drafts (s), revisions made",
@@ -86,6 +88,15 @@ def targets(result: dict) -> list[dict]:
                 "CPU time per token, vLLM's / greyelephant's)", row.get("cpu_ratio"),
                 "reported", lambda v: True)
     return out
+
+
+def _spread(rounds: list | None, q: list | None) -> str:
+    """'12 rounds, middle half 0.93–0.99': how many paired rounds a median ratio has, and
+    the interquartile range of their ratios."""
+    n = len([r for r in rounds or [] if r is not None])
+    if not n:
+        return ""
+    return f"{n} rounds" + (f", middle half {q[0]:.3f}–{q[1]:.3f}" if q else "")
 
 
 def _events_cell(s: dict) -> str:
@@ -156,18 +167,19 @@ def load_markdown(result: dict, plots: dict[str, str]) -> str:
     tg = targets(result)
     if tg:
         lines += ["## Headline", ""]
-        lines += table(["target", "value", "goal", "met"],
+        lines += table(["target", "value", "goal", "met", "rounds"],
                        [[t["target"], fmt(t["value"], 3), t["goal"],
                          {True: "yes", False: "**no**", None: "–"}[t["met"]]
                          if t["goal"] != "reported" and not t["goal"].startswith("reported")
-                         else "–"] for t in tg])
+                         else "–", t.get("spread") or "–"] for t in tg])
         lines.append("")
     if "cost" in plots:
         lines += [f"![cost per steering scenario]({plots['cost']})", ""]
     lines += ["## Scenarios", "",
               f"Output tokens/s at concurrency {p['workloads']['headline_concurrency']}, "
               "median over rounds; ratio = this scenario / its plain twin on the same server: "
-              "for a scenario with several rounds, per round over the mean of the twin's "
+              "for a scenario with several rounds, measured as one chain (twin, scenario, "
+              "twin, scenario, …, twin, back to back), per round over the mean of the twin's "
               "runs right before and right after it (a sandwich: the machine's drift "
               "between runs cancels to first order), then the median over rounds; for the "
               "others, over the twin's run of the same round. Server CPU ms/token = CPU time of the server's processes "
@@ -335,8 +347,9 @@ def readme_block(result: dict, out_dir: Path, readme: Path) -> str:
              f"({result['date'][:10]}, {result['machine']}"
              + (f"; {result['note']}" if result.get("note") else "") + f"): "
              f"[report]({rel}/{stem}.md)", ""]
-    lines += table(["target", "value", "goal"],
-                   [[t["target"], fmt(t["value"], 3), t["goal"]] for t in targets(result)])
+    lines += table(["target", "value", "goal", "rounds"],
+                   [[t["target"], fmt(t["value"], 3), t["goal"], t.get("spread") or "–"]
+                    for t in targets(result)])
     plot = (result.get("plots") or {}).get("cost")
     if plot:
         lines += ["", f"![cost per steering scenario]({rel}/{plot})"]

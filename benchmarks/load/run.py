@@ -33,8 +33,8 @@ from pathlib import Path
 from . import history, scenarios as sc
 from .counters import parse_prometheus, per_request, session_cpu_by_process, steering_events
 from .servers import SERVERS, effective_config, kv_cache_share, machine_memory, server_command
-from .stats import SLO, from_vllm_result, median_or_none, poisson_rates, ratio, saturation, \
-    summarize
+from .stats import (SLO, from_vllm_result, median_or_none, poisson_rates, quartiles, ratio,
+                    saturation, summarize)
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -104,7 +104,7 @@ class Progress:
 def plan_size(matrix: list[sc.Scenario], preset: sc.Preset, guidellm: bool) -> int:
     n = 0
     for s in matrix:
-        n += s.rounds * (3 if sandwich_twin(s, matrix) else 1)
+        n += 2 * s.rounds + 1 if sandwich_twin(s, matrix) else s.rounds
         n += len([c for c in s.concurrencies if c != preset.chat_concurrency])
         n += len(preset.poisson_fractions) if s.poisson else 0
         n += 1 if (s.guidellm and guidellm) else 0
@@ -112,15 +112,33 @@ def plan_size(matrix: list[sc.Scenario], preset: sc.Preset, guidellm: bool) -> i
 
 
 def sandwich_twin(s: sc.Scenario, matrix: list[sc.Scenario]) -> sc.Scenario | None:
-    """The plain twin a multi-round scenario is measured between: each round runs the twin,
-    the scenario, the twin again, back to back, and the round's ratio is the scenario over
-    the mean of the two twin runs. A shared machine drifts by more than a steering cost
-    over the minutes between a scenario and a twin measured once per round; a twin right
-    before and right after takes the drift out (to first order)."""
+    """The plain twin a multi-round scenario is measured between. Its rounds run as one
+    chain, back to back: twin, scenario, twin, scenario, …, twin (``rounds`` + 1 twin runs,
+    each one shared by the rounds on either side of it), and a round's ratio is the
+    scenario over the mean of the twin runs right before and right after it (see
+    :func:`chain_runs`). A shared machine drifts by more than a steering cost over the
+    minutes between a scenario and a twin measured once per round; a twin on both sides
+    takes the drift out (to first order), and sharing the twins buys more rounds per
+    minute."""
     if s.rounds <= 1 or not s.baseline:
         return None
     twin = next((o for o in matrix if o.name == s.baseline), None)
     return twin if twin is not None and twin.server == s.server else None
+
+
+def chain_runs(s: sc.Scenario, twin: sc.Scenario | None
+               ) -> list[tuple[sc.Scenario, int, list[int] | None]]:
+    """The headline runs of scenario ``s`` in order, as (scenario, round, rounds a twin run
+    pairs with): with a ``twin`` (:func:`sandwich_twin`), the chain twin, s, twin, s, …,
+    twin; without, nothing (those rounds run over the matrix)."""
+    if twin is None:
+        return []
+    out: list[tuple[sc.Scenario, int, list[int] | None]] = [(twin, 0, [0])]
+    for r in range(s.rounds):
+        out.append((s, r, None))
+        out.append((twin, r + 1 if r + 1 < s.rounds else r,
+                    [r, r + 1] if r + 1 < s.rounds else [r]))
+    return out
 
 
 def _scrape(base: str) -> dict:
@@ -169,9 +187,10 @@ class Runner:
     # -- one measurement -------------------------------------------------------------
     def measure(self, srv, spec_key: str, s: sc.Scenario, *, concurrency: int | None = None,
                 rate: float | None = None, round_: int = 0, record: bool = True,
-                twin_of: str | None = None) -> dict:
+                twin_of: str | None = None, pairs_with: list[int] | None = None) -> dict:
         """One vLLM-bench run of scenario ``s``; ``twin_of``: this run is the plain twin
-        measured right before or after that scenario (see :func:`sandwich_twin`)."""
+        measured right before or after that scenario, in the rounds ``pairs_with`` of its
+        chain (see :func:`sandwich_twin`)."""
         p = self.preset
         model = s.model or self.model_name
         is_ge = SERVERS[spec_key].kind == "greyelephant"
@@ -218,7 +237,7 @@ class Runner:
         after = _scrape(srv.base) if is_ge else {}
         row = {"scenario": s.name, "server": spec_key, "generator": "vllm-bench",
                "concurrency": concurrency, "request_rate": rate, "round": round_,
-               **({"twin_of": twin_of} if twin_of else {}),
+               **({"twin_of": twin_of, "pairs_with": pairs_with} if twin_of else {}),
                "model": model, "wall_s": round(wall, 1), **spec_size,
                "load1": round(os.getloadavg()[0], 2),
                "command": "vllm bench serve " + " ".join(
@@ -285,20 +304,19 @@ class Runner:
             warm = sc.Scenario("warm-up", "random", "plain", server=key)
             self.measure(srv, key, warm, concurrency=4, record=False)
             c = self.preset.chat_concurrency
-            # headline points: every scenario once; multi-round scenarios each round
-            # between two runs of their plain twin (alternating order between rounds)
-            rounds = max([s.rounds for s in mine] + [1])
-            for r in range(rounds):
-                order = mine if r % 2 == 0 else list(reversed(mine))
-                for s in order:
-                    if r >= s.rounds:
-                        continue
-                    twin = sandwich_twin(s, mine)
-                    if twin is not None:
-                        self.measure(srv, key, twin, concurrency=c, round_=r, twin_of=s.name)
-                    self.measure(srv, key, s, concurrency=c, round_=r)
-                    if twin is not None:
-                        self.measure(srv, key, twin, concurrency=c, round_=r, twin_of=s.name)
+            # headline points: every scenario once; a multi-round scenario with a plain
+            # twin as one chain of sandwiches (see sandwich_twin); other multi-round
+            # scenarios in rounds over the matrix (alternating order between rounds)
+            for s in mine:
+                twin = sandwich_twin(s, mine)
+                for run_s, r, pairs in chain_runs(s, twin):
+                    self.measure(srv, key, run_s, concurrency=c, round_=r,
+                                 twin_of=s.name if run_s is twin else None, pairs_with=pairs)
+            rest = [s for s in mine if sandwich_twin(s, mine) is None]
+            for r in range(max([s.rounds for s in rest] + [1])):
+                for s in (rest if r % 2 == 0 else list(reversed(rest))):
+                    if r < s.rounds:
+                        self.measure(srv, key, s, concurrency=c, round_=r)
             # concurrency sweeps
             for s in mine:
                 for conc in s.concurrencies:
@@ -410,12 +428,15 @@ def aggregate(runs: list[dict], matrix: list[sc.Scenario], concurrency: int) -> 
         if base is not None:
             bpts = points(base.name)
             if s.server == base.server:
-                # the twin runs of this scenario's sandwiches (their mean), else the
-                # twin's own run of the same round
+                # the twin runs of this scenario's sandwiches (their mean: the runs right
+                # before and after a round; a chained run pairs with the rounds on both
+                # sides, an older file's with its own round), else the twin's own run of
+                # the same round
                 twins = [p for p in bpts if p.get("twin_of") == s.name]
                 own = [p for p in bpts if not p.get("twin_of")]
-                paired = {rnd: _mean_point([p for p in twins if p["round"] == rnd])
-                          for rnd in {p["round"] for p in twins}} if twins else {
+                pairs = [(p, p.get("pairs_with") or [p["round"]]) for p in twins]
+                paired = {rnd: _mean_point([p for p, rs in pairs if rnd in rs])
+                          for rnd in {r for _, rs in pairs for r in rs}} if twins else {
                     p["round"]: p for p in own}
                 row["pairing"] = "sandwich" if twins else "round"
                 ratios = [ratio(p.get("output_throughput"),
@@ -423,12 +444,14 @@ def aggregate(runs: list[dict], matrix: list[sc.Scenario], concurrency: int) -> 
                           for p in pts if p["round"] in paired]
                 row["ratio_rounds"] = ratios
                 row["ratio"] = median_or_none(ratios)
+                row["ratio_quartiles"] = quartiles(ratios)
                 # the same ratio in server CPU time per token (baseline / this: > 1 = cheaper)
                 cpu_ratios = [ratio(paired[p["round"]].get("server_cpu_ms_per_token"),
                                     p.get("server_cpu_ms_per_token"))
                               for p in pts if p["round"] in paired]
                 row["cpu_ratio_rounds"] = cpu_ratios
                 row["cpu_ratio"] = median_or_none(cpu_ratios)
+                row["cpu_ratio_quartiles"] = quartiles(cpu_ratios)
             else:
                 row["ratio"] = ratio(row["output_throughput"], median_or_none(
                     [p.get("output_throughput") for p in bpts]))

@@ -67,7 +67,7 @@ class Scenario:
     poisson: bool = False  # also swept over Poisson rates (vLLM's client)
     guidellm: bool = False  # also swept by guidellm (Poisson up to saturation)
     baseline: str | None = None  # the plain twin its throughput ratio is taken against
-    rounds: int = 1  # rounds of the headline ratios: > 1 measures twin, this, twin per round
+    rounds: int = 1  # rounds of the headline ratios: > 1 runs a chain twin, this, twin, …
     description: str = ""
 
 
@@ -109,11 +109,11 @@ PRESETS: dict[str, Preset] = {
         chat_output_len=64, chat_prompts=24, sweep_servers=("greyelephant",),
         poisson_fractions=(0.5, 1.0), guidellm_sweep_size=3, guidellm_seconds=60.0),
     "full": Preset(
-        "full", "30 min to an hour on 2 CPU cores: longer runs, 5 rounds for the headline "
-                "steered/plain ratios and 3 for logits-1000 (each round: plain twin, steered, "
-                "plain twin, back to back), every server swept over concurrency, Poisson sweeps with both load "
-                "generators",
-        min_prompts=12, prompts_per_stream=3, max_prompts=128, chat_prompts=48, rounds=5,
+        "full", "30 min to an hour on 2 CPU cores: longer runs, 12 rounds for the headline "
+                "steered/plain ratios and 3 for logits-1000 (a chain, back to back: plain "
+                "twin, steered, plain twin, steered, ..., plain twin), every server swept "
+                "over concurrency, Poisson sweeps with both load generators",
+        min_prompts=12, prompts_per_stream=3, max_prompts=128, chat_prompts=48, rounds=12,
         poisson_fractions=(0.5, 0.75, 1.0, 1.25), poisson_prompts=32,
         guidellm_sweep_size=4, guidellm_seconds=60.0,
         guidellm_scenarios=("plain/random", "vllm-like/random"),

@@ -107,6 +107,15 @@ def median_or_none(xs: list[float | None]) -> float | None:
     return round(statistics.median(vals), 4) if vals else None
 
 
+def quartiles(xs: list[float | None]) -> list[float] | None:
+    """[first, third] quartile of the values (numpy's linear interpolation), None for
+    fewer than 2: the middle half of a scenario's per-round ratios, how far they spread."""
+    vals = [x for x in xs if x is not None]
+    if len(vals) < 2:
+        return None
+    return [round(percentile(vals, 25), 4), round(percentile(vals, 75), 4)]
+
+
 def saturation(points: list[dict]) -> dict | None:
     """The sweep point with the highest output throughput (the knee of the curve)."""
     pts = [p for p in points if p.get("output_throughput")]

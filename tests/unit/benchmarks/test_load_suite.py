@@ -4,14 +4,15 @@ history and pruning, the reports and plots. No server, no vLLM."""
 
 import datetime as dt
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from greyelephant.benchmarks.load import history, report, scenarios as sc, stats
 from greyelephant.benchmarks.load.counters import parse_prometheus, per_request, steering_events
-from greyelephant.benchmarks.load.run import (aggregate, plan_size, sandwich_twin, sweeps,
-                                              vs_vllm)
+from greyelephant.benchmarks.load.run import (aggregate, chain_runs, plan_size, sandwich_twin,
+                                              sweeps, vs_vllm)
 from greyelephant.benchmarks.load.servers import (
     LIKE_FOR_LIKE,
     KVCacheError,
@@ -45,7 +46,8 @@ def test_matrix_covers_the_issue_scenarios():
 
 def test_full_preset_has_rounds_and_more_sweeps():
     full = {s.name: s for s in sc.build_matrix(sc.PRESETS["full"])}
-    assert full["logits-30/chat"].rounds == 5 and full["logits-30/random"].rounds == 5
+    assert full["logits-30/chat"].rounds == 12 and full["logits-30/random"].rounds == 12
+    assert full["logits-1000/chat"].rounds == 3
     assert full["vllm-defaults/random"].concurrencies == (1, 4, 16, 64)
     assert full["greyelephant-like/random"].concurrencies == (1, 4, 16, 64)
     assert full["plain/random"].guidellm and full["vllm-like/random"].guidellm
@@ -79,8 +81,8 @@ def test_plan_size_counts_rounds_sweeps_and_servers():
     full = sc.PRESETS["full"]
     m = sc.select(sc.build_matrix(full), ["logits-30/random"])
     # full: plain/random 1 headline + 3 sweep + 4 poisson + 1 guidellm; logits-30/random
-    # 5 rounds of twin, scenario, twin
-    assert plan_size(m, full, guidellm=True) == 9 + 15 + 2
+    # 12 rounds in one chain: twin, scenario, twin, …, twin (13 twin runs)
+    assert plan_size(m, full, guidellm=True) == 9 + 25 + 2
 
 
 # -- steering bodies ----------------------------------------------------------------------
@@ -240,6 +242,31 @@ def test_aggregate_pairs_each_round_with_its_twin_runs_before_and_after():
     assert row["cpu_ratio_rounds"] == [0.88, None]
     twin = aggregate(runs, m, 16)["plain/chat"]
     assert twin["rounds"] == 1 and twin["runs"] == 5
+
+
+def test_chain_runs_share_each_inner_twin_run_between_two_rounds():
+    m = sc.select(sc.build_matrix(sc.PRESETS["full"]), ["logits-30/chat"])
+    by = {s.name: s for s in m}
+    s, twin = replace(by["logits-30/chat"], rounds=3), by["plain/chat"]
+    runs = chain_runs(s, twin)
+    assert [(x.name, r, pairs) for x, r, pairs in runs] == [
+        ("plain/chat", 0, [0]), ("logits-30/chat", 0, None), ("plain/chat", 1, [0, 1]),
+        ("logits-30/chat", 1, None), ("plain/chat", 2, [1, 2]), ("logits-30/chat", 2, None),
+        ("plain/chat", 2, [2])]
+    assert chain_runs(s, None) == []
+    # each round over the mean of the twin runs on both sides of it
+    tok = {0: 100, 1: 120, 2: 80, 3: 100}
+    rows = []
+    for k, (x, r, pairs) in enumerate(runs):
+        if x is twin:
+            rows.append(run_row("plain/chat", tok=tok[k // 2], rnd=r, twin_of=s.name,
+                                pairs_with=pairs))
+        else:
+            rows.append(run_row(s.name, tok=99, rnd=r))
+    row = aggregate(rows, [x if x.name != s.name else s for x in m], 16)["logits-30/chat"]
+    assert row["ratio_rounds"] == [0.9, 0.99, 1.1] and row["ratio"] == 0.99
+    assert row["ratio_quartiles"] == [0.945, 1.045]
+    assert stats.quartiles([1.0]) is None
 
 
 def test_aggregate_pairs_rounds_for_the_ratio():
