@@ -96,7 +96,8 @@ def _spread(rounds: list | None, q: list | None) -> str:
     n = len([r for r in rounds or [] if r is not None])
     if not n:
         return ""
-    return f"{n} rounds" + (f", middle half {q[0]:.3f}–{q[1]:.3f}" if q else "")
+    return f"{n} round{'s' if n > 1 else ''}" + (
+        f", middle half {q[0]:.3f}–{q[1]:.3f}" if q else "")
 
 
 def _events_cell(s: dict) -> str:

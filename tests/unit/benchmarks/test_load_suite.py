@@ -601,3 +601,9 @@ def test_session_cpu_seconds_reads_proc(tmp_path):
     assert session_cpu_seconds(99, proc=str(tmp_path)) == 0.0
     # per process name (a comm holding ")" and spaces), processes of one name summed
     assert session_cpu_by_process(7, proc=str(tmp_path)) == {"VLLM::Worker (x)": 5.0}
+
+
+def test_headline_rounds_cell_counts_rounds_and_their_middle_half():
+    assert report._spread([0.9, None, 1.0], [0.92, 0.98]) == "2 rounds, middle half 0.920–0.980"
+    assert report._spread([0.9], None) == "1 round"
+    assert report._spread(None, None) == ""
