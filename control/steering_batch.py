@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from greyelephant.kernels import apply_logit_controls
+from greyelephant.kernels import apply_logit_controls, apply_row_controls_numpy
 
 from .ban_automaton import CompiledSteering, RowState, SteeringCache
 from .engine_args import EngineSteering
@@ -60,6 +60,10 @@ MAX_STEP_MEMO = 4096
 # The rollback check looks among the first CHOICE_PROBE tokens for one that proves a row's
 # argmax lies outside a token set (see argmax_if_in)
 CHOICE_PROBE = 2048
+# CPU float32 logits: up to this many steered rows, the controls are applied row by row
+# (_StepPlan.apply_rows); more go through the CSR lists of apply_logit_controls, whose
+# fixed cost is shared by the rows (the cut measured: docs/steering.md, "Per-step cost")
+ROW_PATH_MAX_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -421,7 +425,12 @@ class SteeringBatch:
             pos = {i: j for j, i in enumerate(idx)}
             for i in signal:
                 plan.drop(pos[i])
-        kw = plan.kwargs(self._to_device)
+        if self.sparse_ids and len(idx) <= ROW_PATH_MAX_ROWS and _numpy_logits(logits):
+            # ids come below the index's vocabulary size (masks', bans': below v)
+            plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v)
+            kw = None
+        else:
+            kw = plan.kwargs(self._to_device)
         if kw:
             if len(idx) == b:
                 apply_logit_controls(logits, **kw)
@@ -606,6 +615,27 @@ class _StepPlan:
             return _bit(self.masks[j], t)
         words = self.row_words[j]
         return (words is not None and _bit(words, t)) or t in self.extra.get(j, ())
+
+    def apply_rows(self, logits: torch.Tensor, rows: list[int], *, in_range: bool = False
+                   ) -> None:
+        """Apply the planned controls to CPU float32 ``logits`` row by row, the j-th
+        planned row being logits row ``rows[j]`` (``apply_row_controls_numpy``: a few
+        indexing operations per row, no CSR lists, no gather/scatter of the rows). Only
+        with the ban lists (:attr:`ban_lists`), where masks that ban many tokens sit in
+        the table and the rest are id lists. ``in_range``: every id is known to lie in
+        the logits' vocabulary (none is checked)."""
+        masks = None
+        if self.any_table:
+            masks = [self.row_words[j] if self.mask_rows[j] else None for j in range(self.k)]
+        banned = self.ids
+        if self.extra:
+            banned = list(banned)
+            for j, bans in self.extra.items():
+                e = np.asarray(bans, dtype=np.int32)
+                banned[j] = e if banned[j] is None else np.concatenate([banned[j], e])
+        penalty = [self.penalty.get(j) for j in range(self.k)] if self.penalty else None
+        apply_row_controls_numpy(logits, rows, bias=self.bias, penalty=penalty, masks=masks,
+                                 banned=banned, in_range=in_range)
 
     def kwargs(self, to_device) -> dict[str, torch.Tensor]:
         """Keyword arguments of ``apply_logit_controls`` for the planned rows."""

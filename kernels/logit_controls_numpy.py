@@ -10,6 +10,7 @@ fraction of it. Half-precision logits stay on the torch path (numpy has no bfloa
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -163,3 +164,80 @@ def _apply_bitmask(x: np.ndarray, flat: np.ndarray, words: np.ndarray, stride: i
     tokens = cols[hit].astype(np.int64) * 32 + bit
     keep = tokens < v
     flat[(rows[at[hit]].astype(np.int64) * stride + tokens)[keep]] = _NEG_INF
+
+
+def apply_row_controls_numpy(
+    logits: torch.Tensor,
+    rows: Sequence[int],
+    *,
+    bias: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None,
+    penalty: Sequence[tuple[np.ndarray, np.ndarray, float, float] | None] | None = None,
+    masks: Sequence[np.ndarray | None] | None = None,
+    banned: Sequence[np.ndarray | None] | None = None,
+    in_range: bool = False,
+) -> torch.Tensor:
+    """The controls of :func:`apply_logit_controls_numpy` for a few rows, given per row
+    rather than as CSR lists: in place on CPU float32 ``logits`` [B, V], the k-th entry of
+    each list belonging to logits row ``rows[k]`` (None: nothing of that kind there).
+
+    * ``bias[k]``: (token ids, float32 values), ids unique;
+    * ``penalty[k]``: (token ids, output counts, presence, frequency), ids unique;
+    * ``masks[k]``: packed int32 ban mask (the ``banned_bitmask`` layout);
+    * ``banned[k]``: token ids to ban (duplicates allowed).
+
+    Ids outside [0, V) are ignored; ``in_range=True`` says the caller knows there are
+    none (then no id is checked: a step saves two reductions per list). Per row, the stages run in the fused op's order (bias,
+    presence/frequency penalties, mask, banned ids) with its float32 arithmetic, so a row
+    comes out bit for bit as :func:`.logit_controls.apply_logit_controls` would leave it.
+    A steered decode step on the CPU touches a few dozen logits per row: one indexing
+    operation per stage and row costs less than assembling the CSR lists and their flat
+    indices."""
+    if not supports(logits):
+        raise TypeError("the numpy path takes non-empty CPU float32 logits")
+    x = logits.detach().numpy()
+    b, v = x.shape
+    fit = _as_is if in_range else _in_vocab
+    for k, i in enumerate(rows):
+        if not 0 <= i < b:
+            raise IndexError(f"row {i} outside the logits' {b} rows")
+        row = x[i]
+        entry = bias[k] if bias is not None else None
+        if entry is not None and entry[0].size:
+            ids, vals = fit(entry[0], v, entry[1])
+            row[ids] = row[ids] + vals.astype(np.float32, copy=False)
+        entry = penalty[k] if penalty is not None else None
+        if entry is not None and entry[0].size:
+            ids, counts = fit(entry[0], v, entry[1])
+            cnt = counts.astype(np.float32)
+            y = row[ids]
+            with np.errstate(invalid="ignore", over="ignore"):
+                y = y - np.float32(entry[3]) * cnt
+                y = y - np.float32(entry[2]) * (cnt > 0).astype(np.float32)
+            row[ids] = y
+        words = masks[k] if masks is not None else None
+        if words is not None:
+            _row_mask(row, words)
+        ids = banned[k] if banned is not None else None
+        if ids is not None and len(ids):
+            row[fit(np.asarray(ids), v)[0]] = _NEG_INF
+    return logits
+
+
+def _in_vocab(ids: np.ndarray, v: int, other: np.ndarray | None = None):
+    """(ids, other) without the entries whose id lies outside [0, v)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= v):
+        keep = (ids >= 0) & (ids < v)
+        return ids[keep], (None if other is None else other[keep])
+    return ids, other
+
+
+def _as_is(ids: np.ndarray, v: int, other: np.ndarray | None = None):
+    return ids, other
+
+
+def _row_mask(row: np.ndarray, words: np.ndarray) -> None:
+    """-inf at the tokens that packed ``words`` bans in one logits row (a 1-D view)."""
+    w = np.zeros((1, (row.size + 31) // 32), dtype=np.int32)
+    n = min(w.shape[1], words.size)
+    w[0, :n] = words[:n]
+    _apply_bitmask(row[None, :], row, w, row.size, np.zeros(1, dtype=np.int64))
