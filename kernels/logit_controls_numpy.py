@@ -20,6 +20,7 @@ from .logit_controls_torch import SPARSE_MASK_MAX_WORD_SHARE
 
 _NEG_INF = np.float32(-np.inf)
 _NEG_INF_BITS = _NEG_INF.view(np.int32)
+_ROW0 = np.zeros(1, dtype=np.int64)
 
 
 def supports(logits: torch.Tensor) -> bool:
@@ -98,11 +99,11 @@ def apply_logit_controls_numpy(
                 seen = in_output if prompt is None else in_output | (prompt != 0)
                 r = _np(repetition_penalty).astype(np.float32, copy=False)[rows]
                 y = np.where(seen, np.where(y > 0, y / r, y * r), y)
-            if frequency_penalty is not None:
-                y = y - _np(frequency_penalty).astype(np.float32, copy=False)[rows] * cnt
-            if presence_penalty is not None:
-                y = y - (_np(presence_penalty).astype(np.float32, copy=False)[rows]
-                         * in_output.astype(np.float32))
+            y = _minus_penalties(
+                y, cnt, None if presence_penalty is None else
+                _np(presence_penalty).astype(np.float32, copy=False)[rows],
+                None if frequency_penalty is None else
+                _np(frequency_penalty).astype(np.float32, copy=False)[rows])
         flat[idx] = y
 
     if banned_bitmask is not None:
@@ -208,12 +209,9 @@ def apply_row_controls_numpy(
         entry = penalty[k] if penalty is not None else None
         if entry is not None and entry[0].size:
             ids, counts = fit(entry[0], v, entry[1])
-            cnt = counts.astype(np.float32)
-            y = row[ids]
             with np.errstate(invalid="ignore", over="ignore"):
-                y = y - np.float32(entry[3]) * cnt
-                y = y - np.float32(entry[2]) * (cnt > 0).astype(np.float32)
-            row[ids] = y
+                row[ids] = _minus_penalties(row[ids], counts.astype(np.float32),
+                                            np.float32(entry[2]), np.float32(entry[3]))
         words = masks[k] if masks is not None else None
         if words is not None:
             _row_mask(row, words)
@@ -221,6 +219,16 @@ def apply_row_controls_numpy(
         if ids is not None and len(ids):
             row[fit(np.asarray(ids), v)[0]] = _NEG_INF
     return logits
+
+
+def _minus_penalties(y: np.ndarray, cnt: np.ndarray, presence, frequency) -> np.ndarray:
+    """``y - frequency * count - presence * (count > 0)`` in float32, in that order (None:
+    that penalty is off); presence/frequency per entry or one number."""
+    if frequency is not None:
+        y = y - frequency * cnt
+    if presence is not None:
+        y = y - presence * (cnt > 0).astype(np.float32)
+    return y
 
 
 def _in_vocab(ids: np.ndarray, v: int, other: np.ndarray | None = None):
@@ -236,8 +244,9 @@ def _as_is(ids: np.ndarray, v: int, other: np.ndarray | None = None):
 
 
 def _row_mask(row: np.ndarray, words: np.ndarray) -> None:
-    """-inf at the tokens that packed ``words`` bans in one logits row (a 1-D view)."""
-    w = np.zeros((1, (row.size + 31) // 32), dtype=np.int32)
-    n = min(w.shape[1], words.size)
-    w[0, :n] = words[:n]
-    _apply_bitmask(row[None, :], row, w, row.size, np.zeros(1, dtype=np.int64))
+    """-inf at the tokens that packed ``words`` bans in one logits row (a 1-D view); words
+    past the row are ignored, missing ones ban nothing."""
+    need = (row.size + 31) // 32
+    if words.size < need:
+        words = np.concatenate([words, np.zeros(need - words.size, dtype=words.dtype)])
+    _apply_bitmask(row[None, :], row, words[None, :need], row.size, _ROW0)

@@ -102,3 +102,12 @@ def test_in_range_skips_the_checks_with_the_same_result():
     apply_row_controls_numpy(b, [0, 1, 2], in_range=True, **kw)
     assert torch.equal(a, b) and a[0, 3] == float("-inf") and a[2, 49] == float("-inf")
     assert a[0, 7] == x[0, 7] - 2.0 and a[1, 0] == x[1, 0] - 0.5 - 0.5
+
+
+def test_a_mask_longer_or_shorter_than_the_row():
+    x = torch.zeros(2, 40)
+    long = pack_token_bitmask(torch.tensor([[t in (3, 39, 70) for t in range(96)]]))[0].numpy()
+    short = pack_token_bitmask(torch.tensor([[t == 5 for t in range(32)]]))[0].numpy()
+    apply_row_controls_numpy(x, [0, 1], masks=[long, short])
+    assert torch.isneginf(x[0]).nonzero().flatten().tolist() == [3, 39]
+    assert torch.isneginf(x[1]).nonzero().flatten().tolist() == [5]
