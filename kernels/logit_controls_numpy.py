@@ -190,35 +190,98 @@ def apply_row_controls_numpy(
     none (then no id is checked: a step saves two reductions per list). Per row, the stages run in the fused op's order (bias,
     presence/frequency penalties, mask, banned ids) with its float32 arithmetic, so a row
     comes out bit for bit as :func:`.logit_controls.apply_logit_controls` would leave it.
-    A steered decode step on the CPU touches a few dozen logits per row: one indexing
-    operation per stage and row costs less than assembling the CSR lists and their flat
-    indices."""
+    A steered decode step on the CPU touches a few dozen logits per row: each stage
+    gathers every row's ids into one list of flat indices into the logits' storage and
+    applies them at once (a handful of numpy operations a stage, whatever the number of
+    rows); logits without a flat view (not C-contiguous) are done row by row."""
     if not supports(logits):
         raise TypeError("the numpy path takes non-empty CPU float32 logits")
     x = logits.detach().numpy()
     b, v = x.shape
-    fit = _as_is if in_range else _in_vocab
-    for k, i in enumerate(rows):
+    for i in rows:
         if not 0 <= i < b:
             raise IndexError(f"row {i} outside the logits' {b} rows")
-        row = x[i]
-        entry = bias[k] if bias is not None else None
-        if entry is not None and entry[0].size:
-            ids, vals = fit(entry[0], v, entry[1])
-            row[ids] = row[ids] + vals.astype(np.float32, copy=False)
-        entry = penalty[k] if penalty is not None else None
-        if entry is not None and entry[0].size:
-            ids, counts = fit(entry[0], v, entry[1])
+    fit = _as_is if in_range else _in_vocab
+    if not x.flags.c_contiguous:  # no flat view of the storage: row by row
+        for k, i in enumerate(rows):
+            _row_controls(x[i], fit, bias[k] if bias is not None else None,
+                          penalty[k] if penalty is not None else None,
+                          masks[k] if masks is not None else None,
+                          banned[k] if banned is not None else None)
+        return logits
+    # every row's entries of a stage at once, through flat indices into the storage (a
+    # handful of numpy operations a stage, however many rows)
+    flat = x.reshape(-1)
+    if bias is not None:
+        found = _flat_lists(rows, bias, v, fit)
+        if found is not None:
+            idx, _, vals, _ = found
+            flat[idx] = flat[idx] + vals.astype(np.float32, copy=False)
+    if penalty is not None:
+        found = _flat_lists(rows, penalty, v, fit)
+        if found is not None:
+            idx, ks, counts, keep = found
+            sizes = [penalty[k][0].size for k in ks]
+            presence = np.repeat(np.array([penalty[k][2] for k in ks], np.float32), sizes)
+            frequency = np.repeat(np.array([penalty[k][3] for k in ks], np.float32), sizes)
+            if keep is not None:
+                presence, frequency = presence[keep], frequency[keep]
             with np.errstate(invalid="ignore", over="ignore"):
-                row[ids] = _minus_penalties(row[ids], counts.astype(np.float32),
-                                            np.float32(entry[2]), np.float32(entry[3]))
-        words = masks[k] if masks is not None else None
-        if words is not None:
-            _row_mask(row, words)
-        ids = banned[k] if banned is not None else None
-        if ids is not None and len(ids):
-            row[fit(np.asarray(ids), v)[0]] = _NEG_INF
+                flat[idx] = _minus_penalties(flat[idx], counts.astype(np.float32),
+                                             presence, frequency)
+    if masks is not None:
+        for k, words in enumerate(masks):
+            if words is not None:
+                _row_mask(x[rows[k]], words)
+    if banned is not None:
+        found = _flat_lists(rows, [None if ids is None or not len(ids) else
+                                   (np.asarray(ids),) for ids in banned], v, fit)
+        if found is not None:
+            flat[found[0]] = _NEG_INF
     return logits
+
+
+def _flat_lists(rows: Sequence[int], entries: Sequence[tuple | None], v: int, fit):
+    """Per-row entries ``(ids, companion, …)`` (None: none) as (flat indices into a
+    [B, v] row-major storage, the k of the entries with ids, their companions
+    concatenated or None, the keep-mask over the concatenated ids when ``fit`` dropped
+    some outside [0, v), else None); None when no entry has ids."""
+    ks = [k for k, e in enumerate(entries) if e is not None and e[0].size]
+    if not ks:
+        return None
+    first = entries[ks[0]]
+    if len(ks) == 1:
+        ids = first[0].astype(np.int64, copy=False)
+        other = first[1] if len(first) > 1 else None
+        at = np.int64(rows[ks[0]] * v)
+    else:
+        ids = np.concatenate([entries[k][0] for k in ks]).astype(np.int64, copy=False)
+        other = (np.concatenate([entries[k][1] for k in ks]) if len(first) > 1 else None)
+        at = np.repeat(np.array([rows[k] for k in ks], dtype=np.int64) * v,
+                       [entries[k][0].size for k in ks])
+    keep = None
+    if fit is not _as_is and (ids.min() < 0 or ids.max() >= v):
+        keep = (ids >= 0) & (ids < v)
+        ids, other = ids[keep], (None if other is None else other[keep])
+        at = at[keep] if np.ndim(at) else at
+    return ids + at, ks, other, keep
+
+
+def _row_controls(row: np.ndarray, fit, bias, penalty, words, banned) -> None:
+    """The controls of :func:`apply_row_controls_numpy` on one logits row (a 1-D view),
+    in the fused op's order."""
+    if bias is not None and bias[0].size:
+        ids, vals = fit(bias[0], row.size, bias[1])
+        row[ids] = row[ids] + vals.astype(np.float32, copy=False)
+    if penalty is not None and penalty[0].size:
+        ids, counts = fit(penalty[0], row.size, penalty[1])
+        with np.errstate(invalid="ignore", over="ignore"):
+            row[ids] = _minus_penalties(row[ids], counts.astype(np.float32),
+                                        np.float32(penalty[2]), np.float32(penalty[3]))
+    if words is not None:
+        _row_mask(row, words)
+    if banned is not None and len(banned):
+        row[fit(np.asarray(banned), row.size)[0]] = _NEG_INF
 
 
 def _minus_penalties(y: np.ndarray, cnt: np.ndarray, presence, frequency) -> np.ndarray:

@@ -309,12 +309,17 @@ def test_anticipation_takes_the_first_maximum_on_a_partly_steered_batch(vocab_in
 def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
     """argmax_if_in leaves a row out only when its argmax lies outside the row's set, and
     gives the true argmax (numpy's: first maximum, NaN first) for every row it keeps —
-    NaN and infinities included, sets dense or empty, rows strided or not."""
+    NaN and infinities included, sets dense or empty, logits contiguous or a view of wider
+    rows."""
     b = data.draw(st.integers(1, 6))
-    v = data.draw(st.integers(1, 3 * CHOICE_PROBE))
+    v = data.draw(st.integers(1, 5 * CHOICE_PROBE))
     seed = data.draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((b, v)).astype(data.draw(st.sampled_from([np.float32, np.float64])))
+    if data.draw(st.booleans()):  # a view of wider rows (a padded vocabulary): a 2-D gather
+        wide = np.zeros((b, v + 5), dtype=x.dtype)
+        wide[:, :v] = x
+        x = wide[:, :v]
     for _ in range(data.draw(st.integers(0, 6))):  # special values, some at the top
         x[rng.integers(b), rng.integers(v)] = rng.choice([np.nan, np.inf, -np.inf, 9.0, 9.0])
     rows = sorted(rng.choice(b, size=data.draw(st.integers(1, b)), replace=False).tolist())

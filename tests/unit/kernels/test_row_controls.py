@@ -1,5 +1,6 @@
 """The per-row CPU form of the logit controls (``apply_row_controls_numpy``) against the
-fused op (``apply_logit_controls``, CSR lists): the same logits, bit for bit."""
+fused op (``apply_logit_controls``, CSR lists): the same logits, bit for bit, on
+contiguous logits (flat indices) and on strided views (row by row)."""
 
 import numpy as np
 import pytest
@@ -53,7 +54,12 @@ def test_row_controls_match_the_fused_op(data):
         banned.append(ids(data.draw(st.integers(0, 8)), unique=False)
                       if data.draw(st.booleans()) else None)
 
-    got = x.clone()
+    if data.draw(st.booleans()):  # contiguous: flat indices into the storage
+        got = x.clone()
+    else:  # a view of wider rows (as a padded vocabulary gives): row by row
+        got = torch.zeros(b, v + 3)[:, :v]
+        got.copy_(x)
+        assert b == 1 or not got.is_contiguous()  # one row: contiguous all the same
     apply_row_controls_numpy(got, rows, bias=bias, penalty=penalty, masks=masks,
                              banned=banned)
 
