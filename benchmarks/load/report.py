@@ -73,6 +73,10 @@ def targets(result: dict) -> list[dict]:
         add(f"steered/plain throughput, 30 names, {what} (server CPU time per token)",
             row.get("cpu_ratio"), f">= {goal:.2f}", lambda v, g=goal: v >= g,
             _spread(row.get("cpu_ratio_rounds"), row.get("cpu_ratio_quartiles")))
+        add(f"steered/plain throughput, 30 names, {what} (steady state: concurrency × "
+            "tokens per request / mean latency)", row.get("steady_ratio"), f">= {goal:.2f}",
+            lambda v, g=goal: v >= g,
+            _spread(row.get("steady_ratio_rounds"), row.get("steady_ratio_quartiles")))
     cr = s.get("critique-revise/chat") or {}
     ev = cr.get("events") or {}
     add("critique-revise p50 latency with dirty drafts (s), revisions made",
@@ -156,6 +160,8 @@ def load_markdown(result: dict, plots: dict[str, str]) -> str:
              f"- date: {p['date']} · machine: {p['machine']}"
              + (f" · {p['note']}" if p.get("note") else ""),
              f"- command: `{p['command']}` ({p['duration_min']} min)",
+             *([f"- aggregated again from this file's runs: {p['reaggregated']['date']}, "
+                f"`{p['reaggregated']['command']}`"] if p.get("reaggregated") else []),
              f"- model: {p['model']} · KV-cache share (`--gpu-memory-utilization`, sized to "
              f"the memory free at each server's start): {p['kv_share']}",
              f"- workloads: random = {p['workloads']['random']}; chat = {p['workloads']['chat']};"

@@ -72,6 +72,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="replace README.md's headline block with this run's")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--note", default="", help="a line for the report (e.g. 'machine shared')")
+    ap.add_argument("--report-from", type=Path, default=None, metavar="LOAD_JSON",
+                    help="run nothing: aggregate the runs of an earlier result file (a "
+                         "load-<preset>.json) again with this version's report code and "
+                         "rewrite its report, JSON and plots in place (and the README "
+                         "headline with --update-readme)")
 
 
 class Progress:
@@ -452,6 +457,13 @@ def aggregate(runs: list[dict], matrix: list[sc.Scenario], concurrency: int) -> 
                 row["cpu_ratio_rounds"] = cpu_ratios
                 row["cpu_ratio"] = median_or_none(cpu_ratios)
                 row["cpu_ratio_quartiles"] = quartiles(cpu_ratios)
+                # the same ratio at steady state (Little's law, see steady_throughput):
+                # without the run's ramp-down, where fewer than c requests are left
+                steady = [ratio(steady_throughput(p), paired[p["round"]].get("steady"))
+                          for p in pts if p["round"] in paired]
+                row["steady_ratio_rounds"] = steady
+                row["steady_ratio"] = median_or_none(steady)
+                row["steady_ratio_quartiles"] = quartiles(steady)
             else:
                 row["ratio"] = ratio(row["output_throughput"], median_or_none(
                     [p.get("output_throughput") for p in bpts]))
@@ -462,12 +474,25 @@ def aggregate(runs: list[dict], matrix: list[sc.Scenario], concurrency: int) -> 
     return out
 
 
+def steady_throughput(p: dict) -> float | None:
+    """A fixed-concurrency run's steady-state output throughput (tok/s), by Little's law:
+    concurrency × output tokens per request / mean end-to-end latency. vLLM's
+    ``output_throughput`` divides by the run's wall time, which ends with a ramp-down
+    where fewer than ``concurrency`` requests are left; the longer and more varied the
+    requests, the more of a short run that tail is. None for rate-driven runs or without
+    the numbers."""
+    c, done, e2e = p.get("concurrency"), p.get("completed"), p.get("mean_e2e_ms")
+    if not c or not done or not e2e or p.get("request_rate") is not None:
+        return None
+    return c * (p.get("output_tokens") or 0) / done / (e2e / 1000)
+
+
 def _mean_point(pts: list[dict]) -> dict:
-    """The twin runs around one sandwich as one point: the mean throughput and CPU time
-    per token (None where a run has none)."""
+    """The twin runs around one sandwich as one point: the mean throughput (wall clock
+    and steady state) and CPU time per token (None where a run has none)."""
     out = {}
-    for k in ("output_throughput", "server_cpu_ms_per_token"):
-        vals = [p.get(k) for p in pts]
+    for k in ("output_throughput", "server_cpu_ms_per_token", "steady"):
+        vals = [steady_throughput(p) if k == "steady" else p.get(k) for p in pts]
         out[k] = statistics.fmean(vals) if vals and None not in vals else None
     return out
 
@@ -571,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{f' rounds={s.rounds}' if s.rounds > 1 else ''}{extra}  {s.description}")
         return 0
 
+    if args.report_from is not None:
+        return report_again(args.report_from, args.update_readme,
+                            "greyelephant bench load " + " ".join(
+                                argv if argv is not None else sys.argv[1:]))
+
     from greyelephant.model_store import resolve_model
 
     from . import guidellm_client, report
@@ -641,6 +671,29 @@ def main(argv: list[str] | None = None) -> int:
     print("wrote", *[str(f) for f in files], sep="\n  ")
     if removed:
         print("pruned", *[str(f) for f in removed], sep="\n  ")
+    return 0
+
+
+def report_again(path: Path, readme: bool, command: str) -> int:
+    """Aggregate an earlier result file's runs again (``--report-from``) and rewrite its
+    report in place; the runs and the run's own fields are kept as they were, the
+    re-aggregation is recorded (``reaggregated``: when, by what command)."""
+    from . import report
+
+    result = json.loads(path.read_text())
+    matrix = [sc.Scenario(**{**d, "concurrencies": tuple(d["concurrencies"])})
+              for d in result["matrix"]]
+    runs = result["runs"]
+    result["scenarios"] = aggregate(runs, matrix, result["workloads"]["headline_concurrency"])
+    result["vs_vllm"] = vs_vllm(runs)
+    result["sweeps"] = sweeps(runs)
+    result["reaggregated"] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command}
+    files = report.write_load(result, path.parent)
+    if readme:
+        report.update_readme(REPO / "README.md", result, path.parent)
+    print("rewrote", *[str(f) for f in files], sep="\n  ")
     return 0
 
 

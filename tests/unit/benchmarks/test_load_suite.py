@@ -12,7 +12,8 @@ import pytest
 from greyelephant.benchmarks.load import history, report, scenarios as sc, stats
 from greyelephant.benchmarks.load.counters import parse_prometheus, per_request, steering_events
 from greyelephant.benchmarks.load.run import (aggregate, chain_runs, plan_size, sandwich_twin,
-                                              sweeps, vs_vllm)
+                                              steady_throughput, sweeps, vs_vllm)
+from greyelephant.benchmarks.load.run import main as run_main
 from greyelephant.benchmarks.load.servers import (
     LIKE_FOR_LIKE,
     KVCacheError,
@@ -607,3 +608,55 @@ def test_headline_rounds_cell_counts_rounds_and_their_middle_half():
     assert report._spread([0.9, None, 1.0], [0.92, 0.98]) == "2 rounds, middle half 0.920–0.980"
     assert report._spread([0.9], None) == "1 round"
     assert report._spread(None, None) == ""
+
+
+def test_steady_throughput_is_littles_law_and_pairs_like_the_wall_clock_ratio():
+    """Steady state: concurrency × tokens per request / mean latency, the run's ramp-down
+    left out; the steady ratio pairs each round with its twin runs as the wall-clock one
+    does; rate-driven runs and runs without the numbers have none."""
+    p = run_row("plain/chat", c=16, output_tokens=960, completed=10, mean_e2e_ms=2000.0)
+    assert steady_throughput(p) == pytest.approx(16 * 96 / 2.0)
+    assert steady_throughput({**p, "request_rate": 2.0}) is None
+    assert steady_throughput({**p, "mean_e2e_ms": None}) is None
+    m = sc.select(sc.build_matrix(sc.PRESETS["full"]), ["logits-30/chat"])
+    kw = dict(output_tokens=960, completed=10)
+    runs = [run_row("plain/chat", rnd=0, twin_of="logits-30/chat", pairs_with=[0],
+                    mean_e2e_ms=1000.0, **kw),
+            # a long tail: the wall-clock ratio 0.8, the mean latency only 1/0.95 longer
+            run_row("logits-30/chat", rnd=0, tok=80, mean_e2e_ms=1000 / 0.95, **kw),
+            run_row("plain/chat", rnd=0, twin_of="logits-30/chat", pairs_with=[0],
+                    mean_e2e_ms=1000.0, **kw)]
+    row = aggregate(runs, m, 16)["logits-30/chat"]
+    assert row["ratio"] == 0.8 and row["steady_ratio"] == pytest.approx(0.95)
+    assert row["steady_ratio_rounds"] == [pytest.approx(0.95)]
+    shown = {t["target"]: t for t in report.targets({"scenarios": {"logits-30/chat": row},
+                                                     "vs_vllm": []})}
+    steady = next(t for k, t in shown.items() if "bans (steady state" in k)
+    assert steady["met"] is True and steady["value"] == pytest.approx(0.95)
+    assert next(t for k, t in shown.items() if "bans (wall clock)" in k)["met"] is False
+
+
+def test_report_from_aggregates_an_earlier_file_again_in_place(tmp_path):
+    """--report-from runs nothing: it re-aggregates the file's runs, keeps them, records
+    when and how, and rewrites the report beside it."""
+    m = sc.select(sc.build_matrix(sc.PRESETS["full"]), ["logits-30/chat"])
+    kw = dict(output_tokens=960, completed=10, mean_e2e_ms=1000.0)
+    runs = [run_row("plain/chat", rnd=0, twin_of="logits-30/chat", pairs_with=[0], **kw),
+            run_row("logits-30/chat", rnd=0, tok=95, **kw),
+            run_row("plain/chat", rnd=0, twin_of="logits-30/chat", pairs_with=[0], **kw)]
+    old = {"family": "load", "preset": "full", "date": "2026-12-03T07:03:33+00:00",
+           "machine": "vm", "machine_slug": "vm-2cpu", "note": "", "command": "x",
+           "duration_min": 1.0, "model": "m", "kv_share": [0.2],
+           "slo": {"ttft_ms": 2000, "tpot_ms": 200},
+           "workloads": {"random": "r", "chat": "c", "headline_concurrency": 16},
+           "servers": {}, "scenarios": {}, "vs_vllm": [], "sweeps": {}, "runs": runs,
+           "matrix": [s.__dict__ for s in m]}
+    path = tmp_path / "load-full.json"
+    path.write_text(json.dumps(old, default=str))
+    assert run_main(["--report-from", str(path)]) == 0
+    new = json.loads(path.read_text())
+    assert new["runs"] == json.loads(json.dumps(runs))
+    assert new["scenarios"]["logits-30/chat"]["ratio"] == 0.95
+    assert new["scenarios"]["logits-30/chat"]["steady_ratio"] == 1.0
+    assert new["reaggregated"]["command"].endswith(f"--report-from {path}")
+    assert "aggregated again from this file's runs" in (tmp_path / "load-full.md").read_text()
