@@ -60,10 +60,6 @@ MAX_STEP_MEMO = 4096
 # The rollback check looks among the first CHOICE_PROBE tokens for one that proves a row's
 # argmax lies outside a token set (see argmax_if_in)
 CHOICE_PROBE = 2048
-# CPU float32 logits: up to this many steered rows, the controls are applied row by row
-# (_StepPlan.apply_rows); more go through the CSR lists of apply_logit_controls, whose
-# fixed cost is shared by the rows (the cut measured: docs/steering.md, "Per-step cost")
-ROW_PATH_MAX_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -438,7 +434,7 @@ class SteeringBatch:
             pos = {i: j for j, i in enumerate(idx)}
             for i in signal:
                 plan.drop(pos[i])
-        if self.sparse_ids and len(idx) <= ROW_PATH_MAX_ROWS and _numpy_logits(logits):
+        if self.sparse_ids and _numpy_logits(logits):  # CPU: per-row lists, no CSR
             # ids come below the index's vocabulary size (masks', bans': below v)
             plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v)
             kw = None
