@@ -442,7 +442,7 @@ def aggregate(runs: list[dict], matrix: list[sc.Scenario], concurrency: int) -> 
                 pairs = [(p, p.get("pairs_with") or [p["round"]]) for p in twins]
                 paired = {rnd: _mean_point([p for p, rs in pairs if rnd in rs])
                           for rnd in {r for _, rs in pairs for r in rs}} if twins else {
-                    p["round"]: p for p in own}
+                    p["round"]: _mean_point([p]) for p in own}
                 row["pairing"] = "sandwich" if twins else "round"
                 ratios = [ratio(p.get("output_throughput"),
                                 paired[p["round"]].get("output_throughput"))

@@ -289,6 +289,12 @@ def test_aggregate_pairs_rounds_for_the_ratio():
         "rollbacks": 8, "engine": {"steps": 136, "requests": 38}}
     assert row["delivered_tokens"] == 1920  # over the runs, as the engine counters are
     assert row["cpu_ratio_rounds"] == [0.8, None, None] and row["cpu_ratio"] == 0.8
+    # the steady ratio pairs the same way (runs without latencies have none)
+    assert row["steady_ratio_rounds"] == [None, None, None]
+    steady = [{**r, "output_tokens": 960, "completed": 10,
+               "mean_e2e_ms": 1000.0 if r["scenario"] == "plain/chat" else 1250.0}
+              for r in runs]
+    assert aggregate(steady, m, 16)["logits-30/chat"]["steady_ratio"] == 0.8
     assert agg["plain/chat"]["output_throughput"] == 100
 
 
