@@ -619,9 +619,10 @@ class _StepPlan:
 
     def apply_rows(self, logits: torch.Tensor, rows: list[int], *, in_range: bool = False
                    ) -> None:
-        """Apply the planned controls to CPU float32 ``logits`` row by row, the j-th
-        planned row being logits row ``rows[j]`` (``apply_row_controls_numpy``: a few
-        indexing operations per row, no CSR lists, no gather/scatter of the rows). Only
+        """Apply the planned controls to CPU float32 ``logits``, the j-th planned row
+        being logits row ``rows[j]`` (``apply_row_controls_numpy``: per-row lists, each
+        stage applied to every row at once through flat indices; no CSR lists, no
+        gather/scatter of the rows). Only
         with the ban lists (:attr:`ban_lists`), where masks that ban many tokens sit in
         the table and the rest are id lists. ``in_range``: every id is known to lie in
         the logits' vocabulary (none is checked)."""

@@ -177,8 +177,8 @@ def apply_row_controls_numpy(
     banned: Sequence[np.ndarray | None] | None = None,
     in_range: bool = False,
 ) -> torch.Tensor:
-    """The controls of :func:`apply_logit_controls_numpy` for a few rows, given per row
-    rather than as CSR lists: in place on CPU float32 ``logits`` [B, V], the k-th entry of
+    """The controls of :func:`apply_logit_controls_numpy` given per row rather than as
+    CSR lists: in place on CPU float32 ``logits`` [B, V], the k-th entry of
     each list belonging to logits row ``rows[k]`` (None: nothing of that kind there).
 
     * ``bias[k]``: (token ids, float32 values), ids unique;
@@ -215,17 +215,14 @@ def apply_row_controls_numpy(
     if bias is not None:
         found = _flat_lists(rows, bias, v, fit)
         if found is not None:
-            idx, _, vals, _ = found
+            idx, _, vals = found
             flat[idx] = flat[idx] + vals.astype(np.float32, copy=False)
     if penalty is not None:
         found = _flat_lists(rows, penalty, v, fit)
         if found is not None:
-            idx, ks, counts, keep = found
-            sizes = [penalty[k][0].size for k in ks]
-            presence = np.repeat(np.array([penalty[k][2] for k in ks], np.float32), sizes)
-            frequency = np.repeat(np.array([penalty[k][3] for k in ks], np.float32), sizes)
-            if keep is not None:
-                presence, frequency = presence[keep], frequency[keep]
+            idx, owner, counts = found
+            presence = np.array([e[2] if e else 0.0 for e in penalty], np.float32)[owner]
+            frequency = np.array([e[3] if e else 0.0 for e in penalty], np.float32)[owner]
             with np.errstate(invalid="ignore", over="ignore"):
                 flat[idx] = _minus_penalties(flat[idx], counts.astype(np.float32),
                                              presence, frequency)
@@ -234,37 +231,26 @@ def apply_row_controls_numpy(
             if words is not None:
                 _row_mask(x[rows[k]], words)
     if banned is not None:
-        found = _flat_lists(rows, [None if ids is None or not len(ids) else
-                                   (np.asarray(ids),) for ids in banned], v, fit)
+        found = _flat_lists(rows, [None if ids is None else (np.asarray(ids),)
+                                   for ids in banned], v, fit)
         if found is not None:
             flat[found[0]] = _NEG_INF
     return logits
 
 
 def _flat_lists(rows: Sequence[int], entries: Sequence[tuple | None], v: int, fit):
-    """Per-row entries ``(ids, companion, …)`` (None: none) as (flat indices into a
-    [B, v] row-major storage, the k of the entries with ids, their companions
-    concatenated or None, the keep-mask over the concatenated ids when ``fit`` dropped
-    some outside [0, v), else None); None when no entry has ids."""
+    """Per-row entries ``(ids, companion, …)`` (None: none), the k-th for logits row
+    ``rows[k]``, as (flat indices into a [B, v] row-major storage, the k each index
+    belongs to, the companions concatenated or None), after ``fit`` (ids outside [0, v)
+    dropped, or trusted); None when no entry has ids."""
     ks = [k for k, e in enumerate(entries) if e is not None and e[0].size]
     if not ks:
         return None
-    first = entries[ks[0]]
-    if len(ks) == 1:
-        ids = first[0].astype(np.int64, copy=False)
-        other = first[1] if len(first) > 1 else None
-        at = np.int64(rows[ks[0]] * v)
-    else:
-        ids = np.concatenate([entries[k][0] for k in ks]).astype(np.int64, copy=False)
-        other = (np.concatenate([entries[k][1] for k in ks]) if len(first) > 1 else None)
-        at = np.repeat(np.array([rows[k] for k in ks], dtype=np.int64) * v,
-                       [entries[k][0].size for k in ks])
-    keep = None
-    if fit is not _as_is and (ids.min() < 0 or ids.max() >= v):
-        keep = (ids >= 0) & (ids < v)
-        ids, other = ids[keep], (None if other is None else other[keep])
-        at = at[keep] if np.ndim(at) else at
-    return ids + at, ks, other, keep
+    owner = np.repeat(np.array(ks, dtype=np.intp), [entries[k][0].size for k in ks])
+    ids = np.concatenate([entries[k][0] for k in ks]).astype(np.int64, copy=False)
+    other = np.concatenate([entries[k][1] for k in ks]) if len(entries[ks[0]]) > 1 else None
+    ids, owner, other = fit(ids, v, owner, other)
+    return np.asarray(rows, dtype=np.int64)[owner] * v + ids, owner, other
 
 
 def _row_controls(row: np.ndarray, fit, bias, penalty, words, banned) -> None:
@@ -294,16 +280,17 @@ def _minus_penalties(y: np.ndarray, cnt: np.ndarray, presence, frequency) -> np.
     return y
 
 
-def _in_vocab(ids: np.ndarray, v: int, other: np.ndarray | None = None):
-    """(ids, other) without the entries whose id lies outside [0, v)."""
+def _in_vocab(ids: np.ndarray, v: int, *others: np.ndarray | None) -> tuple:
+    """(ids, *others) without the entries whose id lies outside [0, v) (an array of
+    ``others`` has one entry per id; None stays None)."""
     if ids.size and (ids.min() < 0 or ids.max() >= v):
         keep = (ids >= 0) & (ids < v)
-        return ids[keep], (None if other is None else other[keep])
-    return ids, other
+        return ids[keep], *(None if o is None else o[keep] for o in others)
+    return ids, *others
 
 
-def _as_is(ids: np.ndarray, v: int, other: np.ndarray | None = None):
-    return ids, other
+def _as_is(ids: np.ndarray, v: int, *others: np.ndarray | None) -> tuple:
+    return ids, *others
 
 
 def _row_mask(row: np.ndarray, words: np.ndarray) -> None:
