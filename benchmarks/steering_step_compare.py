@@ -1,20 +1,25 @@
 """Per-step cost of the steering processor's work: this checkout against an older commit,
 in the same run.
 
-Each code version runs in its own subprocess over the same workload: SmolLM2's real
-vocabulary (``benchmarks/data/smollm2_vocab.json.gz``), every row steered with the dev
-set's 30 entities (aliases included) and the ``logits`` strategy at that version's
-defaults, greedy; rows advance over the same real text (``steering_step.corpus``) at
-staggered offsets, under the masks (``step_loop.decode_steps``, the same loop as
-``steering_step``); random logits; the timed call is ``SteeringBatch.apply``. This checkout
-runs twice: at its defaults (rollback on) and with ``max_rollbacks: 0`` (the prefix ban
-alone, what a commit from before rollback does). Versions alternate (ref, current,
-current without rollback, ref, …) so that a noisy machine slows all alike; the result per
-version and batch size is the median over rounds of each round's median step.
+Each code version runs over the same workload: SmolLM2's real vocabulary
+(``benchmarks/data/smollm2_vocab.json.gz``), every row steered with the dev set's 30
+entities (aliases included) and the ``logits`` strategy at that version's defaults,
+greedy; rows advance over the same real text (``steering_step.corpus``) at staggered
+offsets, under the masks (``step_loop.DecodeLoop``, the loop of ``steering_step``); random
+logits; the timed call is ``SteeringBatch.apply``. This checkout runs twice: at its
+defaults (rollback on) and with ``max_rollbacks: 0`` (the prefix ban alone, what a commit
+from before rollback does). The three run in one process, their steps interleaved (each
+version takes each place in the order in turn), so that a slow spell of a noisy machine
+slows all alike; each version's result is its median step. A round is one such process;
+the result per version and batch size is the median over rounds, with each round's own
+current/ref ratio listed beside it.
 
 The older commit is exported with ``git archive`` into a temporary folder; its
 ``control``/``kernels`` folders are mapped into a ``greyelephant`` package the same way as
-for this checkout, so nothing is installed.
+for this checkout, so nothing is installed. The worker imports each tree as
+``greyelephant`` in turn, dropping the previous one's modules from ``sys.modules`` first
+(the objects built from it keep their own module globals), and records the file each
+version's ``steering_batch`` came from.
 
     python -m greyelephant.benchmarks.steering_step_compare --ref b1bd887 --device cpu
 
@@ -39,55 +44,91 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-# Runs inside the subprocess, with the version under test importable as ``greyelephant``.
-# It uses only what both old and new versions have, adapting to the two known signatures.
+# Runs inside the subprocess. Every version is imported as ``greyelephant`` in turn (its
+# modules dropped from sys.modules before the next is imported): what was built from one
+# keeps its own module globals. A short priming loop right after each import settles the
+# lazy imports an older version makes at its first step. It uses only what both old and
+# new versions have, adapting to the two known signatures.
 WORKER = r"""
-import gzip, importlib.util, inspect, json, statistics, sys
+import gzip, importlib, importlib.util, inspect, json, logging, statistics, sys
 import torch
 cfg = json.loads(sys.argv[1])
 if cfg["threads"]:
     torch.set_num_threads(cfg["threads"])
-import logging
-logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
-from greyelephant.control.spec import parse_steering
-from greyelephant.control import steering_batch as sb
-from greyelephant.control.vocab_index import VocabIndex
-
-doc = json.loads(gzip.open(cfg["vocab"], "rt").read())
-index = VocabIndex.from_token_bytes(
-    [None if t is None else bytes.fromhex(t) for t in doc["tokens"]], key="smollm2",
-    kind=doc["kind"])
-tokens = json.loads(open(cfg["tokens"]).read())
-spec = parse_steering(cfg["steering"])
-if hasattr(spec, "engine_steering"):
-    args = spec.engine_steering(signal=16).to_extra_args()
-else:
-    args = spec.engine_args()
-add_params = list(inspect.signature(sb.SteeringBatch.add).parameters)
-stop = frozenset({2, 16})
-if "request" in add_params:
-    extra = sb.RequestInfo(stop_ids=stop, temperature=0.0, max_tokens=1 << 20)
-else:
-    extra = stop
 spec_loop = importlib.util.spec_from_file_location("step_loop", cfg["loop"])
 loop = importlib.util.module_from_spec(spec_loop)
 spec_loop.loader.exec_module(loop)
+doc = json.loads(gzip.open(cfg["vocab"], "rt").read())
+token_bytes = [None if t is None else bytes.fromhex(t) for t in doc["tokens"]]
+tokens = json.loads(open(cfg["tokens"]).read())
+stop = frozenset({2, 16})
+gen = torch.Generator(device="cpu").manual_seed(0)
+logits = {b: [torch.randn(b, len(token_bytes), generator=gen).to(cfg["device"])
+              for _ in range(4)] for b in cfg["batches"]}
+
+
+def import_version(root):
+    for name in [m for m in sys.modules if m == "greyelephant" or m.startswith("greyelephant.")]:
+        del sys.modules[name]
+    sys.path.insert(0, root)
+    importlib.invalidate_caches()
+    try:
+        mods = [importlib.import_module("greyelephant.control." + m)
+                for m in ("spec", "steering_batch", "vocab_index")]
+    finally:
+        sys.path.remove(root)
+    logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
+    return mods
+
+
+def batch_maker(spec_mod, sb, index, steering):
+    spec = spec_mod.parse_steering(steering)
+    if hasattr(spec, "engine_steering"):
+        args = spec.engine_steering(signal=16).to_extra_args()
+    else:
+        args = spec.engine_args()
+    if "request" in inspect.signature(sb.SteeringBatch.add).parameters:
+        extra = sb.RequestInfo(stop_ids=stop, temperature=0.0, max_tokens=1 << 20)
+    else:
+        extra = stop
+
+    def make(b, pool):
+        batch = sb.SteeringBatch(index, cfg["device"])
+
+        def restart(i):
+            out = []
+            batch.add(i, args, out, extra)
+            return out
+
+        outs = [restart(i) for i in range(b)]
+        return loop.DecodeLoop(batch, outs, tokens, pool, ends=stop, restart=restart)
+    return make
+
+
+makers, imported, files = {}, {}, {}
+for v in cfg["versions"]:
+    if v["root"] not in imported:
+        spec_mod, sb, vi = import_version(v["root"])
+        index = vi.VocabIndex.from_token_bytes(token_bytes, key="smollm2", kind=doc["kind"])
+        imported[v["root"]] = (spec_mod, sb, index)
+    makers[v["name"]] = batch_maker(*imported[v["root"]], v["steering"])
+    files[v["name"]] = imported[v["root"]][1].__file__
+    prime = makers[v["name"]](2, [p[:2] for p in logits[cfg["batches"][0]]])
+    for _ in range(5):
+        prime.step(count=False)
 result = {}
+names = list(makers)
 for b in cfg["batches"]:
-    batch = sb.SteeringBatch(index, cfg["device"])
-
-    def restart(i):
-        out = []
-        batch.add(i, args, out, extra)
-        return out
-
-    outs = [restart(i) for i in range(b)]
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    logits = [torch.randn(b, index.vocab_size, generator=gen).to(cfg["device"])
-              for _ in range(4)]
-    run = loop.decode_steps(batch, outs, tokens, logits, warmup=cfg["warmup"],
-                            steps=cfg["steps"], ends=stop, restart=restart)
-    result[str(b)] = statistics.median(run["times"]) * 1e3
+    loops = {name: makers[name](b, logits[b]) for name in names}
+    times = {name: [] for name in names}
+    for step in range(cfg["warmup"] + cfg["steps"]):
+        k = step % len(names)  # each version takes each place in the order in turn
+        for name in names[k:] + names[:k]:
+            took = loops[name].step(count=step >= cfg["warmup"])
+            if step >= cfg["warmup"]:
+                times[name].append(took)
+    result[str(b)] = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+print("FILES " + json.dumps(files))
 print("RESULT " + json.dumps(result))
 """
 
@@ -116,14 +157,20 @@ def export(ref: str, into: Path) -> Path:
     return tree
 
 
-def run_version(pythonpath: Path, cfg: dict) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], env=env,
-                          cwd=pythonpath, capture_output=True, text=True, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+def run_round(cfg: dict, cwd: Path) -> dict[str, dict[str, float]]:
+    """One worker process: {B: {version: median step ms}}, the versions' steps
+    interleaved. Raises if a version's code was not imported from its own tree."""
+    proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], cwd=cwd,
+                          capture_output=True, text=True, check=False)
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
+                 if line.startswith(("RESULT ", "FILES ")))
+    if "RESULT" not in lines:
+        raise RuntimeError(f"worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    files = json.loads(lines["FILES"])
+    for v in cfg["versions"]:
+        if not files[v["name"]].startswith(v["root"] + os.sep):
+            raise RuntimeError(f"{v['name']} ran code from {files[v['name']]}, not {v['root']}")
+    return json.loads(lines["RESULT"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,22 +202,25 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         tokens = tmp / "tokens.json"
         tokens.write_text(json.dumps(encode(smollm2_vocab(), corpus())))
+        current = str(package_root(REPO, tmp / "current-pkg"))
+        ref_root = str(package_root(export(ref_sha, tmp), tmp / "ref-pkg"))
         cfg = {"vocab": str(HERE / "data" / "smollm2_vocab.json.gz"), "tokens": str(tokens),
-               "loop": str(HERE / "step_loop.py"),
-               "steering": steering, "device": args.device, "threads": args.threads,
-               "batches": [int(x) for x in args.batches.split(",")], "steps": args.steps,
-               "warmup": args.warmup}
-        current = package_root(REPO, tmp / "current-pkg")
-        versions = {"ref": (package_root(export(ref_sha, tmp), tmp / "ref-pkg"), cfg),
-                    "current": (current, cfg),
-                    "current_no_rollback": (current, {**cfg, "steering": {
-                        **steering, "max_rollbacks": 0}})}
-        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in versions}
+               "loop": str(HERE / "step_loop.py"), "device": args.device,
+               "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+               "batches": [int(x) for x in args.batches.split(",")],
+               "versions": [
+                   {"name": "ref", "root": ref_root, "steering": steering},
+                   {"name": "current", "root": current, "steering": steering},
+                   {"name": "current_no_rollback", "root": current,
+                    "steering": {**steering, "max_rollbacks": 0}}]}
+        names = [v["name"] for v in cfg["versions"]]
+        # rounds[version][r] = {B: median ms}, as each round's process measured it
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         for r in range(args.rounds):
-            for name, (path, version_cfg) in versions.items():
-                res = run_version(path, version_cfg)
-                rounds[name].append(res)
-                print(json.dumps({"round": r, "version": name, "median_ms": res}), flush=True)
+            res = run_round(cfg, tmp)
+            for name in names:
+                rounds[name].append({b: by_version[name] for b, by_version in res.items()})
+            print(json.dumps({"round": r, "median_ms": res}), flush=True)
     rows = []
     for b in cfg["batches"]:
         ms = {name: statistics.median(x[str(b)] for x in rounds[name]) for name in rounds}
@@ -179,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
                      "current_no_rollback_ms": round(ms["current_no_rollback"], 4),
                      "current_over_ref": round(ms["current"] / ms["ref"], 3),
                      "current_no_rollback_over_ref": round(
-                         ms["current_no_rollback"] / ms["ref"], 3)})
+                         ms["current_no_rollback"] / ms["ref"], 3),
+                     # each round's own ratio: its steps interleaved with the ref's
+                     "current_over_ref_rounds": [
+                         round(c[str(b)] / f[str(b)], 3)
+                         for c, f in zip(rounds["current"], rounds["ref"], strict=True)]})
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
             "load_average": os.getloadavg(), "device": args.device,
@@ -189,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                 argv if argv is not None else sys.argv[1:]),
             "workload": "SmolLM2 vocabulary; every row steered (dev set's 30 entities, "
                         "logits strategy, each version's defaults), greedy; "
-                        f"{args.warmup} warm-up + {args.steps} timed steps; median per "
-                        f"round, median of {args.rounds} alternating rounds"}
+                        f"{args.warmup} warm-up + {args.steps} timed steps per version, "
+                        "the versions' steps interleaved in one process (each takes "
+                        "each place in the order in turn); median step per round, "
+                        f"median of {args.rounds} rounds (processes)"}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"steering_step_compare-{args.device}"
     (args.out / f"{stem}.json").write_text(
@@ -202,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|---|",
              *(f"| {r['B']} | {r['ref_ms']:.3f} | {r['current_ms']:.3f} "
                f"| {r['current_over_ref']:.2f} | {r['current_no_rollback_ms']:.3f} "
-               f"| {r['current_no_rollback_over_ref']:.2f} |" for r in rows)]
+               f"| {r['current_no_rollback_over_ref']:.2f} |" for r in rows), "",
+             *(f"- B={r['B']}, current / {args.ref} per round: "
+               + ", ".join(f"{x:.2f}" for x in r["current_over_ref_rounds"]) for r in rows)]
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

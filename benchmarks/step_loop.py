@@ -11,6 +11,18 @@ best allowed token (its argmax) instead, moving on in the text either way. A row
 its rollback signal (or a stop token) ends there, as its request would in the engine, and
 ``restart(i)`` puts a fresh request in its place (a rollback continuation costs its first
 step like any new request). Only ``batch.apply`` is timed.
+
+Each step's logits are copied into one buffer that the loop allocates once, so every step
+starts from memory the process has touched before, as it does in an engine whose
+allocator keeps its blocks (torch's caching allocator on a GPU; glibc's heap on the CPU
+once its mmap threshold has adapted). A fresh tensor per step (``clone()``) sometimes
+lands on newly mapped pages, zero-filled by the kernel and cold in cache and TLB; whether
+it does depends on the allocator's state, which differs from one process to the next, and
+it made the same code's step time vary by 2x between runs.
+
+:class:`DecodeLoop` runs one step at a time, so that a comparison can interleave the steps
+of several batches (code versions) in one process; :func:`decode_steps` runs one batch's
+steps in a row.
 """
 
 from __future__ import annotations
@@ -21,42 +33,64 @@ from collections.abc import Callable, Sequence
 import torch
 
 
+class DecodeLoop:
+    """One batch's decode loop, a step at a time.
+
+    ``outs[i]`` is row i's output token list (the batch reads it); ``restart(i)`` re-adds
+    row i as a new request and returns its new output list. Row i starts at offset
+    ``i * stride`` of the text."""
+
+    def __init__(self, batch, outs: list[list[int]], tokens: Sequence[int],
+                 logits_pool: Sequence[torch.Tensor], *, ends: frozenset[int],
+                 restart: Callable[[int], list[int]], stride: int = 977):
+        self.batch, self.outs, self.tokens = batch, outs, tokens
+        self.logits_pool, self.ends, self.restart = logits_pool, ends, restart
+        device = logits_pool[0].device
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.pos = [i * stride % len(tokens) for i in range(len(outs))]
+        self.rows = torch.arange(len(outs), device=device)
+        self.buffer = torch.empty_like(logits_pool[0])
+        self.choice = [tokens[p] for p in self.pos]
+        self.n = 0  # steps run
+        self.diverted = self.restarts = 0  # counted over the steps run with count=True
+
+    def step(self, count: bool = True) -> float:
+        """Run one decode step; return the seconds ``batch.apply`` took."""
+        outs, tokens, pos, choice = self.outs, self.tokens, self.pos, self.choice
+        n_text = len(tokens)
+        for i in range(len(outs)):
+            outs[i].append(choice[i])
+        x = self.buffer
+        x.copy_(self.logits_pool[self.n % len(self.logits_pool)])
+        self.n += 1
+        self.sync()
+        t0 = time.perf_counter()
+        self.batch.apply(x)
+        self.sync()
+        took = time.perf_counter() - t0
+        want = [tokens[(p + 1) % n_text] for p in pos]
+        blocked = torch.isneginf(x[self.rows, torch.tensor(want, device=x.device)]).tolist()
+        best = x.argmax(dim=-1).tolist() if any(blocked) else None
+        for i in range(len(outs)):
+            pos[i] = (pos[i] + 1) % n_text
+            choice[i] = best[i] if blocked[i] else want[i]
+            self.diverted += blocked[i] and count
+            if choice[i] in self.ends:
+                outs[i] = self.restart(i)
+                choice[i] = tokens[pos[i]]
+                self.restarts += count
+        return took
+
+
 def decode_steps(batch, outs: list[list[int]], tokens: Sequence[int],
                  logits_pool: Sequence[torch.Tensor], *, warmup: int, steps: int,
                  ends: frozenset[int], restart: Callable[[int], list[int]],
                  stride: int = 977) -> dict:
-    """Run ``warmup + steps`` decode steps; return the timed steps' seconds and counts.
-
-    ``outs[i]`` is row i's output token list (the batch reads it); ``restart(i)`` re-adds
-    row i as a new request and returns its new output list."""
-    b = len(outs)
-    device = logits_pool[0].device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    n_text = len(tokens)
-    pos = [i * stride % n_text for i in range(b)]
-    rows = torch.arange(b, device=device)
-    choice = [tokens[p] for p in pos]
-    times: list[float] = []
-    diverted = restarts = 0
-    for step in range(warmup + steps):
-        for i in range(b):
-            outs[i].append(choice[i])
-        x = logits_pool[step % len(logits_pool)].clone()
-        sync()
-        t0 = time.perf_counter()
-        batch.apply(x)
-        sync()
-        if step >= warmup:
-            times.append(time.perf_counter() - t0)
-        want = [tokens[(p + 1) % n_text] for p in pos]
-        blocked = torch.isneginf(x[rows, torch.tensor(want, device=device)]).tolist()
-        best = x.argmax(dim=-1).tolist() if any(blocked) else None
-        for i in range(b):
-            pos[i] = (pos[i] + 1) % n_text
-            choice[i] = best[i] if blocked[i] else want[i]
-            diverted += blocked[i] and step >= warmup
-            if choice[i] in ends:
-                outs[i] = restart(i)
-                choice[i] = tokens[pos[i]]
-                restarts += step >= warmup
-    return {"times": times, "diverted": int(diverted), "restarts": int(restarts)}
+    """Run ``warmup + steps`` decode steps of one batch; return the timed steps' seconds
+    and counts (see :class:`DecodeLoop`)."""
+    loop = DecodeLoop(batch, outs, tokens, logits_pool, ends=ends, restart=restart,
+                      stride=stride)
+    for _ in range(warmup):
+        loop.step(count=False)
+    times = [loop.step() for _ in range(steps)]
+    return {"times": times, "diverted": int(loop.diverted), "restarts": int(loop.restarts)}

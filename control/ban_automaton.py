@@ -175,9 +175,10 @@ class CompiledSteering:
         self._whole_exact: np.ndarray | None = None
         self._whole_any: np.ndarray | None = None
         self._whole_some: bool | None = None
-        self._whole_ids: dict[tuple[int, bool], np.ndarray] = {}
+        self._whole_ids: dict[int, np.ndarray] = {}
         self._bias = _LRU(max_cached_states)
-        self._avoid_trans: dict[tuple[int, int], tuple[int, bool]] = {}
+        self._boost_sets = _LRU(max_cached_states)  # q -> the token ids boosted there
+        self._avoid_trans: dict[tuple[int, int], tuple[int, bool, bytes] | None] = {}
         self._prefer_trans: dict[tuple[int, int], tuple[int, bool, bool]] = {}
         self.compile_seconds = time.perf_counter() - t0
 
@@ -202,37 +203,33 @@ class CompiledSteering:
         return fold_text(text, prev_sep=False)
 
     def advance(self, row: RowState, token_id: int) -> None:
-        """Feed one sampled token into the row's state."""
+        """Feed one sampled token into the row's state. With no bytes pending (the common
+        case) the avoid automaton's move is one cached (state, token) lookup, which also
+        gives the bytes the token leaves pending; so is the prefer automaton's."""
         row.n_tokens += 1
-        idx = self.index
-        plain = not row.pending
-        if plain and 0 <= token_id < len(idx.token_bytes):  # feed_text's common case
-            if idx.token_bytes[token_id] is None:
-                return  # special tokens contribute no text
-            row.pending = idx.tails[token_id]
-            folded = idx.texts[token_id]
-        else:
-            folded = self.feed_text(row, token_id)
-            if folded is None:
-                return
         q0 = row.prefer
-        if plain:
+        if not row.pending:
             key = (row.avoid, token_id)
             t = self._avoid_trans.get(key)
             if t is None:
-                t = self._avoid_trans[key] = self.avoid.feed(row.avoid, folded)
-            row.avoid, hit = t
+                t = self._avoid_trans[key] = self._plain_move(row.avoid, token_id)
+            if t is None:
+                return  # special tokens (and ids past the vocabulary) contribute no text
+            row.avoid, hit, row.pending = t
             if not row.prefer_done:
                 key = (q0, token_id)
                 t = self._prefer_trans.get(key)
                 if t is None:  # (next state, form completed, token was boosted)
                     t = self._prefer_trans[key] = (
-                        *self.prefer.feed(q0, idx.texts[token_id]), self._boosted(q0, token_id)
-                    )
+                        *self.prefer.feed(q0, self.index.texts[token_id]),
+                        self._boosted(q0, token_id))
                 row.prefer, row.prefer_done, boosted = t
                 if boosted:
                     row.prefer_trying = True
         else:
+            folded = self.feed_text(row, token_id)
+            if folded is None:
+                return
             row.avoid, hit = self.avoid.feed(row.avoid, folded)
             if not row.prefer_done:
                 row.prefer, row.prefer_done = self.prefer.feed(q0, folded)
@@ -245,6 +242,14 @@ class CompiledSteering:
                 row.prefer_done = True  # the boost is spent for this row
         if hit:
             row.violated = True
+
+    def _plain_move(self, q: int, token_id: int) -> tuple[int, bool, bytes] | None:
+        """(next avoid state, a form completed, bytes left pending) for ``token_id`` read
+        from state ``q`` with no bytes pending; None for a token with no text."""
+        idx = self.index
+        if not 0 <= token_id < len(idx.token_bytes) or idx.token_bytes[token_id] is None:
+            return None
+        return (*self.avoid.feed(q, idx.texts[token_id]), idx.tails[token_id])
 
     def advance_many(self, row: RowState, token_ids: Iterable[int]) -> None:
         for t in token_ids:
@@ -288,16 +293,14 @@ class CompiledSteering:
                                if self.has_avoid else np.zeros(self.index.vocab_size, bool))
         return self._whole_any
 
-    def whole_form_ids(self, row: RowState, vocab: int) -> np.ndarray:
-        """int64 ids below ``vocab`` of the tokens that may write a whole form at once
-        from the row's state (no bytes pending): a superset of those
-        :meth:`whole_form_groups` returns groups for (cached per kind of state)."""
-        at_start = self.avoid.ends_sep(row.avoid)
-        hit = self._whole_ids.get((vocab, at_start))
+    def whole_form_ids(self, vocab: int) -> np.ndarray:
+        """int64 ids below ``vocab`` of :meth:`whole_form_mask`'s tokens (cached): the one
+        list every row of the spec is checked against, whatever its state (the rows of a
+        spec then share it, and the rollback check gathers them together)."""
+        hit = self._whole_ids.get(vocab)
         if hit is None:
-            mask = self.whole_form_mask() if at_start else self._ends_inside_mask()
-            ids = np.flatnonzero(mask)
-            hit = self._whole_ids[(vocab, at_start)] = ids[ids < vocab]
+            ids = np.flatnonzero(self.whole_form_mask())
+            hit = self._whole_ids[vocab] = ids[ids < vocab]
         return hit
 
     def any_whole_form_token(self) -> bool:
@@ -525,9 +528,12 @@ class CompiledSteering:
 
     # -- preferred tokens --------------------------------------------------------------
     def _boosted(self, q: int, token_id: int) -> bool:
-        ids = self._bias.get_or(q, lambda: self._prefer_tokens(q))[0]
-        i = int(np.searchsorted(ids, token_id))
-        return i < ids.size and int(ids[i]) == token_id
+        """Whether the prefer bias boosts ``token_id`` in prefer state ``q`` (a set lookup:
+        it runs on every new (state, token) pair a row meets)."""
+        return token_id in self._boost_sets.get_or(q, self._boost_set, q)
+
+    def _boost_set(self, q: int) -> frozenset[int]:
+        return frozenset(self._bias.get_or(q, self._prefer_tokens, q)[0].tolist())
 
     def bias(self, row: RowState) -> tuple[np.ndarray, np.ndarray]:
         """(token ids int32, bias values float32) for the row's next token."""

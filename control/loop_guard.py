@@ -42,41 +42,42 @@ def check_ngram_size(n: object, what: str = "no_repeat_ngram") -> int:
 class NgramGuard:
     """Per-row state of the loop guard for n-grams of size ``n`` (>= 2)."""
 
-    __slots__ = ("n", "tokens", "followers")
+    __slots__ = ("n", "context", "followers")
 
     def __init__(self, n: int):
         if n < 2:
             raise ValueError("NgramGuard needs n >= 2")
         self.n = n
-        self.tokens: list[int] = []
+        # the last n-1 generated tokens (fewer at the start): the next token's context
+        self.context: tuple[int, ...] = ()
         # (n-1)-gram -> tokens that followed it somewhere in the output
         self.followers: dict[tuple[int, ...], set[int]] = {}
 
     def push(self, token: int) -> None:
-        """Append one generated token."""
-        toks = self.tokens
-        toks.append(token)
-        if len(toks) >= self.n:
-            key = tuple(toks[-self.n:-1])
-            seen = self.followers.get(key)
+        """Append one generated token: it follows the current context, which then moves
+        on by one token (one tuple built per token, whatever the output's length)."""
+        ctx = self.context
+        if len(ctx) == self.n - 1:
+            seen = self.followers.get(ctx)
             if seen is None:
-                self.followers[key] = {token}
+                self.followers[ctx] = {token}
             else:
                 seen.add(token)
+            self.context = ctx[1:] + (token,)
+        else:
+            self.context = ctx + (token,)
 
     def extend(self, tokens: Iterable[int]) -> None:
         for t in tokens:
             self.push(t)
 
     def banned(self) -> set[int] | frozenset[int]:
-        """Tokens that would complete an n-gram already present (do not mutate)."""
-        k = self.n - 1
-        if len(self.tokens) < k:
-            return _NOTHING
-        return self.followers.get(tuple(self.tokens[-k:]), _NOTHING)
+        """Tokens that would complete an n-gram already present (do not mutate). A
+        context shorter than n-1 tokens is never a key: nothing is banned then."""
+        return self.followers.get(self.context, _NOTHING)
 
     def reset(self) -> None:
-        self.tokens.clear()
+        self.context = ()
         self.followers.clear()
 
 

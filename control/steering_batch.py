@@ -57,9 +57,10 @@ SPARSE_IDS_SHARE = 32
 # Plain-step masks memoised per batch (SteeringBatch.controls); each entry holds a mask.
 # Also the bound on the row kinds remembered
 MAX_STEP_MEMO = 4096
-# The rollback check looks among the first CHOICE_PROBE tokens for one that proves a row's
-# argmax lies outside a token set (see argmax_if_in)
-CHOICE_PROBE = 2048
+# The rollback check looks among a row's first tokens for one that proves the row's argmax
+# lies outside a token set, first among the first 256, then the first 2048 (see
+# argmax_if_in)
+CHOICE_PROBES = (256, 2048)
 
 
 @dataclass(frozen=True)
@@ -232,15 +233,17 @@ class SteeringBatch:
         n = len(out)
         if n < r.consumed:  # tokens were discarded: replay from scratch
             r.reset()
-        cs, st, guard = r.compiled, r.state, r.guard
-        while r.consumed < n:
-            tid = out[r.consumed]
+        k, st, guard = r.consumed, r.state, r.guard
+        advance = r.compiled.advance
+        while k < n:
+            tid = out[k]
             if tid < 0:  # async-scheduling placeholder, filled in before sampling
                 break
-            cs.advance(st, tid)
+            advance(st, tid)
             if guard is not None:
                 guard.push(tid)
-            r.consumed += 1
+            k += 1
+        r.consumed = k
         if st.violated and not self._warned:
             self._warned = True
             logger.warning("steering: a banned form was emitted (a token was forced past the mask)")
@@ -370,7 +373,7 @@ class SteeringBatch:
         cs = r.compiled
         if inside or r.state.pending or not cs.any_whole_form_token():
             return None
-        return cs.whole_form_ids(r.state, vocab)
+        return cs.whole_form_ids(vocab)
 
     def _loop_bans(self, state_words: np.ndarray | None, tokens: set[int] | frozenset[int],
                    stop_ids: frozenset[int], special: np.ndarray, vocab: int) -> list[int]:
@@ -580,7 +583,8 @@ class _StepPlan:
             self.row_words[j] = words
             if ids is not None:
                 self.ids[j] = ids
-                self.mask_rows[j] = 0
+                if self.any_table and self.mask_rows[j]:  # it replaces a table mask
+                    self.mask_rows[j] = 0
             else:
                 self.ids[j] = None
                 self.any_table = True
@@ -732,37 +736,50 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
     [0, V); None: any token); a row left out has its argmax outside its set.
 
     Exact without a pass over the whole row in the common case: with m the maximum over
-    a row's set (every row's set gathered at once, one segmented maximum), a token among
-    the first :data:`CHOICE_PROBE` ones (where a BPE vocabulary keeps its most frequent
-    tokens) above m proves the argmax lies outside the set. Only the rows where that
-    probe finds none get their full argmax."""
+    a row's set, a token among the row's first few (where a BPE vocabulary keeps its most
+    frequent tokens) above m proves the argmax lies outside the set. The probe widens in
+    stages (:data:`CHOICE_PROBES`) over the rows still undecided; only the rows that no
+    stage decides get their full argmax, and so do the rows whose set is larger than the
+    first probe or their own (a watched row's mask): for them, the gather and the probes
+    would cost more numpy calls than the one pass.
+
+    A step's cost here is the number of numpy calls more than the data (a few dozen
+    logits a row): rows sharing one set array (the rows of one spec anticipating a whole
+    form share its list) are gathered in one 2-D take, the first probe covers every row
+    in one reduction, and the comparisons are plain Python over the rows."""
     v = x.shape[1]
-    best = np.empty(len(rows))
-    sizes = [-1 if ids is None else ids.size for ids in sets]
-    with_ids = [k for k, size in enumerate(sizes) if size > 0]
-    if with_ids:
-        counts = np.array([sizes[k] for k in with_ids], dtype=np.intp)
-        at = np.repeat(np.array([rows[k] for k in with_ids], dtype=np.intp), counts)
-        ids = np.concatenate([sets[k] for k in with_ids]) if len(with_ids) > 1 \
-            else sets[with_ids[0]]
-        if x.flags.c_contiguous:  # a 1-D take: several times faster than a 2-D gather
-            vals = x.reshape(-1).take(at * v + ids)
+    groups: dict[int, tuple[np.ndarray, list[int]]] = {}
+    full: list[int] = []  # rows to give their full argmax
+    for k, ids in enumerate(sets):
+        if ids is None or ids.size > CHOICE_PROBES[0]:
+            # any token (no probe can decide), or a set whose gather and probes would
+            # cost more than the one pass of a full argmax
+            full.append(rows[k])
+        elif ids.size:  # an empty set holds no argmax: the row is left out
+            groups.setdefault(id(ids), (ids, []))[1].append(rows[k])
+    best: dict[int, float] = {}  # row -> the maximum over its set
+    flat = x.reshape(-1) if x.flags.c_contiguous else None
+    for ids, members in groups.values():
+        if len(members) == 1:  # one call for its argmax costs less than the probes
+            full.append(members[0])
+            continue
+        at = np.asarray(members, dtype=np.intp)
+        if flat is not None:  # a 1-D take: several times faster than a 2-D gather
+            m = flat.take((at * v)[:, None] + ids).max(axis=1)
         else:
-            vals = x[at, ids]
-        starts = np.zeros(counts.size, dtype=np.intp)
-        np.cumsum(counts[:-1], out=starts[1:])
-        best[with_ids] = np.maximum.reduceat(vals, starts)
-    if len(with_ids) < len(rows):
-        for k, size in enumerate(sizes):
-            if size <= 0:  # None: no probe can decide; empty: any token does
-                best[k] = np.nan if size < 0 else -np.inf
-    probe = min(CHOICE_PROBE, v)
-    if 2 * len(rows) >= x.shape[0]:  # most rows: no copy of the rows
-        top = x[:, :probe].max(axis=1)[rows]
-    else:
-        top = x[rows, :probe].max(axis=1)
-    return {i: int(x[i].argmax()) for i, t, m in zip(rows, top.tolist(), best.tolist(),
-                                                     strict=True) if not t > m}
+            m = x[at[:, None], ids].max(axis=1)
+        best.update(zip(members, m.tolist(), strict=True))
+    if best:
+        width = min(CHOICE_PROBES[0], v)
+        top = x[:, :width].max(axis=1).tolist()  # every row at once: one reduction
+        undecided = [i for i, m in best.items() if not top[i] > m]  # NaN: undecided
+        for wider in CHOICE_PROBES[1:]:
+            if not undecided or width >= v:
+                break
+            width = min(wider, v)
+            undecided = [i for i in undecided if not float(x[i, :width].max()) > best[i]]
+        full += undecided
+    return {i: int(x[i].argmax()) for i in full}
 
 
 def _force_token(logits: torch.Tensor, i: int, token: int | None) -> None:

@@ -17,7 +17,7 @@ from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.rollback import RollbackTracker, signal_token_for
 from greyelephant.control.spec import parse_steering
 from greyelephant.control.steering_batch import (
-    CHOICE_PROBE,
+    CHOICE_PROBES,
     RequestInfo,
     SteeringBatch,
     argmax_if_in,
@@ -309,10 +309,10 @@ def test_anticipation_takes_the_first_maximum_on_a_partly_steered_batch(vocab_in
 def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
     """argmax_if_in leaves a row out only when its argmax lies outside the row's set, and
     gives the true argmax (numpy's: first maximum, NaN first) for every row it keeps —
-    NaN and infinities included, sets dense or empty, logits contiguous or a view of wider
-    rows."""
+    NaN and infinities included, sets dense, empty, large or shared by several rows, logits
+    contiguous or a view of wider rows, vocabularies narrower and wider than each probe."""
     b = data.draw(st.integers(1, 6))
-    v = data.draw(st.integers(1, 5 * CHOICE_PROBE))
+    v = data.draw(st.integers(1, 5 * CHOICE_PROBES[-1]))
     seed = data.draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((b, v)).astype(data.draw(st.sampled_from([np.float32, np.float64])))
@@ -325,11 +325,17 @@ def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
     rows = sorted(rng.choice(b, size=data.draw(st.integers(1, b)), replace=False).tolist())
     sets = []
     for i in rows:
-        kind = data.draw(st.sampled_from(["none", "empty", "few", "argmax", "tail"]))
+        kind = data.draw(st.sampled_from(["none", "empty", "few", "argmax", "tail", "shared",
+                                          "large"]))
         if kind == "none":
             sets.append(None)
             continue
+        if kind == "shared":  # the same array as an earlier row's (rows of one spec)
+            earlier = [a for a in sets if a is not None]
+            sets.append(earlier[-1] if earlier else np.asarray([0], dtype=np.int64))
+            continue
         ids = {"empty": [], "few": rng.integers(0, v, size=3).tolist(),
+               "large": rng.integers(0, v, size=CHOICE_PROBES[0] + 50).tolist(),
                "argmax": [int(x[i].argmax())], "tail": [v - 1]}[kind]
         sets.append(np.asarray(ids, dtype=np.int64))
     got = argmax_if_in(x, rows, sets)
