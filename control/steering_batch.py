@@ -777,7 +777,8 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
             if not undecided or width >= v:
                 break
             width = min(wider, v)
-            undecided = [i for i in undecided if not float(x[i, :width].max()) > best[i]]
+            top = x[undecided, :width].max(axis=1).tolist()  # the undecided rows at once
+            undecided = [i for i, t in zip(undecided, top, strict=True) if not t > best[i]]
         full += undecided
     return {i: int(x[i].argmax()) for i in full}
 
