@@ -740,8 +740,7 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
     frequent tokens) above m proves the argmax lies outside the set. The probe widens in
     stages (:data:`CHOICE_PROBES`) over the rows still undecided; only the rows that no
     stage decides get their full argmax, and so do the rows whose set is larger than the
-    first probe or their own (a watched row's mask): for them, the gather and the probes
-    would cost more numpy calls than the one pass.
+    first probe: for them, the gather and the probes would cost more than the one pass.
 
     A step's cost here is the number of numpy calls more than the data (a few dozen
     logits a row): rows sharing one set array (the rows of one spec anticipating a whole
@@ -760,8 +759,8 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
     best: dict[int, float] = {}  # row -> the maximum over its set
     flat = x.reshape(-1) if x.flags.c_contiguous else None
     for ids, members in groups.values():
-        if len(members) == 1:  # one call for its argmax costs less than the probes
-            full.append(members[0])
+        if len(members) == 1:  # a row's own set (a watched row's mask): a few ids
+            best[members[0]] = float(x[members[0]].take(ids).max())
             continue
         at = np.asarray(members, dtype=np.intp)
         if flat is not None:  # a 1-D take: several times faster than a 2-D gather
