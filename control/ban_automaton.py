@@ -175,7 +175,7 @@ class CompiledSteering:
         self._whole_exact: np.ndarray | None = None
         self._whole_any: np.ndarray | None = None
         self._whole_some: bool | None = None
-        self._whole_ids: dict[int, np.ndarray] = {}
+        self._whole_ids: dict[tuple[int, bool], np.ndarray] = {}
         self._bias = _LRU(max_cached_states)
         self._boost_sets = _LRU(max_cached_states)  # q -> the token ids boosted there
         self._avoid_trans: dict[tuple[int, int], tuple[int, bool, bytes] | None] = {}
@@ -293,14 +293,17 @@ class CompiledSteering:
                                if self.has_avoid else np.zeros(self.index.vocab_size, bool))
         return self._whole_any
 
-    def whole_form_ids(self, vocab: int) -> np.ndarray:
-        """int64 ids below ``vocab`` of :meth:`whole_form_mask`'s tokens (cached): the one
-        list every row of the spec is checked against, whatever its state (the rows of a
-        spec then share it, and the rollback check gathers them together)."""
-        hit = self._whole_ids.get(vocab)
+    def whole_form_ids(self, row: RowState, vocab: int) -> np.ndarray:
+        """int64 ids below ``vocab`` of the tokens that may write a whole form at once
+        from the row's state (no bytes pending): a superset of those
+        :meth:`whole_form_groups` returns groups for (cached per kind of state: at a word
+        start or not; the rows of a spec in one kind share the array)."""
+        at_start = self.avoid.ends_sep(row.avoid)
+        hit = self._whole_ids.get((vocab, at_start))
         if hit is None:
-            ids = np.flatnonzero(self.whole_form_mask())
-            hit = self._whole_ids[vocab] = ids[ids < vocab]
+            mask = self.whole_form_mask() if at_start else self._ends_inside_mask()
+            ids = np.flatnonzero(mask)
+            hit = self._whole_ids[(vocab, at_start)] = ids[ids < vocab]
         return hit
 
     def any_whole_form_token(self) -> bool:

@@ -373,7 +373,7 @@ class SteeringBatch:
         cs = r.compiled
         if inside or r.state.pending or not cs.any_whole_form_token():
             return None
-        return cs.whole_form_ids(vocab)
+        return cs.whole_form_ids(r.state, vocab)
 
     def _loop_bans(self, state_words: np.ndarray | None, tokens: set[int] | frozenset[int],
                    stop_ids: frozenset[int], special: np.ndarray, vocab: int) -> list[int]:
