@@ -31,6 +31,7 @@ _check`): the outcome of a rollback without the round trip.
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,20 @@ class _Row:
     stop_tuple: tuple[int, ...] = ()  # stop_ids, sorted (a mask key part)
     signal_ban: tuple[int, ...] = ()  # (signal,) when the row has one
     kind: int = 0  # names (spec, rollback, signal, stop tokens): the step memo's key part
+    # derived once from args and info, for the per-step loop (see SteeringBatch.controls):
+    # a step is plain while plain_from <= consumed < plain_below; below min_stop output
+    # tokens the stop tokens are banned
+    plain_from: int = 0
+    plain_below: float = math.inf
+    min_stop: int = 0
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        self.plain_from = 1 if self.args.start_ban else 0
+        if self.info.max_tokens is not None:
+            self.plain_below = self.info.max_tokens - 1
+        self.min_stop = self.args.min_tokens if self.stop_ids else 0
+        self.greedy = self.info.temperature < GREEDY_EPS
 
     def reset(self) -> None:
         cs = self.compiled
@@ -308,13 +323,12 @@ class SteeringBatch:
             r = rows[i]
             if len(r.out) != r.consumed:
                 self._catch_up(r)
-            cs, st, args = r.compiled, r.state, r.args
+            cs, st = r.compiled, r.state
             consumed = r.consumed
-            at_start = bool(args.start_ban) and consumed == 0
+            at_start = consumed < r.plain_from  # a continuation's first step
             words = None
             if cs.has_avoid:
-                if not at_start and (r.info.max_tokens is None
-                                     or consumed + 1 < r.info.max_tokens):
+                if r.plain_from <= consumed < r.plain_below:
                     # a plain step: its mask depends on the row's kind and state alone
                     key = (r.kind, st.avoid, st.pending, vocab)
                     step = steps.get(key)
@@ -330,14 +344,14 @@ class SteeringBatch:
                     inside = cs.avoid.depth[st.avoid] >= 2
                     ahead = self._ahead_ids(r, inside, vocab)
                 plan.set_mask(j, mask_key, words, ids)
-                if args.rollback and not r.signalled and not at_start:
+                if r.args.rollback and not r.signalled and not at_start:
                     if inside:
                         watch.append((j, i, words, ids))
-                    elif ahead is not None and r.info.temperature < GREEDY_EPS:
+                    elif ahead is not None and r.greedy:
                         anticipate.append((j, i, ahead))
             elif r.signal_ban:
                 plan.ban(j, r.signal_ban)
-            if r.stop_ids and consumed < args.min_tokens:
+            if consumed < r.min_stop:
                 plan.ban(j, r.stop_tuple)
             guard = r.guard
             if guard is not None:
