@@ -45,8 +45,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 # Runs inside the subprocess. Every version is imported as ``greyelephant`` in turn (its
-# modules dropped from sys.modules before the next is imported): what was built from one
-# keeps its own module globals. A short priming loop right after each import settles the
+# modules dropped from sys.modules before the next is imported; two versions of one tree
+# are imported twice): what was built from one keeps its own module globals. A short priming loop right after each import settles the
 # lazy imports an older version makes at its first step. It uses only what both old and
 # new versions have, adapting to the two known signatures.
 WORKER = r"""
@@ -105,14 +105,14 @@ def batch_maker(spec_mod, sb, index, steering):
     return make
 
 
-makers, imported, files = {}, {}, {}
+makers, files = {}, {}
 for v in cfg["versions"]:
-    if v["root"] not in imported:
-        spec_mod, sb, vi = import_version(v["root"])
-        index = vi.VocabIndex.from_token_bytes(token_bytes, key="smollm2", kind=doc["kind"])
-        imported[v["root"]] = (spec_mod, sb, index)
-    makers[v["name"]] = batch_maker(*imported[v["root"]], v["steering"])
-    files[v["name"]] = imported[v["root"]][1].__file__
+    # every version its own import and vocabulary index, even two of one tree: shared
+    # modules or caches would warm one version for the other
+    spec_mod, sb, vi = import_version(v["root"])
+    index = vi.VocabIndex.from_token_bytes(token_bytes, key="smollm2", kind=doc["kind"])
+    makers[v["name"]] = batch_maker(spec_mod, sb, index, v["steering"])
+    files[v["name"]] = sb.__file__
     prime = makers[v["name"]](2, [p[:2] for p in logits[cfg["batches"][0]]])
     for _ in range(5):
         prime.step(count=False)
