@@ -46,9 +46,10 @@ REPO = HERE.parent
 
 # Runs inside the subprocess. Every version is imported as ``greyelephant`` in turn (its
 # modules dropped from sys.modules before the next is imported; two versions of one tree
-# are imported twice): what was built from one keeps its own module globals. A short priming loop right after each import settles the
-# lazy imports an older version makes at its first step. It uses only what both old and
-# new versions have, adapting to the two known signatures.
+# are imported twice): what was built from one keeps its own module globals. A short
+# priming loop right after each import settles the lazy imports an older version makes at
+# its first step. It uses only what both old and new versions have, adapting to the two
+# known signatures.
 WORKER = r"""
 import gzip, importlib, importlib.util, inspect, json, logging, statistics, sys
 import torch
@@ -113,7 +114,8 @@ for v in cfg["versions"]:
     index = vi.VocabIndex.from_token_bytes(token_bytes, key="smollm2", kind=doc["kind"])
     makers[v["name"]] = batch_maker(spec_mod, sb, index, v["steering"])
     files[v["name"]] = sb.__file__
-    prime = makers[v["name"]](2, [p[:2] for p in logits[cfg["batches"][0]]])
+    n = min(2, cfg["batches"][0])
+    prime = makers[v["name"]](n, [p[:n] for p in logits[cfg["batches"][0]]])
     for _ in range(5):
         prime.step(count=False)
 result = {}

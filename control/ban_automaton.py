@@ -90,6 +90,7 @@ _UIDS = itertools.count(1)  # per compiled spec and per kind of cache; LRU beyon
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)
 _EMPTY_VALS = np.zeros(0, dtype=np.float32)
 _NO_TOKENS = np.zeros(0, dtype=np.int64)
+_UNSEEN = object()  # a transition cache's miss (None is a cached "no text")
 
 
 @dataclass
@@ -210,8 +211,8 @@ class CompiledSteering:
         q0 = row.prefer
         if not row.pending:
             key = (row.avoid, token_id)
-            t = self._avoid_trans.get(key)
-            if t is None:
+            t = self._avoid_trans.get(key, _UNSEEN)
+            if t is _UNSEEN:
                 t = self._avoid_trans[key] = self._plain_move(row.avoid, token_id)
             if t is None:
                 return  # special tokens (and ids past the vocabulary) contribute no text

@@ -97,15 +97,15 @@ class _Row:
     # derived once from args and info, for the per-step loop (see SteeringBatch.controls):
     # a step is plain while plain_from <= consumed < plain_below; below min_stop output
     # tokens the stop tokens are banned
-    plain_from: int = 0
-    plain_below: float = math.inf
-    min_stop: int = 0
-    greedy: bool = False
+    plain_from: int = field(init=False)
+    plain_below: float = field(init=False)
+    min_stop: int = field(init=False)
+    greedy: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.plain_from = 1 if self.args.start_ban else 0
-        if self.info.max_tokens is not None:
-            self.plain_below = self.info.max_tokens - 1
+        self.plain_below = (math.inf if self.info.max_tokens is None
+                            else self.info.max_tokens - 1)
         self.min_stop = self.args.min_tokens if self.stop_ids else 0
         self.greedy = self.info.temperature < GREEDY_EPS
 
