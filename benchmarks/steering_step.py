@@ -16,7 +16,8 @@ run:
 
 Rows write real text under the masks (``step_loop.decode_steps``: the text's next token
 unless it is banned, else the row's best allowed token; a row given its rollback signal
-restarts as a new request). Logits are random, on the device. Timing: warm-up steps, then
+restarts as a new request). Logits are random, on the device, copied each step into one
+buffer the loop allocated once. Timing: warm-up steps, then
 the median of the timed steps (CUDA synchronised).
 
     python -m greyelephant.benchmarks.steering_step --device cpu
