@@ -327,6 +327,29 @@ class Outcome:
         return self.end - self.start
 
 
+def exception_chain(exc: BaseException) -> str:
+    """"ReadError:  <- BrokenResourceError:  <- ConnectionResetError: [Errno 104] ...": the
+    exception and its causes, which tell a reset by the server from a local close."""
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen and len(parts) < 6:
+        seen.add(id(exc))
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return " <- ".join(parts)
+
+
+def previous_of_worker(outcomes: list[Outcome], o: Outcome) -> dict | None:
+    """The request the same worker made just before `o` (whether `o` could have reused its
+    connection: a cancelled or failed one closes it)."""
+    before = [p for p in outcomes if p.worker == o.worker and p.start < o.start]
+    if not before:
+        return None
+    p = max(before, key=lambda p: p.start)
+    return {"request_id": p.request_id, "kind": p.kind, "variant": p.variant,
+            "outcome": p.outcome, "status": p.status, "start": round(p.start, 3),
+            "end": round(p.end, 3), "detail": p.detail[:200]}
+
+
 class Traffic:
     def __init__(self, base: str, model: str, cases: list[dict], t0: float, timeout_s: float):
         self.base, self.model, self.cases, self.t0 = base, model, cases, t0
@@ -471,7 +494,7 @@ class Traffic:
 
     def transport_error(self, o: Outcome, exc: BaseException) -> None:
         o.outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection_error"
-        o.detail = f"{type(exc).__name__}: {exc}"[:300]
+        o.detail = exception_chain(exc)[:300]
 
     async def post(self, client, o: Outcome, path: str, body: dict, *, want_report=False,
                    expect_status=200, cancel_after_s: float | None = None) -> Outcome:
@@ -594,6 +617,15 @@ async def sampler(base: str, pid: int | None, t0: float, every: float, stop: asy
                 pass
 
 
+async def loop_lag_monitor(stop: asyncio.Event, lags: list, every: float = 0.1) -> None:
+    """How late this (the client's) event loop wakes from `every`-second sleeps: a stalled
+    client can make a server's keep-alive close look like a server fault."""
+    while not stop.is_set():
+        start = time.monotonic()
+        await asyncio.sleep(every)
+        lags.append(time.monotonic() - start - every)
+
+
 async def drain_check(base: str, limit_s: float) -> dict:
     """After the traffic: how long until running, waiting and in-flight all read 0."""
     start = time.monotonic()
@@ -625,6 +657,8 @@ async def soak_traffic(cfg: SoakConfig, base: str, pid: int | None) -> dict:
     engine: list[dict] = []
     stop = asyncio.Event()
     sampler_task = asyncio.create_task(sampler(base, pid, t0, cfg.sample_s, stop, memory, engine))
+    client_lags: list[float] = []
+    lag_task = asyncio.create_task(loop_lag_monitor(stop, client_lags))
     mix = cfg.mix or MIX
     kinds, weights = list(mix), list(mix.values())
     limits = httpx.Limits(max_connections=cfg.concurrency + 4,
@@ -645,6 +679,7 @@ async def soak_traffic(cfg: SoakConfig, base: str, pid: int | None) -> dict:
     drain = await drain_check(base, cfg.drain_s)
     stop.set()
     await sampler_task
+    await lag_task
     engine.append({"t": round(time.monotonic() - t0, 1), **drain["gauges"], "after_drain": True})
     if pid is not None:
         m = await asyncio.to_thread(memory_sample, pid)
@@ -658,6 +693,7 @@ async def soak_traffic(cfg: SoakConfig, base: str, pid: int | None) -> dict:
             ready = f"{type(exc).__name__}"
     return {"model": model, "outcomes": traffic.outcomes, "memory": memory, "engine": engine,
             "traffic_end_s": traffic_end, "drain": drain, "ready_after": ready,
+            "client_loop_max_lag_s": round(max(client_lags, default=0.0), 3),
             "before": before, "after": after}
 
 
@@ -733,7 +769,9 @@ def analyse(cfg: SoakConfig, raw: dict, pid: int | None) -> dict:
                     "load1_max": max(loads, default=None),
                     "mem_available_min_mib": min((e["mem_available_mib"] for e in eng
                                                   if e.get("mem_available_mib") is not None),
-                                                 default=None)}
+                                                 default=None),
+                    # the longest this client's own event loop was late (see loop_lag_monitor)
+                    "client_loop_max_lag_s": raw.get("client_loop_max_lag_s")}
     during = {g: max((e[g] for e in eng if e[g] is not None), default=None) for g in GAUGES}
     before, after = raw["before"], raw["after"] or {}
     server_side = {
@@ -759,7 +797,8 @@ def analyse(cfg: SoakConfig, raw: dict, pid: int | None) -> dict:
         "expected_4xx": counts.get("expected_4xx", 0),
         "throttled_429": counts.get("throttled_429", 0),
     }
-    failed = [dataclasses.asdict(o) | {"latency_s": round(o.latency, 3)}
+    failed = [dataclasses.asdict(o) | {"latency_s": round(o.latency, 3),
+                                       "worker_previous": previous_of_worker(outcomes, o)}
               for o in outcomes if o.outcome in FAILURES]
     for o in outcomes:
         if o.outcome not in FAILURES:

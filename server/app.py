@@ -19,6 +19,7 @@ from .admission import guarded_stream, within
 from .context import ServerContext, new_request_id
 from .errors import APIError, error_response, pydantic_errors_to_message
 from .logs import prompts_logged
+from .loop_watchdog import LoopWatchdog
 from .openapi import request_bodies
 from .protocol import (ChatCompletionRequest, CompletionRequest, LoadAdapterRequest,
                        UnloadAdapterRequest)
@@ -108,9 +109,12 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         starter = asyncio.create_task(ctx.engine.start()) if start_engine else None
+        watchdog = LoopWatchdog(ctx.metrics)
+        watchdog.start(asyncio.get_running_loop())
         try:
             yield
         finally:
+            watchdog.stop()
             if starter is not None and not starter.done():
                 await asyncio.wait([starter], timeout=120)
             ctx.engine.shutdown()
@@ -148,12 +152,12 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
         started = time.perf_counter()
         status = 500
         ticket = None
-        request_id = None
+        # first, so that the access log line names the request whatever happens next
+        request_id = new_request_id(id_prefix, request.headers.get("x-request-id"))
         try:
             check_auth(request, settings.api_key)
             req = parse_body(model_cls, await read_json_body(request, settings.max_body_bytes))
             ticket = ctx.admission.admit(req.n * _prompt_count(req))
-            request_id = new_request_id(id_prefix, request.headers.get("x-request-id"))
             headers = {"X-Request-Id": request_id}
             timeout = settings.request_timeout
             if req.stream:

@@ -55,5 +55,13 @@ class Metrics:
                                   "1 while the server drains in-flight requests on shutdown")
             self.violations = Counter("greyelephant_steering_violations_total",
                                       "Avoided-entity mentions found", ["stage"])
+            self.loop_lag = Histogram("greyelephant_event_loop_lag_seconds",
+                                      "How late the server's event loop ran its 0.1 s "
+                                      "heartbeat (time it could serve nothing)",
+                                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                               2.5, 5, 10, 30, 60))
+            self.loop_stalls = Counter("greyelephant_event_loop_stalls_total",
+                                       "Event-loop stalls of 1 s or more (each is logged with "
+                                       "the loop's stack)")
             cls._instance = self
         return cls._instance

@@ -22,7 +22,9 @@ def test_short_soak(server, tmp_path):
     assert result["requests"] > 0 and result["outcomes"].get("cancelled", 0) > 0, \
         result["outcomes"]
     assert crit["no_server_errors"]["pass"], f"{crit['no_server_errors']}, e.g. {failed}"
-    assert crit["no_connection_failures"]["pass"], f"connection failures, e.g. {failed}"
+    # with the client's own loop lag: a stalled client can lose a kept-alive connection
+    assert crit["no_connection_failures"]["pass"], \
+        f"connection failures, e.g. {failed}; {result['machine_load']}"
     assert crit["streams_complete"]["pass"], f"truncated streams, e.g. {failed}"
     assert crit["no_unexpected_4xx_or_bad_response"]["pass"], failed
     assert crit["cancellations_freed"]["pass"], crit["cancellations_freed"]
