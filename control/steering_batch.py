@@ -62,6 +62,9 @@ MAX_STEP_MEMO = 4096
 # lies outside a token set, first among the first 256, then the first 2048 (see
 # argmax_if_in)
 CHOICE_PROBES = (256, 2048)
+# Token sets up to this size are gathered for all rows in one take, each padded to this
+# width with repeats of its first id (see argmax_if_in)
+CHOICE_PAD = 64
 
 
 @dataclass(frozen=True)
@@ -757,31 +760,40 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
     first probe: for them, the gather and the probes would cost more than the one pass.
 
     A step's cost here is the number of numpy calls more than the data (a few dozen
-    logits a row): rows sharing one set array (the rows of one spec anticipating a whole
-    form share its list) are gathered in one 2-D take, the first probe covers every row
-    in one reduction, and the comparisons are plain Python over the rows."""
+    logits a row), and each call runs with cold caches after the model's forward pass:
+    the sets of up to :data:`CHOICE_PAD` ids (a spec's whole-form lists, a watched row's
+    few banned ids), padded to that width with repeats of their first id (which leave
+    their maximum unchanged), are gathered for every row in one take; larger sets, rare,
+    in one take per set array; the first probe covers every row in one reduction; the
+    comparisons are plain Python over the rows."""
     v = x.shape[1]
-    groups: dict[int, tuple[np.ndarray, list[int]]] = {}
+    padded: list[np.ndarray] = []  # per row of the one take: its set, padded
+    padded_rows: list[int] = []
+    groups: dict[int, tuple[np.ndarray, list[int]]] = {}  # larger sets, by array
     full: list[int] = []  # rows to give their full argmax
     for k, ids in enumerate(sets):
         if ids is None or ids.size > CHOICE_PROBES[0]:
             # any token (no probe can decide), or a set whose gather and probes would
             # cost more than the one pass of a full argmax
             full.append(rows[k])
-        elif ids.size:  # an empty set holds no argmax: the row is left out
+        elif ids.size > CHOICE_PAD:
             groups.setdefault(id(ids), (ids, []))[1].append(rows[k])
+        elif ids.size:  # an empty set holds no argmax: the row is left out
+            padded.append(_padded(ids))
+            padded_rows.append(rows[k])
     best: dict[int, float] = {}  # row -> the maximum over its set
     flat = x.reshape(-1) if x.flags.c_contiguous else None
-    for ids, members in groups.values():
-        if len(members) == 1:  # a row's own set (a watched row's mask): a few ids
-            best[members[0]] = float(x[members[0]].take(ids).max())
-            continue
-        at = np.asarray(members, dtype=np.intp)
+    if padded:
+        at = np.array(padded_rows, dtype=np.intp)
+        idx = np.concatenate(padded).reshape(len(padded), CHOICE_PAD)
         if flat is not None:  # a 1-D take: several times faster than a 2-D gather
-            m = flat.take((at * v)[:, None] + ids).max(axis=1)
+            m = flat.take(idx + (at * v)[:, None]).max(axis=1)
         else:
-            m = x[at[:, None], ids].max(axis=1)
-        best.update(zip(members, m.tolist(), strict=True))
+            m = x[at[:, None], idx].max(axis=1)
+        best.update(zip(padded_rows, m.tolist(), strict=True))
+    for ids, members in groups.values():
+        at = np.asarray(members, dtype=np.intp)
+        best.update(zip(members, x[at[:, None], ids].max(axis=1).tolist(), strict=True))
     if best:
         width = min(CHOICE_PROBES[0], v)
         top = x[:, :width].max(axis=1).tolist()  # every row at once: one reduction
@@ -794,6 +806,23 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
             undecided = [i for i, t in zip(undecided, top, strict=True) if not t > best[i]]
         full += undecided
     return {i: int(x[i].argmax()) for i in full}
+
+
+_PADDED: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _padded(ids: np.ndarray) -> np.ndarray:
+    """``ids`` (1 to CHOICE_PAD of them) as CHOICE_PAD intp ids, the rest repeats of the
+    first (memoised per array: the sets are a spec's cached lists and masks' id lists)."""
+    hit = _PADDED.get(id(ids))
+    if hit is not None and hit[0] is ids:
+        return hit[1]
+    out = np.full(CHOICE_PAD, ids[0], dtype=np.intp)
+    out[: ids.size] = ids
+    if len(_PADDED) >= 4096:  # bounded: it holds references to the sets
+        _PADDED.clear()
+    _PADDED[id(ids)] = (ids, out)
+    return out
 
 
 def _force_token(logits: torch.Tensor, i: int, token: int | None) -> None:

@@ -17,6 +17,7 @@ from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.rollback import RollbackTracker, signal_token_for
 from greyelephant.control.spec import parse_steering
 from greyelephant.control.steering_batch import (
+    CHOICE_PAD,
     CHOICE_PROBES,
     RequestInfo,
     SteeringBatch,
@@ -309,8 +310,9 @@ def test_anticipation_takes_the_first_maximum_on_a_partly_steered_batch(vocab_in
 def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
     """argmax_if_in leaves a row out only when its argmax lies outside the row's set, and
     gives the true argmax (numpy's: first maximum, NaN first) for every row it keeps —
-    NaN and infinities included, sets dense, empty, large or shared by several rows, logits
-    contiguous or a view of wider rows, vocabularies narrower and wider than each probe."""
+    NaN and infinities included, sets dense, empty, padded to the one take's width, over it,
+    large or shared by several rows, logits contiguous or a view of wider rows,
+    vocabularies narrower and wider than each probe."""
     b = data.draw(st.integers(1, 6))
     v = data.draw(st.integers(1, 5 * CHOICE_PROBES[-1]))
     seed = data.draw(st.integers(0, 2**31 - 1))
@@ -326,7 +328,7 @@ def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
     sets = []
     for i in rows:
         kind = data.draw(st.sampled_from(["none", "empty", "few", "argmax", "tail", "shared",
-                                          "large"]))
+                                          "padded", "medium", "large"]))
         if kind == "none":
             sets.append(None)
             continue
@@ -335,9 +337,12 @@ def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
             sets.append(earlier[-1] if earlier else np.asarray([0], dtype=np.int64))
             continue
         ids = {"empty": [], "few": rng.integers(0, v, size=3).tolist(),
+               "padded": rng.integers(0, v, size=CHOICE_PAD).tolist(),  # the widest padded
+               "medium": rng.integers(0, v, size=CHOICE_PAD + 1).tolist(),  # one take each
                "large": rng.integers(0, v, size=CHOICE_PROBES[0] + 50).tolist(),
                "argmax": [int(x[i].argmax())], "tail": [v - 1]}[kind]
-        sets.append(np.asarray(ids, dtype=np.int64))
+        # id lists come as int32 (a mask's banned ids) or int64 (whole-form lists)
+        sets.append(np.asarray(ids, dtype=data.draw(st.sampled_from([np.int32, np.int64]))))
     got = argmax_if_in(x, rows, sets)
     for i, ids in zip(rows, sets, strict=True):
         top = int(x[i].argmax())
