@@ -93,7 +93,7 @@ _NO_TOKENS = np.zeros(0, dtype=np.int64)
 _UNSEEN = object()  # a transition cache's miss (None is a cached "no text")
 
 
-@dataclass
+@dataclass(slots=True)
 class RowState:
     """Per-row decoding state. ``violated`` is set if a banned form got through anyway
     (only possible if someone sampled a token this row's mask banned)."""

@@ -40,10 +40,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from greyelephant.kernels import apply_logit_controls, apply_row_controls_numpy
+from greyelephant.kernels import (
+    apply_flat_controls_numpy,
+    apply_logit_controls,
+    apply_row_controls_numpy,
+)
 
 from .ban_automaton import CompiledSteering, RowState, SteeringCache
 from .engine_args import EngineSteering
+from .flat_index import FlatIndex
 from .limits import MAX_PREFER_BIAS, ROLLBACK_PREFER_FACTOR
 from .loop_guard import NgramGuard
 from .mask_table import DEFAULT_BUDGET_BYTES, MaskTable
@@ -79,7 +84,7 @@ class RequestInfo:
     prompt: Sequence[int] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
     compiled: CompiledSteering
     args: EngineSteering
@@ -104,6 +109,7 @@ class _Row:
     plain_below: float = field(init=False)
     min_stop: int = field(init=False)
     greedy: bool = field(init=False)
+    rollback: bool = field(init=False)  # args.rollback
 
     def __post_init__(self) -> None:
         self.plain_from = 1 if self.args.start_ban else 0
@@ -111,6 +117,7 @@ class _Row:
                             else self.info.max_tokens - 1)
         self.min_stop = self.args.min_tokens if self.stop_ids else 0
         self.greedy = self.info.temperature < GREEDY_EPS
+        self.rollback = self.args.rollback
 
     def reset(self) -> None:
         cs = self.compiled
@@ -142,6 +149,7 @@ class SteeringBatch:
         self.rows: dict[int, _Row] = {}
         self.cache = cache or SteeringCache()
         self._warned = False
+        self._any_failed = False  # a _FailedRow was ever added: rows may hold one (apply)
         self._n_text = 0
         self._text_words: np.ndarray | None = None  # packed uint32: tokens with text
         # id(state mask) -> (mask, text tokens it leaves allowed); masks are cached arrays
@@ -155,8 +163,14 @@ class SteeringBatch:
         # a plain step's mask per (row kind, avoid state, pending bytes): (key, mask, its
         # banned ids or None, inside a form); rows of one kind share it (see controls)
         self._steps: dict[tuple, tuple] = {}
+        # (compiled spec's uid, prefer state) -> its bias lists (CompiledSteering.bias)
+        self._biases: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._kinds: dict[tuple, int] = {}  # row kind -> its id (ids never reused)
         self._kind_ids = itertools.count(1)
+        self._flat = FlatIndex()  # the rollback check's flat indices per row and set (CPU)
+        # CPU float32: the rows without penalties or a table mask take the flat path
+        # (_StepPlan.apply_rows); False sends every row through apply_row_controls_numpy
+        self.flat_controls = True
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
 
@@ -195,6 +209,7 @@ class SteeringBatch:
         except Exception:
             logger.exception("steering: a row's spec could not be set up; the request fails")
             row = _FailedRow(_signal_of(steering_args), request or RequestInfo())
+            self._any_failed = True
         if row is None:
             self.rows.pop(i, None)
         else:
@@ -320,7 +335,7 @@ class SteeringBatch:
         table = self._mask_table(vocab)
         plan = _StepPlan(len(idx), vocab, table, ban_lists=self.sparse_ids)
         special = self.special
-        rows, steps = self.rows, self._steps
+        rows, steps, biases = self.rows, self._steps, self._biases
         watch, anticipate, bias = plan.watch, plan.anticipate, plan.bias
         for j, i in enumerate(idx):
             r = rows[i]
@@ -347,7 +362,7 @@ class SteeringBatch:
                     inside = cs.avoid.depth[st.avoid] >= 2
                     ahead = self._ahead_ids(r, inside, vocab)
                 plan.set_mask(j, mask_key, words, ids)
-                if r.args.rollback and not r.signalled and not at_start:
+                if r.rollback and not r.signalled and not at_start:
                     if inside:
                         watch.append((j, i, words, ids))
                     elif ahead is not None and r.greedy:
@@ -361,13 +376,19 @@ class SteeringBatch:
                 loop = guard.banned()
                 if loop:
                     plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
-            if not st.prefer_done:
-                ids, vals = cs.bias(st)
-                if ids.size and at_start:
+            if not st.prefer_done and not st.pending:  # (pending bytes: no bias)
+                key = (cs.uid, st.prefer)
+                b = biases.get(key)
+                if b is None:
+                    b = cs.bias(st)
+                    if len(biases) >= MAX_STEP_MEMO:  # bounded: it holds the arrays
+                        biases.clear()
+                    biases[key] = b
+                if at_start and b[0].size:
                     # where the avoided name would have begun, the preferred one is the
                     # natural substitute: a stronger (still bounded) nudge there
-                    vals = _boosted(vals)
-                bias[j] = (ids, vals)
+                    b = (b[0], _boosted(b[1]))
+                bias[j] = b
             if r.penalty is not None:
                 plan.penalty[j] = (r.penalty[0], r.penalty[1], r.info.presence_penalty,
                                    r.info.frequency_penalty)
@@ -442,21 +463,28 @@ class SteeringBatch:
         if not self.rows:
             return logits
         b, v = logits.shape
-        failed = [i for i, r in self.rows.items() if i < b and isinstance(r, _FailedRow)]
-        for i in failed:
-            self._end_failed(logits, i, v)
-        idx = sorted(i for i, r in self.rows.items() if i < b and not isinstance(r, _FailedRow))
+        if self._any_failed:  # (set for good once a row failed: rare, and safe)
+            for i in [i for i, r in self.rows.items() if i < b and isinstance(r, _FailedRow)]:
+                self._end_failed(logits, i, v)
+            idx = sorted(i for i, r in self.rows.items()
+                         if i < b and not isinstance(r, _FailedRow))
+        else:
+            idx = sorted(self.rows)
+            if idx[-1] >= b:
+                idx = [i for i in idx if i < b]
         if not idx:
             return logits
+        x = logits.detach().numpy() if _numpy_logits(logits) else None
         plan = self.controls(idx, v)
-        signal = self._check(logits, plan, v) if plan.watch or plan.anticipate else []
+        signal = self._check(logits, x, plan, v) if plan.watch or plan.anticipate else []
         if signal:  # their rows are overwritten below: nothing else to apply there
             pos = {i: j for j, i in enumerate(idx)}
             for i in signal:
                 plan.drop(pos[i])
-        if self.sparse_ids and _numpy_logits(logits):  # CPU: per-row lists, no CSR
+        if self.sparse_ids and x is not None:  # CPU: per-row lists, no CSR
             # ids come below the index's vocabulary size (masks', bans': below v)
-            plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v)
+            plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v,
+                            flat=self.flat_controls)
             kw = None
         else:
             kw = plan.kwargs(self._to_device)
@@ -481,8 +509,10 @@ class SteeringBatch:
         end = r.signal if r.signal is not None else min(r.info.stop_ids, default=None)
         _force_token(logits, i, end if end is not None and 0 <= end < vocab else None)
 
-    def _check(self, logits: torch.Tensor, plan: _StepPlan, vocab: int) -> list[int]:
-        """Compare the rollback rows' own choices with their masks, before masking.
+    def _check(self, logits: torch.Tensor, x: np.ndarray | None, plan: _StepPlan,
+               vocab: int) -> list[int]:
+        """Compare the rollback rows' own choices with their masks, before masking
+        (``x``: the logits' numpy view, None when numpy cannot read them).
 
         * Rows inside a form (``plan.watch``) *heading into* it: greedy rows whose argmax
           is banned, sampling rows whose banned tokens carry more than the signal's
@@ -496,31 +526,36 @@ class SteeringBatch:
         """
         out: list[int] = []
         rows = self.rows
-        greedy = [(i, words, ids) for _, i, words, ids in plan.watch
-                  if rows[i].info.temperature < GREEDY_EPS]
+        greedy: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        sampling: list[tuple[int, np.ndarray]] = []
+        for _, i, words, ids in plan.watch:
+            if rows[i].greedy:
+                greedy.append((i, words, ids))
+            else:
+                sampling.append((i, words))
         ahead = plan.anticipate  # greedy rows with tokens that may write a whole form
         need = [i for i, _, _ in greedy] + [i for _, i, _ in ahead]
         if not need:
             choices = {}
-        elif _numpy_logits(logits):
+        elif x is not None:
             # CPU logits: the argmax only where it may lie in the row's set (a watched
             # row's mask when sent as ids, else any token; a row's whole-form tokens)
             sets = [ids for _, _, ids in greedy] + [ids for _, _, ids in ahead]
-            choices = argmax_if_in(logits.detach().numpy(), need, sets)
+            choices = argmax_if_in(x, need, sets, self._flat)
         else:  # one argmax call serves both kinds of rows
             choices = dict(zip(need, _argmax_rows(logits, need), strict=True))
-        out += [i for i, words, _ in greedy if choices.get(i) is not None
-                and _bit(words, choices[i])]
-        for _, i, words, _ in plan.watch:
+        if choices:
+            out += [i for i, words, _ in greedy if choices.get(i) is not None
+                    and _bit(words, choices[i])]
+        for i, words in sampling:
             r = rows[i]
-            temp = r.info.temperature
-            if temp < GREEDY_EPS:
-                continue
-            x = logits[i].float()
-            banned = torch.from_numpy(unpack_words(words, vocab)).to(x.device)
-            probs = torch.softmax(x / temp, dim=-1)
+            row = logits[i].float()
+            banned = torch.from_numpy(unpack_words(words, vocab)).to(row.device)
+            probs = torch.softmax(row / r.info.temperature, dim=-1)
             if float(probs[banned].sum()) > r.args.rollback_mass:
                 out.append(i)
+        if not choices:
+            return out
         for j, i, _ in ahead:
             t = choices.get(i)
             if t is None:
@@ -638,27 +673,81 @@ class _StepPlan:
         words = self.row_words[j]
         return (words is not None and _bit(words, t)) or t in self.extra.get(j, ())
 
-    def apply_rows(self, logits: torch.Tensor, rows: list[int], *, in_range: bool = False
-                   ) -> None:
+    def apply_rows(self, logits: torch.Tensor, rows: list[int], *, in_range: bool = False,
+                   flat: bool = True) -> None:
         """Apply the planned controls to CPU float32 ``logits``, the j-th planned row
-        being logits row ``rows[j]`` (``apply_row_controls_numpy``: per-row lists, each
-        stage applied to every row at once through flat indices; no CSR lists, no
-        gather/scatter of the rows). Only
-        with the ban lists (:attr:`ban_lists`), where masks that ban many tokens sit in
-        the table and the rest are id lists. ``in_range``: every id is known to lie in
-        the logits' vocabulary (none is checked)."""
+        being logits row ``rows[j]``. Only with the ban lists (:attr:`ban_lists`), where
+        masks that ban many tokens sit in the table and the rest are id lists.
+        ``in_range``: every id is known to lie in the logits' vocabulary (none is
+        checked).
+
+        With ``flat``, ids in range and C-contiguous logits, the rows with neither a table
+        mask nor penalties — nearly all — take the flat path
+        (``apply_flat_controls_numpy``): their bias and banned-id lists become flat
+        indices into the logits' storage (concatenated, plus each row's offset), one add
+        and one fill for the step; the others (and every row otherwise) go through
+        ``apply_row_controls_numpy``, each stage applied to all of them at once. Each
+        row's stages keep the fused op's order either way."""
+        k = self.k
+        if not flat or not in_range or not logits.is_contiguous():
+            self._apply_row_lists(logits, rows, range(k), in_range)
+            return
+        slow = ({j for j in range(k) if self.mask_rows[j]} if self.any_table else set())
+        slow.update(self.penalty)
+        v = self.vocab
+        # per stage: the rows' id arrays, their values, each row's offset and id count
+        b_ids, b_vals, b_at, b_n = [], [], [], []
+        x_ids, x_at, x_n = [], [], []
+        ids_of, bias = self.ids, self.bias
+        for j, i in enumerate(rows):
+            if slow and j in slow:
+                continue
+            ids, vals = bias[j]
+            n = ids.size
+            if n:
+                b_ids.append(ids)
+                b_vals.append(vals)
+                b_at.append(i * v)
+                b_n.append(n)
+            ids = ids_of[j]
+            if ids is not None and ids.size:
+                x_ids.append(ids)
+                x_at.append(i * v)
+                x_n.append(ids.size)
+        if self.extra:
+            extra = [rows[j] * v + t for j, bans in self.extra.items() if j not in slow
+                     for t in bans]
+            if extra:
+                x_ids.append(np.array(extra, dtype=np.int64))
+                x_at.append(0)
+                x_n.append(len(extra))
+        apply_flat_controls_numpy(
+            logits, bias_index=_flat(b_ids, b_at, b_n), bias_values=_joined(b_vals),
+            banned_index=_flat(x_ids, x_at, x_n))
+        if slow:
+            self._apply_row_lists(logits, rows, sorted(slow), in_range)
+
+    def _apply_row_lists(self, logits: torch.Tensor, rows: list[int], js: Iterable[int],
+                         in_range: bool) -> None:
+        """The planned controls of the planned rows ``js`` through
+        ``apply_row_controls_numpy`` (per-row lists, each stage applied to every row at
+        once through flat indices)."""
+        js = list(js)
+        if not js:
+            return
         masks = None
         if self.any_table:
-            masks = [self.row_words[j] if self.mask_rows[j] else None for j in range(self.k)]
-        banned = self.ids
-        if self.extra:
-            banned = list(banned)
-            for j, bans in self.extra.items():
+            masks = [self.row_words[j] if self.mask_rows[j] else None for j in js]
+        banned = [self.ids[j] for j in js]
+        for n, j in enumerate(js):
+            bans = self.extra.get(j)
+            if bans:
                 e = np.asarray(bans, dtype=np.int32)
-                banned[j] = e if banned[j] is None else np.concatenate([banned[j], e])
-        penalty = [self.penalty.get(j) for j in range(self.k)] if self.penalty else None
-        apply_row_controls_numpy(logits, rows, bias=self.bias, penalty=penalty, masks=masks,
-                                 banned=banned, in_range=in_range)
+                banned[n] = e if banned[n] is None else np.concatenate([banned[n], e])
+        penalty = [self.penalty.get(j) for j in js] if self.penalty else None
+        apply_row_controls_numpy(logits, [rows[j] for j in js],
+                                 bias=[self.bias[j] for j in js], penalty=penalty,
+                                 masks=masks, banned=banned, in_range=in_range)
 
     def kwargs(self, to_device) -> dict[str, torch.Tensor]:
         """Keyword arguments of ``apply_logit_controls`` for the planned rows."""
@@ -719,6 +808,23 @@ _EMPTY_IDS = np.zeros(0, dtype=np.int32)
 _EMPTY_VALS = np.zeros(0, dtype=np.float32)
 
 
+def _flat(ids: list[np.ndarray], at: list[int], n: list[int]) -> np.ndarray | None:
+    """Flat indices into a [B, V] row-major storage: each id array plus its row's offset
+    ``at`` (``row * V``; ``n``: the arrays' sizes), concatenated (None when none)."""
+    if not ids:
+        return None
+    if len(ids) == 1:
+        return ids[0].astype(np.int64) + at[0]
+    return np.concatenate(ids).astype(np.int64, copy=False) + np.repeat(at, n)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray | None:
+    """The arrays concatenated (one is returned as is; None when there are none)."""
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _with_bans(ids: np.ndarray, vals: np.ndarray, bans: list[int] | None
                ) -> tuple[np.ndarray, np.ndarray]:
     """A row's bias list with ``bans`` as ``-inf`` entries (token ids stay unique)."""
@@ -746,8 +852,8 @@ def _argmax_rows(logits: torch.Tensor, rows: list[int]) -> list[int]:
     return sub.argmax(dim=-1).tolist()
 
 
-def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
-                 ) -> dict[int, int]:
+def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
+                 flat: FlatIndex | None = None) -> dict[int, int]:
     """{row: its argmax} for the ``rows`` of ``x`` [B, V] whose argmax (the first
     maximum, NaN counting as the maximum) may lie in the row's token set (int ids in
     [0, V); None: any token); a row left out has its argmax outside its set.
@@ -765,31 +871,41 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None]
     few banned ids), padded to that width with repeats of their first id (which leave
     their maximum unchanged), are gathered for every row in one take; larger sets, rare,
     in one take per set array; the first probe covers every row in one reduction; the
-    comparisons are plain Python over the rows."""
+    comparisons are plain Python over the rows. ``flat`` memoises the one take's flat
+    indices per row and padded set (C-contiguous ``x``)."""
     v = x.shape[1]
-    padded: list[np.ndarray] = []  # per row of the one take: its set, padded
+    data = x.reshape(-1) if x.flags.c_contiguous else None
+    if data is None:
+        flat = None
+    # per row of the one take: its set, padded (with ``flat``: as flat indices)
+    padded: list[np.ndarray] = []
     padded_rows: list[int] = []
     groups: dict[int, tuple[np.ndarray, list[int]]] = {}  # larger sets, by array
     full: list[int] = []  # rows to give their full argmax
     for k, ids in enumerate(sets):
-        if ids is None or ids.size > CHOICE_PROBES[0]:
+        n = -1 if ids is None else ids.size
+        if n < 0 or n > CHOICE_PROBES[0]:
             # any token (no probe can decide), or a set whose gather and probes would
             # cost more than the one pass of a full argmax
             full.append(rows[k])
-        elif ids.size > CHOICE_PAD:
+        elif n > CHOICE_PAD:
             groups.setdefault(id(ids), (ids, []))[1].append(rows[k])
-        elif ids.size:  # an empty set holds no argmax: the row is left out
-            padded.append(_padded(ids))
-            padded_rows.append(rows[k])
+        elif n:  # an empty set holds no argmax: the row is left out
+            i = rows[k]
+            padded.append(_padded(ids) if flat is None else flat.padded(i, ids, v, CHOICE_PAD))
+            padded_rows.append(i)
     best: dict[int, float] = {}  # row -> the maximum over its set
-    flat = x.reshape(-1) if x.flags.c_contiguous else None
     if padded:
-        at = np.array(padded_rows, dtype=np.intp)
-        idx = np.concatenate(padded).reshape(len(padded), CHOICE_PAD)
-        if flat is not None:  # a 1-D take: several times faster than a 2-D gather
-            m = flat.take(idx + (at * v)[:, None]).max(axis=1)
+        idx = np.concatenate(padded)
+        if flat is not None:  # memoised flat indices: one take
+            m = data.take(idx).reshape(len(padded), CHOICE_PAD).max(axis=1)
         else:
-            m = x[at[:, None], idx].max(axis=1)
+            at = np.array(padded_rows, dtype=np.intp)
+            idx = idx.reshape(len(padded), CHOICE_PAD)
+            if data is not None:  # a 1-D take: several times faster than a 2-D gather
+                m = data.take(idx + (at * v)[:, None]).max(axis=1)
+            else:
+                m = x[at[:, None], idx].max(axis=1)
         best.update(zip(padded_rows, m.tolist(), strict=True))
     for ids, members in groups.values():
         at = np.asarray(members, dtype=np.intp)

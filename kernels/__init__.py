@@ -7,11 +7,12 @@ needs neither a GPU nor a configured Triton.
 
 from .bitmask import bitmask_words, pack_token_bitmask, unpack_token_bitmask
 from .logit_controls import apply_logit_controls
-from .logit_controls_numpy import apply_row_controls_numpy
+from .logit_controls_numpy import apply_flat_controls_numpy, apply_row_controls_numpy
 from .sampling import sample_from_logits
 
 __all__ = [
     "apply_logit_controls",
+    "apply_flat_controls_numpy",
     "apply_row_controls_numpy",
     "sample_from_logits",
     "pack_token_bitmask",

@@ -1,7 +1,9 @@
 """The device mask table path equals the per-step host-mask path, bit for bit, whatever
 the rows do (rollback rows, prefix-ban rows, loop guard, start bans, last steps, stop
-bans), with the masks that ban few tokens sent as id lists (the CPU's default) or all
-through the table, and a tiny memory budget (eviction every step) changes nothing."""
+bans, the resumed tokens' penalties), with the masks that ban few tokens sent as id lists
+(the CPU's default: the rows without penalties or a table mask then take the flat path)
+or all through the table, and a tiny memory budget (eviction every step) changes
+nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from greyelephant.control import steering_batch
 from greyelephant.control.mask_table import MaskTable
 from greyelephant.control.spec import parse_steering
 from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
@@ -32,7 +35,9 @@ def specs():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("budget", [256 << 20, 8 * 1536 * 4])
 @pytest.mark.parametrize("id_lists", [True, False], ids=["id-lists", "table-only"])
-def test_table_path_equals_host_masks(vocab_index, tokenizer, device, budget, id_lists):
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "row-lists"])
+def test_table_path_equals_host_masks(vocab_index, tokenizer, device, budget, id_lists, flat,
+                                      monkeypatch):
     text = tokenizer.encode(" I drank Coca-Cola in Rome, then a Coke, Nike Nike Nike and a Pepsi "
                             "by the Colosseum in Romeo's town, coca cola cola cola")
     rng = np.random.default_rng(0)
@@ -41,8 +46,16 @@ def test_table_path_equals_host_masks(vocab_index, tokenizer, device, budget, id
     prompt = [1, *text[:3]]
     info = [RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=40,
                         prompt=prompt) for _ in range(5)]
+    # the continuation row's resumed tokens carry presence/frequency penalties
+    info[3] = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=40,
+                          prompt=prompt, presence_penalty=0.5, frequency_penalty=0.25)
     a = SteeringBatch(vocab_index, device, table=True, table_budget_bytes=budget)
     a.sparse_ids = id_lists and device == "cpu"
+    a.flat_controls = flat  # False: every row through apply_row_controls_numpy
+    flat_steps = []
+    real = steering_batch.apply_flat_controls_numpy
+    monkeypatch.setattr(steering_batch, "apply_flat_controls_numpy",
+                        lambda *a, **kw: flat_steps.append(1) or real(*a, **kw))
     b = SteeringBatch(vocab_index, device, table=False)
     for i, args in enumerate(specs()):
         a.add(i, args, outs_a[i], info[i])
@@ -59,6 +72,7 @@ def test_table_path_equals_host_masks(vocab_index, tokenizer, device, budget, id
             outs_b[i].append(t)
     if a.sparse_ids:
         assert any(ids is not None for _, ids in a._ids.values())
+        assert bool(flat_steps) == flat
     else:
         assert a._table.uploads > 0
         if budget < (1 << 20):

@@ -11,11 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greyelephant.control.ban_automaton import CompiledSteering
+from greyelephant.control.ban_automaton import CompiledSteering, SteeringCache
 from greyelephant.control.detector import detector_for
 from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.rollback import RollbackTracker, signal_token_for
 from greyelephant.control.spec import parse_steering
+from greyelephant.control.flat_index import FlatIndex
 from greyelephant.control.steering_batch import (
     CHOICE_PAD,
     CHOICE_PROBES,
@@ -265,6 +266,35 @@ def test_a_row_that_cannot_be_compiled_fails_closed(vocab_index, tokenizer):
     assert torch.equal(logits[1], torch.zeros(vocab_index.vocab_size))  # others untouched
 
 
+def test_a_failed_row_beside_steered_rows_and_after_moves(vocab_index, tokenizer):
+    """A failed row ends at once wherever it sits, the steered rows beside it keep their
+    masks, and a move keeps each where it went (rows past the logits are left alone)."""
+
+    class HalfBrokenCache(SteeringCache):
+        def get(self, index, avoid, *a, **kw):
+            if any("rome" in str(g).lower() for g in avoid):
+                raise MemoryError("no room for the automaton")
+            return super().get(index, avoid, *a, **kw)
+
+    batch = SteeringBatch(vocab_index, cache=HalfBrokenCache())
+    alone = SteeringBatch(vocab_index)  # the steered row by itself: the reference
+    batch.add(0, engine(["Rome"]).to_extra_args(), [], greedy())
+    batch.add(1, engine(["Nike"]).to_extra_args(), [], greedy())
+    batch.add(5, engine(["Nike"]).to_extra_args(), [], greedy())  # past the logits
+    alone.add(0, engine(["Nike"]).to_extra_args(), [], greedy())
+    want = alone.apply(torch.randn(1, vocab_index.vocab_size,
+                                   generator=torch.Generator().manual_seed(0)))
+    for step in range(2):
+        logits = torch.randn(1, vocab_index.vocab_size,
+                             generator=torch.Generator().manual_seed(0)).repeat(2, 1)
+        batch.apply(logits)
+        failed, steered = (0, 1) if step == 0 else (1, 0)
+        assert int(logits[failed].argmax()) == SIGNAL
+        assert torch.isinf(logits[failed]).sum() == vocab_index.vocab_size - 1
+        assert torch.equal(logits[steered], want[0])
+        batch.move(0, 1, swap=True)
+
+
 def test_whole_form_mask_covers_every_token_that_writes_a_whole_form(vocab_index, tokenizer):
     """The anticipation check tests a row's argmax against this mask first: every token
     that would write a whole form at once from a state must be in it, at a word start and
@@ -312,7 +342,7 @@ def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
     gives the true argmax (numpy's: first maximum, NaN first) for every row it keeps —
     NaN and infinities included, sets dense, empty, padded to the one take's width, over it,
     large or shared by several rows, logits contiguous or a view of wider rows,
-    vocabularies narrower and wider than each probe."""
+    vocabularies narrower and wider than each probe, flat indices memoised or not."""
     b = data.draw(st.integers(1, 6))
     v = data.draw(st.integers(1, 5 * CHOICE_PROBES[-1]))
     seed = data.draw(st.integers(0, 2**31 - 1))
@@ -343,7 +373,11 @@ def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
                "argmax": [int(x[i].argmax())], "tail": [v - 1]}[kind]
         # id lists come as int32 (a mask's banned ids) or int64 (whole-form lists)
         sets.append(np.asarray(ids, dtype=data.draw(st.sampled_from([np.int32, np.int64]))))
-    got = argmax_if_in(x, rows, sets)
+    # with a FlatIndex (the batch's: memoised flat indices, used twice), or without
+    flat = FlatIndex() if data.draw(st.booleans()) else None
+    got = argmax_if_in(x, rows, sets, flat)
+    if flat is not None:
+        assert argmax_if_in(x, rows, sets, flat) == got
     for i, ids in zip(rows, sets, strict=True):
         top = int(x[i].argmax())
         if ids is None or top in set(ids.tolist()):

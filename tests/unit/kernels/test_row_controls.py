@@ -117,3 +117,41 @@ def test_a_mask_longer_or_shorter_than_the_row():
     apply_row_controls_numpy(x, [0, 1], masks=[long, short])
     assert torch.isneginf(x[0]).nonzero().flatten().tolist() == [3, 39]
     assert torch.isneginf(x[1]).nonzero().flatten().tolist() == [5]
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_flat_controls_match_the_row_controls(data):
+    """Bias and banned ids given as flat indices (``apply_flat_controls_numpy``) leave the
+    logits as the per-row lists do, special values included."""
+    from greyelephant.kernels import apply_flat_controls_numpy
+
+    b = data.draw(st.integers(1, 5))
+    v = data.draw(st.integers(1, 300))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    x = torch.from_numpy(rng.standard_normal((b, v)).astype(np.float32))
+    for _ in range(data.draw(st.integers(0, 4))):
+        x[rng.integers(b), rng.integers(v)] = float(rng.choice([np.nan, np.inf, -np.inf]))
+    rows = sorted(rng.choice(b, size=data.draw(st.integers(1, b)), replace=False).tolist())
+    bias, banned = [], []
+    for _ in rows:
+        bi = rng.choice(v, size=min(v, data.draw(st.integers(0, 6))), replace=False)
+        bias.append((bi.astype(np.int32), rng.uniform(-5, 5, bi.size).astype(np.float32)))
+        banned.append(rng.integers(0, v, size=data.draw(st.integers(0, 8))).astype(np.int32))
+    want = x.clone()
+    apply_row_controls_numpy(want, rows, bias=bias, banned=banned)
+    got = x.clone()
+    apply_flat_controls_numpy(
+        got,
+        bias_index=np.concatenate([i * v + e[0].astype(np.int64) for i, e in zip(rows, bias)]),
+        bias_values=np.concatenate([e[1] for e in bias]),
+        banned_index=np.concatenate([i * v + e.astype(np.int64) for i, e in zip(rows, banned)]))
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(torch.nan_to_num(got, nan=0.0), torch.nan_to_num(want, nan=0.0))
+
+
+def test_flat_controls_reject_strided_logits():
+    from greyelephant.kernels import apply_flat_controls_numpy
+
+    with pytest.raises(TypeError):
+        apply_flat_controls_numpy(torch.zeros(2, 8)[:, :4], banned_index=np.array([1]))
