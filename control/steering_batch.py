@@ -484,7 +484,7 @@ class SteeringBatch:
         if self.sparse_ids and x is not None:  # CPU: per-row lists, no CSR
             # ids come below the index's vocabulary size (masks', bans': below v)
             plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v,
-                            flat=self.flat_controls)
+                            flat=self.flat_controls, x=x)
             kw = None
         else:
             kw = plan.kwargs(self._to_device)
@@ -674,7 +674,7 @@ class _StepPlan:
         return (words is not None and _bit(words, t)) or t in self.extra.get(j, ())
 
     def apply_rows(self, logits: torch.Tensor, rows: list[int], *, in_range: bool = False,
-                   flat: bool = True) -> None:
+                   flat: bool = True, x: np.ndarray | None = None) -> None:
         """Apply the planned controls to CPU float32 ``logits``, the j-th planned row
         being logits row ``rows[j]``. Only with the ban lists (:attr:`ban_lists`), where
         masks that ban many tokens sit in the table and the rest are id lists.
@@ -687,9 +687,12 @@ class _StepPlan:
         indices into the logits' storage (concatenated, plus each row's offset), one add
         and one fill for the step; the others (and every row otherwise) go through
         ``apply_row_controls_numpy``, each stage applied to all of them at once. Each
-        row's stages keep the fused op's order either way."""
+        row's stages keep the fused op's order either way. ``x``: the logits' numpy view,
+        when the caller has it."""
         k = self.k
-        if not flat or not in_range or not logits.is_contiguous():
+        if x is None:
+            x = logits.detach().numpy()
+        if not flat or not in_range or not x.flags.c_contiguous:
             self._apply_row_lists(logits, rows, range(k), in_range)
             return
         slow = ({j for j in range(k) if self.mask_rows[j]} if self.any_table else set())
@@ -722,7 +725,7 @@ class _StepPlan:
                 x_at.append(0)
                 x_n.append(len(extra))
         apply_flat_controls_numpy(
-            logits, bias_index=_flat(b_ids, b_at, b_n), bias_values=_joined(b_vals),
+            x.reshape(-1), bias_index=_flat(b_ids, b_at, b_n), bias_values=_joined(b_vals),
             banned_index=_flat(x_ids, x_at, x_n))
         if slow:
             self._apply_row_lists(logits, rows, sorted(slow), in_range)
@@ -815,7 +818,8 @@ def _flat(ids: list[np.ndarray], at: list[int], n: list[int]) -> np.ndarray | No
         return None
     if len(ids) == 1:
         return ids[0].astype(np.int64) + at[0]
-    return np.concatenate(ids).astype(np.int64, copy=False) + np.repeat(at, n)
+    return (np.concatenate(ids).astype(np.int64, copy=False)
+            + np.array(at, dtype=np.int64).repeat(n))
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray | None:

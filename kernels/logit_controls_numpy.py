@@ -239,28 +239,27 @@ def apply_row_controls_numpy(
 
 
 def apply_flat_controls_numpy(
-    logits: torch.Tensor,
+    flat: np.ndarray,
     *,
     bias_index: np.ndarray | None = None,
     bias_values: np.ndarray | None = None,
     banned_index: np.ndarray | None = None,
-) -> torch.Tensor:
+) -> None:
     """The bias and banned-id stages of :func:`apply_row_controls_numpy` given as flat
-    indices into C-contiguous CPU float32 ``logits`` [B, V] (``row * V + token``), in
-    place: ``bias_values`` (float32) added at ``bias_index`` (unique indices), then
-    ``-inf`` at ``banned_index`` (duplicates allowed), in the fused op's order and float32
+    indices ``row * V + token`` into ``flat``, a 1-D float32 numpy view of C-contiguous
+    logits [B, V] (``logits.detach().numpy().reshape(-1)``; written through, in place):
+    ``bias_values`` (float32) added at ``bias_index`` (unique indices), then ``-inf`` at
+    ``banned_index`` (duplicates allowed), in the fused op's order and float32
     arithmetic. For rows with neither penalties nor a packed mask it leaves them as
     :func:`.logit_controls.apply_logit_controls` would, bit for bit. Indices are trusted
     (the caller built them inside the storage): a step is four numpy operations, whatever
     the number of rows."""
-    if not supports(logits) or not logits.is_contiguous():
-        raise TypeError("the flat path takes non-empty C-contiguous CPU float32 logits")
-    flat = logits.detach().numpy().reshape(-1)
+    if flat.ndim != 1 or flat.dtype != np.float32:
+        raise TypeError("the flat path takes a 1-D float32 view of the logits' storage")
     if bias_index is not None and bias_index.size:
         flat[bias_index] = flat[bias_index] + bias_values.astype(np.float32, copy=False)
     if banned_index is not None and banned_index.size:
         flat[banned_index] = _NEG_INF
-    return logits
 
 
 def _flat_lists(rows: Sequence[int], entries: Sequence[tuple | None], v: int, fit):

@@ -142,16 +142,19 @@ def test_flat_controls_match_the_row_controls(data):
     apply_row_controls_numpy(want, rows, bias=bias, banned=banned)
     got = x.clone()
     apply_flat_controls_numpy(
-        got,
-        bias_index=np.concatenate([i * v + e[0].astype(np.int64) for i, e in zip(rows, bias)]),
+        got.numpy().reshape(-1),
+        bias_index=np.concatenate([i * v + e[0].astype(np.int64)
+                                   for i, e in zip(rows, bias, strict=True)]),
         bias_values=np.concatenate([e[1] for e in bias]),
-        banned_index=np.concatenate([i * v + e.astype(np.int64) for i, e in zip(rows, banned)]))
+        banned_index=np.concatenate([i * v + e.astype(np.int64)
+                                     for i, e in zip(rows, banned, strict=True)]))
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(torch.nan_to_num(got, nan=0.0), torch.nan_to_num(want, nan=0.0))
 
 
-def test_flat_controls_reject_strided_logits():
+def test_flat_controls_reject_what_is_not_a_flat_float32_view():
     from greyelephant.kernels import apply_flat_controls_numpy
 
-    with pytest.raises(TypeError):
-        apply_flat_controls_numpy(torch.zeros(2, 8)[:, :4], banned_index=np.array([1]))
+    for bad in (np.zeros((2, 4), np.float32), np.zeros(8, np.float64)):
+        with pytest.raises(TypeError):
+            apply_flat_controls_numpy(bad, banned_index=np.array([1]))
