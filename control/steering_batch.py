@@ -277,7 +277,11 @@ class SteeringBatch:
                 guard.push(tid)
             k += 1
         r.consumed = k
-        if st.violated and not self._warned:
+        if st.violated:
+            self._warn_violation()
+
+    def _warn_violation(self) -> None:
+        if not self._warned:
             self._warned = True
             logger.warning("steering: a banned form was emitted (a token was forced past the mask)")
 
@@ -339,10 +343,21 @@ class SteeringBatch:
         watch, anticipate, bias = plan.watch, plan.anticipate, plan.bias
         for j, i in enumerate(idx):
             r = rows[i]
-            if len(r.out) != r.consumed:
-                self._catch_up(r)
-            cs, st = r.compiled, r.state
+            cs, st, guard = r.compiled, r.state, r.guard
             consumed = r.consumed
+            out = r.out
+            if len(out) != consumed:
+                t = out[consumed] if len(out) == consumed + 1 else -1
+                if t >= 0:  # the common step: one new token
+                    cs.advance(st, t)
+                    if guard is not None:
+                        guard.push(t)
+                    r.consumed = consumed = consumed + 1
+                    if st.violated:
+                        self._warn_violation()
+                else:
+                    self._catch_up(r)
+                    st, consumed = r.state, r.consumed
             at_start = consumed < r.plain_from  # a continuation's first step
             words = None
             if cs.has_avoid:
@@ -371,7 +386,6 @@ class SteeringBatch:
                 plan.ban(j, r.signal_ban)
             if consumed < r.min_stop:
                 plan.ban(j, r.stop_tuple)
-            guard = r.guard
             if guard is not None:
                 loop = guard.banned()
                 if loop:
