@@ -5,6 +5,8 @@ whole greedy decode of a "model" that insists on a name, rolled back instead of 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -384,3 +386,23 @@ def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
             assert got.get(i) == top
         else:
             assert got.get(i, top) == top
+
+
+def test_a_form_forced_past_the_mask_is_flagged_and_warned_once(vocab_index, tokenizer,
+                                                                caplog):
+    """Tokens that write an avoided form anyway (forced past the mask, one step at a time
+    or several at once) mark the row's state violated, with one warning for the batch."""
+    batch = SteeringBatch(vocab_index)
+    outs = [[], []]
+    for i in range(2):
+        batch.add(i, engine(["Nike"]).to_extra_args(), outs[i], greedy())
+    forced = tokenizer.encode("I wear Nike shoes")
+    with caplog.at_level(logging.WARNING, logger="greyelephant.control"):
+        for t in forced:  # row 0: one token a step (the in-line advance)
+            outs[0].append(t)
+            batch.apply(torch.zeros(2, vocab_index.vocab_size))
+        outs[1].extend(forced)  # row 1: all at once (the catch-up loop)
+        batch.apply(torch.zeros(2, vocab_index.vocab_size))
+    assert batch.rows[0].state.violated and batch.rows[1].state.violated
+    assert [r.message for r in caplog.records].count(
+        "steering: a banned form was emitted (a token was forced past the mask)") == 1
