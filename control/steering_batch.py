@@ -334,13 +334,16 @@ class SteeringBatch:
 
         Per row, the common step is kept short: a plain step's mask (not a continuation's
         first step, not the last one) depends only on the row's kind — spec, rollback,
-        signal, stop tokens — and its automaton state, so rows share one memo of it, with
-        its banned-id list and whether the state is inside a form."""
+        signal, stop tokens — and its automaton states, so rows share one memo of it, with
+        its banned-id list, whether the state is inside a form, the tokens to anticipate
+        and the prefer bias; a mask sent as its id list goes straight into the plan."""
         table = self._mask_table(vocab)
         plan = _StepPlan(len(idx), vocab, table, ban_lists=self.sparse_ids)
         special = self.special
         rows, steps, biases = self.rows, self._steps, self._biases
         watch, anticipate, bias = plan.watch, plan.anticipate, plan.bias
+        # masks sent as id lists are set here directly (see _StepPlan.set_mask)
+        row_words, row_ids = (plan.row_words, plan.ids) if table is not None else (None, None)
         for j, i in enumerate(idx):
             r = rows[i]
             cs, st, guard = r.compiled, r.state, r.guard
@@ -359,24 +362,29 @@ class SteeringBatch:
                     self._catch_up(r)
                     st, consumed = r.state, r.consumed
             at_start = consumed < r.plain_from  # a continuation's first step
-            words = None
+            words = b = None
             if cs.has_avoid:
                 if r.plain_from <= consumed < r.plain_below:
-                    # a plain step: its mask depends on the row's kind and state alone
-                    key = (r.kind, st.avoid, st.pending, vocab)
+                    # a plain step: its controls depend on the row's kind and states alone
+                    key = (r.kind, st.avoid, st.pending,
+                           -1 if st.prefer_done else st.prefer, vocab)
                     step = steps.get(key)
                     if step is None:
                         step = self._plain_step(r, vocab)
                         if len(steps) >= MAX_STEP_MEMO:  # bounded: it holds the masks
                             steps.clear()
                         steps[key] = step
-                    mask_key, words, ids, inside, ahead = step
+                    mask_key, words, ids, inside, ahead, b = step
                 else:
                     mask_key, words = self._row_mask(r)
                     ids = self._mask_ids(words, vocab)
                     inside = cs.avoid.depth[st.avoid] >= 2
                     ahead = self._ahead_ids(r, inside, vocab)
-                plan.set_mask(j, mask_key, words, ids)
+                if ids is not None and row_ids is not None:
+                    row_words[j] = words
+                    row_ids[j] = ids
+                else:
+                    plan.set_mask(j, mask_key, words, ids)
                 if r.rollback and not r.signalled and not at_start:
                     if inside:
                         watch.append((j, i, words, ids))
@@ -390,7 +398,9 @@ class SteeringBatch:
                 loop = guard.banned()
                 if loop:
                     plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
-            if not st.prefer_done and not st.pending:  # (pending bytes: no bias)
+            if b is not None:  # the plain step's, from the memo
+                bias[j] = b
+            elif not st.prefer_done and not st.pending:  # (pending bytes: no bias)
                 key = (cs.uid, st.prefer)
                 b = biases.get(key)
                 if b is None:
@@ -409,12 +419,13 @@ class SteeringBatch:
         return plan
 
     def _plain_step(self, r: _Row, vocab: int) -> tuple:
-        """(table key, mask, its banned ids or None, inside a form, the ids to anticipate)
-        of a plain step in the row's state (see :meth:`controls`)."""
+        """(table key, mask, its banned ids or None, inside a form, the ids to anticipate,
+        the prefer bias lists) of a plain step in the row's states (see
+        :meth:`controls`)."""
         key, words = self._row_mask(r)
         inside = r.compiled.avoid.depth[r.state.avoid] >= 2
-        return key, words, self._mask_ids(words, vocab), inside, self._ahead_ids(
-            r, inside, vocab)
+        return (key, words, self._mask_ids(words, vocab), inside,
+                self._ahead_ids(r, inside, vocab), r.compiled.bias(r.state))
 
     @staticmethod
     def _ahead_ids(r: _Row, inside: bool, vocab: int) -> np.ndarray | None:
@@ -634,7 +645,7 @@ class _StepPlan:
             self.ids: list[np.ndarray | None] = [None] * k  # masks sent as id lists
             self.any_table = False
         self.extra: dict[int, list[int]] = {}
-        self.any_ban = False
+        self.any_ban = False  # (read by the host-mask path only, table None)
         self.bias: list[tuple[np.ndarray, np.ndarray]] = [(_EMPTY_IDS, _EMPTY_VALS)] * k
         self.penalty: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
         self.watch: list[tuple[int, int, np.ndarray, np.ndarray | None]] = []
