@@ -48,7 +48,7 @@ from greyelephant.kernels import (
 
 from .ban_automaton import CompiledSteering, RowState, SteeringCache
 from .engine_args import EngineSteering
-from .flat_index import FlatIndex
+from .flat_index import FlatIndex, padded_ids
 from .limits import MAX_PREFER_BIAS, ROLLBACK_PREFER_FACTOR
 from .loop_guard import NgramGuard
 from .mask_table import DEFAULT_BUDGET_BYTES, MaskTable
@@ -167,7 +167,7 @@ class SteeringBatch:
         self._biases: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._kinds: dict[tuple, int] = {}  # row kind -> its id (ids never reused)
         self._kind_ids = itertools.count(1)
-        self._flat = FlatIndex()  # the rollback check's flat indices per row and set (CPU)
+        self._flat_index = FlatIndex()  # the rollback check's padded sets per row (CPU)
         # CPU float32: the rows without penalties or a table mask take the flat path
         # (_StepPlan.apply_rows); False sends every row through apply_row_controls_numpy
         self.flat_controls = True
@@ -566,7 +566,7 @@ class SteeringBatch:
             # CPU logits: the argmax only where it may lie in the row's set (a watched
             # row's mask when sent as ids, else any token; a row's whole-form tokens)
             sets = [ids for _, _, ids in greedy] + [ids for _, _, ids in ahead]
-            choices = argmax_if_in(x, need, sets, self._flat)
+            choices = argmax_if_in(x, need, sets, self._flat_index)
         else:  # one argmax call serves both kinds of rows
             choices = dict(zip(need, _argmax_rows(logits, need), strict=True))
         if choices:
@@ -921,7 +921,8 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
             groups.setdefault(id(ids), (ids, []))[1].append(rows[k])
         elif n:  # an empty set holds no argmax: the row is left out
             i = rows[k]
-            padded.append(_padded(ids) if flat is None else flat.padded(i, ids, v, CHOICE_PAD))
+            padded.append(padded_ids(ids, CHOICE_PAD) if flat is None
+                          else flat.padded(i, ids, v, CHOICE_PAD))
             padded_rows.append(i)
     best: dict[int, float] = {}  # row -> the maximum over its set
     if padded:
@@ -951,23 +952,6 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
             undecided = [i for i, t in zip(undecided, top, strict=True) if not t > best[i]]
         full += undecided
     return {i: int(x[i].argmax()) for i in full}
-
-
-_PADDED: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _padded(ids: np.ndarray) -> np.ndarray:
-    """``ids`` (1 to CHOICE_PAD of them) as CHOICE_PAD intp ids, the rest repeats of the
-    first (memoised per array: the sets are a spec's cached lists and masks' id lists)."""
-    hit = _PADDED.get(id(ids))
-    if hit is not None and hit[0] is ids:
-        return hit[1]
-    out = np.full(CHOICE_PAD, ids[0], dtype=np.intp)
-    out[: ids.size] = ids
-    if len(_PADDED) >= 4096:  # bounded: it holds references to the sets
-        _PADDED.clear()
-    _PADDED[id(ids)] = (ids, out)
-    return out
 
 
 def _force_token(logits: torch.Tensor, i: int, token: int | None) -> None:
