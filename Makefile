@@ -19,7 +19,7 @@ lint: install
 	$(PY) scripts/lint_imports.py --self-test
 
 test: install lint
-	$(PY) -m pytest -q $(ARGS)
+	bash scripts/test.sh $(ARGS)
 
 unit: install
 	$(PY) -m pytest -q tests/unit $(ARGS)

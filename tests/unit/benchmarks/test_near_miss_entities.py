@@ -140,10 +140,19 @@ def test_shape_and_counts(data_path, cases):
         assert msgs[-1]["role"] == "user", c["id"]
 
 
-@pytest.mark.parametrize("other", [SEEDS, *EVAL_FILES.values()], ids=["seeds", *EVAL_FILES])
-def test_no_entity_shared_with_repo_sets(data_path, ours, other):
-    if other == data_path:
-        pytest.skip("the file itself (test_avoided_entities_distinct)")
+# Every (eval file, other repo set) pair except a file with itself, which
+# test_avoided_entities_distinct covers.
+REPO_SET_PAIRS = [
+    pytest.param(mine, other, id=f"{mine_id}-vs-{other_id}")
+    for mine_id, mine in EVAL_FILES.items()
+    for other_id, other in {"seeds": SEEDS, **EVAL_FILES}.items()
+    if other != mine
+]
+
+
+@pytest.mark.parametrize(("mine", "other"), REPO_SET_PAIRS)
+def test_no_entity_shared_with_repo_sets(mine, other):
+    ours = [e for r in load_cases(mine) for e in case_entities(r)]
     theirs = [e for r in read_jsonl(other) for e in case_entities(r)]
     assert overlaps(ours, theirs) == []
 
