@@ -6,13 +6,18 @@ the report gives every round and the median ratio of the first to the second.
 * ``--pair vllm`` (default): greyelephant (no adapter served, so LoRA off) vs vLLM's own
   OpenAI server;
 * ``--pair lora``: greyelephant serving its shipped adapters (LoRA on, the default) vs
-  greyelephant with ``--no-shipped-adapters``: what enabling LoRA costs base-model requests.
+  greyelephant with ``--no-shipped-adapters``: what enabling LoRA costs base-model requests;
+* ``--pair dtype``: greyelephant with ``--dtype float32`` vs ``--dtype bfloat16`` (both
+  without adapters): what the CPU dtype default (server/cli.py ``cpu_default_dtype``)
+  rests on.
 
     python -m greyelephant.benchmarks.serving_baseline --rounds 2
     python -m greyelephant.benchmarks.serving_baseline --pair lora --rounds 3
+    python -m greyelephant.benchmarks.serving_baseline --pair dtype --rounds 2
 
-Writes benchmarks/results/serving_baseline.{json,md} (``serving_baseline-lora.*`` for the
-lora pair).
+Writes benchmarks/results/serving_baseline.{json,md} (``serving_baseline-lora.*``,
+``serving_baseline-dtype.*`` for the other pairs). Every server runs in bfloat16 unless its
+kind says otherwise.
 """
 
 from __future__ import annotations
@@ -46,14 +51,19 @@ def _kv_flags() -> list[str]:
 ENGINE_FLAGS = ["--enforce-eager", "--max-model-len", "2048", "--dtype", "bfloat16"]
 
 
-PAIRS = {"vllm": ("greyelephant", "vllm"), "lora": ("greyelephant+lora", "greyelephant")}
+PAIRS = {"vllm": ("greyelephant", "vllm"), "lora": ("greyelephant+lora", "greyelephant"),
+         "dtype": ("greyelephant-fp32", "greyelephant")}
 LABELS = {"greyelephant": "greyelephant, no adapter (--no-shipped-adapters)",
           "greyelephant+lora": "greyelephant serving its shipped adapters (LoRA on)",
+          "greyelephant-fp32": "greyelephant, no adapter, --dtype float32",
           "vllm": "vLLM's OpenAI server"}
 
 
 def server_for(kind: str, model_path: str, name: str, port: int, log: Path) -> LocalServer:
     common = ["--model", model_path, "--served-model-name", name, *ENGINE_FLAGS, *_kv_flags()]
+    if kind == "greyelephant-fp32":  # the last --dtype wins
+        return LocalServer([*common, "--dtype", "float32", "--no-shipped-adapters"], port=port,
+                           log_path=log)
     if kind == "greyelephant":
         return LocalServer([*common, "--no-shipped-adapters"], port=port, log_path=log)
     if kind == "greyelephant+lora":
