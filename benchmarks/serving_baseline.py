@@ -8,7 +8,7 @@ the report gives every round and the median ratio of the first to the second.
 * ``--pair lora``: greyelephant serving its shipped adapters (LoRA on, the default) vs
   greyelephant with ``--no-shipped-adapters``: what enabling LoRA costs base-model requests;
 * ``--pair dtype``: greyelephant with ``--dtype float32`` vs ``--dtype bfloat16`` (both
-  without adapters): what the CPU dtype default (server/cli.py ``cpu_default_dtype``)
+  without adapters): what the CPU dtype default (``greyelephant/cpu_features.py``)
   rests on.
 
     python -m greyelephant.benchmarks.serving_baseline --rounds 2
@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+from greyelephant.cpu_features import machine_description
 from greyelephant.benchmarks.serve_client import METRICS, Workload, run_vllm_bench
 from greyelephant.launcher import LocalServer
 
@@ -116,7 +115,7 @@ def main() -> int:
         r["ratio_output_throughput"] for r in rounds)
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, CPU-only",
+        "machine": machine_description(),
         "command": "python -m greyelephant.benchmarks.serving_baseline " + " ".join(sys.argv[1:]),
         "workload": vars(args) | {"out": str(args.out), "model": name},
         "servers": {k: LABELS[k] for k in (first, second)},

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from greyelephant.cpu_features import machine_description
 from greyelephant.benchmarks.serve_client import Workload, run_vllm_bench
 from greyelephant.launcher import LocalServer
 
@@ -132,7 +131,7 @@ def main() -> int:
     ratio = statistics.median(r["ratio"] for r in rounds)
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, CPU-only",
+        "machine": machine_description(),
         "command": "python -m greyelephant.benchmarks.steering_overhead " + " ".join(sys.argv[1:]),
         "engine_flags": ENGINE_FLAGS, "workload": vars(workload),
         "steering": {"entities": len(entities), "strategies": ["logits"]},

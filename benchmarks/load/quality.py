@@ -22,12 +22,12 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from greyelephant.cpu_features import machine_description
 from greyelephant.benchmarks import steering_eval
 
 from . import history, scenarios as sc
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "family": "quality", "preset": preset.name,
         "date": started.isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, CPU-only",
+        "machine": machine_description(),
         "machine_slug": machine, "note": args.note,
         "command": "greyelephant bench quality " + " ".join(argv if argv is not None
                                                               else sys.argv[1:]),

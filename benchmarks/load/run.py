@@ -23,12 +23,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from greyelephant.cpu_features import machine_description
 
 from . import history, scenarios as sc
 from .counters import parse_prometheus, per_request, session_cpu_by_process, steering_events
@@ -631,8 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "family": "load", "preset": preset.name, "preset_description": preset.description,
         "date": started.isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"{total_mem / 2**30:.0f} GiB, CPU-only",
+        "machine": machine_description(total_mem / 2**30),
         "machine_slug": machine, "note": args.note,
         "load_average_at_end": os.getloadavg(),
         "command": "greyelephant bench load " + " ".join(argv if argv is not None
