@@ -115,6 +115,7 @@ def main() -> int:
     rounds = []
     with LocalServer(["--model", model_path, "--served-model-name", name, *ENGINE_FLAGS],
                      log_path=work / "server.log") as srv:
+        dtype = httpx.get(srv.base + "/ready", timeout=10).json().get("dtype")
         run_vllm_bench(srv.base, name, model_path, workload, work, "warmup")
         for r in range(args.rounds):
             row = {}
@@ -133,7 +134,7 @@ def main() -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_description(),
         "command": "python -m greyelephant.benchmarks.steering_overhead " + " ".join(sys.argv[1:]),
-        "engine_flags": ENGINE_FLAGS, "workload": vars(workload),
+        "engine_flags": ENGINE_FLAGS, "engine_dtype": dtype, "workload": vars(workload),
         "steering": {"entities": len(entities), "strategies": ["logits"]},
         "throughput_rounds": rounds, "throughput_ratio_median": ratio,
         "clean_draft_critique_revise": latency,
@@ -143,7 +144,8 @@ def main() -> int:
     lines = ["# Steering overhead (same server, same run)", "",
              f"- date: {report['date']}", f"- machine: {report['machine']}",
              f"- command: `{report['command']}`",
-             f"- engine flags: `{' '.join(ENGINE_FLAGS)}`",
+             f"- engine flags: `{' '.join(ENGINE_FLAGS)}`; dtype {dtype} (the server's, from "
+             "/ready)",
              f"- throughput workload: random, input {workload.input_len}, output "
              f"{workload.output_len} (ignore_eos), {workload.num_prompts} prompts, concurrency "
              f"{workload.concurrency}, vLLM's bench client; steered = every request avoids "

@@ -275,7 +275,8 @@ def create_app(ctx: ServerContext, start_engine: bool = True) -> FastAPI:
                 await engine.engine.check_health()
             except Exception as exc:
                 return error_response(503, f"engine unhealthy: {exc}", code="engine_unavailable")
-            return _json({"status": "ready", "model": engine.served_model_name})
+            return _json({"status": "ready", "model": engine.served_model_name,
+                          "dtype": engine.info.dtype})
         return error_response(503, f"not ready: {engine.error or engine.state}",
                               code="model_not_ready")
 

@@ -27,6 +27,7 @@ class EngineInfo:
     served_model_name: str
     max_model_len: int
     vocab_size: int
+    dtype: str = ""  # the weights' dtype as the engine resolved it ("float32", "bfloat16")
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -72,6 +73,7 @@ class EngineHandle:
                 served_model_name=self.served_model_name,
                 max_model_len=model_config.max_model_len,
                 vocab_size=model_config.get_vocab_size(),
+                dtype=str(model_config.dtype).removeprefix("torch."),
             )
             self.vocab_index, self.signal_token = await asyncio.to_thread(
                 _steering_tables, self.tokenizer, self.info.vocab_size)

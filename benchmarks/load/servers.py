@@ -13,7 +13,8 @@ and says in plain words what to set when no share fits.
 The two configurations of the side-by-side comparison:
 
 * **defaults** — each server at its own engine defaults (greyelephant's CPU defaults:
-  chunked prefill off, block size 32, bfloat16; vLLM's: chunked prefill on, its block
+  chunked prefill off, block size 32, the machine's CPU dtype (``greyelephant/
+  cpu_features.py``: bfloat16 where the CPU computes it natively, float32 elsewhere); vLLM's: chunked prefill on, its block
   size, dtype auto), harness flags only;
 * **like-for-like** — both servers started with greyelephant's CPU engine flags spelled
   out (:data:`LIKE_FOR_LIKE`, from server/cli.py ``_apply_platform_defaults``) and no LoRA
@@ -31,13 +32,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from greyelephant.cpu_features import cpu_default_dtype, cpu_flags
+
 GIB = 1024 ** 3
 DEFAULT_SHARE = 0.2  # greyelephant's CPU default (server/cli.py)
 WORKER_GIB = 1.5  # the worker's own memory before the KV cache (embedded model: ~1.1 GiB measured)
 MIN_KV_GIB = 1.0
 HARNESS_FLAGS = ["--enforce-eager", "--max-model-len", "2048"]
-#: greyelephant's CPU engine defaults, spelled out for vLLM's server (like-for-like)
-LIKE_FOR_LIKE = ["--no-enable-chunked-prefill", "--block-size", "32", "--dtype", "bfloat16"]
+#: greyelephant's CPU engine defaults on this machine, spelled out for vLLM's server
+#: (like-for-like)
+LIKE_FOR_LIKE = ["--no-enable-chunked-prefill", "--block-size", "32",
+                 "--dtype", cpu_default_dtype(cpu_flags())]
 ADAPTER = ("grey-dpo", "adapters/grey-dpo")
 
 

@@ -7,6 +7,8 @@ import time
 import httpx
 import pytest
 
+from greyelephant.cpu_features import cpu_default_dtype, cpu_flags
+
 pytestmark = pytest.mark.engine
 
 
@@ -25,7 +27,15 @@ def sse_events(resp):
 
 
 def test_ready_and_models(http, server):
-    assert http.get("/ready").json()["status"] == "ready"
+    ready = http.get("/ready").json()
+    assert ready["status"] == "ready"
+    # no --dtype given: on a CPU, the default of this machine (greyelephant/cpu_features.py)
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        assert ready["dtype"] == cpu_default_dtype(cpu_flags())
+    else:
+        assert ready["dtype"] in {"float32", "bfloat16", "float16"}
     models = http.get("/v1/models").json()
     assert models["object"] == "list"
     assert models["data"][0]["id"] == server["model"]

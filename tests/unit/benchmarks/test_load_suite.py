@@ -380,8 +380,14 @@ def test_kv_cache_share_sizes_to_the_machine():
 
 
 def test_like_for_like_flags_match_the_server_defaults():
-    assert LIKE_FOR_LIKE == ["--no-enable-chunked-prefill", "--block-size", "32", "--dtype",
-                             "bfloat16"]
+    # what `greyelephant serve` resolves with no flags on this (CPU) machine
+    from greyelephant.server.cli import _apply_platform_defaults, build_serve_parser
+
+    args = build_serve_parser().parse_args([])
+    _apply_platform_defaults(args, [])
+    assert args.enable_chunked_prefill is False
+    assert LIKE_FOR_LIKE == ["--no-enable-chunked-prefill", "--block-size",
+                             str(args.block_size), "--dtype", args.dtype]
 
 
 def test_effective_config_from_log():
