@@ -14,11 +14,13 @@ run:
 * ``rows`` — every steered row's whole mask copied from the host each step (the path
   before the table).
 
-Rows write real text under the masks (``step_loop.decode_steps``: the text's next token
+Rows write real text under the masks (``step_loop.DecodeLoop``: the text's next token
 unless it is banned, else the row's best allowed token; a row given its rollback signal
 restarts as a new request). Logits are random, on the device, copied each step into one
 buffer the loop allocated once. Timing: warm-up steps, then
-the median of the timed steps (CUDA synchronised).
+the median of the timed steps (CUDA synchronised). Each step is also split into phases
+(:class:`PhaseTimer`): the host's plan (``controls``), the rollback check, and the rest
+(sending the plan and applying it), so a GPU run shows where its time goes.
 
     python -m greyelephant.benchmarks.steering_step --device cpu
     python benchmarks/steering_step.py --device cuda --out $OUT      # on a GPU machine
@@ -39,6 +41,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +75,7 @@ def _ensure_package() -> None:
 
 _ensure_package()
 
-from greyelephant.benchmarks.step_loop import decode_steps  # noqa: E402
+from greyelephant.benchmarks.step_loop import DecodeLoop  # noqa: E402
 from greyelephant.control.spec import parse_steering  # noqa: E402
 from greyelephant.control.steering_batch import RequestInfo, SteeringBatch  # noqa: E402
 from greyelephant.control.vocab_index import VocabIndex  # noqa: E402
@@ -147,9 +150,40 @@ def steering_args() -> dict:
     return spec.engine_steering(signal=SIGNAL).to_extra_args()
 
 
+class PhaseTimer:
+    """Times two phases of ``SteeringBatch.apply`` inside the timed steps, by wrapping the
+    batch's own methods: ``controls`` (the host builds the step's plan: advance, masks,
+    biases, bans) and ``_check`` (the rollback check; on a GPU it reads the few argmaxes
+    back, a synchronisation). The rest of a step (sending the plan, the kernels, on the CPU
+    the numpy writes) is the step's time minus the two. A wrapper costs well under a
+    microsecond per call, next to steps of tens of microseconds and more."""
+
+    PHASES = ("controls", "_check")
+
+    def __init__(self, batch):
+        self.seconds = {name: 0.0 for name in self.PHASES}
+        for name in self.PHASES:
+            setattr(batch, name, self._timed(name, getattr(batch, name)))
+
+    def _timed(self, name, method):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+        return timed
+
+    def take(self) -> dict[str, float]:
+        """The seconds each phase took since the last call."""
+        out, self.seconds = self.seconds, {name: 0.0 for name in self.PHASES}
+        return out
+
+
 def measure(index: VocabIndex, tokens: list[int], device: str, b: int, steered: int,
             table: bool, steps: int, warmup: int) -> dict:
     batch = SteeringBatch(index, device, table=table)
+    phases = PhaseTimer(batch)
     args = steering_args()
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=1 << 20)
     outs: list[list[int]] = [[] for _ in range(b)]
@@ -163,14 +197,24 @@ def measure(index: VocabIndex, tokens: list[int], device: str, b: int, steered: 
         outs[i] = restart(i)
     gen = torch.Generator(device="cpu").manual_seed(0)
     logits = [torch.randn(b, index.vocab_size, generator=gen).to(device) for _ in range(4)]
-    run = decode_steps(batch, outs, tokens, logits, warmup=warmup, steps=steps,
-                       ends=info.stop_ids, restart=restart)
-    times = run["times"]
+    loop = DecodeLoop(batch, outs, tokens, logits, ends=info.stop_ids, restart=restart)
+    for _ in range(warmup):
+        loop.step(count=False)
+    times, plan, check = [], [], []
+    for _ in range(steps):
+        phases.take()
+        times.append(loop.step())
+        split = phases.take()
+        plan.append(split["controls"])
+        check.append(split["_check"])
+    rest = [t - p - c for t, p, c in zip(times, plan, check, strict=True)]
     table_obj = batch._table
+    ms = lambda xs: round(statistics.median(xs) * 1e3, 4)  # noqa: E731
     return {"B": b, "steered": steered, "path": "table" if table else "rows",
-            "median_ms": round(statistics.median(times) * 1e3, 4),
+            "median_ms": ms(times),
             "p90_ms": round(sorted(times)[int(0.9 * len(times))] * 1e3, 4),
-            "diverted": run["diverted"], "restarts": run["restarts"],
+            "phases_median_ms": {"controls": ms(plan), "check": ms(check), "rest": ms(rest)},
+            "diverted": int(loop.diverted), "restarts": int(loop.restarts),
             "table_slots": table_obj.table.shape[0] if table_obj is not None else None,
             "table_uploads": table_obj.uploads if table_obj is not None else None}
 
@@ -223,16 +267,21 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     lines = [f"# Steering per-step cost ({args.device})", "",
              *(f"- {k}: {v}" for k, v in meta.items()), "",
-             "| vocab | B | steered | table ms | rows ms | rows / table |",
-             "|---|---|---|---|---|---|"]
+             "Phases (table path, medians over the steps): `controls` builds the plan on the "
+             "host, `check` is the rollback check, `rest` sends the plan and applies it.", "",
+             "| vocab | B | steered | table ms | rows ms | rows / table "
+             "| controls ms | check ms | rest ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
     by = {(r["vocab"], r["B"], r["steered"], r["path"]): r for r in rows}
     for (vocab, b, steered, path), r in by.items():
         if path != "table":
             continue
         other = by.get((vocab, b, steered, "rows"))
         ratio = f"{other['median_ms'] / r['median_ms']:.1f}×" if other and r["median_ms"] else ""
+        ph = r["phases_median_ms"]
         lines.append(f"| {vocab} | {b} | {steered} | {r['median_ms']:.3f} "
-                     f"| {other['median_ms'] if other else '–'} | {ratio} |")
+                     f"| {other['median_ms'] if other else '–'} | {ratio} "
+                     f"| {ph['controls']:.3f} | {ph['check']:.3f} | {ph['rest']:.3f} |")
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -21,8 +21,8 @@ it does depends on the allocator's state, which differs from one process to the 
 it made the same code's step time vary by 2x between runs.
 
 :class:`DecodeLoop` runs one step at a time, so that a comparison can interleave the steps
-of several batches (code versions) in one process; :func:`decode_steps` runs one batch's
-steps in a row.
+of several batches (code versions) in one process, and a benchmark can read what each
+step's phases took between steps.
 """
 
 from __future__ import annotations
@@ -81,16 +81,3 @@ class DecodeLoop:
                 self.restarts += count
         return took
 
-
-def decode_steps(batch, outs: list[list[int]], tokens: Sequence[int],
-                 logits_pool: Sequence[torch.Tensor], *, warmup: int, steps: int,
-                 ends: frozenset[int], restart: Callable[[int], list[int]],
-                 stride: int = 977) -> dict:
-    """Run ``warmup + steps`` decode steps of one batch; return the timed steps' seconds
-    and counts (see :class:`DecodeLoop`)."""
-    loop = DecodeLoop(batch, outs, tokens, logits_pool, ends=ends, restart=restart,
-                      stride=stride)
-    for _ in range(warmup):
-        loop.step(count=False)
-    times = [loop.step() for _ in range(steps)]
-    return {"times": times, "diverted": int(loop.diverted), "restarts": int(loop.restarts)}

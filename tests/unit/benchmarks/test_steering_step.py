@@ -1,0 +1,43 @@
+"""The per-step benchmark's measuring parts: the phase split and one small real run."""
+
+import pytest
+
+from greyelephant.benchmarks import steering_step as ss
+
+
+class _FakeBatch:
+    def __init__(self):
+        self.calls = []
+
+    def controls(self, idx, vocab):
+        self.calls.append(("controls", idx, vocab))
+        return "plan"
+
+    def _check(self, *args):
+        self.calls.append(("_check", args))
+        raise RuntimeError("check failed")
+
+
+def test_phase_timer_wraps_the_batch_methods_and_resets_on_take():
+    batch = _FakeBatch()
+    timer = ss.PhaseTimer(batch)
+    assert batch.controls([0, 1], 7) == "plan"  # arguments and result pass through
+    with pytest.raises(RuntimeError, match="check failed"):  # errors too, still timed
+        batch._check(1, 2)
+    assert batch.calls == [("controls", [0, 1], 7), ("_check", (1, 2))]
+    first = timer.take()
+    assert set(first) == {"controls", "_check"}
+    assert first["controls"] > 0 and first["_check"] > 0
+    assert timer.take() == {"controls": 0.0, "_check": 0.0}
+
+
+def test_measure_splits_real_steps_into_phases():
+    index = ss.smollm2_vocab()
+    tokens = ss.encode(index, ss.TEXT * 3)
+    r = ss.measure(index, tokens, "cpu", b=4, steered=4, table=True, steps=5, warmup=2)
+    ph = r["phases_median_ms"]
+    assert r["B"] == 4 and r["steered"] == 4 and r["path"] == "table"
+    assert ph["controls"] > 0  # every step plans the steered rows
+    assert ph["check"] >= 0 and ph["rest"] >= 0
+    # medians of parts of one step: each part is at most the step
+    assert max(ph.values()) <= r["p90_ms"] + 1e-3
