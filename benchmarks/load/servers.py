@@ -13,9 +13,10 @@ and says in plain words what to set when no share fits.
 The two configurations of the side-by-side comparison:
 
 * **defaults** — each server at its own engine defaults (greyelephant's CPU defaults:
-  chunked prefill off, block size 32, the machine's CPU dtype (``greyelephant/
-  cpu_features.py``: bfloat16 where the CPU computes it natively, float32 elsewhere); vLLM's: chunked prefill on, its block
-  size, dtype auto), harness flags only;
+  chunked prefill off, block size 32, the machine's CPU dtype from
+  ``greyelephant/cpu_features.py``, bfloat16 where the CPU computes it natively and
+  float32 elsewhere; vLLM's: chunked prefill on, its block size, dtype auto), harness
+  flags only;
 * **like-for-like** — both servers started with greyelephant's CPU engine flags spelled
   out (:data:`LIKE_FOR_LIKE`, from server/cli.py ``_apply_platform_defaults``) and no LoRA
   adapter (greyelephant serves its shipped adapters by default, which turns LoRA on;
