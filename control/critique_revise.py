@@ -2,9 +2,19 @@
 draft → detect → critique-and-revise prompt → revision, at most ``max_revisions`` times,
 and not at all when the draft is clean.
 
-Independent of the server: the caller passes ``generate(messages) -> str`` (which the
-server runs with the logits strategy active, so a revision cannot name an avoided
-entity) and the detector.
+Independent of the server: the caller passes ``generate(messages, also_avoid) -> str``
+(which the server runs with the logits strategy active, so a revision cannot name an
+avoided entity) and the detector.
+
+Two things keep a misspelt name (a near miss, :mod:`.near_miss`) out of the answer:
+
+* the near misses found so far (in the draft and every earlier revision) are handed to
+  ``generate`` as ``also_avoid``: (entity, text) pairs, which the caller bans in the next
+  revision as aliases of their entity (:func:`near_miss_aliases`). The ban cannot see a
+  name bent at its second letter ("MacDonald's" for "McDonald's"): it leaves the form
+  before any ban fires, and a revision that quotes the critique back writes it again;
+* the answer is the text with the fewest mentions, then the fewest near misses, among
+  the draft and its revisions (the latest on a tie), not simply the last revision.
 """
 
 from __future__ import annotations
@@ -14,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .detector import Detector, Span
-from .near_miss import NearMiss
 from .directive import apply_directive, describe
+from .limits import MAX_NEAR_MISS_ALIASES
+from .near_miss import NearMiss
 
 CRITIQUE_TEMPLATE = (
     "Critique: the draft mentions {found}, which the principle forbids: \"{principle}\""
@@ -47,6 +58,7 @@ class RevisionOutcome:
     violations: int = 0  # mentions left in the final text
     draft_near_misses: int = 0  # near misses (misspelt names) in the first draft
     near_misses: int = 0  # near misses left in the final text
+    chosen: int = 0  # the text returned: 0 the draft, k the k-th revision
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -100,25 +112,46 @@ async def critique_revise(draft: str, messages: Sequence[Mapping[str, Any]], *,
                           detector: Detector, principle: str,
                           avoid: Sequence[tuple[str, Sequence[str]]],
                           prefer: Sequence[tuple[str, Sequence[str]]],
-                          generate: Callable[[list[dict[str, str]]], Awaitable[str]],
+                          generate: Callable[[list[dict[str, str]], tuple[tuple[str, str], ...]],
+                                             Awaitable[str]],
                           max_revisions: int, style: str = "rewrite") -> RevisionOutcome:
     """Revise while the text mentions an avoided entity or names it misspelt (a near
-    miss of the detector's second mode): a reader sees the entity either way."""
+    miss of the detector's second mode): a reader sees the entity either way.
+
+    ``generate(prompt, also_avoid)``: one revision; ``also_avoid`` holds the (entity,
+    near-miss text) pairs found so far, in the order first found, for the caller to ban
+    in that revision. Returns the draft or the revision with the fewest mentions, then
+    the fewest near misses (the latest on a tie)."""
     build_prompt = _REVISION_PROMPTS[style]
     spans = detector.find(draft)
     near = detector.near_misses(draft, spans)
     outcome = RevisionOutcome(text=draft, draft_violations=len(spans), violations=len(spans),
                               draft_near_misses=len(near), near_misses=len(near))
+    seen: dict[tuple[str, str], None] = {}  # (entity, text) near misses, in order found
+    best = (len(spans), len(near))
     text = draft
     while (spans or near) and outcome.revisions < max_revisions:
+        seen.update(((n.entity, n.text), None) for n in near)
         prompt = build_prompt(messages, text, [*spans, *near], principle, avoid, prefer)
-        text = await generate(prompt)
+        text = await generate(prompt, tuple(seen))
         outcome.revisions += 1
         spans = detector.find(text)
         near = detector.near_misses(text, spans)
         outcome.history.append({"revision": outcome.revisions, "violations": len(spans),
                                 "near_misses": len(near)})
-    outcome.text = text
-    outcome.violations = len(spans)
-    outcome.near_misses = len(near)
+        if (len(spans), len(near)) <= best:
+            best = (len(spans), len(near))
+            outcome.text, outcome.chosen = text, outcome.revisions
+    outcome.violations, outcome.near_misses = best
     return outcome
+
+
+def near_miss_aliases(also_avoid: Sequence[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """entity -> its near-miss texts to ban as aliases (the first
+    :data:`~.limits.MAX_NEAR_MISS_ALIASES` distinct ones per entity, in order)."""
+    out: dict[str, list[str]] = {}
+    for entity, text in also_avoid:
+        texts = out.setdefault(entity, [])
+        if text not in texts and len(texts) < MAX_NEAR_MISS_ALIASES:
+            texts.append(text)
+    return {e: tuple(t) for e, t in out.items()}

@@ -6,6 +6,8 @@ MAX_ENTITIES_PER_LIST = 64  # entries in `avoid`, and in `prefer`
 MAX_ALIASES_PER_ENTITY = 32
 MAX_NAME_CHARS = 128  # one entity name or alias, after normalisation
 MAX_REVISIONS = 4  # critique-revise rounds
+# near misses of one entity banned as its aliases in a critique-revise revision
+MAX_NEAR_MISS_ALIASES = 8
 MAX_SURFACE_FORMS = 4096  # distinct folded surface forms, avoid + prefer, after expansion
 DEFAULT_PREFER_BIAS = 4.0  # logits added to tokens that start/continue a preferred form
 MAX_PREFER_BIAS = 10.0

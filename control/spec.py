@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -251,6 +252,18 @@ class SteeringSpec(BaseModel):
     @cached_property
     def prefer_patterns(self) -> list[str]:
         return sorted({p for e in self.prefer for p in e.patterns()})
+
+    def with_avoid_aliases(self, extra: Mapping[str, Sequence[str]]) -> SteeringSpec:
+        """This spec with ``extra[entity]`` added to the aliases of each avoided entity
+        (critique-revise bans the near misses it found this way). Validated like a
+        request: raises ``pydantic.ValidationError`` when the result breaks a rule or a
+        limit (a preferred name that contains a new alias, too many forms)."""
+        if not extra:
+            return self
+        data = self.model_dump()
+        data["avoid"] = [{**e, "aliases": [*e["aliases"], *extra.get(e["entity"], ())]}
+                         for e in data["avoid"]]
+        return type(self).model_validate(data)
 
     def avoid_entities(self) -> list[tuple[str, tuple[str, ...]]]:
         return [(e.entity, e.aliases) for e in self.avoid]

@@ -40,9 +40,13 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from greyelephant.control.critique_revise import REVISION_STYLES, ask_again, critique_revise
+from pydantic import ValidationError
+
+from greyelephant.control.critique_revise import (REVISION_STYLES, ask_again, critique_revise,
+                                                  near_miss_aliases)
 from greyelephant.control.detector import detector_for
 from greyelephant.control.directive import apply_directive, build_directive
 from greyelephant.control.normalize import fold_text
@@ -179,9 +183,22 @@ def select_items(items: list[dict[str, Any]], limit: int | None, seed: int) -> l
     return order[:limit] if limit else order
 
 
-def steering_for(seed: dict[str, Any], strategies: list[str]) -> dict[str, Any]:
-    return {"avoid": [{"entity": seed["avoid"], "aliases": list(seed["avoid_aliases"])}],
-            "prefer": [seed["prefer"]], "strategies": strategies}
+def steering_for(seed: dict[str, Any], strategies: list[str],
+                 also_avoid: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The seed's steering object; ``also_avoid``: (entity, text) near misses a
+    critique-revise loop found, added as aliases of the avoided entity unless the spec
+    would then be invalid (the server would refuse it)."""
+    steering = {"avoid": [{"entity": seed["avoid"], "aliases": list(seed["avoid_aliases"])}],
+                "prefer": [seed["prefer"]], "strategies": strategies}
+    if not also_avoid:
+        return steering
+    try:
+        spec = SteeringSpec.model_validate(steering).with_avoid_aliases(
+            near_miss_aliases(also_avoid))
+    except ValidationError:
+        return steering
+    return {**steering, "avoid": [{"entity": e.entity, "aliases": list(e.aliases)}
+                                  for e in spec.avoid]}
 
 
 def request_seed(run_seed: int, key: str, step: str) -> int:
@@ -226,10 +243,12 @@ async def make_pair(client: ChatClient, item: dict[str, Any], args) -> dict[str,
         # The first attempt decodes like the draft; retries sample, each with its own seed.
         temperature = args.temperature if attempt == 0 else args.retry_temperature
 
-        async def generate(messages: list[dict[str, str]], temperature=temperature) -> str:
+        async def generate(messages: list[dict[str, str]],
+                           also_avoid: tuple[tuple[str, str], ...] = (),
+                           temperature=temperature) -> str:
             resp = await request_revision(client, item, messages, temperature,
                                           f"rev{len(revision_bodies)}", args, revision_bodies,
-                                          revision_reports)
+                                          revision_reports, also_avoid)
             return clean_revision(finished_text(resp) or "")
 
         outcome = await critique_revise(
@@ -285,12 +304,14 @@ async def quality_pair(client: ChatClient, item: dict[str, Any], draft: str,
 
 async def request_revision(client: ChatClient, item: dict[str, Any],
                            messages: list[dict[str, Any]], temperature: float, step: str, args,
-                           bodies: list[dict[str, Any]], reports: list[Any]) -> dict[str, Any]:
+                           bodies: list[dict[str, Any]], reports: list[Any],
+                           also_avoid: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """One revision request under ``REVISE_STRATEGIES`` (seeded per item and ``step`` when
-    sampling); its parameters and the server's steering report are appended to the logs."""
+    sampling), ``also_avoid`` (near misses found so far) banned as aliases; its parameters
+    and the server's steering report are appended to the logs."""
     body = {"messages": messages, "temperature": temperature,
             "max_tokens": args.revision_max_tokens,
-            "steering": steering_for(item["seed"], REVISE_STRATEGIES)}
+            "steering": steering_for(item["seed"], REVISE_STRATEGIES, also_avoid)}
     if temperature > 0:
         body["seed"] = request_seed(args.seed, item["key"], step)
     if args.model:

@@ -12,14 +12,16 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 from functools import lru_cache
 from typing import Any
 
 import msgspec
+from pydantic import ValidationError
 from vllm.sampling_params import RequestOutputKind
 
 from greyelephant.control.ban_automaton import compile_steering
-from greyelephant.control.critique_revise import critique_revise
+from greyelephant.control.critique_revise import critique_revise, near_miss_aliases
 from greyelephant.control.directive import apply_directive, apply_directive_prompt, build_directive
 from greyelephant.control.spec import SteeringPolicy, SteeringPolicyError, SteeringSpec
 
@@ -27,6 +29,8 @@ from .errors import APIError
 from .generation import Choice, collect, plain_deltas
 from .prompts import render_chat_prompt
 from .rollback import SteeredRun, steered_choices
+
+logger = logging.getLogger("greyelephant.server")
 
 
 class SteeringPlan:
@@ -139,12 +143,13 @@ class ActivePlan(SteeringPlan):
         revise_params.output_kind = RequestOutputKind.FINAL_ONLY
         revise_params.structured_outputs = None
         revise_params.logprobs = None
-        # Revisions always run with the ban active: a revision cannot name an avoided entity.
-        revise_params.extra_args = {"steering": self.revision_spec.engine_args()}
+        # Revisions always run with the ban active (extra_args, set per revision by
+        # generate below): a revision cannot name an avoided entity.
         counter = iter(range(1, 1 << 30))
 
         async def settle(choice: Choice):
-            async def generate(revision_prompt: list[dict[str, str]]) -> str:
+            async def generate(revision_prompt: list[dict[str, str]],
+                               also_avoid: tuple[tuple[str, str], ...] = ()) -> str:
                 ids = render_chat_prompt(ctx.engine.tokenizer, revision_prompt)
                 budget = ctx.engine.info.max_model_len - len(ids)
                 if budget <= 0:
@@ -153,7 +158,8 @@ class ActivePlan(SteeringPlan):
                 p = revise_params.clone()
                 p.max_tokens = min(p.max_tokens or budget, budget)
                 sub_id = f"{request_id}-rev{next(counter)}"
-                run = self.revision_run
+                spec, run = self._revision_steering(also_avoid, ctx)
+                p.extra_args = {"steering": spec.engine_args()}
                 gen = (steered_choices(ctx, route, ids, p, sub_id, lora, run) if run is not None
                        else plain_deltas(ctx, route, ids, p, sub_id, lora))
                 (revision,) = await collect(gen)
@@ -167,7 +173,7 @@ class ActivePlan(SteeringPlan):
                 avoid=self.spec.avoid_entities(), prefer=self.spec.prefer_entities(),
                 generate=generate, max_revisions=self.spec.max_revisions,
                 style=self.spec.revision_style)
-            if outcome.revisions:
+            if outcome.chosen:  # a revision replaces the draft
                 choice.text = outcome.text
                 choice.token_ids = ctx.engine.tokenizer.encode(outcome.text,
                                                                add_special_tokens=False)
@@ -179,6 +185,23 @@ class ActivePlan(SteeringPlan):
         outcomes = await asyncio.gather(*(settle(c) for c in drafts))
         self.record(drafts, outcomes)
         return drafts
+
+    def _revision_steering(self, also_avoid: tuple[tuple[str, str], ...], ctx
+                           ) -> tuple[SteeringSpec, SteeredRun | None]:
+        """The steering of a revision: the request's avoid and prefer under the logits
+        strategy, with the near misses found so far (``also_avoid``: (entity, text)) banned
+        as aliases of their entities. When those aliases would break the spec's rules or
+        limits (a preferred name containing one), the revision runs with the request's own
+        ban, still steered."""
+        if not also_avoid:
+            return self.revision_spec, self.revision_run
+        try:
+            spec = self.revision_spec.with_avoid_aliases(near_miss_aliases(also_avoid))
+        except ValidationError:
+            logger.info("steering: near misses not banned in a revision (the spec would be "
+                        "invalid): %s", also_avoid)
+            return self.revision_spec, self.revision_run
+        return spec, self._steered_run(spec, ctx)
 
     def record(self, choices: list[Choice], outcomes=None) -> None:
         """The report's per-choice counts for the final ``choices`` (and the
