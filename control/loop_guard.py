@@ -56,16 +56,23 @@ class NgramGuard:
     def push(self, token: int) -> None:
         """Append one generated token: it follows the current context, which then moves
         on by one token (one tuple built per token, whatever the output's length)."""
+        self.push_banned(token)
+
+    def push_banned(self, token: int) -> set[int] | frozenset[int]:
+        """:meth:`push` the token, then return :meth:`banned` (one call for a decode
+        step's one new token)."""
         ctx = self.context
+        followers = self.followers
         if len(ctx) == self.n - 1:
-            seen = self.followers.get(ctx)
+            seen = followers.get(ctx)
             if seen is None:
-                self.followers[ctx] = {token}
+                followers[ctx] = {token}
             else:
                 seen.add(token)
-            self.context = ctx[1:] + (token,)
-        else:
-            self.context = ctx + (token,)
+            self.context = ctx = ctx[1:] + (token,)
+            return followers.get(ctx, _NOTHING)
+        self.context = ctx = ctx + (token,)
+        return followers.get(ctx, _NOTHING)
 
     def extend(self, tokens: Iterable[int]) -> None:
         for t in tokens:

@@ -67,6 +67,8 @@ MAX_STEP_MEMO = 4096
 # lies outside a token set, first among the first 256, then the first 2048 (see
 # argmax_if_in)
 CHOICE_PROBES = (256, 2048)
+# The wider probes read this many undecided rows one view at a time (more: one copy)
+FEW_UNDECIDED = 8
 # Token sets up to this size are gathered for all rows in one take, each padded to this
 # width with repeats of its first id (see argmax_if_in)
 CHOICE_PAD = 64
@@ -349,12 +351,13 @@ class SteeringBatch:
             cs, st, guard = r.compiled, r.state, r.guard
             consumed = r.consumed
             out = r.out
+            loop = None  # the loop guard's bans, once known
             if len(out) != consumed:
                 t = out[consumed] if len(out) == consumed + 1 else -1
                 if t >= 0:  # the common step: one new token
                     cs.advance(st, t)
                     if guard is not None:
-                        guard.push(t)
+                        loop = guard.push_banned(t)
                     r.consumed = consumed = consumed + 1
                     if st.violated:
                         self._warn_violation()
@@ -395,7 +398,8 @@ class SteeringBatch:
             if consumed < r.min_stop:
                 plan.ban(j, r.stop_tuple)
             if guard is not None:
-                loop = guard.banned()
+                if loop is None:
+                    loop = guard.banned()
                 if loop:
                     plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
             if b is not None:  # the plain step's, from the memo
@@ -487,7 +491,10 @@ class SteeringBatch:
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
             return logits
-        b, v = logits.shape
+        # (each torch call costs microseconds here, with caches cold after the forward
+        # pass: the numpy view, when there is one, gives the shape too)
+        x = _numpy_view(logits)
+        b, v = logits.shape if x is None else x.shape
         if self._any_failed:  # (set for good once a row failed: rare, and safe)
             for i in [i for i, r in self.rows.items() if i < b and isinstance(r, _FailedRow)]:
                 self._end_failed(logits, i, v)
@@ -499,7 +506,6 @@ class SteeringBatch:
                 idx = [i for i in idx if i < b]
         if not idx:
             return logits
-        x = logits.detach().numpy() if _numpy_logits(logits) else None
         plan = self.controls(idx, v)
         signal = self._check(logits, x, plan, v) if plan.watch or plan.anticipate else []
         if signal:  # their rows are overwritten below: nothing else to apply there
@@ -948,6 +954,9 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
             if not undecided or width >= v:
                 break
             width = min(wider, v)
+            if len(undecided) <= FEW_UNDECIDED:  # row views: a fancy index copies first
+                undecided = [i for i in undecided if not x[i, :width].max() > best[i]]
+                continue
             top = x[undecided, :width].max(axis=1).tolist()  # the undecided rows at once
             undecided = [i for i, t in zip(undecided, top, strict=True) if not t > best[i]]
         full += undecided
@@ -960,6 +969,18 @@ def _force_token(logits: torch.Tensor, i: int, token: int | None) -> None:
     x[:] = float("-inf")
     if token is not None:
         x[token] = 0.0
+
+
+def _numpy_view(logits: torch.Tensor) -> np.ndarray | None:
+    """The logits' numpy view when numpy can read them as they are (CPU float32 or
+    float64), else None: one torch call in the common case."""
+    try:
+        x = logits.numpy()
+    except RuntimeError:  # a tensor that requires grad
+        return _numpy_view(logits.detach())
+    except TypeError:  # not on the CPU, or a dtype numpy lacks (bfloat16)
+        return None
+    return x if x.dtype in (np.float32, np.float64) else None
 
 
 def _numpy_logits(logits: torch.Tensor) -> bool:

@@ -65,6 +65,18 @@ def test_incremental_equals_hf_on_random_streams(n):
         assert g.banned() == hf_banned(toks, n)
 
 
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_push_banned_is_push_then_banned(n):
+    rng = random.Random(100 + n)
+    for _ in range(50):
+        toks = [rng.randrange(rng.choice([3, 5, 20])) for _ in range(rng.randrange(0, 60))]
+        one, two = NgramGuard(n), NgramGuard(n)
+        for i, t in enumerate(toks):
+            two.push(t)
+            assert one.push_banned(t) == two.banned() == hf_banned(toks[:i + 1], n)
+        assert (one.context, one.followers) == (two.context, two.followers)
+
+
 def test_reset_and_validation():
     g = NgramGuard(2)
     g.extend([1, 2, 1])
