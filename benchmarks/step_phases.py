@@ -1,0 +1,150 @@
+"""Where one steered decode step's time goes on the CPU: a diagnosis, not a benchmark.
+
+Runs ``steering_step_compare``'s workload (SmolLM2's vocabulary, every row steered with
+the dev set's 30 entities, greedy, rollback on, rows writing real text through
+:class:`.step_loop.DecodeLoop`) on this checkout alone, and prints medians over the timed
+steps of:
+
+* the step, and its phases as ``steering_step``'s :class:`PhaseTimer` splits them:
+  ``controls`` (building the plan), ``_check`` (the rollback check), ``rest`` (the logits'
+  numpy view, applying the plan, rollback signals);
+* ``controls`` cold (as the step runs it) and warm (the same call again at once, with no
+  token left to advance), in a second pass: how much of the plan is cache misses;
+* a few torch calls on the logits, cold (first thing after a step's logits copy) and warm.
+
+    python -m greyelephant.benchmarks.step_phases --batch 16 --steps 3000
+
+Each step's logits are copied into the loop's buffer first (3 MB at B = 16), which is what
+leaves the caches cold, as the model's forward pass does in an engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from greyelephant.benchmarks.step_loop import DecodeLoop
+from greyelephant.benchmarks.steering_step import PhaseTimer, corpus, encode, smollm2_vocab
+from greyelephant.control import steering_batch as sb
+from greyelephant.control.spec import parse_steering
+from greyelephant.control.vocab_index import VocabIndex
+
+HERE = Path(__file__).resolve().parent
+STOP = frozenset({2, 16})  # EOS and the signal token, as in steering_step_compare
+
+
+def make_loop(b: int) -> DecodeLoop:
+    doc = json.loads(gzip.open(HERE / "data" / "smollm2_vocab.json.gz", "rt").read())
+    token_bytes = [None if t is None else bytes.fromhex(t) for t in doc["tokens"]]
+    index = VocabIndex.from_token_bytes(token_bytes, key="smollm2", kind=doc["kind"])
+    cases = [json.loads(line) for line in (HERE / "data" / "pink_elephant_dev.jsonl")
+             .read_text().splitlines() if line.strip()]
+    steering = {"avoid": [{"entity": c["avoid"], "aliases": c["avoid_aliases"]} for c in cases],
+                "prefer": ["grey elephant"], "strategies": ["logits"]}
+    args = parse_steering(steering).engine_steering(signal=16).to_extra_args()
+    info = sb.RequestInfo(stop_ids=STOP, temperature=0.0, max_tokens=1 << 20)
+    batch = sb.SteeringBatch(index, "cpu")
+
+    def restart(i: int) -> list[int]:
+        out: list[int] = []
+        batch.add(i, args, out, info)
+        return out
+
+    gen = torch.Generator().manual_seed(0)
+    pool = [torch.randn(b, len(token_bytes), generator=gen) for _ in range(4)]
+    outs = [restart(i) for i in range(b)]
+    return DecodeLoop(batch, outs, encode(smollm2_vocab(), corpus()), pool, ends=STOP,
+                      restart=restart)
+
+
+def controls_twice(batch: sb.SteeringBatch, cold: list[float], warm: list[float]) -> None:
+    """Wrap ``batch.controls``: each call runs it as the step does (cold), then once more
+    at once (warm: every token already advanced, the same rows and memos), timing both;
+    the first call's plan is the step's."""
+    method = batch.controls
+    pc = time.perf_counter
+
+    def controls(idx, vocab):
+        t0 = pc()
+        plan = method(idx, vocab)
+        t1 = pc()
+        method(idx, vocab)
+        cold.append(t1 - t0)
+        warm.append(pc() - t1)
+        return plan
+
+    batch.controls = controls
+
+
+def torch_call_costs(loop: DecodeLoop, steps: int) -> dict[str, tuple[float, float]]:
+    """{call: (cold µs, warm µs)}: each call timed first thing after the step's logits
+    copy, then once more at once."""
+    pc = time.perf_counter
+    calls = {"logits.shape": lambda t: t.shape,
+             "logits.detach().numpy()": lambda t: t.detach().numpy(),
+             "logits.numpy()": lambda t: t.numpy()}
+    out = {}
+    for name, call in calls.items():
+        cold, warm = [], []
+        for n in range(steps):
+            loop.buffer.copy_(loop.logits_pool[n % len(loop.logits_pool)])
+            t0 = pc()
+            call(loop.buffer)
+            t1 = pc()
+            call(loop.buffer)
+            t2 = pc()
+            cold.append(t1 - t0)
+            warm.append(t2 - t1)
+        out[name] = (statistics.median(cold) * 1e6, statistics.median(warm) * 1e6)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--warmup", type=int, default=300)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
+    loop = make_loop(args.batch)
+    for _ in range(args.warmup):
+        loop.step(count=False)
+    batch = loop.batch
+    steps = [loop.step() for _ in range(args.steps)]
+    timer = PhaseTimer(batch)  # the benchmark's own: controls and _check, per step
+    phases: dict[str, list[float]] = {"controls": [], "_check": [], "rest": []}
+    for _ in range(args.steps):
+        took = loop.step()
+        ph = timer.take()
+        phases["controls"].append(ph["controls"])
+        phases["_check"].append(ph["_check"])
+        phases["rest"].append(took - ph["controls"] - ph["_check"])
+    del batch.controls, batch._check  # the class's methods again
+    cold: list[float] = []
+    warm: list[float] = []
+    controls_twice(batch, cold, warm)
+    for _ in range(args.steps):
+        loop.step()
+    del batch.controls
+    print(f"B={args.batch}, {args.steps} steps per pass after {args.warmup} warm-up, medians")
+    print(f"  step                {statistics.median(steps) * 1e3:.3f} ms")
+    for name, xs in phases.items():
+        print(f"  {name:<19} {statistics.median(xs) * 1e6:6.1f} µs")
+    print(f"  controls cold {statistics.median(cold) * 1e6:.1f} µs, the same call again at "
+          f"once, warm {statistics.median(warm) * 1e6:.1f} µs")
+    for name, (cold, hot) in torch_call_costs(loop, min(args.steps, 2000)).items():
+        print(f"  {name:<24} cold {cold:5.2f} µs, warm {hot:5.2f} µs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

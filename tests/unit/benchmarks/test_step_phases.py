@@ -1,0 +1,33 @@
+"""The step-phase diagnosis: a short real run prints every figure, and the warm replay of
+``controls`` hands the step its first plan."""
+
+from greyelephant.benchmarks import step_phases
+
+
+def test_a_short_run_prints_each_phase_and_the_torch_calls(capsys):
+    assert step_phases.main(["--batch", "2", "--steps", "6", "--warmup", "2"]) == 0
+    out = capsys.readouterr().out
+    for label in ("step", "controls", "_check", "rest", "controls cold", "warm",
+                  "logits.shape", "logits.detach().numpy()", "logits.numpy()"):
+        assert label in out
+
+
+def test_controls_twice_returns_the_first_plan_and_times_both_calls():
+    loop = step_phases.make_loop(2)
+    loop.step(count=False)
+    plans = []
+    method = loop.batch.controls
+
+    def recording(idx, vocab):
+        plans.append(method(idx, vocab))
+        return plans[-1]
+
+    loop.batch.controls = recording
+    cold, warm = [], []
+    step_phases.controls_twice(loop.batch, cold, warm)
+    loop.step(count=False)
+    assert len(plans) == 2 and len(cold) == len(warm) == 1
+    assert cold[0] > 0 and warm[0] > 0
+    assert plans[0].k == plans[1].k == 2
+    got = loop.batch.controls([0, 1], loop.buffer.shape[1])  # called directly: the first
+    assert got is plans[2] and len(plans) == 4 and len(cold) == 2
