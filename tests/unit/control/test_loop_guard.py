@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from greyelephant.control.loop_guard import NgramGuard, banned_ngram_tokens, check_ngram_size
+from greyelephant.control.loop_guard import (
+    TOKEN_LIMIT,
+    NgramGuard,
+    banned_ngram_tokens,
+    check_ngram_size,
+)
 from greyelephant.control.spec import parse_steering
 from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
@@ -89,6 +94,21 @@ def test_reset_and_validation():
     for bad in (1, 33, -1, True, 4.0, "4", None):
         with pytest.raises(ValueError):
             check_ngram_size(bad)
+
+
+def test_token_ids_are_packed_without_overlap_and_checked():
+    """Ids at the packing's edges stay distinct (a context of 0s is not one of 2**32-1s);
+    an id the packing cannot hold is refused, never folded into another."""
+    top = TOKEN_LIMIT - 1
+    toks = [0, top, 0, top, 0, 0, top, 1 << 31, top, 0, top]
+    for n in (2, 3, 4):
+        g = NgramGuard(n)
+        for i, t in enumerate(toks):
+            assert g.push_banned(t) == hf_banned(toks[:i + 1], n)
+    g = NgramGuard(3)
+    for bad in (-1, TOKEN_LIMIT):
+        with pytest.raises(ValueError, match="token id"):
+            g.push(bad)
 
 
 def test_engine_args_field():
