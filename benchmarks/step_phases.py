@@ -21,34 +21,31 @@ leaves the caches cold, as the model's forward pass does in an engine.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import logging
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from greyelephant.benchmarks.step_loop import DecodeLoop
-from greyelephant.benchmarks.steering_step import PhaseTimer, corpus, encode, smollm2_vocab
+from greyelephant.benchmarks.steering_step import (
+    SIGNAL,
+    PhaseTimer,
+    corpus,
+    encode,
+    smollm2_vocab,
+    steering_args,
+)
 from greyelephant.control import steering_batch as sb
-from greyelephant.control.spec import parse_steering
-from greyelephant.control.vocab_index import VocabIndex
 
-HERE = Path(__file__).resolve().parent
-STOP = frozenset({2, 16})  # EOS and the signal token, as in steering_step_compare
+STOP = frozenset({2, SIGNAL})  # EOS and the signal token, as in steering_step_compare
 
 
 def make_loop(b: int) -> DecodeLoop:
-    doc = json.loads(gzip.open(HERE / "data" / "smollm2_vocab.json.gz", "rt").read())
-    token_bytes = [None if t is None else bytes.fromhex(t) for t in doc["tokens"]]
-    index = VocabIndex.from_token_bytes(token_bytes, key="smollm2", kind=doc["kind"])
-    cases = [json.loads(line) for line in (HERE / "data" / "pink_elephant_dev.jsonl")
-             .read_text().splitlines() if line.strip()]
-    steering = {"avoid": [{"entity": c["avoid"], "aliases": c["avoid_aliases"]} for c in cases],
-                "prefer": ["grey elephant"], "strategies": ["logits"]}
-    args = parse_steering(steering).engine_steering(signal=16).to_extra_args()
+    """A decode loop of ``b`` steered rows over ``steering_step``'s vocabulary, steering
+    and text (the comparison's workload)."""
+    index = smollm2_vocab()
+    args = steering_args()
     info = sb.RequestInfo(stop_ids=STOP, temperature=0.0, max_tokens=1 << 20)
     batch = sb.SteeringBatch(index, "cpu")
 
@@ -58,10 +55,9 @@ def make_loop(b: int) -> DecodeLoop:
         return out
 
     gen = torch.Generator().manual_seed(0)
-    pool = [torch.randn(b, len(token_bytes), generator=gen) for _ in range(4)]
+    pool = [torch.randn(b, index.vocab_size, generator=gen) for _ in range(4)]
     outs = [restart(i) for i in range(b)]
-    return DecodeLoop(batch, outs, encode(smollm2_vocab(), corpus()), pool, ends=STOP,
-                      restart=restart)
+    return DecodeLoop(batch, outs, encode(index, corpus()), pool, ends=STOP, restart=restart)
 
 
 def controls_twice(batch: sb.SteeringBatch, cold: list[float], warm: list[float]) -> None:

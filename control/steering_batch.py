@@ -965,7 +965,8 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
 
 def _force_token(logits: torch.Tensor, i: int, token: int | None) -> None:
     """Row i takes ``token`` (None: every logit -inf): every other logit -inf."""
-    x = logits[i].detach().numpy() if _numpy_logits(logits) else logits[i]
+    view = _numpy_view(logits)
+    x = view[i] if view is not None else logits[i]
     x[:] = float("-inf")
     if token is not None:
         x[token] = 0.0
@@ -981,10 +982,6 @@ def _numpy_view(logits: torch.Tensor) -> np.ndarray | None:
     except TypeError:  # not on the CPU, or a dtype numpy lacks (bfloat16)
         return None
     return x if x.dtype in (np.float32, np.float64) else None
-
-
-def _numpy_logits(logits: torch.Tensor) -> bool:
-    return logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64)
 
 
 def _bit(words: np.ndarray, t: int) -> bool:
