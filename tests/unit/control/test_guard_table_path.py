@@ -1,0 +1,90 @@
+"""The batch's loop guards kept in one NgramTable (pushed for all rows in one compiled
+call per step) give the same logits, bit for bit, as one NgramGuard per row: rows with
+n-grams of 2, 3 and 4 tokens (in the table) and of 6 (a per-row guard either way), text
+that loops (so the guard bans), two tokens arriving at once, a rollback continuation's
+resumed tokens, rows removed, replaced and moved; and a row's table entry is released
+with the row."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import torch
+
+from greyelephant.control.ngram_table import NgramTable
+from greyelephant.control.spec import parse_steering
+from greyelephant.control.steering_batch import RequestInfo, SteeringBatch, _TableGuard
+
+SIGNAL = 16
+
+
+def _args(n: int, **extra) -> dict:
+    spec = parse_steering({"avoid": ["Rome", {"entity": "Coca-Cola", "aliases": ["Coke"]}],
+                           "prefer": ["Pepsi"], "no_repeat_ngram": n, **extra})
+    return spec.engine_steering(signal=SIGNAL).to_extra_args()
+
+
+def test_guard_table_equals_per_row_guards(vocab_index, tokenizer):
+    loop_text = tokenizer.encode(" the cat sat on the mat and the cat sat on the mat" * 3)
+    text = tokenizer.encode(" I drank a Coke in Rome, then the cat sat on the mat again")
+    info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=200,
+                       prompt=[1, *text[:4]])
+    a = SteeringBatch(vocab_index, "cpu", guard_table=True)
+    b = SteeringBatch(vocab_index, "cpu", guard_table=False)
+    resumed = parse_steering({"avoid": ["Rome"], "no_repeat_ngram": 3}).engine_steering(
+        signal=SIGNAL).model_copy(update={"resume": 4}).to_extra_args()
+    specs = [_args(2), _args(3), _args(4), _args(6), resumed, None]
+    outs_a = [[] for _ in specs]
+    outs_b = [[] for _ in specs]
+    for i, args in enumerate(specs):
+        a.add(i, args, outs_a[i], info)
+        b.add(i, args, outs_b[i], info)
+    rng = np.random.default_rng(0)
+    banned_steps = 0
+    for step in range(60):
+        if step == 20:  # row 1 replaced by a new request, row 0 removed
+            for batch, outs in ((a, outs_a), (b, outs_b)):
+                outs[1] = []
+                batch.add(1, _args(3), outs[1], info)
+                batch.remove(0)
+        if step == 35:  # rows 2 and 3 swap places, row 5 moves onto row 0
+            for batch, outs in ((a, outs_a), (b, outs_b)):
+                batch.move(2, 3, True)
+                outs[2], outs[3] = outs[3], outs[2]
+                batch.move(5, 0, False)
+                outs[0], outs[5] = outs[5], []
+        n = len(specs)
+        logits = torch.randn(n, vocab_index.vocab_size,
+                             generator=torch.Generator().manual_seed(step))
+        la, lb = a.apply(logits.clone()), b.apply(logits.clone())
+        assert torch.equal(la, lb), step
+        banned_steps += int(torch.isinf(la).sum() > torch.isinf(logits).sum())
+        for i in range(n):
+            src = loop_text if i % 2 else text
+            t = src[(step + i) % len(src)] if rng.random() < 0.9 else int(la[i].argmax())
+            outs_a[i].append(t)
+            outs_b[i].append(t)
+            if step % 7 == 3:  # two tokens at once: the row catches up
+                t2 = src[(step + i + 1) % len(src)]
+                outs_a[i].append(t2)
+                outs_b[i].append(t2)
+    assert banned_steps > 0
+    # the loop guard banned, from the table
+    assert any(isinstance(r.guard, _TableGuard) for r in a.rows.values())
+    assert not any(isinstance(r.guard, _TableGuard) for r in b.rows.values())
+
+
+def test_a_row_s_table_entry_goes_with_the_row(vocab_index):
+    batch = SteeringBatch(vocab_index, "cpu", guard_table=True)
+    info = RequestInfo(stop_ids=frozenset({2, SIGNAL}))
+    for i in range(4):
+        batch.add(i, _args(4), [], info)
+    batch.add(4, _args(6), [], info)  # past the table's n-grams: a per-row guard
+    table: NgramTable = batch._guards
+    assert table.rows == 4
+    batch.remove(0)
+    batch.add(1, _args(3), [], info)  # replaces the row there
+    batch.move(2, 3, False)  # row 3 is dropped
+    gc.collect()
+    assert table.rows == 2
