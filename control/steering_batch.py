@@ -54,9 +54,11 @@ from .loop_guard import NgramGuard
 from .mask_table import DEFAULT_BUDGET_BYTES, MaskTable
 from .vocab_index import VocabIndex, pack_bool, unpack_words
 
-try:  # numba (a dependency of vLLM) compiles the batched loop guard
+try:  # numba (a dependency of vLLM) compiles the host's per-step loops over the rows
+    from . import choice_probe
     from .ngram_table import NgramTable
 except ImportError:  # pragma: no cover - every install has numba; a bare GPU box may not
+    choice_probe = None  # type: ignore[assignment]
     NgramTable = None  # type: ignore[assignment,misc]
 
 logger = logging.getLogger("greyelephant.control")
@@ -141,7 +143,7 @@ class SteeringBatch:
     def __init__(self, index: VocabIndex | Callable[[], VocabIndex],
                  device: torch.device | str = "cpu", cache: SteeringCache | None = None,
                  *, table: bool = True, table_budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 guard_table: bool | None = None):
+                 compiled: bool | None = None):
         """``table``: keep the ban masks in a device-resident :class:`.mask_table.MaskTable`
         (a step sends one slot index per row); False copies each steered row's whole mask
         every step (the older path, kept for comparison and as a check). With the table on
@@ -149,18 +151,22 @@ class SteeringBatch:
         (computed once per mask), and only masks that ban many go through the table: the
         CPU path then touches the banned logits alone, never a row's whole mask.
 
-        ``guard_table``: keep the rows' loop guards (n-grams up to 4 tokens) in one
-        :class:`.ngram_table.NgramTable`, pushed for all rows in one compiled call per
-        step; False keeps one :class:`.loop_guard.NgramGuard` per row (as do n-grams of
-        more than 4 tokens). Default: the table, when numba is importable."""
+        ``compiled``: run two per-step loops over the rows as numba-compiled code, one call
+        each for the whole batch: the loop guards (n-grams up to 4 tokens) live in one
+        :class:`.ngram_table.NgramTable`, and the rollback check reads the model's choice
+        on CPU logits with :func:`.choice_probe.argmax_if_in_compiled`. False keeps one
+        :class:`.loop_guard.NgramGuard` per row (as do n-grams of more than 4 tokens) and
+        the numpy :func:`argmax_if_in`. Either way the logits are the same, bit for bit.
+        Default: compiled, when numba is importable."""
         self._index = index
         self.device = torch.device(device)
-        if guard_table and NgramTable is None:
-            raise RuntimeError("guard_table needs numba")
-        self._guards = (NgramTable() if (NgramTable is not None if guard_table is None
-                                         else guard_table) else None)
-        if self._guards is not None:
+        if compiled and NgramTable is None:
+            raise RuntimeError("compiled steering loops need numba")
+        self.compiled = NgramTable is not None if compiled is None else compiled
+        self._guards = NgramTable() if self.compiled else None
+        if self.compiled:
             NgramTable.warm_up()
+            choice_probe.warm_up()
         self.use_table = table
         self.table_budget_bytes = table_budget_bytes
         self._table: MaskTable | None = None
@@ -615,7 +621,10 @@ class SteeringBatch:
             # CPU logits: the argmax only where it may lie in the row's set (a watched
             # row's mask when sent as ids, else any token; a row's whole-form tokens)
             sets = [ids for _, _, ids in greedy] + [ids for _, _, ids in ahead]
-            choices = argmax_if_in(x, need, sets, self._flat_index)
+            if self.compiled:
+                choices = choice_probe.argmax_if_in_compiled(x, need, sets, CHOICE_PROBES)
+            else:
+                choices = argmax_if_in(x, need, sets, self._flat_index)
         else:  # one argmax call serves both kinds of rows
             choices = dict(zip(need, _argmax_rows(logits, need), strict=True))
         if choices:

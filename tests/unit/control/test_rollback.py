@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greyelephant.control.ban_automaton import CompiledSteering, SteeringCache
+from greyelephant.control.choice_probe import argmax_if_in_compiled
 from greyelephant.control.detector import detector_for
 from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.rollback import RollbackTracker, signal_token_for
@@ -344,7 +345,8 @@ def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
     gives the true argmax (numpy's: first maximum, NaN first) for every row it keeps —
     NaN and infinities included, sets dense, empty, padded to the one take's width, over it,
     large or shared by several rows, logits contiguous or a view of wider rows,
-    vocabularies narrower and wider than each probe, flat indices memoised or not."""
+    vocabularies narrower and wider than each probe, flat indices memoised or not. Its
+    compiled twin (control/choice_probe.py) gives the same answer, row for row."""
     b = data.draw(st.integers(1, 12))  # undecided rows past FEW_UNDECIDED too
     v = data.draw(st.integers(1, 5 * CHOICE_PROBES[-1]))
     seed = data.draw(st.integers(0, 2**31 - 1))
@@ -380,6 +382,7 @@ def test_argmax_if_in_gives_every_argmax_its_set_may_hold(data):
     got = argmax_if_in(x, rows, sets, flat)
     if flat is not None:
         assert argmax_if_in(x, rows, sets, flat) == got
+    assert argmax_if_in_compiled(x, rows, sets, CHOICE_PROBES) == got
     for i, ids in zip(rows, sets, strict=True):
         top = int(x[i].argmax())
         if ids is None or top in set(ids.tolist()):

@@ -1,5 +1,7 @@
-"""The batch's loop guards kept in one NgramTable (pushed for all rows in one compiled
-call per step) give the same logits, bit for bit, as one NgramGuard per row: rows with
+"""The batch's compiled per-step loops (``SteeringBatch(compiled=True)``: the loop
+guards kept in one NgramTable and pushed for all rows in one call, the rollback check's
+probe in one call) give the same logits, bit for bit, as the Python and numpy paths
+(``compiled=False``): greedy rollback rows (their check runs every step), rows with
 n-grams of 2, 3 and 4 tokens (in the table) and of 6 (a per-row guard either way), text
 that loops (so the guard bans), two tokens arriving at once, a rollback continuation's
 resumed tokens, rows removed, replaced and moved; and a row's table entry is released
@@ -25,13 +27,13 @@ def _args(n: int, **extra) -> dict:
     return spec.engine_steering(signal=SIGNAL).to_extra_args()
 
 
-def test_guard_table_equals_per_row_guards(vocab_index, tokenizer):
+def test_compiled_loops_equal_the_python_paths(vocab_index, tokenizer):
     loop_text = tokenizer.encode(" the cat sat on the mat and the cat sat on the mat" * 3)
     text = tokenizer.encode(" I drank a Coke in Rome, then the cat sat on the mat again")
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=200,
                        prompt=[1, *text[:4]])
-    a = SteeringBatch(vocab_index, "cpu", guard_table=True)
-    b = SteeringBatch(vocab_index, "cpu", guard_table=False)
+    a = SteeringBatch(vocab_index, "cpu", compiled=True)
+    b = SteeringBatch(vocab_index, "cpu", compiled=False)
     resumed = parse_steering({"avoid": ["Rome"], "no_repeat_ngram": 3}).engine_steering(
         signal=SIGNAL).model_copy(update={"resume": 4}).to_extra_args()
     specs = [_args(2), _args(3), _args(4), _args(6), resumed, None]
@@ -70,13 +72,15 @@ def test_guard_table_equals_per_row_guards(vocab_index, tokenizer):
                 outs_a[i].append(t2)
                 outs_b[i].append(t2)
     assert banned_steps > 0
+    assert a.anticipated + a.signals > 0  # the check acted, the same way in both
+    assert (a.anticipated, a.signals) == (b.anticipated, b.signals)
     # the loop guard banned, from the table
     assert any(isinstance(r.guard, _TableGuard) for r in a.rows.values())
     assert not any(isinstance(r.guard, _TableGuard) for r in b.rows.values())
 
 
 def test_a_row_s_table_entry_goes_with_the_row(vocab_index):
-    batch = SteeringBatch(vocab_index, "cpu", guard_table=True)
+    batch = SteeringBatch(vocab_index, "cpu", compiled=True)
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}))
     for i in range(4):
         batch.add(i, _args(4), [], info)
