@@ -12,7 +12,7 @@ steps of:
   token left to advance), in a second pass: how much of the plan is cache misses;
 * a few torch calls on the logits, cold (first thing after a step's logits copy) and warm.
 
-    python -m greyelephant.benchmarks.step_phases --batch 16 --steps 3000
+    python -m greyelephant.benchmarks.step_phases --batch 16 --steps 3000 [--compiled off]
 
 Each step's logits are copied into the loop's buffer first (3 MB at B = 16), which is what
 leaves the caches cold, as the model's forward pass does in an engine.
@@ -41,13 +41,14 @@ from greyelephant.control import steering_batch as sb
 STOP = frozenset({2, SIGNAL})  # EOS and the signal token, as in steering_step_compare
 
 
-def make_loop(b: int) -> DecodeLoop:
+def make_loop(b: int, compiled: bool | None = None) -> DecodeLoop:
     """A decode loop of ``b`` steered rows over ``steering_step``'s vocabulary, steering
-    and text (the comparison's workload)."""
+    and text (the comparison's workload); ``compiled``: ``SteeringBatch``'s (None: its
+    default)."""
     index = smollm2_vocab()
     args = steering_args()
     info = sb.RequestInfo(stop_ids=STOP, temperature=0.0, max_tokens=1 << 20)
-    batch = sb.SteeringBatch(index, "cpu")
+    batch = sb.SteeringBatch(index, "cpu", compiled=compiled)
 
     def restart(i: int) -> list[int]:
         out: list[int] = []
@@ -108,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--compiled", choices=["default", "on", "off"], default="default",
+                    help="SteeringBatch's compiled loops (the loop guards' table, the "
+                         "check's probe): on, off (the Python and numpy paths), or its "
+                         "default (on when numba is importable)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
-    loop = make_loop(args.batch)
+    loop = make_loop(args.batch, {"default": None, "on": True, "off": False}[args.compiled])
     for _ in range(args.warmup):
         loop.step(count=False)
     batch = loop.batch
@@ -131,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.steps):
         loop.step()
     del batch.controls
-    print(f"B={args.batch}, {args.steps} steps per pass after {args.warmup} warm-up, medians")
+    print(f"B={args.batch}, {args.steps} steps per pass after {args.warmup} warm-up, "
+          f"compiled loops {'on' if batch.compiled else 'off'}, medians")
     print(f"  step                {statistics.median(steps) * 1e3:.3f} ms")
     for name, xs in phases.items():
         print(f"  {name:<19} {statistics.median(xs) * 1e6:6.1f} µs")

@@ -6,9 +6,12 @@ from greyelephant.benchmarks import step_phases
 
 def test_a_short_run_prints_each_phase_and_the_torch_calls(capsys):
     assert step_phases.main(["--batch", "2", "--steps", "6", "--warmup", "2"]) == 0
+    assert step_phases.main(["--batch", "2", "--steps", "6", "--warmup", "2",
+                             "--compiled", "off"]) == 0
     out = capsys.readouterr().out
     for label in ("step", "controls", "_check", "rest", "controls cold", "warm",
-                  "logits.shape", "logits.detach().numpy()", "logits.numpy()"):
+                  "logits.shape", "logits.detach().numpy()", "logits.numpy()",
+                  "compiled loops on", "compiled loops off"):
         assert label in out
 
 
