@@ -20,6 +20,7 @@ from numba import njit
 
 LEFT_OUT = -1  # the row's argmax lies outside its set
 UNDECIDED = -2  # no probe decided: the row gets its full argmax
+_WIDTHS: dict[tuple[int, ...], np.ndarray] = {}  # probe widths as arrays, per tuple
 
 
 def argmax_if_in_compiled(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
@@ -34,8 +35,10 @@ def argmax_if_in_compiled(x: np.ndarray, rows: list[int], sets: list[np.ndarray 
     pool = (np.concatenate(present).astype(np.int64, copy=False) if present
             else np.zeros(0, dtype=np.int64))
     verdict = np.empty(len(rows), dtype=np.int64)
-    _probe_rows(x, np.asarray(rows, dtype=np.int64), pool, sizes,
-                np.asarray(probes, dtype=np.int64), verdict)
+    widths = _WIDTHS.get(probes)
+    if widths is None:
+        widths = _WIDTHS[probes] = np.asarray(probes, dtype=np.int64)
+    _probe_rows(x, np.asarray(rows, dtype=np.int64), pool, sizes, widths, verdict)
     return {i: int(x[i].argmax()) for i, d in zip(rows, verdict.tolist(), strict=True)
             if d == UNDECIDED}
 

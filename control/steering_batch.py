@@ -76,6 +76,9 @@ MAX_STEP_MEMO = 4096
 CHOICE_PROBES = (256, 2048)
 # The wider probes read this many undecided rows one view at a time (more: one copy)
 FEW_UNDECIDED = 8
+# The loop guards' table packs token ids in 21 bits; it serves vocabularies up to half of
+# that range (a padded logits width stays below it), others keep per-row guards
+NGRAM_TABLE_VOCAB = 1 << 20
 # Token sets up to this size are gathered for all rows in one take, each padded to this
 # width with repeats of its first id (see argmax_if_in)
 CHOICE_PAD = 64
@@ -280,7 +283,8 @@ class SteeringBatch:
         """A row's loop guard for n-grams of ``n`` tokens (0: none)."""
         if not n:
             return None
-        if self._guards is not None and self._guards.fits(n):
+        if (self._guards is not None and self._guards.fits(n)
+                and self.index.vocab_size <= NGRAM_TABLE_VOCAB):
             return _TableGuard(self._guards, n)
         return NgramGuard(n)
 
@@ -696,7 +700,10 @@ class _TableGuard:
     def __del__(self) -> None:
         # rows leave the batch in many ways (removed, replaced, moved over, dropped by
         # the V2 adapter): the handle goes back when the row object does
-        self.table.close(self.handle)
+        try:
+            self.table.close(self.handle)
+        except Exception:  # pragma: no cover - interpreter shutdown, modules torn down
+            pass
 
 
 @dataclass

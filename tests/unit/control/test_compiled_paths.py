@@ -92,3 +92,13 @@ def test_a_row_s_table_entry_goes_with_the_row(vocab_index):
     batch.move(2, 3, False)  # row 3 is dropped
     gc.collect()
     assert table.rows == 2
+
+
+def test_a_vocabulary_past_the_table_s_packing_keeps_per_row_guards(vocab_index, monkeypatch):
+    from greyelephant.control import steering_batch
+    from greyelephant.control.loop_guard import NgramGuard
+
+    monkeypatch.setattr(steering_batch, "NGRAM_TABLE_VOCAB", vocab_index.vocab_size - 1)
+    batch = SteeringBatch(vocab_index, "cpu", compiled=True)
+    batch.add(0, _args(4), [], RequestInfo(stop_ids=frozenset({2, SIGNAL})))
+    assert type(batch.rows[0].guard) is NgramGuard

@@ -26,7 +26,6 @@ word start whatever follows). Checked five ways:
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -405,15 +404,13 @@ def test_banned_words_shape_and_cache(cs, vocab_index):
     assert cs.banned_words(row) is w  # cached per state
 
 
-def test_compile_1000_forms_is_fast_and_cached(vocab_index):
+def test_compile_1000_forms_is_cached(vocab_index):
+    """A second compile of the same spec is the cached object (how long either takes is
+    benchmarks/steering_compile.py's to measure, not a test's)."""
     forms = [f"brand{i} name{i % 37}" for i in range(1000)]
-    t0 = time.perf_counter()
     c = compile_steering(vocab_index, forms, ["grey elephant"], 4.0)
-    cold = time.perf_counter() - t0
-    t0 = time.perf_counter()
     assert compile_steering(vocab_index, forms, ["grey elephant"], 4.0) is c
-    warm = time.perf_counter() - t0
-    assert cold < 0.5 and warm < 0.01  # generous bounds; benchmarks/steering_compile.py measures
+    assert compile_steering(vocab_index, forms[:-1], ["grey elephant"], 4.0) is not c
 
 
 def test_compiled_1000_forms_bans_completions(vocab_index, tokenizer):
