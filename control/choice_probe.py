@@ -21,6 +21,7 @@ from numba import njit
 LEFT_OUT = -1  # the row's argmax lies outside its set
 UNDECIDED = -2  # no probe decided: the row gets its full argmax
 _WIDTHS: dict[tuple[int, ...], np.ndarray] = {}  # probe widths as arrays, per tuple
+_WARM = False  # the kernel is compiled (warm_up)
 
 
 def argmax_if_in_compiled(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
@@ -44,7 +45,12 @@ def argmax_if_in_compiled(x: np.ndarray, rows: list[int], sets: list[np.ndarray 
 
 
 def warm_up() -> None:
-    """Compile for float32 C-contiguous logits (the CPU engine's) now, not in a step."""
+    """Compile for float32 C-contiguous logits (the CPU engine's) now, not in a step;
+    once per process."""
+    global _WARM
+    if _WARM:
+        return
+    _WARM = True
     argmax_if_in_compiled(np.zeros((1, 4), dtype=np.float32), [0], [np.array([1])], (2, 3))
 
 

@@ -50,6 +50,7 @@ K_UID, K_CTX, K_VAL = range(3)
 # SEVERAL, the context it followed)
 O_HIT, O_WAS = 0, 2
 _NO_OUTPUT = np.zeros((0, 5), dtype=np.int64)
+_WARM = False  # the kernels are compiled (warm_up)
 
 
 class NgramTable:
@@ -69,8 +70,12 @@ class NgramTable:
 
     @staticmethod
     def warm_up() -> None:
-        """Compile the kernels now (numba compiles at the first call: about half a second,
-        a tenth with its on-disk cache), not inside a decode step."""
+        """Compile the kernels now (numba compiles at a kernel's first call, or loads it
+        from its on-disk cache), not inside a decode step; once per process."""
+        global _WARM
+        if _WARM:
+            return
+        _WARM = True
         table = NgramTable(min_capacity=16)
         h = table.open(2)
         table.extend(h, [1, 2, 1])
@@ -126,20 +131,11 @@ class NgramTable:
         self._free.extend(range(new - 1, old - 1, -1))
 
     # -- pushing tokens ------------------------------------------------------------------
-    def push(self, h: int, token: int) -> None:
-        """Append one generated token to row ``h``."""
-        self.extend(h, (token,))
-
     def extend(self, h: int, tokens: Iterable[int]) -> None:
         """Append the tokens to row ``h``, in order (one compiled call)."""
         t = np.fromiter(tokens, dtype=np.int64)
         if t.size:
             self._push(np.full(t.size, h, dtype=np.int64), t)
-
-    def push_banned(self, h: int, token: int) -> set[int] | frozenset[int]:
-        """:meth:`push`, then :meth:`banned`, for one row."""
-        hit = self.push_many(np.array([h], dtype=np.int64), np.array([token], dtype=np.int64))
-        return hit[0][1] if hit else _NOTHING
 
     def banned(self, h: int) -> set[int] | frozenset[int]:
         """Tokens that would complete an n-gram row ``h`` already holds (do not mutate)."""
@@ -154,15 +150,8 @@ class NgramTable:
         out, hits = self._push(handles, tokens)
         if not hits:
             return []
-        several, rows = self._several, self._rows
-        found = []
-        for k, v in out[:hits, O_HIT:O_HIT + 2].tolist():
-            if v != SEVERAL:
-                found.append((k, frozenset((v,))))
-            else:
-                h = handles[k]
-                found.append((k, several[(int(rows[h, UID]), int(rows[h, CTX]))]))
-        return found
+        return [(k, self._bans(int(handles[k]), v))
+                for k, v in out[:hits, O_HIT:O_HIT + 2].tolist()]
 
     def _push(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, int]:
         """Push ``tokens[k]`` into row ``handles[k]``, in order (a handle may repeat);

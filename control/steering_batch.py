@@ -382,8 +382,8 @@ class SteeringBatch:
         # masks sent as id lists are set here directly (see _StepPlan.set_mask)
         row_words, row_ids = (plan.row_words, plan.ids) if table is not None else (None, None)
         # rows whose guard lives in the table: their step's token goes in one call for all,
-        # after the loop (the plan position, handle, token, string mask, row of each)
-        pushed: tuple[list, list, list, list, list] = ([], [], [], [], [])
+        # after the loop — (plan position, handle, token, string mask, row) each
+        pushed: list[tuple[int, int, int, np.ndarray | None, _Row]] = []
         for j, i in enumerate(idx):
             r = rows[i]
             cs, st, guard = r.compiled, r.state, r.guard
@@ -396,9 +396,6 @@ class SteeringBatch:
                     cs.advance(st, t)
                     if guard is not None:
                         if guard.__class__ is _TableGuard:
-                            pushed[0].append(j)
-                            pushed[1].append(guard.handle)
-                            pushed[2].append(t)
                             loop = _PUSHED
                         else:
                             loop = guard.push_banned(t)
@@ -445,8 +442,7 @@ class SteeringBatch:
                 if loop is None:
                     loop = guard.banned()
                 if loop is _PUSHED:
-                    pushed[3].append(words)
-                    pushed[4].append(r)
+                    pushed.append((j, guard.handle, t, words, r))
                 elif loop:
                     plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
             if b is not None:  # the plain step's, from the memo
@@ -467,12 +463,12 @@ class SteeringBatch:
             if r.penalty is not None:
                 plan.penalty[j] = (r.penalty[0], r.penalty[1], r.info.presence_penalty,
                                    r.info.frequency_penalty)
-        if pushed[0]:
-            at, handles, tokens, words_of, row_of = pushed
-            for k, loop in self._guards.push_many(np.array(handles, dtype=np.int64),
-                                                  np.array(tokens, dtype=np.int64)):
-                plan.ban(at[k], self._loop_bans(words_of[k], loop, row_of[k].stop_ids,
-                                                special, vocab))
+        if pushed:
+            handles = np.array([p[1] for p in pushed], dtype=np.int64)
+            tokens = np.array([p[2] for p in pushed], dtype=np.int64)
+            for k, loop in self._guards.push_many(handles, tokens):
+                j, _, _, words, r = pushed[k]
+                plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
         return plan
 
     def _plain_step(self, r: _Row, vocab: int) -> tuple:
@@ -671,22 +667,17 @@ _PUSHED: Any = object()  # (controls: the row's guard is pushed after the loop)
 
 
 class _TableGuard:
-    """A row's loop guard kept in the batch's :class:`.ngram_table.NgramTable`: the
-    interface of :class:`.loop_guard.NgramGuard` for one row (replays, resets, rows that
-    miss the common step); :meth:`SteeringBatch.controls` pushes the common step's tokens
-    of all such rows in one call. The row's entries are released with the object."""
+    """A row's loop guard kept in the batch's :class:`.ngram_table.NgramTable`: what the
+    batch asks of :class:`.loop_guard.NgramGuard` outside the common step (replays,
+    resets, the bans of a row that took no new token); :meth:`SteeringBatch.controls`
+    pushes the common step's tokens of all such rows in one call. The row's entries are
+    released with the object."""
 
     __slots__ = ("table", "handle")
 
     def __init__(self, table: NgramTable, n: int):
         self.table = table
         self.handle = table.open(n)
-
-    def push(self, token: int) -> None:
-        self.table.push(self.handle, token)
-
-    def push_banned(self, token: int) -> set[int] | frozenset[int]:
-        return self.table.push_banned(self.handle, token)
 
     def banned(self) -> set[int] | frozenset[int]:
         return self.table.banned(self.handle)
