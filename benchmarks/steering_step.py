@@ -56,8 +56,9 @@ def _ensure_package() -> None:
     map the repo's folders into a ``greyelephant`` package of symlinks, as pyproject's
     package-dir does."""
     try:
-        import greyelephant.control.steering_batch  # noqa: F401
-        return
+        import greyelephant.control.steering_batch as loaded
+        if Path(loaded.__file__).resolve().parent == (REPO / "control").resolve():
+            return  # this checkout's code (installed, or mapped already)
     except ImportError:
         pass
     import tempfile
@@ -154,16 +155,19 @@ class PhaseTimer:
     """Times two phases of ``SteeringBatch.apply`` inside the timed steps, by wrapping the
     batch's own methods: ``controls`` (the host builds the step's plan: advance, masks,
     biases, bans) and ``_check`` (the rollback check; on a GPU it reads the few argmaxes
-    back, a synchronisation). The rest of a step (sending the plan, the kernels, on the CPU
-    the numpy writes) is the step's time minus the two. A wrapper costs well under a
+    back, a synchronisation) and ``_send`` (sending the plan's arrays: one host-to-device
+    copy on a GPU, nothing on the CPU). The rest of a step (the kernels, on the CPU the
+    numpy writes) is the step's time minus the three. A wrapper costs well under a
     microsecond per call, next to steps of tens of microseconds and more."""
 
-    PHASES = ("controls", "_check")
+    PHASES = ("controls", "_check", "_send")
+    OLDER = {"_send": "_to_device"}  # the phase's method in older code (before/after runs)
 
     def __init__(self, batch):
         self.seconds = {name: 0.0 for name in self.PHASES}
         for name in self.PHASES:
-            setattr(batch, name, self._timed(name, getattr(batch, name)))
+            method = name if hasattr(batch, name) else self.OLDER[name]
+            setattr(batch, method, self._timed(name, getattr(batch, method)))
 
     def _timed(self, name, method):
         def timed(*args, **kwargs):
@@ -181,8 +185,8 @@ class PhaseTimer:
 
 
 def measure(index: VocabIndex, tokens: list[int], device: str, b: int, steered: int,
-            table: bool, steps: int, warmup: int) -> dict:
-    batch = SteeringBatch(index, device, table=table)
+            table: bool, steps: int, warmup: int, compiled: bool | None = None) -> dict:
+    batch = SteeringBatch(index, device, table=table, compiled=compiled)
     phases = PhaseTimer(batch)
     args = steering_args()
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=1 << 20)
@@ -200,20 +204,22 @@ def measure(index: VocabIndex, tokens: list[int], device: str, b: int, steered: 
     loop = DecodeLoop(batch, outs, tokens, logits, ends=info.stop_ids, restart=restart)
     for _ in range(warmup):
         loop.step(count=False)
-    times, plan, check = [], [], []
+    times, plan, check, send = [], [], [], []
     for _ in range(steps):
         phases.take()
         times.append(loop.step())
         split = phases.take()
         plan.append(split["controls"])
         check.append(split["_check"])
-    rest = [t - p - c for t, p, c in zip(times, plan, check, strict=True)]
+        send.append(split["_send"])
+    rest = [t - p - c - s for t, p, c, s in zip(times, plan, check, send, strict=True)]
     table_obj = batch._table
     ms = lambda xs: round(statistics.median(xs) * 1e3, 4)  # noqa: E731
     return {"B": b, "steered": steered, "path": "table" if table else "rows",
-            "median_ms": ms(times),
+            "compiled": batch.compiled, "median_ms": ms(times),
             "p90_ms": round(sorted(times)[int(0.9 * len(times))] * 1e3, 4),
-            "phases_median_ms": {"controls": ms(plan), "check": ms(check), "rest": ms(rest)},
+            "phases_median_ms": {"controls": ms(plan), "check": ms(check), "send": ms(send),
+                                 "rest": ms(rest)},
             "diverted": int(loop.diverted), "restarts": int(loop.restarts),
             "table_slots": table_obj.table.shape[0] if table_obj is not None else None,
             "table_uploads": table_obj.uploads if table_obj is not None else None}
@@ -229,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads for the CPU path (default: torch's)")
+    ap.add_argument("--compiled", choices=["default", "on", "off"], default="default",
+                    help="SteeringBatch's compiled loops: on, off, or its default (on when "
+                         "numba is importable)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
+    compiled = {"default": None, "on": True, "off": False}[args.compiled]
     if args.threads:
         torch.set_num_threads(args.threads)
     import logging
@@ -249,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue  # nothing steered: both paths return at once
                     r = {"vocab": name, "V": index.vocab_size,
                          **measure(index, tokens, args.device, b, steered, table, args.steps,
-                                   args.warmup)}
+                                   args.warmup, compiled)}
                     rows.append(r)
                     print(json.dumps(r), flush=True)
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -257,21 +267,24 @@ def main(argv: list[str] | None = None) -> int:
             "device": args.device + (f" ({torch.cuda.get_device_name()})"
                                      if args.device == "cuda" else ""),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "compiled loops": rows[0]["compiled"] if rows else None,
             "command": "python benchmarks/steering_step.py " + " ".join(
                 argv if argv is not None else sys.argv[1:]),
             "workload": "30 avoided entities per steered row (the dev set's, aliases "
                         "included), rollback on, greedy; rows advance over real text; "
                         f"{args.warmup} warm-up + {args.steps} timed steps, median"}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"steering_step-{args.device}"
+    stem = f"steering_step-{args.device}" + (
+        "" if args.compiled == "default" else f"-compiled-{args.compiled}")
     (args.out / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     lines = [f"# Steering per-step cost ({args.device})", "",
              *(f"- {k}: {v}" for k, v in meta.items()), "",
              "Phases (table path, medians over the steps): `controls` builds the plan on the "
-             "host, `check` is the rollback check, `rest` sends the plan and applies it.", "",
+             "host, `check` is the rollback check, `send` copies the plan's arrays to the "
+             "device, `rest` applies it (the kernels; on the CPU, numpy writes).", "",
              "| vocab | B | steered | table ms | rows ms | rows / table "
-             "| controls ms | check ms | rest ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| controls ms | check ms | send ms | rest ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     by = {(r["vocab"], r["B"], r["steered"], r["path"]): r for r in rows}
     for (vocab, b, steered, path), r in by.items():
         if path != "table":
@@ -281,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         ph = r["phases_median_ms"]
         lines.append(f"| {vocab} | {b} | {steered} | {r['median_ms']:.3f} "
                      f"| {other['median_ms'] if other else '–'} | {ratio} "
-                     f"| {ph['controls']:.3f} | {ph['check']:.3f} | {ph['rest']:.3f} |")
+                     f"| {ph['controls']:.3f} | {ph['check']:.3f} | {ph['send']:.3f} "
+                     f"| {ph['rest']:.3f} |")
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -10,9 +10,12 @@ steps of:
   numpy view, applying the plan, rollback signals);
 * ``controls`` cold (as the step runs it) and warm (the same call again at once, with no
   token left to advance), in a second pass: how much of the plan is cache misses;
-* a few torch calls on the logits, cold (first thing after a step's logits copy) and warm.
+* a few torch calls on the logits, cold (first thing after a step's logits copy) and warm
+  (CPU only);
+* with ``--profile N``: cProfile's top functions by own time over N more steps.
 
     python -m greyelephant.benchmarks.step_phases --batch 16 --steps 3000 [--compiled off]
+    python benchmarks/step_phases.py --device cuda --batch 256 --steps 300 --profile 300
 
 Each step's logits are copied into the loop's buffer first (3 MB at B = 16), which is what
 leaves the caches cold, as the model's forward pass does in an engine.
@@ -21,14 +24,23 @@ leaves the caches cold, as the model's forward pass does in an engine.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import logging
+import pstats
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from greyelephant.benchmarks.step_loop import DecodeLoop
-from greyelephant.benchmarks.steering_step import (
+if __package__ in (None, ""):  # run as a file from a checkout that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import steering_step  # noqa: F401  (maps the checkout into a greyelephant package)
+
+from greyelephant.benchmarks.step_loop import DecodeLoop  # noqa: E402
+from greyelephant.benchmarks.steering_step import (  # noqa: E402
     SIGNAL,
     PhaseTimer,
     corpus,
@@ -36,19 +48,19 @@ from greyelephant.benchmarks.steering_step import (
     smollm2_vocab,
     steering_args,
 )
-from greyelephant.control import steering_batch as sb
+from greyelephant.control import steering_batch as sb  # noqa: E402
 
 STOP = frozenset({2, SIGNAL})  # EOS and the signal token, as in steering_step_compare
 
 
-def make_loop(b: int, compiled: bool | None = None) -> DecodeLoop:
+def make_loop(b: int, compiled: bool | None = None, device: str = "cpu") -> DecodeLoop:
     """A decode loop of ``b`` steered rows over ``steering_step``'s vocabulary, steering
     and text (the comparison's workload); ``compiled``: ``SteeringBatch``'s (None: its
     default)."""
     index = smollm2_vocab()
     args = steering_args()
     info = sb.RequestInfo(stop_ids=STOP, temperature=0.0, max_tokens=1 << 20)
-    batch = sb.SteeringBatch(index, "cpu", compiled=compiled)
+    batch = sb.SteeringBatch(index, device, compiled=compiled)
 
     def restart(i: int) -> list[int]:
         out: list[int] = []
@@ -56,7 +68,7 @@ def make_loop(b: int, compiled: bool | None = None) -> DecodeLoop:
         return out
 
     gen = torch.Generator().manual_seed(0)
-    pool = [torch.randn(b, index.vocab_size, generator=gen) for _ in range(4)]
+    pool = [torch.randn(b, index.vocab_size, generator=gen).to(device) for _ in range(4)]
     outs = [restart(i) for i in range(b)]
     return DecodeLoop(batch, outs, encode(index, corpus()), pool, ends=STOP, restart=restart)
 
@@ -113,10 +125,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="SteeringBatch's compiled loops (the loop guards' table, the "
                          "check's probe): on, off (the Python and numpy paths), or its "
                          "default (on when numba is importable)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="then profile N more steps with cProfile (top functions by own time)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
-    loop = make_loop(args.batch, {"default": None, "on": True, "off": False}[args.compiled])
+    loop = make_loop(args.batch, {"default": None, "on": True, "off": False}[args.compiled],
+                     args.device)
     for _ in range(args.warmup):
         loop.step(count=False)
     batch = loop.batch
@@ -143,8 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<19} {statistics.median(xs) * 1e6:6.1f} µs")
     print(f"  controls cold {statistics.median(cold) * 1e6:.1f} µs, the same call again at "
           f"once, warm {statistics.median(warm) * 1e6:.1f} µs")
-    for name, (cold, hot) in torch_call_costs(loop, min(args.steps, 2000)).items():
-        print(f"  {name:<24} cold {cold:5.2f} µs, warm {hot:5.2f} µs")
+    if args.device == "cpu":
+        for name, (cold, hot) in torch_call_costs(loop, min(args.steps, 2000)).items():
+            print(f"  {name:<24} cold {cold:5.2f} µs, warm {hot:5.2f} µs")
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(args.profile):
+            loop.step()
+        prof.disable()
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(35)
+        print(f"cProfile, {args.profile} steps (the decode loop's own work included):")
+        print(text.getvalue())
     return 0
 
 

@@ -11,12 +11,15 @@ only one slot index per row, and the kernels gather the rows' masks on the devic
 * A mask is uploaded the first time its key is used (one small host-to-device copy).
 * The table grows by doubling up to ``budget_bytes`` (default 256 MiB: 13.8 K states of a
   152 K vocabulary, 43 K of SmolLM2's 49 K); past that, the least recently used slots are
-  reused, never one that the current step already handed out.
+  reused (by step: slots last used in the same step rank as equals), never one that the
+  current step already handed out.
+* A hit costs one dict lookup and one stamp (the step that last used the slot, in an
+  array): the steps run it once per steered row. Recency is read from the stamps only
+  when a slot must be reused.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 
 import numpy as np
@@ -34,8 +37,10 @@ class MaskTable:
         self.max_slots = max(2, budget_bytes // (4 * n_words))
         self.table = torch.zeros(min(INITIAL_SLOTS, self.max_slots), n_words, dtype=torch.int32,
                                  device=self.device)
-        self._slots: OrderedDict[Hashable, int] = OrderedDict()  # key -> slot, LRU order
-        self._used_in: dict[int, int] = {}  # slot -> step that last handed it out
+        self._slots: dict[Hashable, int] = {}  # key -> slot
+        self._keys: dict[int, Hashable] = {}  # slot -> key
+        # slot -> the step that last handed it out (slot 0, never reused: a step of its own)
+        self._used_in = np.zeros(self.table.shape[0], dtype=np.int64)
         self._free = list(range(self.table.shape[0] - 1, 0, -1))  # slot 0: zeros
         self.step = 0
         self.uploads = 0
@@ -55,9 +60,8 @@ class MaskTable:
             if w < self.n_words:
                 self.table[s, w:] = 0
             self._slots[key] = s
+            self._keys[s] = key
             self.uploads += 1
-        else:
-            self._slots.move_to_end(key)
         self._used_in[s] = self.step
         return s
 
@@ -70,14 +74,20 @@ class MaskTable:
                                 device=self.device)
             grown[:old] = self.table
             self.table = grown
+            stamps = np.zeros(grown.shape[0], dtype=np.int64)
+            stamps[:old] = self._used_in
+            self._used_in = stamps
             self._free = list(range(grown.shape[0] - 1, old, -1))
             return old
-        for key, s in self._slots.items():  # least recently used first
-            if self._used_in.get(s) != self.step:
-                del self._slots[key]
-                self.evictions += 1
-                return s
-        raise RuntimeError("mask table: every slot is in use by this step; raise the budget")
+        # the least recently used slot (slot 0 excluded), unless this step handed it out
+        self._used_in[0] = self.step
+        s = int(np.argmin(self._used_in))
+        if self._used_in[s] == self.step:
+            raise RuntimeError("mask table: every slot is in use by this step; raise the "
+                               "budget")
+        del self._slots[self._keys.pop(s)]
+        self.evictions += 1
+        return s
 
     @property
     def bytes(self) -> int:

@@ -52,6 +52,7 @@ from .flat_index import FlatIndex, padded_ids
 from .limits import MAX_PREFER_BIAS, ROLLBACK_PREFER_FACTOR
 from .loop_guard import NgramGuard
 from .mask_table import DEFAULT_BUDGET_BYTES, MaskTable
+from .step_upload import StepUpload
 from .vocab_index import VocabIndex, pack_bool, unpack_words
 
 try:  # numba (a dependency of vLLM) compiles the host's per-step loops over the rows
@@ -186,6 +187,7 @@ class SteeringBatch:
         # CPU with the table: masks banning at most vocab // SPARSE_IDS_SHARE tokens are
         # sent as token id lists; id(mask) -> (mask, its banned ids or None when dense)
         self.sparse_ids = table and self.device.type == "cpu"
+        self._upload = StepUpload(self.device)  # the plan's arrays: one copy a step
         self._ids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         # a plain step's mask per (row kind, avoid state, pending bytes): (key, mask, its
         # banned ids or None, inside a form); rows of one kind share it (see controls)
@@ -561,26 +563,32 @@ class SteeringBatch:
             pos = {i: j for j, i in enumerate(idx)}
             for i in signal:
                 plan.drop(pos[i])
-        if self.sparse_ids and x is not None:  # CPU: per-row lists, no CSR
-            # ids come below the index's vocabulary size (masks', bans': below v)
-            plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v,
-                            flat=self.flat_controls, x=x)
-            kw = None
-        else:
-            kw = plan.kwargs(self._to_device)
-        if kw:
-            if len(idx) == b:
-                apply_logit_controls(logits, **kw)
-            else:
-                rows_t = torch.as_tensor(idx, dtype=torch.long).to(logits.device)
-                sub = logits.index_select(0, rows_t)
-                apply_logit_controls(sub, **kw)
-                logits.index_copy_(0, rows_t, sub)
         for i in signal:
             r = self.rows[i]
             r.signalled = True
             self.signals += 1
-            _force_token(logits, i, r.args.signal)
+        if self.sparse_ids and x is not None:  # CPU: per-row lists, no CSR
+            # ids come below the index's vocabulary size (masks', bans': below v)
+            plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v,
+                            flat=self.flat_controls, x=x)
+            for i in signal:
+                _force_token(logits, i, self.rows[i].args.signal)
+            return logits
+        # one upload for the plan's arrays, the rows they control and the tokens to force
+        extra = {}
+        if len(idx) != b:
+            extra["logit_rows"] = np.asarray(idx, dtype=np.int32)
+        forced = [self.rows[i].args.signal for i in signal]
+        forced = [-1 if t is None or not 0 <= t < v else t for t in forced]
+        if signal:
+            extra["force_rows"] = np.array(signal, dtype=np.int32)
+            extra["force_tokens"] = np.array(forced, dtype=np.int32)
+        kw = plan.kwargs(self._send, extra)
+        force_rows, force_tokens = kw.pop("force_rows", None), kw.pop("force_tokens", None)
+        if len(kw) > ("logit_rows" in kw):
+            apply_logit_controls(logits, **kw)
+        if force_rows is not None:
+            _force_tokens(logits, force_rows, force_tokens, forced)
         return logits
 
     def _end_failed(self, logits: torch.Tensor, i: int, vocab: int) -> None:
@@ -658,9 +666,9 @@ class SteeringBatch:
                 self.anticipated += 1
         return out
 
-    def _to_device(self, arr: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(arr)
-        return t if self.device.type == "cpu" else t.to(self.device)
+    def _send(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """The step's host arrays as tensors on the batch's device, in one copy."""
+        return self._upload.send(arrays)
 
 
 _PUSHED: Any = object()  # (controls: the row's guard is pushed after the loop)
@@ -869,30 +877,33 @@ class _StepPlan:
                                  bias=[self.bias[j] for j in js], penalty=penalty,
                                  masks=masks, banned=banned, in_range=in_range)
 
-    def kwargs(self, to_device) -> dict[str, torch.Tensor]:
-        """Keyword arguments of ``apply_logit_controls`` for the planned rows."""
+    def kwargs(self, send, extra: dict[str, np.ndarray] | None = None
+               ) -> dict[str, torch.Tensor]:
+        """Keyword arguments of ``apply_logit_controls`` for the planned rows, the host
+        arrays among them (and ``extra``'s) turned into tensors by one ``send`` call."""
         kw: dict[str, torch.Tensor] = {}
+        host: dict[str, np.ndarray] = dict(extra or {})
         bias = self.bias
         if self.table is not None:
             if self.any_table:
                 kw["mask_table"] = self.table.table
-                kw["mask_rows"] = to_device(self.mask_rows)
+                host["mask_rows"] = self.mask_rows
             if self.ban_lists:
                 if self.extra or any(a is not None for a in self.ids):
-                    indptr, ids = self._ban_lists()
-                    kw["banned_indptr"] = to_device(indptr)
-                    kw["banned_token_ids"] = to_device(ids)
+                    host["banned_indptr"], host["banned_token_ids"] = self._ban_lists()
             elif self.extra:  # extra bans ride in the bias lists as -inf (one launch)
-                bias = [_with_bans(ids, vals, self.extra.get(j))
-                        for j, (ids, vals) in enumerate(bias)]
+                bias = list(bias)
+                for j, bans in self.extra.items():
+                    bias[j] = _with_bans(*bias[j], bans)
         elif self.any_ban:
-            kw["banned_bitmask"] = to_device(self.masks)
+            host["banned_bitmask"] = self.masks.reshape(-1)
         sizes = [ids.size for ids, _ in bias]
         if any(sizes):
-            kw["bias_indptr"] = to_device(np.concatenate([[0], np.cumsum(sizes)]).astype(
-                np.int32))
-            kw["bias_token_ids"] = to_device(np.concatenate([ids for ids, _ in bias]))
-            kw["bias_values"] = to_device(np.concatenate([v for _, v in bias]))
+            indptr = np.zeros(self.k + 1, dtype=np.int32)
+            np.cumsum(sizes, out=indptr[1:])
+            host["bias_indptr"] = indptr
+            host["bias_token_ids"] = np.concatenate([ids for ids, _ in bias])
+            host["bias_values"] = np.concatenate([v for _, v in bias])
         if self.penalty:
             indptr = np.zeros(self.k + 1, dtype=np.int32)
             presence = np.zeros(self.k, dtype=np.float32)
@@ -905,11 +916,15 @@ class _StepPlan:
                     ids.append(p[0])
                     counts.append(p[1])
                     presence[j], frequency[j] = p[2], p[3]
-            kw["penalty_indptr"] = to_device(indptr)
-            kw["penalty_token_ids"] = to_device(np.concatenate(ids))
-            kw["penalty_output_counts"] = to_device(np.concatenate(counts))
-            kw["presence_penalty"] = to_device(presence)
-            kw["frequency_penalty"] = to_device(frequency)
+            host["penalty_indptr"] = indptr
+            host["penalty_token_ids"] = np.concatenate(ids)
+            host["penalty_output_counts"] = np.concatenate(counts)
+            host["presence_penalty"] = presence
+            host["frequency_penalty"] = frequency
+        if host:
+            kw.update(send(host))
+        if "banned_bitmask" in kw:
+            kw["banned_bitmask"] = kw["banned_bitmask"].view(self.k, -1)
         return kw
 
     def _ban_lists(self) -> tuple[np.ndarray, np.ndarray]:
@@ -967,8 +982,9 @@ def _argmax_rows(logits: torch.Tensor, rows: list[int]) -> list[int]:
     """The argmax (first maximum, NaN counting as the maximum) of each of ``rows``, in
     torch: the rollback check's path for logits numpy cannot read (half precision, a GPU;
     CPU float32 goes through :func:`argmax_if_in`)."""
-    if len(rows) == logits.shape[0] and rows == list(range(len(rows))):
-        return logits.argmax(dim=-1).tolist()
+    if 4 * len(rows) >= logits.shape[0]:  # a large share: one argmax, no row upload
+        best = logits.argmax(dim=-1).tolist()
+        return [best[i] for i in rows]
     sub = logits.index_select(0, torch.as_tensor(rows, dtype=torch.long).to(logits.device))
     return sub.argmax(dim=-1).tolist()
 
@@ -1049,6 +1065,22 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
     return {i: int(x[i].argmax()) for i in full}
 
 
+def _force_tokens(logits: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
+                  host_tokens: list[int]) -> None:
+    """Rows ``rows`` take ``tokens`` (-1: every logit -inf): every other logit -inf, in
+    a few launches for all of them (``rows``/``tokens``: int32 on the logits' device;
+    ``host_tokens``: the same tokens on the host)."""
+    rows_l = rows.long()
+    logits.index_fill_(0, rows_l, float("-inf"))
+    if all(t >= 0 for t in host_tokens):
+        logits.index_put_((rows_l, tokens.long()),
+                          torch.zeros((), dtype=logits.dtype, device=logits.device))
+    else:  # rare: a row with no token to take keeps every logit -inf
+        for n, t in enumerate(host_tokens):
+            if t >= 0:
+                logits[rows_l[n], t] = 0.0
+
+
 def _force_token(logits: torch.Tensor, i: int, token: int | None) -> None:
     """Row i takes ``token`` (None: every logit -inf): every other logit -inf."""
     view = _numpy_view(logits)
@@ -1061,6 +1093,8 @@ def _force_token(logits: torch.Tensor, i: int, token: int | None) -> None:
 def _numpy_view(logits: torch.Tensor) -> np.ndarray | None:
     """The logits' numpy view when numpy can read them as they are (CPU float32 or
     float64), else None: one torch call in the common case."""
+    if logits.is_cuda:  # (no exception raised and caught each step on a GPU)
+        return None
     try:
         x = logits.numpy()
     except RuntimeError:  # a tensor that requires grad

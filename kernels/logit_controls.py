@@ -14,6 +14,12 @@ def _use_triton(logits: torch.Tensor) -> bool:
     return logits.is_cuda
 
 
+def _as_int32(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if t.dtype == torch.int32 and t.device == device and t.is_contiguous():
+        return t
+    return t.to(device=device, dtype=torch.int32).contiguous()
+
+
 def apply_logit_controls(
     logits: torch.Tensor,
     *,
@@ -33,6 +39,7 @@ def apply_logit_controls(
     mask_rows: torch.Tensor | None = None,
     banned_indptr: torch.Tensor | None = None,
     banned_token_ids: torch.Tensor | None = None,
+    logit_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply bias, penalties, banned bitmask and temperature to ``logits`` [B, V] in place.
 
@@ -53,11 +60,59 @@ def apply_logit_controls(
     ``banned_indptr`` int32 [B+1] + ``banned_token_ids`` int32 [nnz]: banned tokens as a
     CSR list (ids outside [0, V) ignored, duplicates allowed), banned like the bitmask's
     (``-inf``, NaN included); with a bitmask too, a token banned by either is banned.
+    On CUDA the table is read in place by the kernel, where a slot outside it bans its
+    whole row (fail closed; elsewhere it is an error).
+    ``logit_rows`` int [k]: the controls describe k rows (every per-row argument has k
+    entries), row j applying to logits row ``logit_rows[j]``; the other rows are left as
+    they are. Rows must be distinct and in range: checked when ``logit_rows`` is on the
+    CPU, the caller's guarantee when it is already on the GPU (no synchronisation). On
+    CUDA the kernels index the rows in place; elsewhere the rows are gathered, controlled
+    and scattered back.
     """
     check_logits(logits)
-    b, v = logits.shape
+    if logit_rows is not None:
+        controls = {k: a for k, a in locals().items() if k not in ("logits", "logit_rows")}
+        return _apply_to_rows(logits, logit_rows, controls)
+    return _apply(logits, None, bias_indptr, bias_token_ids, bias_values, banned_bitmask,
+                  penalty_indptr, penalty_token_ids, penalty_output_counts, penalty_in_prompt,
+                  repetition_penalty, presence_penalty, frequency_penalty, temperature,
+                  mask_table, mask_rows, banned_indptr, banned_token_ids)
+
+
+def _apply_to_rows(logits: torch.Tensor, logit_rows: torch.Tensor,
+                   controls: dict) -> torch.Tensor:
+    """``apply_logit_controls`` on the rows ``logit_rows`` of ``logits``."""
+    if logit_rows.dim() != 1 or logit_rows.dtype.is_floating_point or logit_rows.is_complex():
+        raise TypeError("logit_rows must be a 1-D integer tensor")
+    b = logits.shape[0]
+    if logit_rows.device.type == "cpu" and logit_rows.numel():
+        lo, hi = int(logit_rows.min()), int(logit_rows.max())
+        if lo < 0 or hi >= b:
+            raise IndexError(f"logit_rows must lie in [0, {b}), got [{lo}, {hi}]")
+        if torch.unique(logit_rows).numel() != logit_rows.numel():
+            raise ValueError("logit_rows must be distinct")
+    if _use_triton(logits):
+        rows = logit_rows.to(logits.device, torch.int32)
+        return _apply(logits, rows, **controls)
+    rows = logit_rows.to(logits.device, torch.long)
+    sub = logits.index_select(0, rows)
+    _apply(sub, None, **controls)
+    logits.index_copy_(0, rows, sub)
+    return logits
+
+
+def _apply(logits, logit_rows, bias_indptr=None, bias_token_ids=None, bias_values=None,
+           banned_bitmask=None, penalty_indptr=None, penalty_token_ids=None,
+           penalty_output_counts=None, penalty_in_prompt=None, repetition_penalty=None,
+           presence_penalty=None, frequency_penalty=None, temperature=None, mask_table=None,
+           mask_rows=None, banned_indptr=None, banned_token_ids=None) -> torch.Tensor:
+    """The dispatcher's body; ``logit_rows`` (CUDA only): int32 rows on the device."""
+    v = logits.shape[1]
+    b = logits.shape[0] if logit_rows is None else logit_rows.numel()
     dev = logits.device
     kw = {}
+    if logit_rows is not None:
+        kw["logit_rows"] = logit_rows
     if mask_table is not None:
         # the rows' masks, gathered on the device from a table of packed masks
         if banned_bitmask is not None or mask_rows is None:
@@ -68,7 +123,13 @@ def apply_logit_controls(
             raise ValueError(f"mask_rows has {mask_rows.numel()} entries for {b} rows")
         if mask_table.shape[1] * 32 < v:
             raise ValueError(f"mask_table shape {tuple(mask_table.shape)} too small")
-        if logit_controls_numpy.supports(logits) and mask_table.device.type == "cpu":
+        if _use_triton(logits) and mask_table.device == dev:
+            # the kernel reads the table in place, row mask_rows[j] for row j
+            if mask_table.stride(1) != 1:
+                mask_table = mask_table.contiguous()
+            kw["banned_bitmask"] = mask_table
+            kw["mask_rows"] = _as_int32(mask_rows, dev)
+        elif logit_controls_numpy.supports(logits) and mask_table.device.type == "cpu":
             # the numpy path reads the table in place, only the rows with a mask
             kw["mask_table"] = mask_table.contiguous()
             kw["mask_rows"] = mask_rows.to("cpu", torch.int64)
@@ -80,7 +141,7 @@ def apply_logit_controls(
             raise ValueError("bias_indptr needs bias_token_ids and bias_values")
         kw["bias_indptr"], kw["bias_token_ids"], kw["bias_values"] = csr(
             bias_indptr, b, dev, "bias", (bias_token_ids, torch.int32), (bias_values, torch.float32))
-    if banned_bitmask is not None:
+    if banned_bitmask is not None and "banned_bitmask" not in kw:
         if banned_bitmask.dtype != torch.int32 or banned_bitmask.dim() != 2:
             raise TypeError("banned_bitmask must be int32 [B, ceil(V/32)]")
         if banned_bitmask.shape[0] != b or banned_bitmask.shape[1] * 32 < v:
@@ -110,7 +171,7 @@ def apply_logit_controls(
             raise ValueError("banned_indptr needs banned_token_ids")
         kw["banned_indptr"], kw["banned_token_ids"] = csr(
             banned_indptr, b, dev, "banned", (banned_token_ids, torch.int32))
-    if not kw:
+    if not kw or list(kw) == ["logit_rows"]:
         return logits
     if _use_triton(logits):
         from .logit_controls_triton import apply_logit_controls_triton
@@ -121,8 +182,14 @@ def apply_logit_controls(
         if bans[0] is None:
             return logits
         # after the kernel: -inf then is -inf at the mask stage (no later stage moves it)
-        return apply_logit_controls_torch(logits, banned_indptr=bans[0],
-                                          banned_token_ids=bans[1])
+        if logit_rows is None:
+            return apply_logit_controls_torch(logits, banned_indptr=bans[0],
+                                              banned_token_ids=bans[1])
+        rows = logit_rows.long()
+        sub = logits.index_select(0, rows)
+        apply_logit_controls_torch(sub, banned_indptr=bans[0], banned_token_ids=bans[1])
+        logits.index_copy_(0, rows, sub)
+        return logits
     if logit_controls_numpy.supports(logits):
         return logit_controls_numpy.apply_logit_controls_numpy(logits, **kw)
     return apply_logit_controls_torch(logits, **kw)

@@ -264,10 +264,21 @@ def _tile_offsets(blk, V, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _tile_banned(row, words_idx, m_ptr, m_stride, W, HAS_MASK: tl.constexpr):
+def _tile_banned(row, words_idx, m_ptr, m_stride, W, mr_ptr, S, HAS_MASK: tl.constexpr,
+                 HAS_MROWS: tl.constexpr):
+    """The tile's banned flags: bitmask row ``row``, or with ``HAS_MROWS`` table row
+    ``mr_ptr[row]``; a slot outside [0, S) bans the whole tile (fail closed: no host
+    check, which would cost a synchronisation)."""
     if HAS_MASK:
-        words = tl.load(m_ptr + row.to(tl.int64) * m_stride + words_idx,
+        mrow = row
+        if HAS_MROWS:
+            slot = tl.load(mr_ptr + row)
+            ok = (slot >= 0) & (slot < S)
+            mrow = tl.where(ok, slot, 0)
+        words = tl.load(m_ptr + mrow.to(tl.int64) * m_stride + words_idx,
                         mask=words_idx < W, other=0)
+        if HAS_MROWS:
+            words = tl.where(ok, words, -1)
         banned = (words[:, None] & (1 << tl.arange(0, 32))[None, :]) != 0
     else:
         banned = False
@@ -276,22 +287,32 @@ def _tile_banned(row, words_idx, m_ptr, m_stride, W, HAS_MASK: tl.constexpr):
 
 @triton.jit
 def _dense_tile(
-    xrow, row, blk, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
-    BLOCK: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
+    xrow, row, blk, V, m_ptr, m_stride, W, mr_ptr, S, temp_ptr, greedy_eps,
+    BLOCK: tl.constexpr, HAS_MASK: tl.constexpr, HAS_MROWS: tl.constexpr,
+    HAS_TEMP: tl.constexpr,
 ):
     """One read + one write of tokens [blk*BLOCK, (blk+1)*BLOCK): ban, then temperature."""
     words_idx, offs, valid = _tile_offsets(blk, V, BLOCK)
     x = tl.load(xrow + offs, mask=valid, other=0.0).to(tl.float32)
-    banned = _tile_banned(row, words_idx, m_ptr, m_stride, W, HAS_MASK)
+    banned = _tile_banned(row, words_idx, m_ptr, m_stride, W, mr_ptr, S, HAS_MASK, HAS_MROWS)
     x = _finish(x, banned, _inv_temp(temp_ptr, row, greedy_eps, HAS_TEMP), HAS_MASK, HAS_TEMP)
     tl.store(xrow + offs, x.to(xrow.dtype.element_ty), mask=valid)
 
 
 @triton.jit
+def _logits_row(xr_ptr, row, HAS_XROWS: tl.constexpr):
+    """The logits row of controls row ``row``: itself, or ``xr_ptr[row]``."""
+    out = row
+    if HAS_XROWS:
+        out = tl.load(xr_ptr + row)
+    return out
+
+
+@triton.jit
 def _fused_kernel(
-    x_ptr, x_stride, V, span,
+    x_ptr, x_stride, V, span, xr_ptr,
     b_indptr, b_ids, b_vals,
-    m_ptr, m_stride, W,
+    m_ptr, m_stride, W, mr_ptr, S,
     p_indptr, p_ids, p_counts, p_prompt,
     rep_ptr, pres_ptr, freq_ptr, temp_ptr,
     greedy_eps,
@@ -299,13 +320,14 @@ def _fused_kernel(
     HAS_BIAS: tl.constexpr, HAS_PEN: tl.constexpr, HAS_COUNTS: tl.constexpr,
     HAS_PROMPT: tl.constexpr, HAS_REP: tl.constexpr, HAS_PRES: tl.constexpr,
     HAS_FREQ: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
-    DENSE: tl.constexpr, HOIST: tl.constexpr,
+    DENSE: tl.constexpr, HOIST: tl.constexpr, HAS_XROWS: tl.constexpr,
+    HAS_MROWS: tl.constexpr,
 ):
-    row = tl.program_id(0)
+    row = tl.program_id(0)  # the controls' row; its logits row: xr_ptr[row] with HAS_XROWS
     blk = tl.program_id(1)
     lo = blk * span
     hi = tl.minimum(lo + span, V)
-    xrow = x_ptr + row.to(tl.int64) * x_stride
+    xrow = x_ptr + _logits_row(xr_ptr, row, HAS_XROWS).to(tl.int64) * x_stride
     if HOIST:
         bs, be, tb, mb, vb, ps, pe, tp, mp, cnt, prm = _row_lists(
             row, lo, hi, b_indptr, b_ids, b_vals, p_indptr, p_ids, p_counts, p_prompt,
@@ -319,19 +341,20 @@ def _fused_kernel(
                        p_prompt, rep_ptr, pres_ptr, freq_ptr, CHUNK, HAS_BIAS, HAS_PEN,
                        HAS_COUNTS, HAS_PROMPT, HAS_REP, HAS_PRES, HAS_FREQ)
     if DENSE:
-        _dense_tile(xrow, row, blk, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
-                    BLOCK, HAS_MASK, HAS_TEMP)
+        _dense_tile(xrow, row, blk, V, m_ptr, m_stride, W, mr_ptr, S, temp_ptr, greedy_eps,
+                    BLOCK, HAS_MASK, HAS_MROWS, HAS_TEMP)
 
 
 @triton.jit
 def _dense_kernel(
-    x_ptr, x_stride, V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
+    x_ptr, x_stride, V, xr_ptr, m_ptr, m_stride, W, mr_ptr, S, temp_ptr, greedy_eps,
     BLOCK: tl.constexpr, HAS_MASK: tl.constexpr, HAS_TEMP: tl.constexpr,
+    HAS_XROWS: tl.constexpr, HAS_MROWS: tl.constexpr,
 ):
     row = tl.program_id(0)
-    xrow = x_ptr + row.to(tl.int64) * x_stride
-    _dense_tile(xrow, row, tl.program_id(1), V, m_ptr, m_stride, W, temp_ptr, greedy_eps,
-                BLOCK, HAS_MASK, HAS_TEMP)
+    xrow = x_ptr + _logits_row(xr_ptr, row, HAS_XROWS).to(tl.int64) * x_stride
+    _dense_tile(xrow, row, tl.program_id(1), V, m_ptr, m_stride, W, mr_ptr, S, temp_ptr,
+                greedy_eps, BLOCK, HAS_MASK, HAS_MROWS, HAS_TEMP)
 
 
 @functools.lru_cache(maxsize=None)
@@ -388,6 +411,8 @@ def apply_logit_controls_triton(
     presence_penalty=None,
     frequency_penalty=None,
     temperature=None,
+    mask_rows=None,
+    logit_rows=None,
     mode: str = "auto",
     block: int | None = None,
     num_warps: int | None = None,
@@ -397,8 +422,15 @@ def apply_logit_controls_triton(
     ``mode``: "fused" (one launch, sparse stages then the tile), "split" (sparse kernel,
     then dense kernel) or "auto"
     (see :func:`pick_mode`). ``hoist``: True = sparse stages with all independent loads
-    issued up front, False = the staged form, None = :func:`pick_hoist`."""
+    issued up front, False = the staged form, None = :func:`pick_hoist`.
+    ``mask_rows`` int32 [k]: ``banned_bitmask`` is a table and row j's mask is its row
+    ``mask_rows[j]``, read in place (a slot outside the table bans the whole row).
+    ``logit_rows`` int32 [k]: the controls' row j applies to logits row ``logit_rows[j]``
+    (distinct rows, each in range: the caller's guarantee); the other rows are left
+    alone. Without it, k is the logits' row count."""
     b, v = logits.shape
+    if logit_rows is not None:
+        b = logit_rows.numel()
     if b == 0 or v == 0:
         return logits
     has_bias = bias_indptr is not None
@@ -426,11 +458,17 @@ def apply_logit_controls_triton(
         presence_penalty if presence_penalty is not None else x,
         frequency_penalty if frequency_penalty is not None else x,
     )
+    has_mrows = has_mask and mask_rows is not None
     mask_args = (
         banned_bitmask if has_mask else x,
         banned_bitmask.stride(0) if has_mask else 0,
         banned_bitmask.shape[1] if has_mask else 0,
+        mask_rows if has_mrows else x,
+        banned_bitmask.shape[0] if has_mask else 0,
     )
+    has_xrows = logit_rows is not None
+    xr = logit_rows if has_xrows else x
+    rows_flags = dict(HAS_XROWS=has_xrows, HAS_MROWS=has_mrows)
     flags = dict(
         HAS_BIAS=has_bias, HAS_PEN=has_pen,
         HAS_COUNTS=penalty_output_counts is not None,
@@ -456,13 +494,13 @@ def apply_logit_controls_triton(
     if mode == "split" and dense:
         if sparse:
             _fused_kernel[(b, 1)](
-                logits, logits.stride(0), v, v, *sparse_args, *mask_args, *pen_args, temp,
-                GREEDY_EPS, BLOCK=32, CHUNK=SPARSE_CHUNK, **flags,
+                logits, logits.stride(0), v, v, xr, *sparse_args, *mask_args, *pen_args,
+                temp, GREEDY_EPS, BLOCK=32, CHUNK=SPARSE_CHUNK, **flags,
                 HAS_MASK=False, HAS_TEMP=False, DENSE=False, HOIST=hoist,
-                num_warps=4, enable_fp_fusion=False)
+                HAS_XROWS=has_xrows, HAS_MROWS=False, num_warps=4, enable_fp_fusion=False)
         _dense_kernel[(b, triton.cdiv(v, block))](
-            logits, logits.stride(0), v, *mask_args, temp, GREEDY_EPS,
-            BLOCK=block, HAS_MASK=has_mask, HAS_TEMP=has_temp,
+            logits, logits.stride(0), v, xr, *mask_args, temp, GREEDY_EPS,
+            BLOCK=block, HAS_MASK=has_mask, HAS_TEMP=has_temp, **rows_flags,
             num_warps=num_warps, enable_fp_fusion=False)
         return logits
     if dense:
@@ -471,9 +509,9 @@ def apply_logit_controls_triton(
     else:  # sparse stages only: one program per row covers the whole vocabulary
         span, nblocks, chunk, block = v, 1, SPARSE_CHUNK, 32
     _fused_kernel[(b, nblocks)](
-        logits, logits.stride(0), v, span, *sparse_args, *mask_args, *pen_args, temp,
+        logits, logits.stride(0), v, span, xr, *sparse_args, *mask_args, *pen_args, temp,
         GREEDY_EPS, BLOCK=block, CHUNK=chunk, **flags,
-        HAS_MASK=has_mask, HAS_TEMP=has_temp, DENSE=dense, HOIST=hoist,
+        HAS_MASK=has_mask, HAS_TEMP=has_temp, DENSE=dense, HOIST=hoist, **rows_flags,
         num_warps=num_warps, enable_fp_fusion=False,  # same IEEE ops as the torch path
     )
     return logits

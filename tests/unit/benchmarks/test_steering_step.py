@@ -17,6 +17,10 @@ class _FakeBatch:
         self.calls.append(("_check", args))
         raise RuntimeError("check failed")
 
+    def _to_device(self, arr):  # older code's name of the send phase
+        self.calls.append(("_to_device", arr))
+        return arr
+
 
 def test_phase_timer_wraps_the_batch_methods_and_resets_on_take():
     batch = _FakeBatch()
@@ -24,11 +28,12 @@ def test_phase_timer_wraps_the_batch_methods_and_resets_on_take():
     assert batch.controls([0, 1], 7) == "plan"  # arguments and result pass through
     with pytest.raises(RuntimeError, match="check failed"):  # errors too, still timed
         batch._check(1, 2)
-    assert batch.calls == [("controls", [0, 1], 7), ("_check", (1, 2))]
+    assert batch._to_device("a") == "a"
+    assert batch.calls == [("controls", [0, 1], 7), ("_check", (1, 2)), ("_to_device", "a")]
     first = timer.take()
-    assert set(first) == {"controls", "_check"}
-    assert first["controls"] > 0 and first["_check"] > 0
-    assert timer.take() == {"controls": 0.0, "_check": 0.0}
+    assert set(first) == {"controls", "_check", "_send"}
+    assert first["controls"] > 0 and first["_check"] > 0 and first["_send"] > 0
+    assert timer.take() == {"controls": 0.0, "_check": 0.0, "_send": 0.0}
 
 
 def test_measure_splits_real_steps_into_phases():

@@ -92,6 +92,26 @@ def test_mask_table_never_evicts_a_slot_of_the_current_step():
     assert table.table[s3, 0] == 3 and table.table[0].abs().sum() == 0
 
 
+def test_mask_table_reuses_the_least_recently_used_slot():
+    """Past the budget, the slot reused is the one whose last use is the oldest step (a
+    hit renews it), its key forgotten; growth keeps every slot's recency."""
+    table = MaskTable(n_words=2, budget_bytes=4 * 2 * 5)  # 5 slots: zeros + 4
+    words = {k: np.array([n + 1, 0], dtype=np.int32) for n, k in enumerate("abcdefg")}
+    table.begin_step()
+    slots = {k: table.slot(k, words[k]) for k in "abcd"}  # the table grows on the way
+    for k in "cab":  # one step each: d is now the least recently used, then c
+        table.begin_step()
+        assert table.slot(k, words[k]) == slots[k]
+    table.begin_step()
+    assert table.slot("e", words["e"]) == slots["d"] and table.evictions == 1
+    table.begin_step()
+    assert table.slot("f", words["f"]) == slots["c"]  # c: last used before a and b
+    assert table.uploads == 6 and int(table.table[slots["c"], 0]) == 6
+    table.begin_step()
+    assert table.slot("d", words["d"]) == slots["a"]  # d comes back: a new upload
+    assert table.uploads == 7 and table.evictions == 3
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_kernel_gathers_masks_from_the_table(device):
     g = torch.Generator().manual_seed(3)

@@ -473,3 +473,83 @@ def test_mask_table_rows_equal_the_same_masks_as_a_bitmask(dtype):
         with pytest.raises((IndexError, RuntimeError)):
             apply_logit_controls(wide.clone()[:, :v], mask_table=table,
                                  mask_rows=torch.tensor([0, bad, 0, 0, 0], dtype=torch.int32))
+
+
+@pytest.mark.parametrize("mode", ["fused", "split"])
+def test_triton_reads_the_mask_table_in_place(mode):
+    """The kernels read table row ``mask_rows[j]`` for row j (no gathered bitmask): the
+    same result as the gathered masks, with bias, penalties and temperature; a slot
+    outside the table bans its whole row (fail closed, on the device no error can be
+    raised without a synchronisation)."""
+    g = torch.Generator().manual_seed(44)
+    b, v = 6, 1500
+    table = pack_token_bitmask(torch.rand(5, v, generator=g) < 0.3)
+    table[0] = 0
+    rows = torch.tensor([0, 3, 1, 4, 2, 3], dtype=torch.int32)
+    kw = rand_inputs(g, b, v, stages=("bias", "pen", "temp"))
+    x = torch.randn(b, v, generator=g) * 4
+    y, expected = x.clone(), x.clone()
+    apply_logit_controls_triton(y, banned_bitmask=table, mask_rows=rows, mode=mode,
+                                block=512, **kw)
+    apply_logit_controls_triton(expected, banned_bitmask=table[rows.long()], mode=mode,
+                                block=512, **kw)
+    assert torch.equal(y, expected)
+    bad = torch.tensor([0, 5, 1, -1, 2, 3], dtype=torch.int32)
+    z = x.clone()
+    apply_logit_controls_triton(z, banned_bitmask=table, mask_rows=bad, mode=mode, block=512)
+    assert bool(torch.isneginf(z[1]).all()) and bool(torch.isneginf(z[3]).all())
+    assert torch.equal(z[0], x[0])
+
+
+def _some_rows_case(seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    b, v, k = 7, 1100, 4
+    table = pack_token_bitmask(torch.rand(4, v, generator=g) < 0.3)
+    table[0] = 0
+    kw = rand_inputs(g, k, v, stages=("bias", "pen", "temp"))
+    kw.update(mask_table=table, mask_rows=torch.tensor([2, 0, 3, 1], dtype=torch.int32))
+    x = (torch.randn(b, v, generator=g) * 4).to(dtype)
+    return x, torch.tensor([5, 0, 3, 6], dtype=torch.int32), kw
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["dispatcher", "triton_fused", "triton_split"])
+def test_logit_rows_control_only_the_listed_rows(path, dtype, monkeypatch):
+    """``logit_rows``: controls row j applies to logits row ``logit_rows[j]``, exactly as
+    the controls applied to those rows gathered; the other rows are untouched. The
+    dispatcher on the CPU gathers and scatters (numpy for float32, torch otherwise); the
+    Triton kernels (interpreter) index the rows in place, through the dispatcher too."""
+    x, rows, kw = _some_rows_case(55, dtype)
+    sub = x.index_select(0, rows.long())
+    apply_logit_controls(sub, **kw)
+    y = x.clone()
+    if path == "dispatcher":
+        apply_logit_controls(y, logit_rows=rows, **kw)
+    else:
+        from greyelephant.kernels import logit_controls
+
+        monkeypatch.setattr(logit_controls, "_use_triton", lambda t: True)
+        mode = path.split("_")[1]
+        monkeypatch.setattr("greyelephant.kernels.logit_controls_triton.pick_mode",
+                            lambda b, nnz: mode)
+        apply_logit_controls(y, logit_rows=rows, **kw)
+    expected = x.clone()
+    expected[rows.long()] = sub
+    if path == "dispatcher":
+        assert torch.equal(y, expected)
+    else:  # the interpreter's bf16 rounding differs from torch's: compare within tolerance
+        check_close(y, expected.double(), dtype, x)
+    others = [i for i in range(x.shape[0]) if i not in rows.tolist()]
+    assert torch.equal(y[others], x[others])
+
+
+def test_logit_rows_checked_on_the_cpu():
+    x, rows, kw = _some_rows_case(56, torch.float32)
+    with pytest.raises(IndexError):
+        apply_logit_controls(x.clone(), logit_rows=torch.tensor([5, 0, 3, 7]), **kw)
+    with pytest.raises(ValueError, match="distinct"):
+        apply_logit_controls(x.clone(), logit_rows=torch.tensor([5, 0, 5, 6]), **kw)
+    with pytest.raises(TypeError):
+        apply_logit_controls(x.clone(), logit_rows=torch.tensor([5.0, 0, 3, 6]), **kw)
+    with pytest.raises(ValueError):  # per-row arguments have one entry per listed row
+        apply_logit_controls(x.clone(), logit_rows=torch.tensor([5, 0, 3]), **kw)

@@ -1,0 +1,89 @@
+"""The batch's device form of a step, run on the CPU: the plan's arrays packed into one
+buffer (:class:`.step_upload.StepUpload`), the masks read from the table by slot, only
+the steered rows controlled (``logit_rows``), the rollback signals forced in one go. It
+gives the same logits, bit for bit, as the CPU path (per-row id lists, numpy), over a
+decode with partly steered batches, rollback signals, loop-guard bans and rows that
+come and go."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from greyelephant.control.spec import parse_steering
+from greyelephant.control.step_upload import StepUpload
+from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
+
+SIGNAL = 16
+
+
+def _args(**extra) -> dict:
+    spec = parse_steering({"avoid": ["Rome", {"entity": "Coca-Cola", "aliases": ["Coke"]}],
+                           "prefer": ["Pepsi"], "no_repeat_ngram": 3, **extra})
+    return spec.engine_steering(signal=SIGNAL).to_extra_args()
+
+
+def _device_form(vocab_index) -> SteeringBatch:
+    """A CPU batch that takes the GPU's path: no id lists (every mask in the table), the
+    plan's arrays packed into one buffer."""
+    batch = SteeringBatch(vocab_index, "cpu")
+    batch.sparse_ids = False
+    batch._upload = StepUpload("cpu", pack=True)
+    return batch
+
+
+def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer):
+    text = tokenizer.encode(" I drank a Coca-Cola in Rome, the cat sat on the mat, the cat"
+                            " sat on the mat, and a Coke")
+    info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=200)
+    a, b = SteeringBatch(vocab_index, "cpu"), _device_form(vocab_index)
+    specs = [_args(), None, _args(), None, _args(), _args()]  # steered and plain rows
+    outs_a = [[] for _ in specs]
+    outs_b = [[] for _ in specs]
+    for i, args in enumerate(specs):
+        a.add(i, args, outs_a[i], info)
+        b.add(i, args, outs_b[i], info)
+    coke = tokenizer.encode(" Coca")[0]
+    rng = np.random.default_rng(1)
+    for step in range(50):
+        if step == 25:  # row 2 leaves, a new request takes row 1
+            for batch, outs in ((a, outs_a), (b, outs_b)):
+                batch.remove(2)
+                outs[1] = []
+                batch.add(1, _args(), outs[1], info)
+        n = len(specs)
+        logits = torch.randn(n, vocab_index.vocab_size,
+                             generator=torch.Generator().manual_seed(step))
+        logits[:, coke] += 3.0  # the model heads into the name: checks and signals
+        la, lb = a.apply(logits.clone()), b.apply(logits.clone())
+        assert torch.equal(la, lb), step
+        for i in range(n):
+            t = text[(step + i) % len(text)] if rng.random() < 0.8 else int(la[i].argmax())
+            if torch.isneginf(la[i, t]):
+                t = int(la[i].argmax())
+            outs_a[i].append(t)
+            outs_b[i].append(t)
+    assert a.signals > 0 and (a.signals, a.anticipated) == (b.signals, b.anticipated)
+    assert b._upload.copies >= 50 and a._upload.copies == 0
+
+
+def test_step_upload_packs_every_array_once():
+    """One copy for the step's arrays; each comes back with its dtype, shape and values,
+    an empty one included; arrays of another dtype or shape are refused."""
+    up = StepUpload("cpu", pack=True)
+    arrays = {"rows": np.array([3, 1, 2], dtype=np.int32),
+              "vals": np.array([0.5, -np.inf, 2.25, 1e-30, 7.0], dtype=np.float32),
+              "none": np.zeros(0, dtype=np.int32),
+              "one": np.array([-7], dtype=np.int32)}
+    for _ in range(3):  # the buffers alternate and are reused
+        out = up.send(arrays)
+        for k, a in arrays.items():
+            assert out[k].dtype == torch.from_numpy(a).dtype
+            assert np.array_equal(out[k].numpy(), a)
+    assert up.copies == 3
+    big = {"x": np.arange(5000, dtype=np.int32)}  # the buffers grow
+    assert np.array_equal(up.send(big)["x"].numpy(), big["x"])
+    for bad in (np.zeros(3, dtype=np.int64), np.zeros((2, 2), dtype=np.int32)):
+        with pytest.raises(TypeError):
+            up.send({"bad": bad})
