@@ -966,8 +966,9 @@ def _with_bans(ids: np.ndarray, vals: np.ndarray, bans: list[int] | None
     """A row's bias list with ``bans`` as ``-inf`` entries (token ids stay unique)."""
     if not bans:
         return ids, vals
-    b = np.asarray(sorted(set(bans)), dtype=np.int32)
-    if ids.size:
+    unique = set(bans)
+    b = np.asarray(sorted(unique), dtype=np.int32)
+    if ids.size and not unique.isdisjoint(ids.tolist()):  # (rare: a biased token banned)
         keep = ~np.isin(ids, b)
         ids, vals = ids[keep], vals[keep]
     return (np.concatenate([ids, b]),

@@ -87,3 +87,19 @@ def test_step_upload_packs_every_array_once():
     for bad in (np.zeros(3, dtype=np.int64), np.zeros((2, 2), dtype=np.int32)):
         with pytest.raises(TypeError):
             up.send({"bad": bad})
+
+
+def test_bans_ride_in_the_bias_lists_with_unique_ids():
+    """On a GPU a row's extra bans travel as -inf bias entries: a banned token that the
+    row's bias lists too is replaced (ids stay unique), repeated bans count once."""
+    from greyelephant.control.steering_batch import _with_bans
+
+    ids = np.array([5, 9, 12], dtype=np.int32)
+    vals = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    assert _with_bans(ids, vals, None)[0] is ids
+    got_ids, got_vals = _with_bans(ids, vals, [7, 7, 3])  # disjoint
+    assert got_ids.tolist() == [5, 9, 12, 3, 7] and got_ids.dtype == np.int32
+    assert got_vals.tolist() == [1.0, 2.0, 3.0, -np.inf, -np.inf]
+    got_ids, got_vals = _with_bans(ids, vals, [9, 4])  # 9 is biased and banned
+    assert got_ids.tolist() == [5, 12, 4, 9]
+    assert got_vals.tolist() == [1.0, 3.0, -np.inf, -np.inf]
