@@ -2,9 +2,10 @@
 # The steering step's GPU check, as one run on a GPU machine with torch, Triton and numpy
 # but no vLLM (the device machine):
 #   1. steering_device_check.py: the device path against the CPU path, bit for bit;
-#   2. steering_step on the GPU, before (the code in .base/, if there) and after (this
-#      checkout), in the same run, twice each, alternating;
-#   3. step_phases' cProfile split of a B=256 step (this checkout).
+#   2. device_primitives.py: the host time of a step's primitives (a diagnosis);
+#   3. steering_step on the GPU, before (the code in .base/, if there) and after (this
+#      checkout), in the same run, twice each, alternating ($STEPS timed steps, default 60);
+#   4. step_phases' cProfile split of a B=256 step (this checkout).
 # Everything lands in $OUT (default /tmp/steering_gpu): env.txt, run.log,
 # steering_device_check.json, steering_step-cuda.{json,md} (after, the second run) and
 # before/steering_step-cuda.{json,md} (the second run).
@@ -18,6 +19,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/steering_gpu}
 DEVICE=${DEVICE:-cuda}
+STEPS=${STEPS:-60}
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -38,6 +40,7 @@ LOG="$OUT/run.log"
 rc=0
 python3 benchmarks/steering_device_check.py --device "$DEVICE" --out "$OUT" 2>&1 | tee "$LOG" \
   || rc=1
+python3 benchmarks/device_primitives.py --device "$DEVICE" 2>&1 | tee -a "$LOG" || rc=1
 if [ -d .base/control ]; then
   mkdir -p .base/benchmarks "$OUT/before"
   cp benchmarks/*.py .base/benchmarks/ && cp -r benchmarks/data .base/benchmarks/ \
@@ -46,11 +49,13 @@ fi
 for round in 1 2; do
   if [ -d .base/control ]; then
     echo "== before, round $round" | tee -a "$LOG"
-    python3 .base/benchmarks/steering_step.py --device "$DEVICE" --out "$OUT/before" 2>&1 \
+    python3 .base/benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" \
+      --out "$OUT/before" 2>&1 \
       | tee -a "$LOG" || rc=1
   fi
   echo "== after, round $round" | tee -a "$LOG"
-  python3 benchmarks/steering_step.py --device "$DEVICE" --out "$OUT" 2>&1 | tee -a "$LOG" \
+  python3 benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" --out "$OUT" 2>&1 \
+    | tee -a "$LOG" \
     || rc=1
 done
 python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 100 \

@@ -383,6 +383,9 @@ class SteeringBatch:
         watch, anticipate, bias = plan.watch, plan.anticipate, plan.bias
         # masks sent as id lists are set here directly (see _StepPlan.set_mask)
         row_words, row_ids = (plan.row_words, plan.ids) if table is not None else (None, None)
+        # a mask through the table, set here directly (set_mask's common case, inlined)
+        slot, mask_rows = (table.slot, plan.mask_rows) if table is not None else (None, None)
+        tabled = False
         # rows whose guard lives in the table: their step's token goes in one call for all,
         # after the loop — (plan position, handle, token, string mask, row) each
         pushed: list[tuple[int, int, int, np.ndarray | None, _Row]] = []
@@ -426,11 +429,15 @@ class SteeringBatch:
                     ids = self._mask_ids(words, vocab)
                     inside = cs.avoid.depth[st.avoid] >= 2
                     ahead = self._ahead_ids(r, inside, vocab)
-                if ids is not None and row_ids is not None:
+                if row_ids is None:
+                    plan.set_mask(j, mask_key, words, ids)
+                elif ids is not None:
                     row_words[j] = words
                     row_ids[j] = ids
                 else:
-                    plan.set_mask(j, mask_key, words, ids)
+                    row_words[j] = words
+                    mask_rows[j] = slot(mask_key, words)
+                    tabled = True
                 if r.rollback and not r.signalled and not at_start:
                     if inside:
                         watch.append((j, i, words, ids))
@@ -465,6 +472,8 @@ class SteeringBatch:
             if r.penalty is not None:
                 plan.penalty[j] = (r.penalty[0], r.penalty[1], r.info.presence_penalty,
                                    r.info.frequency_penalty)
+        if tabled:
+            plan.any_table = plan.any_ban = True
         if pushed:
             handles = np.array([p[1] for p in pushed], dtype=np.int64)
             tokens = np.array([p[2] for p in pushed], dtype=np.int64)
