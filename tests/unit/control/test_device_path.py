@@ -33,7 +33,20 @@ def _device_form(vocab_index) -> SteeringBatch:
     return batch
 
 
-def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer):
+@pytest.mark.parametrize("numpy_reads_logits", [True, False])
+def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads_logits,
+                                             monkeypatch):
+    """``numpy_reads_logits=False`` takes the GPU's path for the logits too: the rollback
+    check's choices from torch's argmax (``_argmax_rows``), the controls only through
+    ``apply_logit_controls``, the signals forced with torch (``_force_tokens``)."""
+    from greyelephant.control import steering_batch
+
+    def device_apply(batch, logits):
+        with monkeypatch.context() as m:
+            if not numpy_reads_logits:
+                m.setattr(steering_batch, "_numpy_view", lambda t: None)
+            return batch.apply(logits)
+
     text = tokenizer.encode(" I drank a Coca-Cola in Rome, the cat sat on the mat, the cat"
                             " sat on the mat, and a Coke")
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=200)
@@ -56,7 +69,7 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer):
         logits = torch.randn(n, vocab_index.vocab_size,
                              generator=torch.Generator().manual_seed(step))
         logits[:, coke] += 3.0  # the model heads into the name: checks and signals
-        la, lb = a.apply(logits.clone()), b.apply(logits.clone())
+        la, lb = a.apply(logits.clone()), device_apply(b, logits.clone())
         assert torch.equal(la, lb), step
         for i in range(n):
             t = text[(step + i) % len(text)] if rng.random() < 0.8 else int(la[i].argmax())
