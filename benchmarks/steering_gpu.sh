@@ -3,19 +3,27 @@
 # but no vLLM (the device machine):
 #   1. steering_device_check.py: the device path against the CPU path, bit for bit;
 #   2. device_primitives.py: the host time of a step's primitives (a diagnosis);
-#   3. steering_step on the GPU, before (the code in .base/, if there) and after (this
-#      checkout), in the same run, twice each, alternating ($STEPS timed steps, default 60);
-#   4. step_phases' cProfile split of a B=256 step (this checkout).
+#   3. steering_step on the GPU, this checkout ($STEPS timed steps, default 60): the whole
+#      matrix of batch sizes, steered rows and vocabularies, with the phases;
+#   4. if .base/ holds older code: steering_step_compare, the older code against this
+#      checkout with their steps interleaved in one process, 5 rounds (on a noisy host
+#      the ratios hold where separate runs do not);
+#   5. step_phases' cProfile split of a B=256 step (this checkout).
 # Everything lands in $OUT (default /tmp/steering_gpu): env.txt, run.log,
-# steering_device_check.json, steering_step-cuda.{json,md} (after, the second run) and
-# before/steering_step-cuda.{json,md} (the second run).
+# steering_device_check.json, steering_step-cuda.{json,md},
+# steering_step_compare-cuda.{json,md}.
+# (Up to 8f158e3, step 4 was two alternating rounds of steering_step before and after;
+# benchmarks/steering_gpu_summary.py reads such a log.)
 #
 #   bash benchmarks/steering_gpu.sh                 # from the repo root, on the GPU machine
 #
-# The "before" tree: `git archive <commit> control kernels greyelephant | tar -x -C .base`
-# (this script copies in this checkout's benchmarks and docs, so both run the same
-# benchmark on the same text). pydantic is not on that machine: its wheels travel in .whl/
-# (docs/kernels.md says how to fetch them) and go into a scratch folder on PYTHONPATH.
+# The older tree: `mkdir .base && git archive <commit> control kernels greyelephant | tar
+# -x -C .base` (the comparison runs this checkout's benchmark on both). pydantic is not on
+# that machine: its wheels travel in .whl/ (ignored by git) and go into a scratch folder on
+# PYTHONPATH. Fetch them on the machine you send from (versions from requirements/*.lock):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \
+#     annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0
 set -uo pipefail
 OUT=${OUT:-/tmp/steering_gpu}
 DEVICE=${DEVICE:-cuda}
@@ -41,23 +49,12 @@ rc=0
 python3 benchmarks/steering_device_check.py --device "$DEVICE" --out "$OUT" 2>&1 | tee "$LOG" \
   || rc=1
 python3 benchmarks/device_primitives.py --device "$DEVICE" 2>&1 | tee -a "$LOG" || rc=1
+python3 benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" --out "$OUT" 2>&1 \
+  | tee -a "$LOG" || rc=1
 if [ -d .base/control ]; then
-  mkdir -p .base/benchmarks "$OUT/before"
-  cp benchmarks/*.py .base/benchmarks/ && cp -r benchmarks/data .base/benchmarks/ \
-    && rm -rf .base/docs && cp -r docs .base/docs
+  python3 benchmarks/steering_step_compare.py --ref-tree .base --device "$DEVICE" \
+    --batches 1,16,64,256 --rounds 5 --steps 200 --out "$OUT" 2>&1 | tee -a "$LOG" || rc=1
 fi
-for round in 1 2; do
-  if [ -d .base/control ]; then
-    echo "== before, round $round" | tee -a "$LOG"
-    python3 .base/benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" \
-      --out "$OUT/before" 2>&1 \
-      | tee -a "$LOG" || rc=1
-  fi
-  echo "== after, round $round" | tee -a "$LOG"
-  python3 benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" --out "$OUT" 2>&1 \
-    | tee -a "$LOG" \
-    || rc=1
-done
 python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 100 \
   --profile 300 2>&1 | tee -a "$LOG" || rc=1
 exit $rc

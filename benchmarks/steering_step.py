@@ -26,8 +26,8 @@ the median of the timed steps (CUDA synchronised). Each step is also split into 
     python benchmarks/steering_step.py --device cuda --out $OUT      # on a GPU machine
 
 On a GPU machine without pydantic (the device image here has torch, Triton, numpy), carry
-its wheels (``.whl/``, see docs/kernels.md) and install them into a scratch folder on
-``PYTHONPATH`` (``pip install --target "$SITE"``).
+its wheels (``.whl/``; ``benchmarks/steering_gpu.sh`` says how) and install them into a
+scratch folder on ``PYTHONPATH`` (``pip install --target "$SITE"``).
 Writes ``steering_step-<device>.json`` and ``.md`` to --out (default benchmarks/results).
 """
 

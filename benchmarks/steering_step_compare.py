@@ -14,7 +14,9 @@ slows all alike; each version's result is its median step. A round is one such p
 the result per version and batch size is the median over rounds, with each round's own
 current/ref ratio listed beside it.
 
-The older commit is exported with ``git archive`` into a temporary folder; its
+The older commit is exported with ``git archive`` into a temporary folder (or, with
+``--ref-tree DIR``, an exported tree is given: a machine with no git history, such as the
+GPU machine, where ``steering_gpu.sh`` carries one in ``.base/``); its
 ``control``/``kernels`` folders are mapped into a ``greyelephant`` package the same way as
 for this checkout, so nothing is installed. The worker imports each tree as
 ``greyelephant`` in turn, dropping the previous one's modules from ``sys.modules`` first
@@ -22,6 +24,7 @@ for this checkout, so nothing is installed. The worker imports each tree as
 version's ``steering_batch`` came from.
 
     python -m greyelephant.benchmarks.steering_step_compare --ref b1bd887 --device cpu
+    python benchmarks/steering_step_compare.py --ref-tree .base --device cuda   # a GPU box
 
 Writes ``steering_step_compare-<device>.json`` and ``.md`` to --out (default
 benchmarks/results).
@@ -43,6 +46,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+
+if __package__ in (None, ""):  # run as a file from a checkout that is not installed
+    sys.path.insert(0, str(HERE))
+    import steering_step  # noqa: F401  (maps the checkout into a greyelephant package)
 
 # Runs inside the subprocess. Every version is imported as ``greyelephant`` in turn (its
 # modules dropped from sys.modules before the next is imported; two versions of one tree
@@ -159,6 +166,16 @@ def export(ref: str, into: Path) -> Path:
     return tree
 
 
+def _git(*args: str) -> str | None:
+    """``git -C REPO *args``'s output, stripped; None without git or a repository."""
+    try:
+        proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                              text=True, check=False)
+    except OSError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def run_round(cfg: dict, cwd: Path) -> dict[str, dict[str, float]]:
     """One worker process: {B: {version: median step ms}}, the versions' steps
     interleaved. Raises if a version's code was not imported from its own tree."""
@@ -178,7 +195,11 @@ def run_round(cfg: dict, cwd: Path) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ref", required=True, help="the older commit to compare against")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ref", help="the older commit to compare against")
+    which.add_argument("--ref-tree", type=Path,
+                       help="the older code as an exported tree (its control, kernels and "
+                            "greyelephant folders), instead of a commit")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batches", default="16,256")
     ap.add_argument("--rounds", type=int, default=3)
@@ -194,18 +215,23 @@ def main(argv: list[str] | None = None) -> int:
              .read_text().splitlines() if line.strip()]
     steering = {"avoid": [{"entity": c["avoid"], "aliases": c["avoid_aliases"]} for c in cases],
                 "prefer": ["grey elephant"], "strategies": ["logits"]}
-    ref_sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.ref],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "control",
-                            "kernels"], capture_output=True, text=True).stdout.strip()
+    if args.ref is not None:
+        ref_sha = _git("rev-parse", args.ref)
+        if ref_sha is None:
+            raise SystemExit(f"cannot resolve {args.ref!r} with git")
+        ref_name = args.ref
+    else:
+        ref_sha = ref_name = f"tree {args.ref_tree}"
+    head = _git("rev-parse", "HEAD") or "unknown (no git history)"
+    dirty = _git("status", "--porcelain", "control", "kernels")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         tokens = tmp / "tokens.json"
         tokens.write_text(json.dumps(encode(smollm2_vocab(), corpus())))
         current = str(package_root(REPO, tmp / "current-pkg"))
-        ref_root = str(package_root(export(ref_sha, tmp), tmp / "ref-pkg"))
+        tree = (args.ref_tree.resolve() if args.ref_tree is not None
+                else export(ref_sha, tmp))
+        ref_root = str(package_root(tree, tmp / "ref-pkg"))
         cfg = {"vocab": str(HERE / "data" / "smollm2_vocab.json.gz"), "tokens": str(tokens),
                "loop": str(HERE / "step_loop.py"), "device": args.device,
                "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
@@ -253,15 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"steering_step_compare-{args.device}"
     (args.out / f"{stem}.json").write_text(
         json.dumps({**meta, "rows": rows, "rounds": rounds}, indent=2) + "\n")
-    lines = [f"# Steering per-step cost: current vs {args.ref} ({args.device})", "",
+    lines = [f"# Steering per-step cost: current vs {ref_name} ({args.device})", "",
              *(f"- {k}: {v}" for k, v in meta.items()), "",
-             f"| B | {args.ref} ms | current ms (rollback on) | current / {args.ref} "
-             f"| current, max_rollbacks 0, ms | that / {args.ref} |",
+             f"| B | {ref_name} ms | current ms (rollback on) | current / {ref_name} "
+             f"| current, max_rollbacks 0, ms | that / {ref_name} |",
              "|---|---|---|---|---|---|",
              *(f"| {r['B']} | {r['ref_ms']:.3f} | {r['current_ms']:.3f} "
                f"| {r['current_over_ref']:.2f} | {r['current_no_rollback_ms']:.3f} "
                f"| {r['current_no_rollback_over_ref']:.2f} |" for r in rows), "",
-             *(f"- B={r['B']}, current / {args.ref} per round: "
+             *(f"- B={r['B']}, current / {ref_name} per round: "
                + ", ".join(f"{x:.2f}" for x in r["current_over_ref_rounds"]) for r in rows)]
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -34,3 +34,10 @@ def test_controls_twice_returns_the_first_plan_and_times_both_calls():
     assert plans[0].k == plans[1].k == 2
     got = loop.batch.controls([0, 1], loop.buffer.shape[1])  # called directly: the first
     assert got is plans[2] and len(plans) == 4 and len(cold) == 2
+
+
+def test_profile_prints_the_top_functions(capsys):
+    assert step_phases.main(["--batch", "2", "--steps", "4", "--warmup", "2",
+                             "--profile", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "cProfile, 3 steps" in out and "steering_batch.py" in out

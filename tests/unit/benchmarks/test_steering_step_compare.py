@@ -1,0 +1,28 @@
+"""The interleaved before/after comparison against an exported tree (``--ref-tree``, what
+a machine without git history uses): it runs both trees' code and says which ran."""
+
+import json
+import subprocess
+from pathlib import Path
+
+from greyelephant.benchmarks import steering_step_compare as cmp
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_compare_against_an_exported_tree(tmp_path):
+    tree = tmp_path / "base"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "control",
+                              "kernels", "greyelephant"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    out = tmp_path / "out"
+    assert cmp.main(["--ref-tree", str(tree), "--batches", "2", "--rounds", "1",
+                     "--steps", "4", "--warmup", "2", "--threads", "1",
+                     "--out", str(out)]) == 0
+    res = json.loads((out / "steering_step_compare-cpu.json").read_text())
+    assert res["ref"] == f"tree {tree}"
+    row = res["rows"][0]
+    assert row["B"] == 2 and row["ref_ms"] > 0 and row["current_ms"] > 0
+    assert len(row["current_over_ref_rounds"]) == 1
+    assert f"current vs tree {tree}" in (out / "steering_step_compare-cpu.md").read_text()
