@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._args import check_logits, csr, per_row
+from ._args import _as, check_logits, csr, per_row
 from . import logit_controls_numpy
 from .logit_controls_torch import apply_logit_controls_torch
 
@@ -14,10 +14,13 @@ def _use_triton(logits: torch.Tensor) -> bool:
     return logits.is_cuda
 
 
-def _as_int32(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if t.dtype == torch.int32 and t.device == device and t.is_contiguous():
-        return t
-    return t.to(device=device, dtype=torch.int32).contiguous()
+def _on_rows(logits: torch.Tensor, rows: torch.Tensor, apply) -> torch.Tensor:
+    """``apply`` on the rows ``rows`` of ``logits``: gathered, controlled, scattered back."""
+    rows = rows.to(logits.device, torch.long)
+    sub = logits.index_select(0, rows)
+    apply(sub)
+    logits.index_copy_(0, rows, sub)
+    return logits
 
 
 def apply_logit_controls(
@@ -94,11 +97,7 @@ def _apply_to_rows(logits: torch.Tensor, logit_rows: torch.Tensor,
     if _use_triton(logits):
         rows = logit_rows.to(logits.device, torch.int32)
         return _apply(logits, rows, **controls)
-    rows = logit_rows.to(logits.device, torch.long)
-    sub = logits.index_select(0, rows)
-    _apply(sub, None, **controls)
-    logits.index_copy_(0, rows, sub)
-    return logits
+    return _on_rows(logits, logit_rows, lambda sub: _apply(sub, None, **controls))
 
 
 def _apply(logits, logit_rows, bias_indptr=None, bias_token_ids=None, bias_values=None,
@@ -128,7 +127,7 @@ def _apply(logits, logit_rows, bias_indptr=None, bias_token_ids=None, bias_value
             if mask_table.stride(1) != 1:
                 mask_table = mask_table.contiguous()
             kw["banned_bitmask"] = mask_table
-            kw["mask_rows"] = _as_int32(mask_rows, dev)
+            kw["mask_rows"] = _as(mask_rows, torch.int32, dev)
         elif logit_controls_numpy.supports(logits) and mask_table.device.type == "cpu":
             # the numpy path reads the table in place, only the rows with a mask
             kw["mask_table"] = mask_table.contiguous()
@@ -185,11 +184,8 @@ def _apply(logits, logit_rows, bias_indptr=None, bias_token_ids=None, bias_value
         if logit_rows is None:
             return apply_logit_controls_torch(logits, banned_indptr=bans[0],
                                               banned_token_ids=bans[1])
-        rows = logit_rows.long()
-        sub = logits.index_select(0, rows)
-        apply_logit_controls_torch(sub, banned_indptr=bans[0], banned_token_ids=bans[1])
-        logits.index_copy_(0, rows, sub)
-        return logits
+        return _on_rows(logits, logit_rows, lambda sub: apply_logit_controls_torch(
+            sub, banned_indptr=bans[0], banned_token_ids=bans[1]))
     if logit_controls_numpy.supports(logits):
         return logit_controls_numpy.apply_logit_controls_numpy(logits, **kw)
     return apply_logit_controls_torch(logits, **kw)

@@ -553,3 +553,21 @@ def test_logit_rows_checked_on_the_cpu():
         apply_logit_controls(x.clone(), logit_rows=torch.tensor([5.0, 0, 3, 6]), **kw)
     with pytest.raises(ValueError):  # per-row arguments have one entry per listed row
         apply_logit_controls(x.clone(), logit_rows=torch.tensor([5, 0, 3]), **kw)
+
+
+def test_logit_rows_with_banned_lists_on_the_triton_path(monkeypatch):
+    """On the Triton path, ban lists are applied after the kernel on the listed rows only."""
+    from greyelephant.kernels import logit_controls
+
+    x, rows, kw = _some_rows_case(57, torch.float32)
+    kw["banned_indptr"] = torch.tensor([0, 2, 2, 3, 5], dtype=torch.int32)
+    kw["banned_token_ids"] = torch.tensor([7, 1099, 0, 3, 3], dtype=torch.int32)
+    sub = x.index_select(0, rows.long())
+    apply_logit_controls(sub, **kw)
+    expected = x.clone()
+    expected[rows.long()] = sub
+    monkeypatch.setattr(logit_controls, "_use_triton", lambda t: True)
+    y = x.clone()
+    apply_logit_controls(y, logit_rows=rows, **kw)
+    check_close(y, expected.double(), torch.float32, x)
+    assert bool(torch.isneginf(y[5, [7, 1099]]).all()) and bool(torch.isneginf(y[6, 3]))
