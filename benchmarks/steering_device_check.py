@@ -102,12 +102,15 @@ def kernel_forms(device: str, shapes, dtypes=(torch.float32, torch.bfloat16)) ->
               banned == [0, 1000, 1000], banned=banned)
 
 
-def decode_against_cpu(device: str, b: int = 24, steps: int = 120) -> None:
+def decode_against_cpu(device: str, b: int = 24, steps: int = 120, lanes: bool = False
+                       ) -> None:
     index = smollm2_vocab()
     tokens = encode(index, corpus())
     args = steering_args()
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=1 << 20)
-    gpu, cpu = SteeringBatch(index, device), SteeringBatch(index, "cpu")
+    # (the CPU reference always takes the per-row path; lanes: the device batch takes the
+    # lanes' fast path, see control/step_states.py)
+    gpu, cpu = SteeringBatch(index, device, lanes=lanes), SteeringBatch(index, "cpu")
     outs_g: list[list[int]] = [[] for _ in range(b)]
     outs_c: list[list[int]] = [[] for _ in range(b)]
 
@@ -142,10 +145,11 @@ def decode_against_cpu(device: str, b: int = 24, steps: int = 120) -> None:
                 continue
             outs_g[i].append(t)
             outs_c[i].append(t)
-    check(f"SteeringBatch on {device} vs the CPU path, B={b}, {steps} steps (float32 "
-          "logits, bitwise every step)", first_bad is None, first_mismatch=first_bad,
-          signals=(gpu.signals, cpu.signals), anticipated=(gpu.anticipated, cpu.anticipated),
-          uploads=gpu._upload.copies)
+    check(f"SteeringBatch on {device}{' with lanes' if lanes else ''} vs the CPU path, "
+          f"B={b}, {steps} steps (float32 logits, bitwise every step)", first_bad is None,
+          first_mismatch=first_bad, signals=(gpu.signals, cpu.signals),
+          anticipated=(gpu.anticipated, cpu.anticipated), uploads=gpu._upload.copies,
+          fast_rows=gpu.fast_rows)
     check("the decode exercised rollback signals, the same in both",
           cpu.signals > 0 and gpu.signals == cpu.signals
           and gpu.anticipated == cpu.anticipated)
@@ -163,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.smoke:
         kernel_forms(a.device, ((9, 5, 3001),), (torch.float32,))
-        decode_against_cpu(a.device, b=6, steps=40)
+        for lanes in (False, True):
+            decode_against_cpu(a.device, b=6, steps=40, lanes=lanes)
     else:
         kernel_forms(a.device, ((9, 5, 49152), (256, 200, 152064)))
-        decode_against_cpu(a.device)
+        for lanes in (False, True):
+            decode_against_cpu(a.device, lanes=lanes)
     failed = [c for c in CHECKS if not c["ok"]]
     print(f"{len(CHECKS) - len(failed)}/{len(CHECKS)} checks passed", flush=True)
     if a.out:

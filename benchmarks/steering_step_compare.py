@@ -89,7 +89,7 @@ def import_version(root):
     return mods
 
 
-def batch_maker(spec_mod, sb, index, steering):
+def batch_maker(spec_mod, sb, index, steering, batch_kwargs):
     spec = spec_mod.parse_steering(steering)
     if hasattr(spec, "engine_steering"):
         args = spec.engine_steering(signal=16).to_extra_args()
@@ -101,7 +101,7 @@ def batch_maker(spec_mod, sb, index, steering):
         extra = stop
 
     def make(b, pool):
-        batch = sb.SteeringBatch(index, cfg["device"])
+        batch = sb.SteeringBatch(index, cfg["device"], **batch_kwargs)
 
         def restart(i):
             out = []
@@ -119,7 +119,8 @@ for v in cfg["versions"]:
     # modules or caches would warm one version for the other
     spec_mod, sb, vi = import_version(v["root"])
     index = vi.VocabIndex.from_token_bytes(token_bytes, key="smollm2", kind=doc["kind"])
-    makers[v["name"]] = batch_maker(spec_mod, sb, index, v["steering"])
+    makers[v["name"]] = batch_maker(spec_mod, sb, index, v["steering"],
+                                    v.get("batch_kwargs", {}))
     files[v["name"]] = sb.__file__
     n = min(2, cfg["batches"][0])
     prime = makers[v["name"]](n, [p[:n] for p in logits[cfg["batches"][0]]])
@@ -207,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--lanes", action="store_true",
+                    help="also run this checkout with SteeringBatch(lanes=True), the lanes' "
+                         "fast path (an experiment, off by default)")
     args = ap.parse_args(argv)
 
     from greyelephant.benchmarks.steering_step import corpus, smollm2_vocab, encode
@@ -241,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                    {"name": "current", "root": current, "steering": steering},
                    {"name": "current_no_rollback", "root": current,
                     "steering": {**steering, "max_rollbacks": 0}}]}
+        if args.lanes:
+            cfg["versions"].append({"name": "current_lanes", "root": current,
+                                    "steering": steering, "batch_kwargs": {"lanes": True}})
         names = [v["name"] for v in cfg["versions"]]
         # rounds[version][r] = {B: median ms}, as each round's process measured it
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -262,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
                      "current_over_ref_rounds": [
                          round(c[str(b)] / f[str(b)], 3)
                          for c, f in zip(rounds["current"], rounds["ref"], strict=True)]})
+        if args.lanes:
+            rows[-1].update({
+                "current_lanes_ms": round(ms["current_lanes"], 4),
+                # lanes on against off (this checkout's defaults), each round's own
+                "lanes_over_current_rounds": [
+                    round(c[str(b)] / f[str(b)], 3)
+                    for c, f in zip(rounds["current_lanes"], rounds["current"], strict=True)]})
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
             "load_average": os.getloadavg(), "device": args.device,
@@ -289,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
                f"| {r['current_no_rollback_over_ref']:.2f} |" for r in rows), "",
              *(f"- B={r['B']}, current / {ref_name} per round: "
                + ", ".join(f"{x:.2f}" for x in r["current_over_ref_rounds"]) for r in rows)]
+    if args.lanes:
+        lines += ["", "Lanes (`SteeringBatch(lanes=True)`, this checkout, rollback on):", "",
+                  "| B | lanes on ms | lanes on / off, per round |", "|---|---|---|",
+                  *(f"| {r['B']} | {r['current_lanes_ms']:.3f} | "
+                    + ", ".join(f"{x:.2f}" for x in r["lanes_over_current_rounds"]) + " |"
+                    for r in rows)]
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

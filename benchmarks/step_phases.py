@@ -53,14 +53,15 @@ from greyelephant.control import steering_batch as sb  # noqa: E402
 STOP = frozenset({2, SIGNAL})  # EOS and the signal token, as in steering_step_compare
 
 
-def make_loop(b: int, compiled: bool | None = None, device: str = "cpu") -> DecodeLoop:
+def make_loop(b: int, compiled: bool | None = None, device: str = "cpu",
+              lanes: bool = False) -> DecodeLoop:
     """A decode loop of ``b`` steered rows over ``steering_step``'s vocabulary, steering
-    and text (the comparison's workload); ``compiled``: ``SteeringBatch``'s (None: its
-    default)."""
+    and text (the comparison's workload); ``compiled``, ``lanes``: ``SteeringBatch``'s
+    (None: its default)."""
     index = smollm2_vocab()
     args = steering_args()
     info = sb.RequestInfo(stop_ids=STOP, temperature=0.0, max_tokens=1 << 20)
-    batch = sb.SteeringBatch(index, device, compiled=compiled)
+    batch = sb.SteeringBatch(index, device, compiled=compiled, lanes=lanes)
 
     def restart(i: int) -> list[int]:
         out: list[int] = []
@@ -126,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
                          "check's probe): on, off (the Python and numpy paths), or its "
                          "default (on when numba is importable)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--lanes", choices=["on", "off"], default="off",
+                    help="SteeringBatch's lanes (the fast path of control/step_states.py)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="then profile N more steps with cProfile (top functions by own time)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
     loop = make_loop(args.batch, {"default": None, "on": True, "off": False}[args.compiled],
-                     args.device)
+                     args.device, args.lanes == "on")
     for _ in range(args.warmup):
         loop.step(count=False)
     batch = loop.batch
@@ -153,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         loop.step()
     del batch.controls
     print(f"B={args.batch}, {args.steps} steps per pass after {args.warmup} warm-up, "
-          f"compiled loops {'on' if batch.compiled else 'off'}, medians")
+          f"compiled loops {'on' if batch.compiled else 'off'}, lanes {args.lanes}"
+          + (f" ({batch.fast_rows} row steps on the fast path)" if args.lanes == "on" else "")
+          + ", medians")
     print(f"  step                {statistics.median(steps) * 1e3:.3f} ms")
     for name, xs in phases.items():
         print(f"  {name:<19} {statistics.median(xs) * 1e6:6.1f} µs")

@@ -58,9 +58,10 @@ from .vocab_index import VocabIndex, pack_bool, unpack_words
 try:  # numba (a dependency of vLLM) compiles the host's per-step loops over the rows
     from . import choice_probe
     from .ngram_table import NgramTable
+    from .step_states import NEVER, Lanes, row_state, step_state
 except ImportError:  # pragma: no cover - every install has numba; a bare GPU box may not
     choice_probe = None  # type: ignore[assignment]
-    NgramTable = None  # type: ignore[assignment,misc]
+    NgramTable = Lanes = None  # type: ignore[assignment,misc]
 
 logger = logging.getLogger("greyelephant.control")
 
@@ -97,7 +98,7 @@ class RequestInfo:
     prompt: Sequence[int] = ()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Row:
     compiled: CompiledSteering
     args: EngineSteering
@@ -123,6 +124,8 @@ class _Row:
     min_stop: int = field(init=False)
     greedy: bool = field(init=False)
     rollback: bool = field(init=False)  # args.rollback
+    lane: int = -1  # its lane (see _LaneRow); -1: none
+    on_lane: bool = False
 
     def __post_init__(self) -> None:
         self.plain_from = 1 if self.args.start_ban else 0
@@ -143,11 +146,70 @@ class _Row:
             self.guard.extend(self.resumed)
 
 
+class _LaneRow(_Row):
+    """A row with a lane in the batch's :class:`.step_states.Lanes` (see
+    :meth:`SteeringBatch.controls`). While ``on_lane``, the lane's arrays hold the row's
+    state and consumed count, and the row's own copies are stale: ``.state`` and
+    ``.consumed`` take the row off its lane first (the lane's state comes back as a fresh
+    :class:`RowState`). The lane is freed with the row."""
+
+    __slots__ = ("lanes", "_state", "_consumed")
+
+    def __init__(self, *args: Any, lanes: Lanes, lane_args: dict[str, Any], **kwargs: Any):
+        self.on_lane = False
+        super().__init__(*args, **kwargs)
+        self.lanes = lanes
+        self.lane = lanes.open(
+            plain_from=self.plain_from,
+            plain_below=NEVER if self.plain_below == math.inf else int(self.plain_below),
+            min_stop=self.min_stop, watch=self.rollback, greedy=self.greedy, **lane_args)
+
+    @property
+    def state(self) -> RowState:
+        if self.on_lane:
+            self.leave_lane()
+        return self._state
+
+    @state.setter
+    def state(self, st: RowState) -> None:
+        if self.on_lane:
+            self.leave_lane()
+        self._state = st
+
+    @property
+    def consumed(self) -> int:
+        if self.on_lane:
+            self.leave_lane()
+        return self._consumed
+
+    @consumed.setter
+    def consumed(self, n: int) -> None:
+        if self.on_lane:
+            self.leave_lane()
+        self._consumed = n
+
+    def leave_lane(self) -> None:
+        """Take the row off the fast path: its state and count come back from the lane."""
+        self.on_lane = False
+        got = self.lanes.take(self.lane)
+        if got is not None:
+            state, self._consumed = got
+            self._state = row_state(state, len(self.resumed) + self._consumed)
+
+    def __del__(self) -> None:
+        if self.lane >= 0:
+            try:
+                self.lanes.close(self.lane)
+            except Exception:  # noqa: BLE001 - (interpreter shutdown: nothing to free)
+                pass
+
+
+
 class SteeringBatch:
     def __init__(self, index: VocabIndex | Callable[[], VocabIndex],
                  device: torch.device | str = "cpu", cache: SteeringCache | None = None,
                  *, table: bool = True, table_budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 compiled: bool | None = None):
+                 compiled: bool | None = None, lanes: bool | None = None):
         """``table``: keep the ban masks in a device-resident :class:`.mask_table.MaskTable`
         (a step sends one slot index per row); False copies each steered row's whole mask
         every step (the older path, kept for comparison and as a check). With the table on
@@ -161,7 +223,15 @@ class SteeringBatch:
         on CPU logits with :func:`.choice_probe.argmax_if_in_compiled`. False keeps one
         :class:`.loop_guard.NgramGuard` per row (as do n-grams of more than 4 tokens) and
         the numpy :func:`argmax_if_in`. Either way the logits are the same, bit for bit.
-        Default: compiled, when numba is importable."""
+        Default: compiled, when numba is importable.
+
+        ``lanes`` (needs ``compiled``; an experiment, off by default: it does not pay yet,
+        see docs/steering.md, "Lanes"): rows with an avoid spec whose
+        loop guard (if any) lives in the n-gram table and that have no resumed-token
+        penalties keep their state in :class:`.step_states.Lanes`, and their plain steps
+        (see :meth:`controls`) are advanced for the whole batch in one compiled call, with
+        no Python touching the row object; False runs every row through the per-row path
+        (the reference: the logits are the same, bit for bit)."""
         self._index = index
         self.device = torch.device(device)
         if compiled and NgramTable is None:
@@ -171,6 +241,12 @@ class SteeringBatch:
         if self.compiled:
             NgramTable.warm_up()
             choice_probe.warm_up()
+        if lanes and not self.compiled:
+            raise RuntimeError("steering lanes need the compiled loops (numba)")
+        self._lanes = Lanes() if lanes else None
+        self._lane_vocab = -1  # the vocabulary the lanes' plans were made for
+        if self._lanes is not None:
+            Lanes.warm_up()
         self.use_table = table
         self.table_budget_bytes = table_budget_bytes
         self._table: MaskTable | None = None
@@ -202,6 +278,7 @@ class SteeringBatch:
         self.flat_controls = True
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
+        self.fast_rows = 0  # row steps taken on the lanes' fast path (for tests and logs)
 
     @property
     def index(self) -> VocabIndex:
@@ -264,20 +341,28 @@ class SteeringBatch:
         stop_ids = set(info.stop_ids)
         if args.signal is not None:
             stop_ids.discard(args.signal)
-        row = _Row(compiled, args, info, out, resumed=resumed,
-                   guard=self._new_guard(args.no_repeat_ngram),
-                   stop_ids=frozenset(stop_ids), stop_tuple=tuple(sorted(stop_ids)),
-                   signal_ban=(args.signal,) if args.signal is not None else ())
+        guard = self._new_guard(args.no_repeat_ngram)
+        penalty = None
+        if resumed and (info.presence_penalty or info.frequency_penalty):
+            ids, counts = np.unique(np.asarray(resumed, dtype=np.int64), return_counts=True)
+            keep = ids < self.index.vocab_size
+            penalty = (ids[keep].astype(np.int32), counts[keep].astype(np.int32))
+        fields = dict(resumed=resumed, guard=guard, penalty=penalty,
+                      stop_ids=frozenset(stop_ids), stop_tuple=tuple(sorted(stop_ids)),
+                      signal_ban=(args.signal,) if args.signal is not None else ())
+        if (self._lanes is not None and compiled.has_avoid and penalty is None
+                and (guard is None or guard.__class__ is _TableGuard)):
+            row = _LaneRow(compiled, args, info, out, lanes=self._lanes,
+                           lane_args={"guard": -1 if guard is None else guard.handle},
+                           **fields)
+        else:
+            row = _Row(compiled, args, info, out, **fields)
         kind = (compiled.uid, args.rollback, row.signal_ban, row.stop_tuple)
         row.kind = self._kinds.get(kind, 0)
         if not row.kind:
             if len(self._kinds) >= MAX_STEP_MEMO:  # bounded: a new spec is a new kind
                 self._kinds.clear()
             row.kind = self._kinds[kind] = next(self._kind_ids)
-        if resumed and (info.presence_penalty or info.frequency_penalty):
-            ids, counts = np.unique(np.asarray(resumed, dtype=np.int64), return_counts=True)
-            keep = ids < self.index.vocab_size
-            row.penalty = (ids[keep].astype(np.int32), counts[keep].astype(np.int32))
         row.reset()
         return row
 
@@ -375,9 +460,17 @@ class SteeringBatch:
         first step, not the last one) depends only on the row's kind — spec, rollback,
         signal, stop tokens — and its automaton states, so rows share one memo of it, with
         its banned-id list, whether the state is inside a form, the tokens to anticipate
-        and the prefer bias; a mask sent as its id list goes straight into the plan."""
+        and the prefer bias; a mask sent as its id list goes straight into the plan.
+
+        With lanes (see ``__init__``), rows on a plain step whose (step state, token)
+        transition and plan are known are advanced for the whole batch by one compiled
+        call first (:meth:`.step_states.Lanes.advance`), and their plan entries come from
+        their new step state's plan, with no Python touching the row; the rest take the
+        per-row path, which then puts them (back) on their lane, teaching the lanes the
+        transition and the plan it computed."""
         table = self._mask_table(vocab)
-        plan = _StepPlan(len(idx), vocab, table, ban_lists=self.sparse_ids)
+        k = len(idx)
+        plan = _StepPlan(k, vocab, table, ban_lists=self.sparse_ids)
         special = self.special
         rows, steps, biases = self.rows, self._steps, self._biases
         watch, anticipate, bias = plan.watch, plan.anticipate, plan.bias
@@ -386,15 +479,54 @@ class SteeringBatch:
         # a mask through the table, set here directly (set_mask's common case, inlined)
         slot, mask_rows = (table.slot, plan.mask_rows) if table is not None else (None, None)
         tabled = False
-        # rows whose guard lives in the table: their step's token goes in one call for all,
-        # after the loop — (plan position, handle, token, string mask, row) each
-        pushed: list[tuple[int, int, int, np.ndarray | None, _Row]] = []
+        # rows off the fast path whose guard lives in the table: their step's token goes in
+        # one call for all, after the loop — (plan position, handle, token, string mask)
+        pushed: list[tuple[int, int, int, np.ndarray | None]] = []
+        rs = [rows[i] for i in idx]
+        lanes = self._lanes
+        sids = None  # per row: its new step state on the fast path, else -1
+        if lanes is not None:
+            if vocab != self._lane_vocab:
+                lanes.forget_plans()
+                self._lane_vocab = vocab
+            at = np.fromiter([r.lane for r in rs], dtype=np.int32, count=k)
+            outs = [r.out for r in rs]
+            lengths = np.fromiter(map(len, outs), dtype=np.int64, count=k)
+            last = np.fromiter([o[-1] if o else -1 for o in outs], dtype=np.int64, count=k)
+            fast, n_fast = lanes.advance(at, lengths, last)
+            if n_fast:
+                self.fast_rows += n_fast
+                sids = fast.tolist()
+                plans = lanes.plans
+                lane_watch = lanes.watch[at].tolist()
+                lane_greedy = lanes.greedy[at].tolist()
         for j, i in enumerate(idx):
-            r = rows[i]
+            r = rs[j]
+            if sids is not None and sids[j] >= 0:  # a plain step on the fast path
+                mask_key, words, ids, inside, ahead, b = plans[sids[j]]
+                if row_ids is None:
+                    plan.set_mask(j, mask_key, words, ids)
+                elif ids is not None:
+                    row_words[j] = words
+                    row_ids[j] = ids
+                else:
+                    row_words[j] = words
+                    mask_rows[j] = slot(mask_key, words)
+                    tabled = True
+                if lane_watch[j]:  # (a rollback row: never signalled on a lane)
+                    if inside:
+                        watch.append((j, i, words, ids))
+                    elif ahead is not None and lane_greedy[j]:
+                        anticipate.append((j, i, ahead))
+                if b is not None:
+                    bias[j] = b
+                continue
+            was = lanes.on(r.lane) if r.on_lane else -1  # its step state before this step
             cs, st, guard = r.compiled, r.state, r.guard
             consumed = r.consumed
             out = r.out
             loop = None  # the loop guard's bans, once known
+            t = -1  # the one new token, when the row took exactly one
             if len(out) != consumed:
                 t = out[consumed] if len(out) == consumed + 1 else -1
                 if t >= 0:  # the common step: one new token
@@ -411,7 +543,7 @@ class SteeringBatch:
                     self._catch_up(r)
                     st, consumed = r.state, r.consumed
             at_start = consumed < r.plain_from  # a continuation's first step
-            words = b = None
+            words = b = step = None
             if cs.has_avoid:
                 if r.plain_from <= consumed < r.plain_below:
                     # a plain step: its controls depend on the row's kind and states alone
@@ -451,7 +583,7 @@ class SteeringBatch:
                 if loop is None:
                     loop = guard.banned()
                 if loop is _PUSHED:
-                    pushed.append((j, guard.handle, t, words, r))
+                    pushed.append((j, guard.handle, t, words))
                 elif loop:
                     plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
             if b is not None:  # the plain step's, from the memo
@@ -472,14 +604,40 @@ class SteeringBatch:
             if r.penalty is not None:
                 plan.penalty[j] = (r.penalty[0], r.penalty[1], r.info.presence_penalty,
                                    r.info.frequency_penalty)
+            if r.lane >= 0 and not r.signalled and not st.violated:
+                # (back) on the lane: teach it this step's transition and plan
+                generation = lanes.generation  # (a compaction renumbers the states)
+                sid = lanes.put(r.lane, step_state(r.kind, st), consumed)
+                r.on_lane = True
+                if was >= 0 and t >= 0 and lanes.generation == generation:
+                    lanes.learn(was, t, sid)
+                if step is not None:
+                    lanes.set_plan(sid, step)
         if tabled:
             plan.any_table = plan.any_ban = True
+        # the loop guards' tokens, in one call: the fast rows' (from the lanes' arrays)
+        # and the others'
+        at_rows = handles = tokens = None
+        if sids is not None:
+            guard = lanes.guard[at]
+            at_rows = np.flatnonzero((fast >= 0) & (guard >= 0))
+            handles, tokens = guard[at_rows], last[at_rows]
         if pushed:
-            handles = np.array([p[1] for p in pushed], dtype=np.int64)
-            tokens = np.array([p[2] for p in pushed], dtype=np.int64)
-            for k, loop in self._guards.push_many(handles, tokens):
-                j, _, _, words, r = pushed[k]
-                plan.ban(j, self._loop_bans(words, loop, r.stop_ids, special, vocab))
+            p_rows = np.array([p[0] for p in pushed], dtype=np.int64)
+            p_handles = np.array([p[1] for p in pushed], dtype=np.int64)
+            p_tokens = np.array([p[2] for p in pushed], dtype=np.int64)
+            if at_rows is None:
+                at_rows, handles, tokens = p_rows, p_handles, p_tokens
+            else:
+                at_rows = np.concatenate([at_rows, p_rows])
+                handles = np.concatenate([handles, p_handles])
+                tokens = np.concatenate([tokens, p_tokens])
+        if handles is not None and handles.size:
+            masks = {p[0]: p[3] for p in pushed}  # (the fast rows': their plan's)
+            for n, loop in self._guards.push_many(handles, tokens):
+                j = int(at_rows[n])
+                words = masks[j] if j in masks else plans[sids[j]][1]
+                plan.ban(j, self._loop_bans(words, loop, rs[j].stop_ids, special, vocab))
         return plan
 
     def _plain_step(self, r: _Row, vocab: int) -> tuple:
@@ -574,7 +732,9 @@ class SteeringBatch:
                 plan.drop(pos[i])
         for i in signal:
             r = self.rows[i]
-            r.signalled = True
+            if r.on_lane:
+                r.leave_lane()
+            r.signalled = True  # (it never takes a lane again)
             self.signals += 1
         if self.sparse_ids and x is not None:  # CPU: per-row lists, no CSR
             # ids come below the index's vocabulary size (masks', bans': below v)
@@ -661,9 +821,10 @@ class SteeringBatch:
             if t is None:
                 continue
             r = rows[i]
-            cs, st = r.compiled, r.state
+            cs = r.compiled
             if not cs.whole_form_mask()[t] or plan.banned(j, t):
                 continue
+            st = r.state  # (takes a lane row off its lane)
             groups = cs.whole_form_groups(st, t)
             if groups:
                 words = cs.start_words(st, groups)

@@ -19,10 +19,12 @@ def test_compare_against_an_exported_tree(tmp_path):
     out = tmp_path / "out"
     assert cmp.main(["--ref-tree", str(tree), "--batches", "2", "--rounds", "1",
                      "--steps", "4", "--warmup", "2", "--threads", "1",
-                     "--out", str(out)]) == 0
+                     "--lanes", "--out", str(out)]) == 0
     res = json.loads((out / "steering_step_compare-cpu.json").read_text())
     assert res["ref"] == f"tree {tree}"
     row = res["rows"][0]
     assert row["B"] == 2 and row["ref_ms"] > 0 and row["current_ms"] > 0
     assert len(row["current_over_ref_rounds"]) == 1
-    assert f"current vs tree {tree}" in (out / "steering_step_compare-cpu.md").read_text()
+    assert row["current_lanes_ms"] > 0 and len(row["lanes_over_current_rounds"]) == 1
+    md = (out / "steering_step_compare-cpu.md").read_text()
+    assert f"current vs tree {tree}" in md and "lanes on / off" in md

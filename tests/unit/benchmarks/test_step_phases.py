@@ -8,10 +8,13 @@ def test_a_short_run_prints_each_phase_and_the_torch_calls(capsys):
     assert step_phases.main(["--batch", "2", "--steps", "6", "--warmup", "2"]) == 0
     assert step_phases.main(["--batch", "2", "--steps", "6", "--warmup", "2",
                              "--compiled", "off"]) == 0
+    assert step_phases.main(["--batch", "2", "--steps", "6", "--warmup", "2",
+                             "--lanes", "on"]) == 0
     out = capsys.readouterr().out
     for label in ("step", "controls", "_check", "rest", "controls cold", "warm",
                   "logits.shape", "logits.detach().numpy()", "logits.numpy()",
-                  "compiled loops on", "compiled loops off"):
+                  "compiled loops on", "compiled loops off", "lanes off", "lanes on (",
+                  "row steps on the fast path"):
         assert label in out
 
 

@@ -24,18 +24,19 @@ def _args(**extra) -> dict:
     return spec.engine_steering(signal=SIGNAL).to_extra_args()
 
 
-def _device_form(vocab_index) -> SteeringBatch:
+def _device_form(vocab_index, lanes: bool = False) -> SteeringBatch:
     """A CPU batch that takes the GPU's path: no id lists (every mask in the table), the
-    plan's arrays packed into one buffer."""
-    batch = SteeringBatch(vocab_index, "cpu")
+    plan's arrays packed into one buffer (``lanes``: with the lanes' fast path)."""
+    batch = SteeringBatch(vocab_index, "cpu", lanes=lanes)
     batch.sparse_ids = False
     batch._upload = StepUpload("cpu", pack=True)
     return batch
 
 
+@pytest.mark.parametrize("lanes", [False, True])
 @pytest.mark.parametrize("numpy_reads_logits", [True, False])
 def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads_logits,
-                                             monkeypatch):
+                                             lanes, monkeypatch):
     """``numpy_reads_logits=False`` takes the GPU's path for the logits too: the rollback
     check's choices from torch's argmax (``_argmax_rows``), the controls only through
     ``apply_logit_controls``, the signals forced with torch (``_force_tokens``)."""
@@ -50,7 +51,7 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads
     text = tokenizer.encode(" I drank a Coca-Cola in Rome, the cat sat on the mat, the cat"
                             " sat on the mat, and a Coke")
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=200)
-    a, b = SteeringBatch(vocab_index, "cpu"), _device_form(vocab_index)
+    a, b = SteeringBatch(vocab_index, "cpu"), _device_form(vocab_index, lanes)
     specs = [_args(), None, _args(), None, _args(), _args()]  # steered and plain rows
     outs_a = [[] for _ in specs]
     outs_b = [[] for _ in specs]
@@ -78,6 +79,7 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads
             outs_a[i].append(t)
             outs_b[i].append(t)
     assert a.signals > 0 and (a.signals, a.anticipated) == (b.signals, b.anticipated)
+    assert (b.fast_rows > 0) == lanes
     assert b._upload.copies >= 50 and a._upload.copies == 0
 
 

@@ -20,3 +20,5 @@ def test_steering_device_check_smoke(tmp_path):
     checks = json.loads((tmp_path / "steering_device_check.json").read_text())["checks"]
     assert len(checks) >= 5 and all(c["ok"] for c in checks)
     assert any("signals" in c["check"] for c in checks)
+    lanes = [c for c in checks if "with lanes" in c["check"]]
+    assert len(lanes) == 1 and lanes[0]["fast_rows"] > 0

@@ -1,0 +1,222 @@
+"""The lanes' fast path (``SteeringBatch(lanes=True)``, see ``control/step_states.py``)
+gives the same logits, signals and row states, bit for bit, as the per-row path
+(``lanes=False``): over a decode whose rows repeat their text (so transitions and plans
+are cached and reused), with greedy and sampling rollback rows, the loop guard banning,
+a rollback continuation (start ban, resumed tokens with penalties), ``min_tokens``, a
+last step at ``max_tokens``, a prefer-only row, two tokens at once, async placeholders,
+an output list that shrinks, rows removed, replaced and moved, and the interned states
+compacted mid-run. Plus :class:`.step_states.Lanes` on its own."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+from greyelephant.control.spec import parse_steering
+from greyelephant.control.step_states import NEVER, NO_SID, Lanes, row_state, step_state
+from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
+
+SIGNAL = 16
+
+
+def _args(n: int = 3, **update) -> dict:
+    spec = parse_steering({"avoid": ["Rome", {"entity": "Coca-Cola", "aliases": ["Coke"]}],
+                           "prefer": ["Pepsi"], "no_repeat_ngram": n})
+    es = spec.engine_steering(signal=SIGNAL)
+    return (es.model_copy(update=update) if update else es).to_extra_args()
+
+
+def _prefer_only() -> dict:
+    return parse_steering({"prefer": ["Pepsi"]}).engine_steering(signal=SIGNAL).to_extra_args()
+
+
+def _row_fields(batch: SteeringBatch, i: int) -> tuple:
+    r = batch.rows[i]
+    st = r.state  # (takes a lane row off its lane)
+    return (r.consumed, st.avoid, st.prefer, st.pending, st.prefer_done, st.prefer_trying,
+            st.prefer_misses, st.violated, r.signalled)
+
+
+@pytest.mark.parametrize("max_states", [1 << 16, 6])
+def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_states):
+    """``max_states=6``: the interned states are compacted again and again."""
+    text = tokenizer.encode(" I drank a Pepsi in Paris, the cat sat on the mat, then a"
+                            " Coca- and a Ro and the cat sat on the mat again.")
+    cola, coke = tokenizer.encode("Cola")[0], tokenizer.encode(" Coke")[0]
+    greedy = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=400,
+                         prompt=[1, *text[:6]])
+    short = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=30)
+    sampling = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.8, max_tokens=400)
+    penalised = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=400,
+                            prompt=[1, *text[:6]], presence_penalty=0.5)
+    specs = [
+        (_args(3), greedy),
+        (_args(2), greedy),
+        (_args(3, start_ban=(1,), resume=3), greedy),  # a rollback continuation
+        (_args(4, min_tokens=12), greedy),
+        (_args(3), short),  # its last step comes at max_tokens
+        (_args(3), sampling),
+        (_prefer_only(), greedy),  # no avoid: never on a lane
+        (_args(3, resume=4), penalised),  # resumed-token penalties: never on a lane
+        (_args(6), greedy),  # a per-row loop guard: never on a lane
+        (None, greedy),
+    ]
+    fast = SteeringBatch(vocab_index, "cpu", compiled=True, lanes=True)
+    fast._lanes.max_states = max_states
+    ref = SteeringBatch(vocab_index, "cpu", compiled=True, lanes=False)
+    assert ref._lanes is None
+    outs_f = [[] for _ in specs]
+    outs_r = [[] for _ in specs]
+    for i, (args, info) in enumerate(specs):
+        fast.add(i, args, outs_f[i], info)
+        ref.add(i, args, outs_r[i], info)
+    rng = np.random.default_rng(3)
+    n = len(specs)
+    for step in range(160):
+        if step in (40, 110):  # row 1 gets a new request, row 0 leaves and comes back
+            for batch, outs in ((fast, outs_f), (ref, outs_r)):
+                outs[1] = []
+                batch.add(1, _args(3), outs[1], greedy)
+                batch.remove(0)
+                outs[0] = []
+                batch.add(0, _args(3), outs[0], greedy)
+        if step == 75:  # rows 2 and 3 swap places, row 4 moves onto row 9
+            for batch, outs in ((fast, outs_f), (ref, outs_r)):
+                batch.move(2, 3, True)
+                outs[2], outs[3] = outs[3], outs[2]
+                batch.move(4, 9, False)
+                outs[9], outs[4] = outs[4], []
+        if step == 90:  # row 5's output shrinks (tokens discarded): replayed from scratch
+            for outs in (outs_f, outs_r):
+                del outs[5][-3:]
+        logits = torch.randn(n, vocab_index.vocab_size,
+                             generator=torch.Generator().manual_seed(step))
+        logits[:, cola] += 5.0  # after " Coca-" the model heads into the name: signals
+        if step % 9 == 4:
+            logits[:, coke] += 5.0  # a whole form in one token: anticipated start bans
+        lf, lr = fast.apply(logits.clone()), ref.apply(logits.clone())
+        assert torch.equal(lf, lr), step
+        for i in range(n):
+            r = fast.rows.get(i)
+            if r is not None and r.signalled:  # the server ends it: a new request there
+                args, info = specs[i]
+                for batch, outs in ((fast, outs_f), (ref, outs_r)):
+                    outs[i] = []
+                    batch.add(i, args, outs[i], info)
+                continue
+            t = text[(step + 2 * i) % len(text)]
+            if rng.random() < 0.15 or torch.isneginf(lf[i, t]):
+                t = int(lf[i].argmax())
+            for outs in (outs_f, outs_r):
+                outs[i].append(t)
+            if step % 13 == 6:  # two tokens at once
+                t2 = text[(step + 2 * i + 1) % len(text)]
+                for outs in (outs_f, outs_r):
+                    outs[i].append(t2)
+            if step % 17 == 8 and i == 3:  # an async placeholder, filled in a step later
+                for outs in (outs_f, outs_r):
+                    outs[i].append(-1)
+            if step % 17 == 9 and i == 3 and outs_f[i][-2] == -1:
+                for outs in (outs_f, outs_r):
+                    outs[i][-2] = text[0]
+    # the fast path served a good share of the lane rows' steps (447 of about 900 with
+    # room for every state; 40 when a compaction drops the cache every few steps)
+    assert fast.fast_rows > (250 if max_states > 10 else 20)
+    assert fast.signals > 0 and fast.anticipated > 0
+    assert (fast.signals, fast.anticipated) == (ref.signals, ref.anticipated)
+    for i in fast.rows:
+        assert _row_fields(fast, i) == _row_fields(ref, i), i
+    if max_states < 10:
+        assert fast._lanes.generation > 0
+    else:
+        assert fast._lanes.generation == 0
+
+
+def test_a_row_read_while_on_its_lane_leaves_it_with_its_state(vocab_index, tokenizer):
+    text = tokenizer.encode(" the cat sat on the mat, the cat sat on the mat")
+    info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=400)
+    batch = SteeringBatch(vocab_index, "cpu", lanes=True)
+    out: list[int] = []
+    batch.add(0, _args(3), out, info)
+    for step in range(30):
+        batch.apply(torch.zeros(1, vocab_index.vocab_size))
+        out.append(text[step % len(text)])
+    r = batch.rows[0]
+    assert r.on_lane and batch.fast_rows > 0
+    lane_sid = batch._lanes.on(r.lane)
+    st = r.state
+    assert not r.on_lane and batch._lanes.on(r.lane) == NO_SID
+    assert step_state(r.kind, st) == batch._lanes._states[lane_sid]
+    assert r.consumed == 29  # the last token is advanced at the next step
+    batch.apply(torch.zeros(1, vocab_index.vocab_size))
+    assert r.on_lane  # back on it after a step on the per-row path
+
+
+def test_a_row_s_lane_goes_with_the_row(vocab_index):
+    batch = SteeringBatch(vocab_index, "cpu", lanes=True)
+    info = RequestInfo(stop_ids=frozenset({2, SIGNAL}))
+    for i in range(3):
+        batch.add(i, _args(3), [], info)
+    used = {batch.rows[i].lane for i in range(3)}
+    assert len(used) == 3 and min(used) >= 0
+    batch.remove(1)
+    gc.collect()
+    batch.add(5, _args(3), [], info)
+    assert batch.rows[5].lane in used  # the freed lane is taken again
+    assert len(batch._lanes._free) == 16 - 3  # (the arrays' first 16 lanes, 3 taken)
+
+
+def test_lanes_advance_only_known_plain_steps():
+    lanes = Lanes()
+    a = lanes.open(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1, watch=True,
+                   greedy=True)
+    b = lanes.open(plain_from=0, plain_below=3, min_stop=0, guard=7, watch=False,
+                   greedy=False)
+    s0, s1 = (1, 0, b"", 0, False, False, 0), (1, 4, b"", 0, False, False, 0)
+    x = lanes.put(a, s0, 0)
+    y = lanes.put(b, s0, 1)
+    assert x == y and lanes.states == 1
+    to = lanes.put(lanes.open(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1,
+                              watch=False, greedy=False), s1, 0)
+    lanes.learn(x, 42, to)
+    at = np.array([a, b, -1], dtype=np.int32)
+    # the transition is known, but s1 has no plan yet: nothing moves
+    sids, n = lanes.advance(at, np.array([1, 2, 5]), np.array([42, 42, 42]))
+    assert n == 0 and sids.tolist() == [NO_SID] * 3
+    lanes.set_plan(to, "plan")
+    # a: one new token, plain -> moves; b: its 2nd token is its last plain one (< 3)
+    sids, n = lanes.advance(at, np.array([1, 2, 5]), np.array([42, 42, 42]))
+    assert n == 2 and sids.tolist() == [to, to, NO_SID]
+    assert lanes.consumed[a] == 1 and lanes.consumed[b] == 2
+    # b's next step is its last: off the fast path; a: unknown token, two tokens at once
+    lanes.learn(to, 42, to)
+    sids, n = lanes.advance(at[:2], np.array([3, 3]), np.array([43, 42]))
+    assert n == 0 and lanes.on(a) == to and lanes.consumed[a] == 1
+    assert lanes.take(a) == (s1, 1) and lanes.take(a) is None
+    assert row_state(s1, 9).avoid == 4 and row_state(s1, 9).n_tokens == 9
+    lanes.forget_plans()
+    sids, n = lanes.advance(np.array([b], dtype=np.int32), np.array([3]), np.array([42]))
+    assert n == 0
+
+
+def test_lanes_compact_to_the_live_states():
+    lanes = Lanes(max_states=4)
+    open_lane = dict(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1, watch=False,
+                     greedy=False)
+    keep = lanes.open(**open_lane)
+    other = lanes.open(**open_lane)
+    states = [(1, q, b"", 0, False, False, 0) for q in range(6)]
+    lanes.put(keep, states[0], 5)
+    for st in states[1:4]:
+        lanes.put(other, st, 0)
+    assert lanes.states == 4 and lanes.generation == 0
+    lanes.learn(0, 3, 1)
+    lanes.take(other)  # (as the batch does: a row leaves its lane before it is put back)
+    lanes.put(other, states[4], 0)  # past max_states: only keep's and other's states stay
+    assert lanes.generation == 1 and lanes.states == 2
+    assert lanes.take(keep) == (states[0], 5)
+    assert lanes.take(other) == (states[4], 0)
+    assert lanes._used == 0  # the transitions start over
