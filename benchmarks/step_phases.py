@@ -31,6 +31,7 @@ import pstats
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,6 +50,7 @@ from greyelephant.benchmarks.steering_step import (  # noqa: E402
     steering_args,
 )
 from greyelephant.control import steering_batch as sb  # noqa: E402
+from greyelephant.control.step_upload import StepUpload  # noqa: E402
 
 STOP = frozenset({2, SIGNAL})  # EOS and the signal token, as in steering_step_compare
 
@@ -72,6 +74,33 @@ def make_loop(b: int, compiled: bool | None = None, device: str = "cpu",
     pool = [torch.randn(b, index.vocab_size, generator=gen).to(device) for _ in range(4)]
     outs = [restart(i) for i in range(b)]
     return DecodeLoop(batch, outs, encode(index, corpus()), pool, ends=STOP, restart=restart)
+
+
+def gpu_host_path(batch: sb.SteeringBatch) -> Callable[[], None]:
+    """Make a CPU batch take a GPU step's host path (what ``test_device_path`` checks
+    against the CPU path): no id lists, one packed upload, and logits numpy "cannot
+    read". The check's torch argmax, a device op on a GPU but tens of milliseconds on
+    one CPU thread, is memoised per logits tensor of the loop's pool (the step's logits
+    are a fresh copy of one, unchanged until the check has read them), so that the
+    ``_check`` phase shows the host's own work. Returns what undoes the module patches."""
+    batch.sparse_ids = False
+    batch._upload = StepUpload("cpu", pack=True)
+    numpy_view, argmax_rows, seen = sb._numpy_view, sb._argmax_rows, {}
+    sb._numpy_view = lambda t: None
+
+    def memo(logits, rows):
+        key = (logits.shape, float(logits[0, 0]), float(logits[-1, -1]))
+        best = seen.get(key)
+        if best is None:
+            best = seen[key] = argmax_rows(logits, list(range(logits.shape[0])))
+        return best if 4 * len(rows) >= len(best) else {i: best[i] for i in rows}
+
+    sb._argmax_rows = memo
+
+    def restore() -> None:
+        sb._numpy_view, sb._argmax_rows = numpy_view, argmax_rows
+
+    return restore
 
 
 def controls_twice(batch: sb.SteeringBatch, cold: list[float], warm: list[float]) -> None:
@@ -129,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--lanes", choices=["on", "off"], default="off",
                     help="SteeringBatch's lanes (the fast path of control/step_states.py)")
+    ap.add_argument("--host-path", choices=["device", "gpu"], default="device",
+                    help="gpu: on a CPU, run the host side of a GPU step (every mask in the "
+                         "table, the plan's arrays packed into one upload, the check's "
+                         "choices from torch's argmax, the controls through "
+                         "apply_logit_controls): its controls and _check phases are the "
+                         "GPU host's work; rest is not (the kernels run on the CPU)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="then profile N more steps with cProfile (top functions by own time)")
     args = ap.parse_args(argv)
@@ -136,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
     loop = make_loop(args.batch, {"default": None, "on": True, "off": False}[args.compiled],
                      args.device, args.lanes == "on")
+    restore = gpu_host_path(loop.batch) if args.host_path == "gpu" else None
+    try:
+        return run(args, loop)
+    finally:
+        if restore is not None:
+            restore()
+
+
+def run(args: argparse.Namespace, loop: DecodeLoop) -> int:
+    """The measurement of :func:`main`, on the loop it made."""
     for _ in range(args.warmup):
         loop.step(count=False)
     batch = loop.batch
@@ -158,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"B={args.batch}, {args.steps} steps per pass after {args.warmup} warm-up, "
           f"compiled loops {'on' if batch.compiled else 'off'}, lanes {args.lanes}"
           + (f" ({batch.fast_rows} row steps on the fast path)" if args.lanes == "on" else "")
-          + ", medians")
+          + f", host path {args.host_path}, medians")
     print(f"  step                {statistics.median(steps) * 1e3:.3f} ms")
     for name, xs in phases.items():
         print(f"  {name:<19} {statistics.median(xs) * 1e6:6.1f} µs")

@@ -273,6 +273,8 @@ class SteeringBatch:
         self._kinds: dict[tuple, int] = {}  # row kind -> its id (ids never reused)
         self._kind_ids = itertools.count(1)
         self._flat_index = FlatIndex()  # the rollback check's padded sets per row (CPU)
+        # id(whole-form token ids) -> (the array, its ids as a set): the check's first test
+        self._ahead_sets: dict[int, tuple[np.ndarray, frozenset[int]]] = {}
         # CPU float32: the rows without penalties or a table mask take the flat path
         # (_StepPlan.apply_rows); False sends every row through apply_row_controls_numpy
         self.flat_controls = True
@@ -803,10 +805,12 @@ class SteeringBatch:
             else:
                 choices = argmax_if_in(x, need, sets, self._flat_index)
         else:  # one argmax call serves both kinds of rows
-            choices = dict(zip(need, _argmax_rows(logits, need), strict=True))
+            choices = _argmax_rows(logits, need)
+        # a row's choice (None: its argmax lies outside its set)
+        get = choices.get if choices.__class__ is dict else choices.__getitem__
         if choices:
-            out += [i for i, words, _ in greedy if choices.get(i) is not None
-                    and _bit(words, choices[i])]
+            out += [i for i, words, _ in greedy if (t := get(i)) is not None
+                    and _bit(words, t)]
         for i, words in sampling:
             r = rows[i]
             row = logits[i].float()
@@ -816,14 +820,22 @@ class SteeringBatch:
                 out.append(i)
         if not choices:
             return out
-        for j, i, _ in ahead:
-            t = choices.get(i)
+        sets = self._ahead_sets
+        for j, i, ids in ahead:
+            t = get(i)
             if t is None:
+                continue
+            # the row's tokens that may write a whole form (a superset of those that do):
+            # the cheap first test, without touching the row
+            hit = sets.get(id(ids))
+            if hit is None or hit[0] is not ids:
+                if len(sets) >= 1024:  # bounded: it holds references to the arrays
+                    sets.clear()
+                hit = sets[id(ids)] = (ids, frozenset(ids.tolist()))
+            if t not in hit[1] or plan.banned(j, t):
                 continue
             r = rows[i]
             cs = r.compiled
-            if not cs.whole_form_mask()[t] or plan.banned(j, t):
-                continue
             st = r.state  # (takes a lane row off its lane)
             groups = cs.whole_form_groups(st, t)
             if groups:
@@ -1149,15 +1161,16 @@ def _boosted(vals: np.ndarray) -> np.ndarray:
     return np.minimum(vals * ROLLBACK_PREFER_FACTOR, MAX_PREFER_BIAS).astype(np.float32)
 
 
-def _argmax_rows(logits: torch.Tensor, rows: list[int]) -> list[int]:
+def _argmax_rows(logits: torch.Tensor, rows: list[int]) -> list[int] | dict[int, int]:
     """The argmax (first maximum, NaN counting as the maximum) of each of ``rows``, in
-    torch: the rollback check's path for logits numpy cannot read (half precision, a GPU;
-    CPU float32 goes through :func:`argmax_if_in`)."""
-    if 4 * len(rows) >= logits.shape[0]:  # a large share: one argmax, no row upload
-        best = logits.argmax(dim=-1).tolist()
-        return [best[i] for i in rows]
+    torch, indexed by row: the rollback check's path for logits numpy cannot read (half
+    precision, a GPU; CPU float32 goes through :func:`argmax_if_in`). When the rows are a
+    large share of the batch, one argmax of every row (a list over the whole batch, no
+    row upload); else a dict of the rows'."""
+    if 4 * len(rows) >= logits.shape[0]:
+        return logits.argmax(dim=-1).tolist()
     sub = logits.index_select(0, torch.as_tensor(rows, dtype=torch.long).to(logits.device))
-    return sub.argmax(dim=-1).tolist()
+    return dict(zip(rows, sub.argmax(dim=-1).tolist(), strict=True))
 
 
 def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],

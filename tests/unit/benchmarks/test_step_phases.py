@@ -10,12 +10,23 @@ def test_a_short_run_prints_each_phase_and_the_torch_calls(capsys):
                              "--compiled", "off"]) == 0
     assert step_phases.main(["--batch", "2", "--steps", "6", "--warmup", "2",
                              "--lanes", "on"]) == 0
+    assert step_phases.main(["--batch", "2", "--steps", "6", "--warmup", "2",
+                             "--host-path", "gpu"]) == 0
     out = capsys.readouterr().out
     for label in ("step", "controls", "_check", "rest", "controls cold", "warm",
                   "logits.shape", "logits.detach().numpy()", "logits.numpy()",
                   "compiled loops on", "compiled loops off", "lanes off", "lanes on (",
-                  "row steps on the fast path"):
+                  "row steps on the fast path", "host path device", "host path gpu"):
         assert label in out
+
+
+def test_the_gpu_host_path_leaves_the_module_as_it_was():
+    from greyelephant.control import steering_batch as sb
+
+    before = (sb._numpy_view, sb._argmax_rows)
+    assert step_phases.main(["--batch", "2", "--steps", "4", "--warmup", "2",
+                             "--host-path", "gpu"]) == 0
+    assert (sb._numpy_view, sb._argmax_rows) == before
 
 
 def test_controls_twice_returns_the_first_plan_and_times_both_calls():

@@ -118,3 +118,16 @@ def test_bans_ride_in_the_bias_lists_with_unique_ids():
     got_ids, got_vals = _with_bans(ids, vals, [9, 4])  # 9 is biased and banned
     assert got_ids.tolist() == [5, 12, 4, 9]
     assert got_vals.tolist() == [1.0, 3.0, -np.inf, -np.inf]
+
+
+def test_argmax_rows_gives_each_row_its_argmax_by_row_index():
+    from greyelephant.control.steering_batch import _argmax_rows
+
+    logits = torch.randn(12, 50, generator=torch.Generator().manual_seed(4))
+    logits[3, 7] = float("nan")  # NaN counts as the maximum
+    want = logits.argmax(dim=-1).tolist()
+    few = _argmax_rows(logits, [3, 10])  # a small share: only those rows (a dict)
+    many = _argmax_rows(logits, [0, 3, 4, 9])  # a quarter or more: the whole batch's
+    assert isinstance(few, dict) and set(few) == {3, 10}
+    assert [few[i] for i in (3, 10)] == [want[3], want[10]] and want[3] == 7
+    assert [many[i] for i in (0, 3, 4, 9)] == [want[i] for i in (0, 3, 4, 9)]
