@@ -58,7 +58,7 @@ from .vocab_index import VocabIndex, pack_bool, unpack_words
 try:  # numba (a dependency of vLLM) compiles the host's per-step loops over the rows
     from . import choice_probe
     from .ngram_table import NgramTable
-    from .step_states import NEVER, Lanes, row_state, step_state
+    from .step_states import FLAG_BITS, GREEDY, NEVER, WATCH, Lanes, row_state, step_state
 except ImportError:  # pragma: no cover - every install has numba; a bare GPU box may not
     choice_probe = None  # type: ignore[assignment]
     NgramTable = Lanes = None  # type: ignore[assignment,misc]
@@ -486,7 +486,7 @@ class SteeringBatch:
         pushed: list[tuple[int, int, int, np.ndarray | None]] = []
         rs = [rows[i] for i in idx]
         lanes = self._lanes
-        sids = None  # per row: its new step state on the fast path, else -1
+        codes = None  # per row on the fast path: new sid << FLAG_BITS | flags; else -1
         if lanes is not None:
             if vocab != self._lane_vocab:
                 lanes.forget_plans()
@@ -495,17 +495,16 @@ class SteeringBatch:
             outs = [r.out for r in rs]
             lengths = np.fromiter(map(len, outs), dtype=np.int64, count=k)
             last = np.fromiter([o[-1] if o else -1 for o in outs], dtype=np.int64, count=k)
-            fast, n_fast = lanes.advance(at, lengths, last)
+            fast, n_fast, pushes = lanes.advance(at, lengths, last)
             if n_fast:
                 self.fast_rows += n_fast
-                sids = fast.tolist()
+                codes = fast.tolist()
                 plans = lanes.plans
-                lane_watch = lanes.watch[at].tolist()
-                lane_greedy = lanes.greedy[at].tolist()
         for j, i in enumerate(idx):
             r = rs[j]
-            if sids is not None and sids[j] >= 0:  # a plain step on the fast path
-                mask_key, words, ids, inside, ahead, b = plans[sids[j]]
+            if codes is not None and codes[j] >= 0:  # a plain step on the fast path
+                code = codes[j]
+                mask_key, words, ids, inside, ahead, b = plans[code >> FLAG_BITS]
                 if row_ids is None:
                     plan.set_mask(j, mask_key, words, ids)
                 elif ids is not None:
@@ -515,10 +514,10 @@ class SteeringBatch:
                     row_words[j] = words
                     mask_rows[j] = slot(mask_key, words)
                     tabled = True
-                if lane_watch[j]:  # (a rollback row: never signalled on a lane)
+                if code & WATCH:  # (a rollback row: never signalled on a lane)
                     if inside:
                         watch.append((j, i, words, ids))
-                    elif ahead is not None and lane_greedy[j]:
+                    elif ahead is not None and code & GREEDY:
                         anticipate.append((j, i, ahead))
                 if b is not None:
                     bias[j] = b
@@ -620,10 +619,8 @@ class SteeringBatch:
         # the loop guards' tokens, in one call: the fast rows' (from the lanes' arrays)
         # and the others'
         at_rows = handles = tokens = None
-        if sids is not None:
-            guard = lanes.guard[at]
-            at_rows = np.flatnonzero((fast >= 0) & (guard >= 0))
-            handles, tokens = guard[at_rows], last[at_rows]
+        if codes is not None and pushes.size:
+            at_rows, handles, tokens = pushes[:, 0], pushes[:, 1], pushes[:, 2]
         if pushed:
             p_rows = np.array([p[0] for p in pushed], dtype=np.int64)
             p_handles = np.array([p[1] for p in pushed], dtype=np.int64)
@@ -638,7 +635,7 @@ class SteeringBatch:
             masks = {p[0]: p[3] for p in pushed}  # (the fast rows': their plan's)
             for n, loop in self._guards.push_many(handles, tokens):
                 j = int(at_rows[n])
-                words = masks[j] if j in masks else plans[sids[j]][1]
+                words = masks[j] if j in masks else plans[codes[j] >> FLAG_BITS][1]
                 plan.ban(j, self._loop_bans(words, loop, rs[j].stop_ids, special, vocab))
         return plan
 

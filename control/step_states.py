@@ -40,6 +40,11 @@ MIN_BITS = 12  # the transition hash's smallest size: 2**12 entries
 NO_SID = -1  # a lane off the fast path (its row object holds its state)
 _EMPTY = -1  # an empty hash entry's key
 NEVER = np.iinfo(np.int64).max  # plain_below of a row without max_tokens
+# columns of Lanes' per-lane array (int64)
+SID, CONSUMED, FROM, BELOW, MIN_STOP, GUARD, FLAGS = range(7)
+WATCH, GREEDY = 1, 2  # FLAGS bits: a rollback row (watched, anticipated); greedy
+# advance's output per row: the new sid << FLAG_BITS | the lane's flags, or NO_SID
+FLAG_BITS = 2
 _WARM = False
 
 
@@ -55,17 +60,14 @@ class Lanes:
         self.plans: list[Any] = []
         self._ready = np.zeros(0, dtype=np.uint8)  # sid -> a plan is known
         self.generation = 0  # bumped by every compaction
-        n = 0
-        self.sid = np.zeros(n, dtype=np.int32)
-        self.consumed = np.zeros(n, dtype=np.int64)
-        self.plain_from = np.zeros(n, dtype=np.int64)
-        self.plain_below = np.zeros(n, dtype=np.int64)
-        self.min_stop = np.zeros(n, dtype=np.int64)
-        self.guard = np.zeros(n, dtype=np.int64)
-        self.watch = np.zeros(n, dtype=np.uint8)  # a rollback row (watched, anticipated)
-        self.greedy = np.zeros(n, dtype=np.uint8)
+        self._lanes = np.zeros((0, 7), dtype=np.int64)  # per lane: the columns above
         self._free: list[int] = []
         self._alloc(MIN_BITS)
+
+    @property
+    def consumed(self) -> np.ndarray:
+        """Per lane: output tokens consumed (a view)."""
+        return self._lanes[:, CONSUMED]
 
     @staticmethod
     def warm_up() -> None:
@@ -90,34 +92,26 @@ class Lanes:
         if not self._free:
             self._grow()
         lane = self._free.pop()
-        self.sid[lane] = NO_SID
-        self.consumed[lane] = 0
-        self.plain_from[lane] = plain_from
-        self.plain_below[lane] = plain_below
-        self.min_stop[lane] = min_stop
-        self.guard[lane] = guard
-        self.watch[lane] = watch
-        self.greedy[lane] = greedy
+        self._lanes[lane] = (NO_SID, 0, plain_from, plain_below, min_stop, guard,
+                             (WATCH if watch else 0) | (GREEDY if greedy else 0))
         return lane
 
     def close(self, lane: int) -> None:
         """The lane's row is gone."""
-        if self.sid.size > lane and self.consumed[lane] >= 0:
-            self.sid[lane] = NO_SID
-            self.consumed[lane] = -1  # (marks the lane free)
+        lanes = self._lanes
+        if lane < lanes.shape[0] and lanes[lane, CONSUMED] >= 0:
+            lanes[lane, SID] = NO_SID
+            lanes[lane, CONSUMED] = -1  # (marks the lane free)
             self._free.append(lane)
 
     def _grow(self) -> None:
-        old = self.sid.size
+        old = self._lanes.shape[0]
         new = max(16, 2 * old)
-        for name in ("sid", "consumed", "plain_from", "plain_below", "min_stop", "guard",
-                     "watch", "greedy"):
-            a = getattr(self, name)
-            b = np.zeros(new, dtype=a.dtype)
-            b[:old] = a
-            setattr(self, name, b)
-        self.sid[old:] = NO_SID
-        self.consumed[old:] = -1
+        lanes = np.zeros((new, 7), dtype=np.int64)
+        lanes[:old] = self._lanes
+        lanes[old:, SID] = NO_SID
+        lanes[old:, CONSUMED] = -1
+        self._lanes = lanes
         self._free.extend(range(new - 1, old - 1, -1))
 
     def put(self, lane: int, state: tuple, consumed: int) -> int:
@@ -134,31 +128,31 @@ class Lanes:
                 ready = np.zeros(max(64, 2 * self._ready.size), dtype=np.uint8)
                 ready[: self._ready.size] = self._ready
                 self._ready = ready
-        self.sid[lane] = sid
-        self.consumed[lane] = consumed
+        self._lanes[lane, SID] = sid
+        self._lanes[lane, CONSUMED] = consumed
         return sid
 
     def take(self, lane: int) -> tuple[tuple, int] | None:
         """Take the lane off the fast path: (its step state, consumed tokens), or None
         when it was off already."""
-        sid = int(self.sid[lane])
+        sid = int(self._lanes[lane, SID])
         if sid == NO_SID:
             return None
-        self.sid[lane] = NO_SID
-        return self._states[sid], int(self.consumed[lane])
+        self._lanes[lane, SID] = NO_SID
+        return self._states[sid], int(self._lanes[lane, CONSUMED])
 
     def on(self, lane: int) -> int:
         """The lane's sid (NO_SID: off the fast path)."""
-        return int(self.sid[lane])
+        return int(self._lanes[lane, SID])
 
     # -- transitions and plans -----------------------------------------------------------
     def learn(self, sid: int, token: int, to: int) -> None:
         """Step state ``sid`` reading ``token`` becomes step state ``to``."""
         if not 0 <= token < TOKEN_LIMIT or sid < 0 or to < 0:
             return
-        if 2 * (self._used + 1) > self._keys.size:
+        if 2 * (self._used + 1) > self._table.shape[0]:
             self._rehash(self._bits + 1)
-        if _insert(self._keys, self._vals, self._bits, (sid << TOKEN_BITS) | token, to):
+        if _insert(self._table, self._bits, (sid << TOKEN_BITS) | token, to):
             self._used += 1
 
     def set_plan(self, sid: int, plan: Any) -> None:
@@ -173,42 +167,43 @@ class Lanes:
         self._ready[:] = 0
 
     def advance(self, lanes: np.ndarray, lengths: np.ndarray, last: np.ndarray
-                ) -> tuple[np.ndarray, int]:
+                ) -> tuple[np.ndarray, int, np.ndarray]:
         """Per row k (lane ``lanes[k]``, -1: none; its output holds ``lengths[k]`` tokens,
-        the newest ``last[k]``): the row's new sid when it took a plain step on the fast
-        path (its lane now holds it), else NO_SID. Returns (those sids as int32, how many
-        took the fast path)."""
-        out = np.empty(lanes.size, dtype=np.int32)
-        n = _advance(lanes, lengths, last, self.sid, self.consumed, self.plain_from,
-                     self.plain_below, self.min_stop, self._keys, self._vals, self._bits,
-                     self._ready, out)
-        return out, n
+        the newest ``last[k]``): when the row took a plain step on the fast path (its lane
+        now holds its new sid), ``new sid << FLAG_BITS | its FLAGS``, else NO_SID. Returns
+        (those codes, how many took the fast path, the loop-guard pushes of those rows as
+        an int64 [n, 3] array of (k, guard handle, token))."""
+        k = lanes.size
+        out = np.empty(4 * k, dtype=np.int64)
+        n, pushes = _advance(lanes, lengths, last, self._lanes, self._table, self._bits,
+                             self._ready, out)
+        return out[:k], n, out[k:k + 3 * pushes].reshape(pushes, 3)
 
     def _alloc(self, bits: int) -> None:
         self._bits = bits
-        self._keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
-        self._vals = np.zeros(1 << bits, dtype=np.int32)
+        self._table = np.zeros((1 << bits, 2), dtype=np.int64)  # (key, sid) entries
+        self._table[:, 0] = _EMPTY
         self._used = 0
 
     def _rehash(self, bits: int) -> None:
-        keep = self._keys != _EMPTY
-        keys, vals = self._keys[keep], self._vals[keep]
+        keep = self._table[self._table[:, 0] != _EMPTY]
         self._alloc(bits)
-        for k, v in zip(keys.tolist(), vals.tolist(), strict=True):
-            _insert(self._keys, self._vals, self._bits, k, v)
-        self._used = keys.size
+        for key, to in keep.tolist():
+            _insert(self._table, self._bits, key, to)
+        self._used = keep.shape[0]
 
     def _compact(self) -> None:
         """Keep only the step states live lanes hold (renumbered); the transitions and
         plans start over."""
-        live = np.flatnonzero(self.sid >= 0)
-        old = np.unique(self.sid[live])
+        sid = self._lanes[:, SID]
+        live = np.flatnonzero(sid >= 0)
+        old = np.unique(sid[live])
         self._states = [self._states[s] for s in old.tolist()]
         self._ids = {st: k for k, st in enumerate(self._states)}
         remap = np.full(max(int(old.max()) + 1, 1) if old.size else 1, NO_SID,
-                        dtype=np.int32)
-        remap[old] = np.arange(old.size, dtype=np.int32)
-        self.sid[live] = remap[self.sid[live]]
+                        dtype=np.int64)
+        remap[old] = np.arange(old.size)
+        sid[live] = remap[sid[live]]
         self.plans = [None] * len(self._states)
         self._ready[:] = 0
         self._alloc(MIN_BITS)
@@ -242,57 +237,65 @@ def _slot(key, bits):
 
 
 @njit(cache=True)
-def _insert(keys, vals, bits, key, val):
+def _insert(table, bits, key, val):
     """Insert or overwrite ``key``; True when it was new."""
     wrap = (1 << bits) - 1
     p = _slot(key, bits)
     while True:
-        k = keys[p]
+        k = table[p, 0]
         if k == _EMPTY:
-            keys[p] = key
-            vals[p] = val
+            table[p, 0] = key
+            table[p, 1] = val
             return True
         if k == key:
-            vals[p] = val
+            table[p, 1] = val
             return False
         p = (p + 1) & wrap
 
 
 @njit(cache=True)
-def _advance(lanes, lengths, last, sid, consumed, plain_from, plain_below, min_stop,
-             keys, vals, bits, ready, out):
-    """See :meth:`Lanes.advance`."""
+def _advance(lanes, lengths, last, cols, table, bits, ready, out):
+    """See :meth:`Lanes.advance` (``out``: 4 * k entries: the k codes, then the pushes)."""
     wrap = (1 << bits) - 1
+    k_rows = lanes.size
     n = 0
-    for k in range(lanes.size):
+    pushes = 0
+    for k in range(k_rows):
         out[k] = NO_SID
         lane = lanes[k]
         if lane < 0:
             continue
-        s = sid[lane]
+        s = cols[lane, SID]
         if s < 0:
             continue
-        c = consumed[lane] + 1
+        c = cols[lane, CONSUMED] + 1
         t = last[k]
         if lengths[k] != c or t < 0 or t >= TOKEN_LIMIT:
             continue
-        if c < plain_from[lane] or c >= plain_below[lane] or c < min_stop[lane]:
+        if c < cols[lane, FROM] or c >= cols[lane, BELOW] or c < cols[lane, MIN_STOP]:
             continue
-        key = (np.int64(s) << TOKEN_BITS) | t
+        key = (s << TOKEN_BITS) | t
         p = _slot(key, bits)
         to = NO_SID
         while True:
-            kk = keys[p]
+            kk = table[p, 0]
             if kk == _EMPTY:
                 break
             if kk == key:
-                to = vals[p]
+                to = table[p, 1]
                 break
             p = (p + 1) & wrap
         if to < 0 or not ready[to]:
             continue
-        sid[lane] = to
-        consumed[lane] = c
-        out[k] = to
+        cols[lane, SID] = to
+        cols[lane, CONSUMED] = c
+        out[k] = (to << FLAG_BITS) | cols[lane, FLAGS]
         n += 1
-    return n
+        g = cols[lane, GUARD]
+        if g >= 0:
+            at = k_rows + 3 * pushes
+            out[at] = k
+            out[at + 1] = g
+            out[at + 2] = t
+            pushes += 1
+    return n, pushes

@@ -16,7 +16,16 @@ import pytest
 import torch
 
 from greyelephant.control.spec import parse_steering
-from greyelephant.control.step_states import NEVER, NO_SID, Lanes, row_state, step_state
+from greyelephant.control.step_states import (
+    FLAG_BITS,
+    GREEDY,
+    NEVER,
+    NO_SID,
+    WATCH,
+    Lanes,
+    row_state,
+    step_state,
+)
 from greyelephant.control.steering_batch import RequestInfo, SteeringBatch
 
 SIGNAL = 16
@@ -184,21 +193,23 @@ def test_lanes_advance_only_known_plain_steps():
     lanes.learn(x, 42, to)
     at = np.array([a, b, -1], dtype=np.int32)
     # the transition is known, but s1 has no plan yet: nothing moves
-    sids, n = lanes.advance(at, np.array([1, 2, 5]), np.array([42, 42, 42]))
-    assert n == 0 and sids.tolist() == [NO_SID] * 3
+    codes, n, pushes = lanes.advance(at, np.array([1, 2, 5]), np.array([42, 42, 42]))
+    assert n == 0 and codes.tolist() == [NO_SID] * 3 and pushes.shape == (0, 3)
     lanes.set_plan(to, "plan")
     # a: one new token, plain -> moves; b: its 2nd token is its last plain one (< 3)
-    sids, n = lanes.advance(at, np.array([1, 2, 5]), np.array([42, 42, 42]))
-    assert n == 2 and sids.tolist() == [to, to, NO_SID]
+    codes, n, pushes = lanes.advance(at, np.array([1, 2, 5]), np.array([42, 42, 42]))
+    assert n == 2 and codes.tolist() == [(to << FLAG_BITS) | WATCH | GREEDY,
+                                         to << FLAG_BITS, NO_SID]
+    assert pushes.tolist() == [[1, 7, 42]]  # b's loop guard (handle 7) takes token 42
     assert lanes.consumed[a] == 1 and lanes.consumed[b] == 2
     # b's next step is its last: off the fast path; a: unknown token, two tokens at once
     lanes.learn(to, 42, to)
-    sids, n = lanes.advance(at[:2], np.array([3, 3]), np.array([43, 42]))
+    codes, n, _ = lanes.advance(at[:2], np.array([3, 3]), np.array([43, 42]))
     assert n == 0 and lanes.on(a) == to and lanes.consumed[a] == 1
     assert lanes.take(a) == (s1, 1) and lanes.take(a) is None
     assert row_state(s1, 9).avoid == 4 and row_state(s1, 9).n_tokens == 9
     lanes.forget_plans()
-    sids, n = lanes.advance(np.array([b], dtype=np.int32), np.array([3]), np.array([42]))
+    _, n, _ = lanes.advance(np.array([b], dtype=np.int32), np.array([3]), np.array([42]))
     assert n == 0
 
 
