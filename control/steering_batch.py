@@ -146,6 +146,28 @@ class _Row:
             self.guard.extend(self.resumed)
 
 
+class _OffLane:
+    """A :class:`_LaneRow` attribute kept in its own slot, which the lane makes stale while
+    the row is on it: reading or setting it takes the row off its lane first."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: str):
+        self.slot = slot
+
+    def __get__(self, row: _LaneRow | None, owner: type | None = None) -> Any:
+        if row is None:
+            return self
+        if row.on_lane:
+            row.leave_lane()
+        return getattr(row, self.slot)
+
+    def __set__(self, row: _LaneRow, value: Any) -> None:
+        if row.on_lane:
+            row.leave_lane()
+        setattr(row, self.slot, value)
+
+
 class _LaneRow(_Row):
     """A row with a lane in the batch's :class:`.step_states.Lanes` (see
     :meth:`SteeringBatch.controls`). While ``on_lane``, the lane's arrays hold the row's
@@ -164,29 +186,8 @@ class _LaneRow(_Row):
             plain_below=NEVER if self.plain_below == math.inf else int(self.plain_below),
             min_stop=self.min_stop, watch=self.rollback, greedy=self.greedy, **lane_args)
 
-    @property
-    def state(self) -> RowState:
-        if self.on_lane:
-            self.leave_lane()
-        return self._state
-
-    @state.setter
-    def state(self, st: RowState) -> None:
-        if self.on_lane:
-            self.leave_lane()
-        self._state = st
-
-    @property
-    def consumed(self) -> int:
-        if self.on_lane:
-            self.leave_lane()
-        return self._consumed
-
-    @consumed.setter
-    def consumed(self, n: int) -> None:
-        if self.on_lane:
-            self.leave_lane()
-        self._consumed = n
+    state = _OffLane("_state")
+    consumed = _OffLane("_consumed")
 
     def leave_lane(self) -> None:
         """Take the row off the fast path: its state and count come back from the lane."""
@@ -502,9 +503,55 @@ class SteeringBatch:
                 plans = lanes.plans
         for j, i in enumerate(idx):
             r = rs[j]
-            if codes is not None and codes[j] >= 0:  # a plain step on the fast path
-                code = codes[j]
+            code = -1 if codes is None else codes[j]
+            if code >= 0:  # a plain step on the fast path: its sid's plan
                 mask_key, words, ids, inside, ahead, b = plans[code >> FLAG_BITS]
+                avoid, watching, greedy = True, code & WATCH, code & GREEDY
+            else:
+                was = lanes.on(r.lane) if r.on_lane else -1  # its step state before
+                cs, st, guard = r.compiled, r.state, r.guard
+                consumed = r.consumed
+                out = r.out
+                loop = None  # the loop guard's bans, once known
+                t = -1  # the one new token, when the row took exactly one
+                if len(out) != consumed:
+                    t = out[consumed] if len(out) == consumed + 1 else -1
+                    if t >= 0:  # the common step: one new token
+                        cs.advance(st, t)
+                        if guard is not None:
+                            if guard.__class__ is _TableGuard:
+                                loop = _PUSHED
+                            else:
+                                loop = guard.push_banned(t)
+                        r.consumed = consumed = consumed + 1
+                        if st.violated:
+                            self._warn_violation()
+                    else:
+                        self._catch_up(r)
+                        st, consumed = r.state, r.consumed
+                at_start = consumed < r.plain_from  # a continuation's first step
+                words = b = step = None
+                avoid = cs.has_avoid
+                if avoid:
+                    if r.plain_from <= consumed < r.plain_below:
+                        # a plain step: its controls depend on the row's kind and states
+                        key = (r.kind, st.avoid, st.pending,
+                               -1 if st.prefer_done else st.prefer, vocab)
+                        step = steps.get(key)
+                        if step is None:
+                            step = self._plain_step(r, vocab)
+                            if len(steps) >= MAX_STEP_MEMO:  # bounded: it holds the masks
+                                steps.clear()
+                            steps[key] = step
+                        mask_key, words, ids, inside, ahead, b = step
+                    else:
+                        mask_key, words = self._row_mask(r)
+                        ids = self._mask_ids(words, vocab)
+                        inside = cs.avoid.depth[st.avoid] >= 2
+                        ahead = self._ahead_ids(r, inside, vocab)
+                    watching = r.rollback and not r.signalled and not at_start
+                    greedy = r.greedy
+            if avoid:
                 if row_ids is None:
                     plan.set_mask(j, mask_key, words, ids)
                 elif ids is not None:
@@ -514,69 +561,16 @@ class SteeringBatch:
                     row_words[j] = words
                     mask_rows[j] = slot(mask_key, words)
                     tabled = True
-                if code & WATCH:  # (a rollback row: never signalled on a lane)
+                if watching:  # (a lane row: a rollback row, never signalled on a lane)
                     if inside:
                         watch.append((j, i, words, ids))
-                    elif ahead is not None and code & GREEDY:
+                    elif ahead is not None and greedy:
                         anticipate.append((j, i, ahead))
+            if code >= 0:
                 if b is not None:
                     bias[j] = b
                 continue
-            was = lanes.on(r.lane) if r.on_lane else -1  # its step state before this step
-            cs, st, guard = r.compiled, r.state, r.guard
-            consumed = r.consumed
-            out = r.out
-            loop = None  # the loop guard's bans, once known
-            t = -1  # the one new token, when the row took exactly one
-            if len(out) != consumed:
-                t = out[consumed] if len(out) == consumed + 1 else -1
-                if t >= 0:  # the common step: one new token
-                    cs.advance(st, t)
-                    if guard is not None:
-                        if guard.__class__ is _TableGuard:
-                            loop = _PUSHED
-                        else:
-                            loop = guard.push_banned(t)
-                    r.consumed = consumed = consumed + 1
-                    if st.violated:
-                        self._warn_violation()
-                else:
-                    self._catch_up(r)
-                    st, consumed = r.state, r.consumed
-            at_start = consumed < r.plain_from  # a continuation's first step
-            words = b = step = None
-            if cs.has_avoid:
-                if r.plain_from <= consumed < r.plain_below:
-                    # a plain step: its controls depend on the row's kind and states alone
-                    key = (r.kind, st.avoid, st.pending,
-                           -1 if st.prefer_done else st.prefer, vocab)
-                    step = steps.get(key)
-                    if step is None:
-                        step = self._plain_step(r, vocab)
-                        if len(steps) >= MAX_STEP_MEMO:  # bounded: it holds the masks
-                            steps.clear()
-                        steps[key] = step
-                    mask_key, words, ids, inside, ahead, b = step
-                else:
-                    mask_key, words = self._row_mask(r)
-                    ids = self._mask_ids(words, vocab)
-                    inside = cs.avoid.depth[st.avoid] >= 2
-                    ahead = self._ahead_ids(r, inside, vocab)
-                if row_ids is None:
-                    plan.set_mask(j, mask_key, words, ids)
-                elif ids is not None:
-                    row_words[j] = words
-                    row_ids[j] = ids
-                else:
-                    row_words[j] = words
-                    mask_rows[j] = slot(mask_key, words)
-                    tabled = True
-                if r.rollback and not r.signalled and not at_start:
-                    if inside:
-                        watch.append((j, i, words, ids))
-                    elif ahead is not None and r.greedy:
-                        anticipate.append((j, i, ahead))
-            elif r.signal_ban:
+            if not avoid and r.signal_ban:
                 plan.ban(j, r.signal_ban)
             if consumed < r.min_stop:
                 plan.ban(j, r.stop_tuple)

@@ -13,6 +13,7 @@ import gc
 
 import numpy as np
 import torch
+from twin_batches import move_in_both
 
 from greyelephant.control.ngram_table import NgramTable
 from greyelephant.control.spec import parse_steering
@@ -51,11 +52,8 @@ def test_compiled_loops_equal_the_python_paths(vocab_index, tokenizer):
                 batch.add(1, _args(3), outs[1], info)
                 batch.remove(0)
         if step == 35:  # rows 2 and 3 swap places, row 5 moves onto row 0
-            for batch, outs in ((a, outs_a), (b, outs_b)):
-                batch.move(2, 3, True)
-                outs[2], outs[3] = outs[3], outs[2]
-                batch.move(5, 0, False)
-                outs[0], outs[5] = outs[5], []
+            move_in_both(((a, outs_a), (b, outs_b)), 2, 3, True)
+            move_in_both(((a, outs_a), (b, outs_b)), 5, 0, False)
         n = len(specs)
         logits = torch.randn(n, vocab_index.vocab_size,
                              generator=torch.Generator().manual_seed(step))

@@ -14,6 +14,7 @@ import gc
 import numpy as np
 import pytest
 import torch
+from twin_batches import move_in_both
 
 from greyelephant.control.spec import parse_steering
 from greyelephant.control.step_states import (
@@ -93,11 +94,8 @@ def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_state
                 outs[0] = []
                 batch.add(0, _args(3), outs[0], greedy)
         if step == 75:  # rows 2 and 3 swap places, row 4 moves onto row 9
-            for batch, outs in ((fast, outs_f), (ref, outs_r)):
-                batch.move(2, 3, True)
-                outs[2], outs[3] = outs[3], outs[2]
-                batch.move(4, 9, False)
-                outs[9], outs[4] = outs[4], []
+            move_in_both(((fast, outs_f), (ref, outs_r)), 2, 3, True)
+            move_in_both(((fast, outs_f), (ref, outs_r)), 4, 9, False)
         if step == 90:  # row 5's output shrinks (tokens discarded): replayed from scratch
             for outs in (outs_f, outs_r):
                 del outs[5][-3:]
