@@ -8,7 +8,8 @@ greedy; rows advance over the same real text (``steering_step.corpus``) at stagg
 offsets, under the masks (``step_loop.DecodeLoop``, the loop of ``steering_step``); random
 logits; the timed call is ``SteeringBatch.apply``. This checkout runs twice: at its
 defaults (rollback on) and with ``max_rollbacks: 0`` (the prefix ban alone, what a commit
-from before rollback does). The three run in one process, their steps interleaved (each
+from before rollback does); with ``--lanes``, a third time with ``SteeringBatch(lanes=True)``
+(reported as lanes on / off per round). They run in one process, their steps interleaved (each
 version takes each place in the order in turn), so that a slow spell of a noisy machine
 slows all alike; each version's result is its median step. A round is one such process;
 the result per version and batch size is the median over rounds, with each round's own

@@ -17,6 +17,9 @@ steps of:
     python -m greyelephant.benchmarks.step_phases --batch 16 --steps 3000 [--compiled off]
     python benchmarks/step_phases.py --device cuda --batch 256 --steps 300 --profile 300
 
+``--lanes on`` runs ``SteeringBatch(lanes=True)`` (control/step_states.py);
+``--host-path gpu`` runs a GPU step's host work on a CPU (see :func:`gpu_host_path`).
+
 Each step's logits are copied into the loop's buffer first (3 MB at B = 16), which is what
 leaves the caches cold, as the model's forward pass does in an engine.
 """

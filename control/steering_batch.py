@@ -205,7 +205,6 @@ class _LaneRow(_Row):
                 pass
 
 
-
 class SteeringBatch:
     def __init__(self, index: VocabIndex | Callable[[], VocabIndex],
                  device: torch.device | str = "cpu", cache: SteeringCache | None = None,
@@ -508,7 +507,8 @@ class SteeringBatch:
                 mask_key, words, ids, inside, ahead, b = plans[code >> FLAG_BITS]
                 avoid, watching, greedy = True, code & WATCH, code & GREEDY
             else:
-                was = lanes.on(r.lane) if r.on_lane else -1  # its step state before
+                # its step state on its lane before this step (-1: none)
+                was = lanes.on(r.lane) if lanes is not None and r.on_lane else -1
                 cs, st, guard = r.compiled, r.state, r.guard
                 consumed = r.consumed
                 out = r.out
@@ -599,7 +599,7 @@ class SteeringBatch:
             if r.penalty is not None:
                 plan.penalty[j] = (r.penalty[0], r.penalty[1], r.info.presence_penalty,
                                    r.info.frequency_penalty)
-            if r.lane >= 0 and not r.signalled and not st.violated:
+            if lanes is not None and r.lane >= 0 and not r.signalled and not st.violated:
                 # (back) on the lane: teach it this step's transition and plan
                 generation = lanes.generation  # (a compaction renumbers the states)
                 sid = lanes.put(r.lane, step_state(r.kind, st), consumed)
@@ -610,25 +610,17 @@ class SteeringBatch:
                     lanes.set_plan(sid, step)
         if tabled:
             plan.any_table = plan.any_ban = True
-        # the loop guards' tokens, in one call: the fast rows' (from the lanes' arrays)
-        # and the others'
-        at_rows = handles = tokens = None
-        if codes is not None and pushes.size:
-            at_rows, handles, tokens = pushes[:, 0], pushes[:, 1], pushes[:, 2]
+        # the loop guards' tokens, in one call: (plan position, handle, token) of the fast
+        # rows (written by the lanes' advance) and of the others
+        parts = [pushes] if codes is not None and pushes.size else []
         if pushed:
-            p_rows = np.array([p[0] for p in pushed], dtype=np.int64)
-            p_handles = np.array([p[1] for p in pushed], dtype=np.int64)
-            p_tokens = np.array([p[2] for p in pushed], dtype=np.int64)
-            if at_rows is None:
-                at_rows, handles, tokens = p_rows, p_handles, p_tokens
-            else:
-                at_rows = np.concatenate([at_rows, p_rows])
-                handles = np.concatenate([handles, p_handles])
-                tokens = np.concatenate([tokens, p_tokens])
-        if handles is not None and handles.size:
+            parts.append(np.array([p[:3] for p in pushed], dtype=np.int64))
+        if parts:
+            push = parts[0] if len(parts) == 1 else np.concatenate(parts)
             masks = {p[0]: p[3] for p in pushed}  # (the fast rows': their plan's)
-            for n, loop in self._guards.push_many(handles, tokens):
-                j = int(at_rows[n])
+            for n, loop in self._guards.push_many(np.ascontiguousarray(push[:, 1]),
+                                                  np.ascontiguousarray(push[:, 2])):
+                j = int(push[n, 0])
                 words = masks[j] if j in masks else plans[codes[j] >> FLAG_BITS][1]
                 plan.ban(j, self._loop_bans(words, loop, rs[j].stop_ids, special, vocab))
         return plan

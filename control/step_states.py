@@ -21,7 +21,8 @@ and only cached here, so the arrays never decide anything the row path would not
 
 The transitions live in an open-addressing hash of int64 keys ``sid << TOKEN_BITS |
 token``; the interned states are bounded (:data:`MAX_STATES`): past it they are
-compacted to the states live lanes hold, and the transitions and plans start over.
+compacted to the states live lanes hold, and the transitions and plans start over. The
+transitions are bounded too (:data:`MAX_TRANSITIONS`): past it they start over.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ TOKEN_BITS = 21  # token ids below 2**21 have cached transitions (others always 
 TOKEN_LIMIT = 1 << TOKEN_BITS
 MAX_STATES = 1 << 16  # interned step states kept before a compaction
 MIN_BITS = 12  # the transition hash's smallest size: 2**12 entries
+# transitions kept before they start over (the hash then holds at most 2**21 entries of
+# 16 bytes: 32 MiB)
+MAX_TRANSITIONS = 1 << 20
 NO_SID = -1  # a lane off the fast path (its row object holds its state)
 _EMPTY = -1  # an empty hash entry's key
 NEVER = np.iinfo(np.int64).max  # plain_below of a row without max_tokens
@@ -81,6 +85,7 @@ class Lanes:
                           watch=False, greedy=True)
         s = lanes.put(lane, (1, 0, b"", 0, True, False, 0), 0)
         lanes.learn(s, 5, s)
+        lanes._rehash(lanes._bits)
         lanes.set_plan(s, "plan")
         lanes.advance(np.array([lane], dtype=np.int32), np.array([1], dtype=np.int64),
                       np.array([5], dtype=np.int64))
@@ -150,7 +155,9 @@ class Lanes:
         """Step state ``sid`` reading ``token`` becomes step state ``to``."""
         if not 0 <= token < TOKEN_LIMIT or sid < 0 or to < 0:
             return
-        if 2 * (self._used + 1) > self._table.shape[0]:
+        if self._used >= MAX_TRANSITIONS:  # bounded: they start over
+            self._alloc(MIN_BITS)
+        elif 2 * (self._used + 1) > self._table.shape[0]:
             self._rehash(self._bits + 1)
         if _insert(self._table, self._bits, (sid << TOKEN_BITS) | token, to):
             self._used += 1
@@ -188,8 +195,7 @@ class Lanes:
     def _rehash(self, bits: int) -> None:
         keep = self._table[self._table[:, 0] != _EMPTY]
         self._alloc(bits)
-        for key, to in keep.tolist():
-            _insert(self._table, self._bits, key, to)
+        _insert_all(self._table, self._bits, keep)
         self._used = keep.shape[0]
 
     def _compact(self) -> None:
@@ -251,6 +257,13 @@ def _insert(table, bits, key, val):
             table[p, 1] = val
             return False
         p = (p + 1) & wrap
+
+
+@njit(cache=True)
+def _insert_all(table, bits, entries):
+    """Insert the (key, sid) ``entries`` (distinct keys) into ``table``."""
+    for n in range(entries.shape[0]):
+        _insert(table, bits, entries[n, 0], entries[n, 1])
 
 
 @njit(cache=True)

@@ -229,3 +229,27 @@ def test_lanes_compact_to_the_live_states():
     assert lanes.take(keep) == (states[0], 5)
     assert lanes.take(other) == (states[4], 0)
     assert lanes._used == 0  # the transitions start over
+
+
+def test_transitions_survive_growth_and_start_over_at_their_bound(monkeypatch):
+    from greyelephant.control import step_states
+
+    lanes = Lanes()
+    lane = lanes.open(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1, watch=False,
+                      greedy=False)
+    s = lanes.put(lane, (1, 0, b"", 0, False, False, 0), 0)
+    lanes.set_plan(s, "plan")
+    for t in range(3000):  # past the first sizes: the table is rehashed (compiled)
+        lanes.learn(s, t, s)
+    assert lanes._used == 3000 and lanes._table.shape[0] >= 6000
+    at = np.array([lane], dtype=np.int32)
+    for n, t in enumerate((0, 1234, 2999)):  # every learned transition is still found
+        _, moved, _ = lanes.advance(at, np.array([n + 1]), np.array([t]))
+        assert moved == 1
+    monkeypatch.setattr(step_states, "MAX_TRANSITIONS", 3000)
+    lanes.learn(s, 3000, s)  # at the bound: they start over, with this one
+    assert lanes._used == 1
+    _, moved, _ = lanes.advance(at, np.array([4]), np.array([5]))
+    assert moved == 0
+    _, moved, _ = lanes.advance(at, np.array([4]), np.array([3000]))
+    assert moved == 1
