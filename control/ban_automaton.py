@@ -539,6 +539,11 @@ class CompiledSteering:
     def _boost_set(self, q: int) -> frozenset[int]:
         return frozenset(self._bias.get_or(q, self._prefer_tokens, q)[0].tolist())
 
+    def boosted_ids(self, q: int) -> np.ndarray:
+        """The token ids the prefer bias boosts in prefer state ``q`` (sorted int32: the
+        set :meth:`advance` tests a row's token against)."""
+        return self._bias.get_or(q, self._prefer_tokens, q)[0]
+
     def bias(self, row: RowState) -> tuple[np.ndarray, np.ndarray]:
         """(token ids int32, bias values float32) for the row's next token."""
         if row.prefer_done or row.pending:

@@ -602,7 +602,7 @@ class SteeringBatch:
             if lanes is not None and r.lane >= 0 and not r.signalled and not st.violated:
                 # (back) on the lane: teach it this step's transition and plan
                 generation = lanes.generation  # (a compaction renumbers the states)
-                sid = lanes.put(r.lane, step_state(r.kind, st), consumed)
+                sid = lanes.put(r.lane, step_state(r.kind, st), consumed, cs)
                 r.on_lane = True
                 if was >= 0 and t >= 0 and lanes.generation == generation:
                     lanes.learn(was, t, sid)

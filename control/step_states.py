@@ -32,7 +32,10 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from .ban_automaton import RowState
+from .ban_automaton import CompiledSteering, RowState
+from .vocab_index import VocabIndex
+from .transition_arrays import (GAVE_UP, NOT_PACKABLE, SpecArrays, TokenTexts,
+                                next_state_key, pack_state)
 
 TOKEN_BITS = 21  # token ids below 2**21 have cached transitions (others always miss)
 TOKEN_LIMIT = 1 << TOKEN_BITS
@@ -41,7 +44,10 @@ MIN_BITS = 12  # the transition hash's smallest size: 2**12 entries
 # transitions kept before they start over (the hash then holds at most 2**21 entries of
 # 16 bytes: 32 MiB)
 MAX_TRANSITIONS = 1 << 20
+# compiled specs whose automata are kept as arrays (past it they all start over)
+MAX_SPECS = 64
 NO_SID = -1  # a lane off the fast path (its row object holds its state)
+UNSEEN = -2  # advance's code for a plain step whose transition is not cached
 _EMPTY = -1  # an empty hash entry's key
 NEVER = np.iinfo(np.int64).max  # plain_below of a row without max_tokens
 # columns of Lanes' per-lane array (int64)
@@ -67,6 +73,17 @@ class Lanes:
         self._lanes = np.zeros((0, 7), dtype=np.int64)  # per lane: the columns above
         self._free: list[int] = []
         self._alloc(MIN_BITS)
+        # computed transitions: per sid its packed state key and its spec's slot in
+        # _specs (-1: not computable); the interned keys' hash; the specs' arrays
+        self._sid_key = np.full(0, NOT_PACKABLE, dtype=np.int64)
+        self._sid_spec = np.full(0, -1, dtype=np.int32)
+        self._keys_bits = MIN_BITS
+        self._keys = _empty_table(MIN_BITS)
+        self._keys_used = 0
+        self._specs: list[SpecArrays] = []
+        self._spec_slots: dict[int, int] = {}  # spec uid -> its slot in _specs
+        self._texts: TokenTexts | None = None
+        self.computed = 0  # transitions computed (not looked up) by advance, for tests
 
     @property
     def consumed(self) -> np.ndarray:
@@ -89,6 +106,16 @@ class Lanes:
         lanes.set_plan(s, "plan")
         lanes.advance(np.array([lane], dtype=np.int32), np.array([1], dtype=np.int64),
                       np.array([5], dtype=np.int64))
+        # a computed transition (a tiny vocabulary and spec)
+        spec = CompiledSteering(VocabIndex.from_token_bytes([b"a", b" ab", b" cd", b" x"]),
+                                ["ab"], ["cd"])
+        lane = lanes.open(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1,
+                          watch=False, greedy=True)
+        s = lanes.put(lane, (1, spec.avoid.start, b"", spec.prefer.start, False, False, 0),
+                      0, spec)
+        lanes.set_plan(s, "plan")
+        lanes.advance(np.array([lane], dtype=np.int32), np.array([1], dtype=np.int64),
+                      np.array([3], dtype=np.int64))
 
     # -- lanes ---------------------------------------------------------------------------
     def open(self, *, plain_from: int, plain_below: int, min_stop: int, guard: int,
@@ -119,9 +146,12 @@ class Lanes:
         self._lanes = lanes
         self._free.extend(range(new - 1, old - 1, -1))
 
-    def put(self, lane: int, state: tuple, consumed: int) -> int:
+    def put(self, lane: int, state: tuple, consumed: int,
+            spec: CompiledSteering | None = None) -> int:
         """Put the lane on the fast path in step state ``state`` (see the module doc)
-        after ``consumed`` output tokens; returns the state's sid."""
+        after ``consumed`` output tokens; returns the state's sid. With ``spec`` (the
+        row's compiled spec), the state's transitions may be computed from the spec's
+        automata (see :mod:`.transition_arrays`)."""
         sid = self._ids.get(state)
         if sid is None:
             if len(self._states) >= self.max_states:
@@ -130,12 +160,53 @@ class Lanes:
             self._states.append(state)
             self.plans.append(None)
             if sid >= self._ready.size:
-                ready = np.zeros(max(64, 2 * self._ready.size), dtype=np.uint8)
-                ready[: self._ready.size] = self._ready
-                self._ready = ready
+                self._grow_sids(max(64, 2 * self._ready.size))
+            key = pack_state(state)
+            self._sid_key[sid] = key
+            if key != NOT_PACKABLE:
+                self._add_key(key, sid)
+        if spec is not None and self._sid_spec[sid] < 0 and self._sid_key[sid] >= 0:
+            self._sid_spec[sid] = self._spec_slot(spec)
         self._lanes[lane, SID] = sid
         self._lanes[lane, CONSUMED] = consumed
         return sid
+
+    def _grow_sids(self, n: int) -> None:
+        old = self._ready.size
+        for name, fill in (("_ready", 0), ("_sid_key", NOT_PACKABLE), ("_sid_spec", -1)):
+            a = getattr(self, name)
+            grown = np.full(n, fill, dtype=a.dtype)
+            grown[:old] = a[:old]
+            setattr(self, name, grown)
+
+    def _add_key(self, key: int, sid: int) -> None:
+        """Intern state key ``key`` as ``sid`` in the keys' hash."""
+        if 2 * (self._keys_used + 1) > self._keys.shape[0]:
+            keep = self._keys[self._keys[:, 0] != _EMPTY]
+            self._keys_bits += 1
+            self._keys = _empty_table(self._keys_bits)
+            _insert_all(self._keys, self._keys_bits, keep)
+        if _insert(self._keys, self._keys_bits, key, sid):
+            self._keys_used += 1
+
+    def _spec_slot(self, spec: CompiledSteering) -> int:
+        """The slot of ``spec``'s arrays in :attr:`_specs` (made now if need be)."""
+        slot = self._spec_slots.get(spec.uid)
+        if slot is not None:
+            return slot
+        if self._texts is None or self._texts.index is not spec.index:
+            self._texts = TokenTexts(spec.index)
+            self._forget_specs()
+        elif len(self._specs) >= MAX_SPECS:  # bounded: they all start over
+            self._forget_specs()
+        slot = self._spec_slots[spec.uid] = len(self._specs)
+        self._specs.append(SpecArrays(spec))
+        return slot
+
+    def _forget_specs(self) -> None:
+        self._specs.clear()
+        self._spec_slots.clear()
+        self._sid_spec[:] = -1
 
     def take(self, lane: int) -> tuple[tuple, int] | None:
         """Take the lane off the fast path: (its step state, consumed tokens), or None
@@ -182,14 +253,62 @@ class Lanes:
         an int64 [n, 3] array of (k, guard handle, token))."""
         k = lanes.size
         out = np.empty(4 * k, dtype=np.int64)
-        n, pushes = _advance(lanes, lengths, last, self._lanes, self._table, self._bits,
-                             self._ready, out)
+        n, pushes, unseen = _advance(lanes, lengths, last, self._lanes, self._table,
+                                     self._bits, self._ready, out)
+        if unseen:
+            if self._specs:
+                n, pushes = self._compute(lanes, last, out, n, pushes)
+            np.maximum(out[:k], NO_SID, out=out[:k])  # (what is left: NO_SID)
         return out[:k], n, out[k:k + 3 * pushes].reshape(pushes, 3)
+
+    def _compute(self, lanes: np.ndarray, last: np.ndarray, out: np.ndarray, n: int,
+                 pushes: int) -> tuple[int, int]:
+        """Compute the transitions :func:`_advance` found no cached entry for (its UNSEEN
+        rows), per spec, from the specs' automata as arrays; teach the arrays what a row
+        stopped on and compute it again; cache what was computed. Returns advance's
+        updated (fast rows, pushes)."""
+        k = lanes.size
+        rows = np.flatnonzero(out[:k] == UNSEEN)
+        sids = self._lanes[lanes[rows], SID]
+        slots = self._sid_spec[sids]
+        for slot in np.unique(slots).tolist():
+            if slot < 0:
+                continue
+            sub = rows[slots == slot]
+            arrays = self._specs[slot]
+            n, pushes = self._compute_rows(sub, lanes, last, out, n, pushes, arrays)
+            stopped = sub[out[sub] == GAVE_UP]
+            if stopped.size:
+                for j in stopped.tolist():
+                    arrays.teach(self._states[self._lanes[lanes[j], SID]], int(last[j]))
+                n, pushes = self._compute_rows(stopped, lanes, last, out, n, pushes,
+                                               arrays)
+        return n, pushes
+
+    def _compute_rows(self, rows: np.ndarray, lanes: np.ndarray, last: np.ndarray,
+                      out: np.ndarray, n: int, pushes: int, arrays: SpecArrays
+                      ) -> tuple[int, int]:
+        if self._used + rows.size >= MAX_TRANSITIONS:  # bounded: they start over
+            self._alloc(MIN_BITS)
+        bits = self._bits
+        while 2 * (self._used + rows.size) > (1 << bits):
+            bits += 1
+        if bits != self._bits:
+            self._rehash(bits)
+        texts, av, pr = self._texts, arrays.avoid, arrays.prefer
+        before = n
+        n, pushes, learned = _compute(
+            rows, lanes, last, self._lanes, self._table, self._bits, self._ready, out,
+            n, pushes, self._sid_key, self._keys, self._keys_bits, texts.ptr,
+            texts.chars, texts.plain, arrays.alphabet, av.delta, av.sep, av.accept,
+            pr.delta, pr.sep, pr.accept, pr.depth, arrays.boost_at, arrays.boost_ids)
+        self._used += learned
+        self.computed += n - before
+        return n, pushes
 
     def _alloc(self, bits: int) -> None:
         self._bits = bits
-        self._table = np.zeros((1 << bits, 2), dtype=np.int64)  # (key, sid) entries
-        self._table[:, 0] = _EMPTY
+        self._table = _empty_table(bits)  # (sid << TOKEN_BITS | token, sid) entries
         self._used = 0
 
     def _rehash(self, bits: int) -> None:
@@ -212,6 +331,19 @@ class Lanes:
         sid[live] = remap[sid[live]]
         self.plans = [None] * len(self._states)
         self._ready[:] = 0
+        keys, specs = self._sid_key[old], self._sid_spec[old]
+        self._sid_key[:] = NOT_PACKABLE
+        self._sid_spec[:] = -1
+        self._sid_key[:old.size] = keys
+        self._sid_spec[:old.size] = specs
+        self._keys_bits = MIN_BITS
+        while 2 * old.size > 1 << self._keys_bits:
+            self._keys_bits += 1
+        self._keys = _empty_table(self._keys_bits)
+        packed = np.flatnonzero(keys >= 0)
+        _insert_all(self._keys, self._keys_bits,
+                    np.stack([keys[packed], packed.astype(np.int64)], axis=1))
+        self._keys_used = packed.size
         self._alloc(MIN_BITS)
         self.generation += 1
 
@@ -267,12 +399,81 @@ def _insert_all(table, bits, entries):
 
 
 @njit(cache=True)
-def _advance(lanes, lengths, last, cols, table, bits, ready, out):
-    """See :meth:`Lanes.advance` (``out``: 4 * k entries: the k codes, then the pushes)."""
+def _empty_table(bits):
+    """An empty open-addressing hash of ``2**bits`` (key, value) int64 entries."""
+    table = np.empty((1 << bits, 2), dtype=np.int64)
+    table[:, 0] = _EMPTY
+    table[:, 1] = 0
+    return table
+
+
+@njit(cache=True)
+def _lookup(table, bits, key):
+    """``key``'s value in ``table``, or -1."""
     wrap = (1 << bits) - 1
+    p = _slot(key, bits)
+    while True:
+        kk = table[p, 0]
+        if kk == _EMPTY:
+            return -1
+        if kk == key:
+            return table[p, 1]
+        p = (p + 1) & wrap
+
+
+@njit(cache=True)
+def _take_step(k, lane, to, t, cols, out, n, pushes, k_rows):
+    """Row ``k`` (lane ``lane``) steps to sid ``to`` over token ``t``: write its code and
+    its loop-guard push; returns advance's updated (fast rows, pushes)."""
+    cols[lane, SID] = to
+    cols[lane, CONSUMED] += 1
+    out[k] = (to << FLAG_BITS) | cols[lane, FLAGS]
+    g = cols[lane, GUARD]
+    if g >= 0:
+        at = k_rows + 3 * pushes
+        out[at] = k
+        out[at + 1] = g
+        out[at + 2] = t
+        pushes += 1
+    return n + 1, pushes
+
+
+@njit(cache=True)
+def _compute(rows, lanes, last, cols, table, bits, ready, out, n, pushes, sid_key, keys,
+             keys_bits, ptr, chars, plain, alphabet, a_delta, a_sep, a_accept, p_delta,
+             p_sep, p_accept, p_depth, boost_at, boost_ids):
+    """See :meth:`Lanes._compute` (rows of one spec); also returns how many transitions
+    it added to ``table`` (which has room for one per row)."""
+    learned = 0
+    k_rows = lanes.size
+    for k in rows:
+        lane = lanes[k]
+        s = cols[lane, SID]
+        t = last[k]
+        key = next_state_key(sid_key[s], t, ptr, chars, plain, alphabet, a_delta, a_sep,
+                             a_accept, p_delta, p_sep, p_accept, p_depth, boost_at,
+                             boost_ids)
+        if key < 0:
+            out[k] = GAVE_UP if key == GAVE_UP else NO_SID
+            continue
+        to = _lookup(keys, keys_bits, key)
+        if to < 0 or not ready[to]:
+            out[k] = NO_SID
+            continue
+        if _insert(table, bits, (s << TOKEN_BITS) | t, to):
+            learned += 1
+        n, pushes = _take_step(k, lane, to, t, cols, out, n, pushes, k_rows)
+    return n, pushes, learned
+
+
+@njit(cache=True)
+def _advance(lanes, lengths, last, cols, table, bits, ready, out):
+    """See :meth:`Lanes.advance` (``out``: 4 * k entries: the k codes, then the pushes);
+    also returns how many rows it left UNSEEN."""
     k_rows = lanes.size
     n = 0
     pushes = 0
+    unseen = 0
     for k in range(k_rows):
         out[k] = NO_SID
         lane = lanes[k]
@@ -287,28 +488,12 @@ def _advance(lanes, lengths, last, cols, table, bits, ready, out):
             continue
         if c < cols[lane, FROM] or c >= cols[lane, BELOW] or c < cols[lane, MIN_STOP]:
             continue
-        key = (s << TOKEN_BITS) | t
-        p = _slot(key, bits)
-        to = NO_SID
-        while True:
-            kk = table[p, 0]
-            if kk == _EMPTY:
-                break
-            if kk == key:
-                to = table[p, 1]
-                break
-            p = (p + 1) & wrap
-        if to < 0 or not ready[to]:
+        to = _lookup(table, bits, (s << TOKEN_BITS) | t)
+        if to < 0:
+            out[k] = UNSEEN
+            unseen += 1
             continue
-        cols[lane, SID] = to
-        cols[lane, CONSUMED] = c
-        out[k] = (to << FLAG_BITS) | cols[lane, FLAGS]
-        n += 1
-        g = cols[lane, GUARD]
-        if g >= 0:
-            at = k_rows + 3 * pushes
-            out[at] = k
-            out[at + 1] = g
-            out[at + 2] = t
-            pushes += 1
-    return n, pushes
+        if not ready[to]:
+            continue
+        n, pushes = _take_step(k, lane, to, t, cols, out, n, pushes, k_rows)
+    return n, pushes, unseen

@@ -129,9 +129,11 @@ def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_state
             if step % 17 == 9 and i == 3 and outs_f[i][-2] == -1:
                 for outs in (outs_f, outs_r):
                     outs[i][-2] = text[0]
-    # the fast path served a good share of the lane rows' steps (447 of about 900 with
-    # room for every state; 40 when a compaction drops the cache every few steps)
-    assert fast.fast_rows > (250 if max_states > 10 else 20)
+    # the fast path served a good share of the lane rows' steps (619 of about 900 with
+    # room for every state, 172 of them computed; 330 when a compaction drops the cache
+    # every few steps, 296 computed)
+    assert fast.fast_rows > (500 if max_states > 10 else 200)
+    assert fast._lanes.computed > (100 if max_states > 10 else 150)  # computed, not learned
     assert fast.signals > 0 and fast.anticipated > 0
     assert (fast.signals, fast.anticipated) == (ref.signals, ref.anticipated)
     for i in fast.rows:
@@ -253,3 +255,50 @@ def test_transitions_survive_growth_and_start_over_at_their_bound(monkeypatch):
     assert moved == 0
     _, moved, _ = lanes.advance(at, np.array([4]), np.array([3000]))
     assert moved == 1
+
+
+def test_lanes_compute_transitions_from_the_spec_s_automata(monkeypatch):
+    """A transition never learned is computed from the spec's automata (as arrays, taught
+    on the way), equal to the Python path's; with the specs' bound reached, a forgotten
+    spec's states fall back to the Python path until they are put again."""
+    from greyelephant.control import step_states
+    from greyelephant.control.ban_automaton import CompiledSteering
+    from greyelephant.control.vocab_index import VocabIndex
+
+    index = VocabIndex.from_token_bytes([b"a", b" ab", b" cdef", b" x", b"ef", b" cde"])
+    spec = CompiledSteering(index, ["ab"], ["cdef"])
+    open_lane = dict(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1, watch=False,
+                     greedy=False)
+    lanes = Lanes()
+    row = spec.new_row()
+    kind = 3
+    path = [step_state(kind, row)]
+    words = (3, 5, 3, 5, 3)  # " x", " cde" (boosted), " x" (abandoned), twice: spent
+    for t in words:
+        spec.advance(row, t)
+        path.append(step_state(kind, row))
+    assert path[2][5] and path[3][6] == 1 and path[5][4:] == (True, False, 2)
+    sids = [lanes.put(lanes.open(**open_lane), st, 0, spec) for st in path]
+    for s in sids:
+        lanes.set_plan(s, "plan")
+    lane = lanes.open(**open_lane)
+    lanes.put(lane, path[0], 0, spec)
+    at = np.array([lane], dtype=np.int32)
+    for n, t in enumerate(words):
+        codes, moved, _ = lanes.advance(at, np.array([n + 1]), np.array([t]))
+        assert moved == 1 and codes[0] >> FLAG_BITS == sids[n + 1]
+    assert lanes.computed == 5 and lanes._used == 5  # computed, then cached
+    lanes.take(lane)
+    lanes.put(lane, path[0], 0, spec)
+    _, moved, _ = lanes.advance(at, np.array([1]), np.array([3]))
+    assert moved == 1 and lanes.computed == 5  # the cached transition
+    # a second spec past the bound: the first one's arrays are forgotten
+    monkeypatch.setattr(step_states, "MAX_SPECS", 1)
+    other = CompiledSteering(index, ["cd"])
+    lanes.put(lanes.open(**open_lane), (kind + 1, other.avoid.start, b"", other.prefer.start,
+                                        True, False, 0), 0, other)
+    codes, moved, _ = lanes.advance(at, np.array([2]), np.array([0]))  # "a": never seen
+    assert moved == 0 and codes[0] == NO_SID
+    lanes.put(lane, path[1], 1, spec)  # put again: the spec's arrays come back
+    codes, moved, _ = lanes.advance(at, np.array([2]), np.array([0]))
+    assert moved == 1 and lanes.computed == 6 and codes[0] >> FLAG_BITS == sids[1]
