@@ -110,7 +110,8 @@ def decode_against_cpu(device: str, b: int = 24, steps: int = 120, lanes: bool =
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=1 << 20)
     # (the CPU reference always takes the per-row path; lanes: the device batch takes the
     # lanes' fast path, see control/step_states.py)
-    gpu, cpu = SteeringBatch(index, device, lanes=lanes), SteeringBatch(index, "cpu")
+    gpu, cpu = (SteeringBatch(index, device, lanes=lanes, lane_min_rows=0),
+                SteeringBatch(index, "cpu"))
     outs_g: list[list[int]] = [[] for _ in range(b)]
     outs_c: list[list[int]] = [[] for _ in range(b)]
 

@@ -72,6 +72,9 @@ SPARSE_IDS_SHARE = 32
 # Plain-step masks memoised per batch (SteeringBatch.controls); each entry holds a mask.
 # Also the bound on the row kinds remembered
 MAX_STEP_MEMO = 4096
+# The fewest rows a step has for the lanes (SteeringBatch(lanes=True)) to run; below it,
+# their fixed cost outweighs what they save (docs/steering.md, "Lanes")
+LANE_MIN_ROWS = 64
 # The rollback check looks among a row's first tokens for one that proves the row's argmax
 # lies outside a token set, first among the first 256, then the first 2048 (see
 # argmax_if_in)
@@ -209,7 +212,8 @@ class SteeringBatch:
     def __init__(self, index: VocabIndex | Callable[[], VocabIndex],
                  device: torch.device | str = "cpu", cache: SteeringCache | None = None,
                  *, table: bool = True, table_budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 compiled: bool | None = None, lanes: bool | None = None):
+                 compiled: bool | None = None, lanes: bool | None = None,
+                 lane_min_rows: int = LANE_MIN_ROWS):
         """``table``: keep the ban masks in a device-resident :class:`.mask_table.MaskTable`
         (a step sends one slot index per row); False copies each steered row's whole mask
         every step (the older path, kept for comparison and as a check). With the table on
@@ -231,7 +235,9 @@ class SteeringBatch:
         penalties keep their state in :class:`.step_states.Lanes`, and their plain steps
         (see :meth:`controls`) are advanced for the whole batch in one compiled call, with
         no Python touching the row object; False runs every row through the per-row path
-        (the reference: the logits are the same, bit for bit)."""
+        (the reference: the logits are the same, bit for bit). ``lane_min_rows``: a step
+        of fewer rows runs the per-row path (the lanes' fixed cost outweighs what they
+        save there; a row on its lane leaves it when the per-row path reads it)."""
         self._index = index
         self.device = torch.device(device)
         if compiled and NgramTable is None:
@@ -244,6 +250,7 @@ class SteeringBatch:
         if lanes and not self.compiled:
             raise RuntimeError("steering lanes need the compiled loops (numba)")
         self._lanes = Lanes() if lanes else None
+        self.lane_min_rows = lane_min_rows
         self._lane_vocab = -1  # the vocabulary the lanes' plans were made for
         if self._lanes is not None:
             Lanes.warm_up()
@@ -485,7 +492,7 @@ class SteeringBatch:
         # one call for all, after the loop — (plan position, handle, token, string mask)
         pushed: list[tuple[int, int, int, np.ndarray | None]] = []
         rs = [rows[i] for i in idx]
-        lanes = self._lanes
+        lanes = self._lanes if k >= self.lane_min_rows else None
         codes = None  # per row on the fast path: new sid << FLAG_BITS | flags; else -1
         if lanes is not None:
             if vocab != self._lane_vocab:

@@ -27,7 +27,7 @@ def _args(**extra) -> dict:
 def _device_form(vocab_index, lanes: bool = False) -> SteeringBatch:
     """A CPU batch that takes the GPU's path: no id lists (every mask in the table), the
     plan's arrays packed into one buffer (``lanes``: with the lanes' fast path)."""
-    batch = SteeringBatch(vocab_index, "cpu", lanes=lanes)
+    batch = SteeringBatch(vocab_index, "cpu", lanes=lanes, lane_min_rows=0)
     batch.sparse_ids = False
     batch._upload = StepUpload("cpu", pack=True)
     return batch

@@ -50,9 +50,12 @@ def _row_fields(batch: SteeringBatch, i: int) -> tuple:
             st.prefer_misses, st.violated, r.signalled)
 
 
-@pytest.mark.parametrize("max_states", [1 << 16, 6])
-def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_states):
-    """``max_states=6``: the interned states are compacted again and again."""
+@pytest.mark.parametrize(("max_states", "toggle"), [(1 << 16, False), (6, False),
+                                                    (1 << 16, True)])
+def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_states, toggle):
+    """``max_states=6``: the interned states are compacted again and again. ``toggle``:
+    the batch is below ``lane_min_rows`` every other 20 steps (the rows leave their
+    lanes, then come back)."""
     text = tokenizer.encode(" I drank a Pepsi in Paris, the cat sat on the mat, then a"
                             " Coca- and a Ro and the cat sat on the mat again.")
     cola, coke = tokenizer.encode("Cola")[0], tokenizer.encode(" Coke")[0]
@@ -74,7 +77,7 @@ def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_state
         (_args(6), greedy),  # a per-row loop guard: never on a lane
         (None, greedy),
     ]
-    fast = SteeringBatch(vocab_index, "cpu", compiled=True, lanes=True)
+    fast = SteeringBatch(vocab_index, "cpu", compiled=True, lanes=True, lane_min_rows=0)
     fast._lanes.max_states = max_states
     ref = SteeringBatch(vocab_index, "cpu", compiled=True, lanes=False)
     assert ref._lanes is None
@@ -93,6 +96,8 @@ def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_state
                 batch.remove(0)
                 outs[0] = []
                 batch.add(0, _args(3), outs[0], greedy)
+        if toggle:
+            fast.lane_min_rows = 0 if step // 20 % 2 == 0 else 100
         if step == 75:  # rows 2 and 3 swap places, row 4 moves onto row 9
             move_in_both(((fast, outs_f), (ref, outs_r)), 2, 3, True)
             move_in_both(((fast, outs_f), (ref, outs_r)), 4, 9, False)
@@ -131,9 +136,9 @@ def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_state
                     outs[i][-2] = text[0]
     # the fast path served a good share of the lane rows' steps (619 of about 900 with
     # room for every state, 172 of them computed; 330 when a compaction drops the cache
-    # every few steps, 296 computed)
-    assert fast.fast_rows > (500 if max_states > 10 else 200)
-    assert fast._lanes.computed > (100 if max_states > 10 else 150)  # computed, not learned
+    # every few steps, 296 computed; 285 when the lanes run every other 20 steps, 109)
+    assert fast.fast_rows > (200 if max_states < 10 or toggle else 500)
+    assert fast._lanes.computed > (150 if max_states < 10 else 100 if not toggle else 50)
     assert fast.signals > 0 and fast.anticipated > 0
     assert (fast.signals, fast.anticipated) == (ref.signals, ref.anticipated)
     for i in fast.rows:
@@ -147,7 +152,7 @@ def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_state
 def test_a_row_read_while_on_its_lane_leaves_it_with_its_state(vocab_index, tokenizer):
     text = tokenizer.encode(" the cat sat on the mat, the cat sat on the mat")
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=400)
-    batch = SteeringBatch(vocab_index, "cpu", lanes=True)
+    batch = SteeringBatch(vocab_index, "cpu", lanes=True, lane_min_rows=0)
     out: list[int] = []
     batch.add(0, _args(3), out, info)
     for step in range(30):
@@ -165,7 +170,7 @@ def test_a_row_read_while_on_its_lane_leaves_it_with_its_state(vocab_index, toke
 
 
 def test_a_row_s_lane_goes_with_the_row(vocab_index):
-    batch = SteeringBatch(vocab_index, "cpu", lanes=True)
+    batch = SteeringBatch(vocab_index, "cpu", lanes=True, lane_min_rows=0)
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}))
     for i in range(3):
         batch.add(i, _args(3), [], info)
