@@ -7,10 +7,11 @@
 #      matrix of batch sizes, steered rows and vocabularies, with the phases;
 #   4. if .base/ holds older code: steering_step_compare, the older code against this
 #      checkout with their steps interleaved in one process, 5 rounds (on a noisy host
-#      the ratios hold where separate runs do not), with this checkout's lanes (the
-#      experimental fast path of control/step_states.py) as a fourth version;
-#   5. step_phases' split of a B=256 step with the lanes on, then (lanes off) with
-#      cProfile's top functions (this checkout).
+#      the ratios hold where separate runs do not), with this checkout's lanes off (the
+#      fast path of control/step_states.py, on by default from 64 rows) as a fourth
+#      version;
+#   5. step_phases' split of a B=256 step with the lanes off, then (lanes on, the
+#      default) with cProfile's top functions (this checkout).
 # Everything lands in $OUT (default /tmp/steering_gpu): env.txt, run.log,
 # steering_device_check.json, steering_step-cuda.{json,md},
 # steering_step_compare-cuda.{json,md}.
@@ -59,7 +60,7 @@ if [ -d .base/control ]; then
     | tee -a "$LOG" || rc=1
 fi
 python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 100 \
-  --lanes on 2>&1 | tee -a "$LOG" || rc=1
+  --lanes off 2>&1 | tee -a "$LOG" || rc=1
 python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 100 \
   --profile 300 2>&1 | tee -a "$LOG" || rc=1
 exit $rc

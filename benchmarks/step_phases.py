@@ -17,7 +17,8 @@ steps of:
     python -m greyelephant.benchmarks.step_phases --batch 16 --steps 3000 [--compiled off]
     python benchmarks/step_phases.py --device cuda --batch 256 --steps 300 --profile 300
 
-``--lanes on`` runs ``SteeringBatch(lanes=True)`` (control/step_states.py);
+``--lanes on|off`` sets ``SteeringBatch(lanes=...)`` (control/step_states.py; default: the
+batch's, on with the compiled loops);
 ``--host-path gpu`` runs a GPU step's host work on a CPU (see :func:`gpu_host_path`).
 
 Each step's logits are copied into the loop's buffer first (3 MB at B = 16), which is what
@@ -59,7 +60,7 @@ STOP = frozenset({2, SIGNAL})  # EOS and the signal token, as in steering_step_c
 
 
 def make_loop(b: int, compiled: bool | None = None, device: str = "cpu",
-              lanes: bool = False) -> DecodeLoop:
+              lanes: bool | None = None) -> DecodeLoop:
     """A decode loop of ``b`` steered rows over ``steering_step``'s vocabulary, steering
     and text (the comparison's workload); ``compiled``, ``lanes``: ``SteeringBatch``'s
     (None: its default)."""
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                          "check's probe): on, off (the Python and numpy paths), or its "
                          "default (on when numba is importable)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--lanes", choices=["on", "off"], default="off",
+    ap.add_argument("--lanes", choices=["on", "off"], default=None,
                     help="SteeringBatch's lanes (the fast path of control/step_states.py)")
     ap.add_argument("--host-path", choices=["device", "gpu"], default="device",
                     help="gpu: on a CPU, run the host side of a GPU step (every mask in the "
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
     loop = make_loop(args.batch, {"default": None, "on": True, "off": False}[args.compiled],
-                     args.device, args.lanes == "on")
+                     args.device, None if args.lanes is None else args.lanes == "on")
     restore = gpu_host_path(loop.batch) if args.host_path == "gpu" else None
     try:
         return run(args, loop)
@@ -204,8 +205,9 @@ def run(args: argparse.Namespace, loop: DecodeLoop) -> int:
         loop.step()
     del batch.controls
     print(f"B={args.batch}, {args.steps} steps per pass after {args.warmup} warm-up, "
-          f"compiled loops {'on' if batch.compiled else 'off'}, lanes {args.lanes}"
-          + (f" ({batch.fast_rows} row steps on the fast path)" if args.lanes == "on" else "")
+          f"compiled loops {'on' if batch.compiled else 'off'}, "
+          + (f"lanes on ({batch.fast_rows} row steps on the fast path)"
+             if batch._lanes is not None else "lanes off")
           + f", host path {args.host_path}, medians")
     print(f"  step                {statistics.median(steps) * 1e3:.3f} ms")
     for name, xs in phases.items():

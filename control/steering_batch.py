@@ -150,35 +150,35 @@ class _Row:
 
 
 class _OffLane:
-    """A :class:`_LaneRow` attribute kept in its own slot, which the lane makes stale while
-    the row is on it: reading or setting it takes the row off its lane first."""
+    """An attribute of :class:`_OnLaneRow` that the lane makes stale while the row is on
+    it: reading or setting it takes the row off its lane first, then reads or sets the
+    row's own slot (``member``, :class:`_Row`'s slot descriptor)."""
 
-    __slots__ = ("slot",)
+    __slots__ = ("member",)
 
-    def __init__(self, slot: str):
-        self.slot = slot
+    def __init__(self, member: Any):
+        self.member = member
 
     def __get__(self, row: _LaneRow | None, owner: type | None = None) -> Any:
         if row is None:
             return self
-        if row.on_lane:
-            row.leave_lane()
-        return getattr(row, self.slot)
+        row.leave_lane()
+        return self.member.__get__(row, owner)
 
     def __set__(self, row: _LaneRow, value: Any) -> None:
-        if row.on_lane:
-            row.leave_lane()
-        setattr(row, self.slot, value)
+        row.leave_lane()
+        self.member.__set__(row, value)
 
 
 class _LaneRow(_Row):
     """A row with a lane in the batch's :class:`.step_states.Lanes` (see
-    :meth:`SteeringBatch.controls`). While ``on_lane``, the lane's arrays hold the row's
-    state and consumed count, and the row's own copies are stale: ``.state`` and
-    ``.consumed`` take the row off its lane first (the lane's state comes back as a fresh
+    :meth:`SteeringBatch.controls`). Off its lane it is a plain row. On it
+    (:meth:`enter_lane`), its class is :class:`_OnLaneRow`: the lane's arrays hold the
+    row's state and consumed count, and reading or setting ``.state`` or ``.consumed``
+    takes the row off its lane first (the lane's state comes back as a fresh
     :class:`RowState`). The lane is freed with the row."""
 
-    __slots__ = ("lanes", "_state", "_consumed")
+    __slots__ = ("lanes",)
 
     def __init__(self, *args: Any, lanes: Lanes, lane_args: dict[str, Any], **kwargs: Any):
         self.on_lane = False
@@ -189,16 +189,19 @@ class _LaneRow(_Row):
             plain_below=NEVER if self.plain_below == math.inf else int(self.plain_below),
             min_stop=self.min_stop, watch=self.rollback, greedy=self.greedy, **lane_args)
 
-    state = _OffLane("_state")
-    consumed = _OffLane("_consumed")
+    def enter_lane(self) -> None:
+        """The row is on its lane now (the caller put its state there)."""
+        self.on_lane = True
+        self.__class__ = _OnLaneRow
 
     def leave_lane(self) -> None:
         """Take the row off the fast path: its state and count come back from the lane."""
         self.on_lane = False
+        self.__class__ = _LaneRow
         got = self.lanes.take(self.lane)
         if got is not None:
-            state, self._consumed = got
-            self._state = row_state(state, len(self.resumed) + self._consumed)
+            state, self.consumed = got
+            self.state = row_state(state, len(self.resumed) + self.consumed)
 
     def __del__(self) -> None:
         if self.lane >= 0:
@@ -206,6 +209,15 @@ class _LaneRow(_Row):
                 self.lanes.close(self.lane)
             except Exception:  # noqa: BLE001 - (interpreter shutdown: nothing to free)
                 pass
+
+
+class _OnLaneRow(_LaneRow):
+    """A :class:`_LaneRow` on its lane (the same slots: the row switches class)."""
+
+    __slots__ = ()
+
+    state = _OffLane(_Row.state)
+    consumed = _OffLane(_Row.consumed)
 
 
 class SteeringBatch:
@@ -229,8 +241,8 @@ class SteeringBatch:
         the numpy :func:`argmax_if_in`. Either way the logits are the same, bit for bit.
         Default: compiled, when numba is importable.
 
-        ``lanes`` (needs ``compiled``; an experiment, off by default: it does not pay yet,
-        see docs/steering.md, "Lanes"): rows with an avoid spec whose
+        ``lanes`` (needs ``compiled``; default: on with the compiled loops, see
+        docs/steering.md, "Lanes"): rows with an avoid spec whose
         loop guard (if any) lives in the n-gram table and that have no resumed-token
         penalties keep their state in :class:`.step_states.Lanes`, and their plain steps
         (see :meth:`controls`) are advanced for the whole batch in one compiled call, with
@@ -249,6 +261,8 @@ class SteeringBatch:
             choice_probe.warm_up()
         if lanes and not self.compiled:
             raise RuntimeError("steering lanes need the compiled loops (numba)")
+        if lanes is None:
+            lanes = self.compiled
         self._lanes = Lanes() if lanes else None
         self.lane_min_rows = lane_min_rows
         self._lane_vocab = -1  # the vocabulary the lanes' plans were made for
@@ -610,7 +624,7 @@ class SteeringBatch:
                 # (back) on the lane: teach it this step's transition and plan
                 generation = lanes.generation  # (a compaction renumbers the states)
                 sid = lanes.put(r.lane, step_state(r.kind, st), consumed, cs)
-                r.on_lane = True
+                r.enter_lane()
                 if was >= 0 and t >= 0 and lanes.generation == generation:
                     lanes.learn(was, t, sid)
                 if step is not None:

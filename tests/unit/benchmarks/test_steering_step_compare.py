@@ -25,6 +25,6 @@ def test_compare_against_an_exported_tree(tmp_path):
     row = res["rows"][0]
     assert row["B"] == 2 and row["ref_ms"] > 0 and row["current_ms"] > 0
     assert len(row["current_over_ref_rounds"]) == 1
-    assert row["current_lanes_ms"] > 0 and len(row["lanes_over_current_rounds"]) == 1
+    assert row["current_no_lanes_ms"] > 0 and len(row["lanes_on_over_off_rounds"]) == 1
     md = (out / "steering_step_compare-cpu.md").read_text()
-    assert f"current vs tree {tree}" in md and "lanes on / off" in md
+    assert f"current vs tree {tree}" in md and "lanes on (current) / lanes off" in md
