@@ -52,6 +52,15 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not insta
     sys.path.insert(0, str(HERE))
     import steering_step  # noqa: F401  (maps the checkout into a greyelephant package)
 
+def _cpu_model() -> str:
+    """The host CPU's model and vector features (see ``greyelephant.cpu_features``)."""
+    try:
+        from greyelephant.cpu_features import cpu_model
+    except ImportError:  # (a tree mapped without the root package)
+        return "unknown"
+    return cpu_model()
+
+
 # Runs inside the subprocess. Every version is imported as ``greyelephant`` in turn (its
 # modules dropped from sys.modules before the next is imported; two versions of one tree
 # are imported twice): what was built from one keeps its own module globals. A short
@@ -280,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                                     strict=True)]})
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "cpu": _cpu_model(),
             "load_average": os.getloadavg(), "device": args.device,
             "ref": ref_sha, "current": head + (" + uncommitted control/kernels changes"
                                                if dirty else ""),

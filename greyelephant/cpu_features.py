@@ -28,6 +28,21 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
     return frozenset(flags)
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (x86 ``model name``), with ``avx512``/``avx2`` and whether
+    bf16 is native; "unknown" where /proc/cpuinfo says nothing."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return "unknown"
+    name = next((line.partition(":")[2].strip() for line in text.splitlines()
+                 if line.partition(":")[0].strip() == "model name"), "unknown")
+    flags = cpu_flags(cpuinfo) or frozenset()
+    vector = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
+    bf16 = "native" if flags & BF16_CPU_FLAGS else "emulated"
+    return f"{name} ({vector}, bf16 {bf16})"
+
+
 def cpu_default_dtype(flags: frozenset[str] | None) -> str:
     """The engine's dtype on a CPU when none is asked for: bfloat16 (half the memory
     traffic) where the CPU computes it natively, float32 where bf16 would be emulated or

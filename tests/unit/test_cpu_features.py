@@ -3,7 +3,12 @@ feature flags it reads."""
 
 import pytest
 
-from greyelephant.cpu_features import cpu_default_dtype, cpu_flags, machine_description
+from greyelephant.cpu_features import (
+    cpu_default_dtype,
+    cpu_flags,
+    cpu_model,
+    machine_description,
+)
 
 
 @pytest.mark.parametrize(("flags", "dtype"), [
@@ -34,3 +39,13 @@ def test_machine_description_says_whether_bf16_is_native():
     line = machine_description(23.6)
     assert line.endswith(", CPU-only") and ", 24 GiB, " in line
     assert any(f"bf16 {state}," in line for state in ("native", "emulated", "unknown"))
+
+
+def test_cpu_model_names_the_cpu_and_its_vector_features(tmp_path):
+    amd = tmp_path / "amd"
+    amd.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 fma\n")
+    assert cpu_model(amd) == "AMD EPYC (avx2, bf16 emulated)"
+    intel = tmp_path / "intel"
+    intel.write_text("model name\t: Intel Xeon\nflags\t\t: avx2 avx512f amx_bf16\n")
+    assert cpu_model(intel) == "Intel Xeon (avx512, bf16 native)"
+    assert cpu_model(tmp_path / "missing") == "unknown"
