@@ -44,6 +44,7 @@ MIN_BITS = 12  # the transition hash's smallest size: 2**12 entries
 # transitions kept before they start over (the hash then holds at most 2**21 entries of
 # 16 bytes: 32 MiB)
 MAX_TRANSITIONS = 1 << 20
+KIND_SLOTS = 1 << 16  # row kinds the state keys tell apart between two compactions
 # compiled specs whose automata are kept as arrays (past it they all start over)
 MAX_SPECS = 64
 NO_SID = -1  # a lane off the fast path (its row object holds its state)
@@ -80,6 +81,9 @@ class Lanes:
         self._keys_bits = MIN_BITS
         self._keys = _empty_table(MIN_BITS)
         self._keys_used = 0
+        # row kind -> a number below 2**16 for the state keys (kinds are never reused, so
+        # they grow without bound; these are renumbered at a compaction)
+        self._kind_slots: dict[int, int] = {}
         self._specs: list[SpecArrays] = []
         self._spec_slots: dict[int, int] = {}  # spec uid -> its slot in _specs
         self._texts: TokenTexts | None = None
@@ -161,7 +165,7 @@ class Lanes:
             self.plans.append(None)
             if sid >= self._ready.size:
                 self._grow_sids(max(64, 2 * self._ready.size))
-            key = pack_state(state)
+            key = pack_state(state, self._kind_slot(state[0]))
             self._sid_key[sid] = key
             if key != NOT_PACKABLE:
                 self._add_key(key, sid)
@@ -188,6 +192,15 @@ class Lanes:
             _insert_all(self._keys, self._keys_bits, keep)
         if _insert(self._keys, self._keys_bits, key, sid):
             self._keys_used += 1
+
+    def _kind_slot(self, kind: int) -> int:
+        """``kind``'s number in the state keys (-1: too many kinds live at once)."""
+        slot = self._kind_slots.get(kind)
+        if slot is None:
+            if len(self._kind_slots) >= KIND_SLOTS:
+                return -1
+            slot = self._kind_slots[kind] = len(self._kind_slots)
+        return slot
 
     def _spec_slot(self, spec: CompiledSteering) -> int:
         """The slot of ``spec``'s arrays in :attr:`_specs` (made now if need be)."""
@@ -331,7 +344,10 @@ class Lanes:
         sid[live] = remap[sid[live]]
         self.plans = [None] * len(self._states)
         self._ready[:] = 0
-        keys, specs = self._sid_key[old], self._sid_spec[old]
+        specs = self._sid_spec[old]
+        self._kind_slots.clear()  # (renumbered: the live states' kinds only)
+        keys = np.array([pack_state(st, self._kind_slot(st[0])) for st in self._states],
+                        dtype=np.int64)
         self._sid_key[:] = NOT_PACKABLE
         self._sid_spec[:] = -1
         self._sid_key[:old.size] = keys

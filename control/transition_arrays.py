@@ -38,11 +38,12 @@ NOT_PACKABLE = -1  # the state key of a step state the compiled loop cannot comp
 GAVE_UP = -3  # compute_steps' code for a row stopped by an entry not known yet
 
 
-def pack_state(state: tuple) -> int:
+def pack_state(state: tuple, kind: int) -> int:
     """The int64 key of an interned step state ``(kind, avoid, pending, prefer, done,
-    trying, misses)`` (see :func:`.step_states.step_state`), or NOT_PACKABLE (bytes
+    trying, misses)`` (see :func:`.step_states.step_state`) with its kind given as
+    ``kind`` (a small number the caller maps the row kind to), or NOT_PACKABLE (bytes
     pending, or a field too wide)."""
-    kind, avoid, pending, prefer, done, trying, misses = state
+    _, avoid, pending, prefer, done, trying, misses = state
     if (pending or not 0 <= kind < 1 << _KIND_BITS or not 0 <= avoid < 1 << _Q_BITS
             or not 0 <= prefer < 1 << _Q_BITS or not 0 <= misses < 1 << _MISS_BITS):
         return NOT_PACKABLE

@@ -48,7 +48,7 @@ def states(spec, tokenizer):
 
 def _key(kind: int, row: RowState) -> int:
     return pack_state((kind, row.avoid, row.pending, row.prefer, row.prefer_done,
-                       row.prefer_trying, row.prefer_misses))
+                       row.prefer_trying, row.prefer_misses), kind)
 
 
 def _compute(arrays: SpecArrays, texts: TokenTexts, key: int, t: int) -> int:
@@ -112,10 +112,11 @@ def test_a_spec_without_prefer(vocab_index, texts, tokenizer):
 
 
 def test_pack_state_refuses_what_it_cannot_hold():
-    assert pack_state((1, 2, b"\xc3", 3, False, False, 0)) == NOT_PACKABLE  # pending
-    assert pack_state((1 << 16, 2, b"", 3, False, False, 0)) == NOT_PACKABLE
-    assert pack_state((1, 1 << 20, b"", 3, False, False, 0)) == NOT_PACKABLE
-    keys = {pack_state((k, a, b"", p, d, t, m)) for k in (1, 2) for a in (0, 5)
+    assert pack_state((1, 2, b"\xc3", 3, False, False, 0), 1) == NOT_PACKABLE  # pending
+    assert pack_state((1, 2, b"", 3, False, False, 0), 1 << 16) == NOT_PACKABLE
+    assert pack_state((1, 2, b"", 3, False, False, 0), -1) == NOT_PACKABLE
+    assert pack_state((1, 1 << 20, b"", 3, False, False, 0), 1) == NOT_PACKABLE
+    keys = {pack_state((9, a, b"", p, d, t, m), k) for k in (1, 2) for a in (0, 5)
             for p in (0, 3) for d in (False, True) for t in (False, True) for m in (0, 1)}
     assert len(keys) == 64 and min(keys) > 0  # distinct, and never an empty hash slot
 
