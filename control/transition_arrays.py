@@ -145,19 +145,25 @@ class SpecArrays:
 
 
 @njit(cache=True)
-def _column(alphabet, ch):
-    """``ch``'s column in a table over ``alphabet`` (sorted; its size: a character in no
-    key)."""
-    lo, hi = 0, alphabet.size
+def _lower_bound(a, lo, hi, x):
+    """The first index in ``[lo, hi)`` of the sorted ``a`` whose value is not below ``x``
+    (``hi`` when none)."""
     while lo < hi:
         mid = (lo + hi) >> 1
-        if alphabet[mid] < ch:
+        if a[mid] < x:
             lo = mid + 1
         else:
             hi = mid
-    if lo < alphabet.size and alphabet[lo] == ch:
-        return lo
-    return alphabet.size
+    return lo
+
+
+@njit(cache=True)
+def _column(alphabet, ch):
+    """``ch``'s column in a table over ``alphabet`` (sorted; its size: a character in no
+    key)."""
+    n = alphabet.size
+    at = _lower_bound(alphabet, 0, n, ch)
+    return at if at < n and alphabet[at] == ch else n
 
 
 @njit(cache=True)
@@ -183,14 +189,8 @@ def _feed(q, chars, start, stop, alphabet, delta, sep, accept):
 @njit(cache=True)
 def _boosted(ids, lo, hi, t):
     """Whether the sorted ``ids[lo:hi]`` hold ``t``."""
-    end = hi
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if ids[mid] < t:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < end and ids[lo] == t
+    at = _lower_bound(ids, lo, hi, t)
+    return at < hi and ids[at] == t
 
 
 @njit(cache=True)
