@@ -41,9 +41,13 @@ def long_completion(max_tokens: int) -> dict:
 
 
 def test_a_burst_over_the_queue_bound_gets_429_and_no_5xx(limited):
+    # 12 tokens: the ten requests arrive together, so the short ones are still in flight
+    # when the last arrive; and the six admitted finish well inside the 20 s deadline even
+    # on a slow, busy CPU (48 tokens each took over 20 s on a 2-core AVX2 VM running the
+    # unit tests beside the engine tests: 504s, no 200)
     async def burst():
         async with httpx.AsyncClient(base_url=limited.base, timeout=120) as c:
-            return await asyncio.gather(*(c.post("/v1/completions", json=long_completion(48))
+            return await asyncio.gather(*(c.post("/v1/completions", json=long_completion(12))
                                           for _ in range(10)))
 
     responses = asyncio.run(burst())
@@ -129,8 +133,9 @@ def test_a_signal_to_the_process_group_drains(limited):
         streaming.set()
 
     # the signal comes once the stream has begun (not after a fixed delay: on a fast
-    # machine a short stream could be over by then, and nothing would be in flight)
-    TOKENS = 200
+    # machine a short stream could be over by then, and nothing would be in flight); 32
+    # tokens finish inside the 20 s deadline on a slow, busy CPU (200 did not)
+    TOKENS = 32
     worker = threading.Thread(target=stream)
     worker.start()
     assert streaming.wait(timeout=60)
