@@ -1,0 +1,66 @@
+"""The lanes in the real engine: 80 concurrent greedy steered chats against a running
+server, answers and steering reports written as JSON; given a second such file (the same
+requests against another build, e.g. one with the lanes off), it counts identical answers.
+
+    greyelephant serve --port 8535 --max-num-seqs 96        # (a CPU server's default
+    python benchmarks/lanes_engine_check.py 8535 new.json   #  batch stays below 64 rows)
+    python benchmarks/lanes_engine_check.py 8536 old.json --against new.json
+
+It does not see inside the engine. To count the lanes' calls, the docs' figures came from
+a scratch clone whose ``Lanes.advance`` appended ``k n self.computed`` (rows, fast rows,
+transitions computed so far) to a file before returning; that patch is not committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+
+MODEL = "SmolLM2-135M-Instruct"
+STEERING = {"avoid": ["Disneyland", "McDonald's", "Burger King"],
+            "prefer": ["Knott's Berry Farm"], "strategies": ["logits"]}
+PROMPTS = ([f"Write two sentences about theme parks in California, number {i}."
+            for i in range(40)]
+           + [f"Name a famous fast food chain and describe it, take {i}." for i in range(40)])
+
+
+async def _one(client: httpx.AsyncClient, prompt: str) -> dict:
+    r = await client.post("/v1/chat/completions", json={
+        "model": MODEL, "temperature": 0, "max_tokens": 48, "steering": STEERING,
+        "messages": [{"role": "user", "content": prompt}]})
+    body = r.json()
+    report = body.get("steering", {}) if r.status_code == 200 else {}
+    return {"status": r.status_code,
+            "text": body["choices"][0]["message"]["content"] if r.status_code == 200 else body,
+            "violations": report.get("violations"), "rollbacks": report.get("rollbacks")}
+
+
+async def run(port: int) -> list[dict]:
+    async with httpx.AsyncClient(base_url=f"http://localhost:{port}", timeout=900) as client:
+        return list(await asyncio.gather(*(_one(client, p) for p in PROMPTS)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("port", type=int)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--against", type=Path, help="an earlier run's JSON to compare with")
+    args = ap.parse_args(argv)
+    results = asyncio.run(run(args.port))
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print("statuses", sorted({r["status"] for r in results}),
+          "violations", sum(r["violations"] or 0 for r in results),
+          "rollbacks", sum(r["rollbacks"] or 0 for r in results))
+    if args.against:
+        other = json.loads(args.against.read_text())
+        same = sum(a["text"] == b["text"] for a, b in zip(results, other, strict=True))
+        print(f"identical answers: {same} of {len(results)}")
+    return 0 if all(r["status"] == 200 for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
