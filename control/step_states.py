@@ -186,10 +186,8 @@ class Lanes:
     def _add_key(self, key: int, sid: int) -> None:
         """Intern state key ``key`` as ``sid`` in the keys' hash."""
         if 2 * (self._keys_used + 1) > self._keys.shape[0]:
-            keep = self._keys[self._keys[:, 0] != _EMPTY]
             self._keys_bits += 1
-            self._keys = _empty_table(self._keys_bits)
-            _insert_all(self._keys, self._keys_bits, keep)
+            self._keys = _table_of(self._keys[self._keys[:, 0] != _EMPTY], self._keys_bits)
         if _insert(self._keys, self._keys_bits, key, sid):
             self._keys_used += 1
 
@@ -326,8 +324,8 @@ class Lanes:
 
     def _rehash(self, bits: int) -> None:
         keep = self._table[self._table[:, 0] != _EMPTY]
-        self._alloc(bits)
-        _insert_all(self._table, self._bits, keep)
+        self._bits = bits
+        self._table = _table_of(keep, bits)
         self._used = keep.shape[0]
 
     def _compact(self) -> None:
@@ -355,10 +353,9 @@ class Lanes:
         self._keys_bits = MIN_BITS
         while 2 * old.size > 1 << self._keys_bits:
             self._keys_bits += 1
-        self._keys = _empty_table(self._keys_bits)
         packed = np.flatnonzero(keys >= 0)
-        _insert_all(self._keys, self._keys_bits,
-                    np.stack([keys[packed], packed.astype(np.int64)], axis=1))
+        self._keys = _table_of(np.stack([keys[packed], packed.astype(np.int64)], axis=1),
+                               self._keys_bits)
         self._keys_used = packed.size
         self._alloc(MIN_BITS)
         self.generation += 1
@@ -380,6 +377,13 @@ def step_state(kind: int, st: RowState) -> tuple:
     """The interned step state of a row of ``kind`` in ``st`` (not ``violated``)."""
     return (kind, st.avoid, st.pending, st.prefer, st.prefer_done, st.prefer_trying,
             st.prefer_misses)
+
+
+def _table_of(entries: np.ndarray, bits: int) -> np.ndarray:
+    """A hash of ``2**bits`` entries holding the (key, value) ``entries`` (distinct keys)."""
+    table = _empty_table(bits)
+    _insert_all(table, bits, entries)
+    return table
 
 
 _MUL = np.uint64(0x9E3779B97F4A7C15)

@@ -73,24 +73,24 @@ class TokenTexts:
 class _AutomatonArrays:
     """One automaton's lazily filled tables (see the module doc)."""
 
-    def __init__(self, ac: Automaton, alphabet: dict[str, int]):
-        n, width = len(ac), len(alphabet) + 1
-        self.ac = ac
+    def __init__(self, ac: Automaton, columns: dict[str, int]):
+        n, width = len(ac), len(columns) + 1
+        self.ac, self.columns = ac, columns
         self.delta = np.full((n, width), UNKNOWN, dtype=np.int32)
         self.delta[:, width - 1] = ROOT  # a character in no key: back to the root
         self.sep = np.fromiter((e == SEP for e in ac.edge), dtype=np.uint8, count=n)
         self.accept = np.full(n, UNKNOWN_ACCEPT, dtype=np.int32)
         self.depth = np.asarray(ac.depth, dtype=np.int32)
 
-    def teach(self, q: int, text: str, alphabet: dict[str, int]) -> None:
+    def teach(self, q: int, text: str) -> None:
         """Copy the entries reading ``text`` from state ``q`` uses (as ``Automaton.feed``
         reads it)."""
-        ac, delta, accept = self.ac, self.delta, self.accept
+        ac, delta, accept, columns = self.ac, self.delta, self.accept, self.columns
         other = delta.shape[1] - 1
         for ch in text:
             if not (ch == SEP and ac.edge[q] == SEP):
                 r = ac.step(q, ch)
-                delta[q, alphabet.get(ch, other)] = r
+                delta[q, columns.get(ch, other)] = r
                 q = r
             accept[q] = ac.accept(q)
 
@@ -102,10 +102,10 @@ class SpecArrays:
         self.spec = spec
         chars = sorted({ch for ac in (spec.avoid, spec.prefer) for key in ac.keys
                         for ch in key})
-        self._alphabet = {ch: a for a, ch in enumerate(chars)}
+        columns = {ch: a for a, ch in enumerate(chars)}
         self.alphabet = np.asarray([ord(ch) for ch in chars], dtype=np.int32)
-        self.avoid = _AutomatonArrays(spec.avoid, self._alphabet)
-        self.prefer = _AutomatonArrays(spec.prefer, self._alphabet)
+        self.avoid = _AutomatonArrays(spec.avoid, columns)
+        self.prefer = _AutomatonArrays(spec.prefer, columns)
         n = len(spec.prefer)
         # prefer state q's boosted ids: boost_ids[boost_at[q, 0]:boost_at[q, 1]] (sorted);
         # boost_at[q, 0] < 0: not copied yet
@@ -126,9 +126,9 @@ class SpecArrays:
         if pending or not 0 <= token < len(index.texts) or index.token_bytes[token] is None:
             return
         text = index.texts[token]
-        self.avoid.teach(avoid, text, self._alphabet)
+        self.avoid.teach(avoid, text)
         if not done:
-            self.prefer.teach(prefer, text, self._alphabet)
+            self.prefer.teach(prefer, text)
             if self.boost_at[prefer, 0] < 0:
                 self._copy_boost(prefer)
 

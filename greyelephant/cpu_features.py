@@ -39,8 +39,14 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
                  if line.partition(":")[0].strip() == "model name"), "unknown")
     flags = cpu_flags(cpuinfo) or frozenset()
     vector = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
-    bf16 = "native" if flags & BF16_CPU_FLAGS else "emulated"
-    return f"{name} ({vector}, bf16 {bf16})"
+    return f"{name} ({vector}, bf16 {_bf16(flags)})"
+
+
+def _bf16(flags: frozenset[str] | None) -> str:
+    """Whether bf16 products run natively here: native, emulated or unknown."""
+    if flags is None:
+        return "unknown"
+    return "native" if flags & BF16_CPU_FLAGS else "emulated"
 
 
 def cpu_default_dtype(flags: frozenset[str] | None) -> str:
@@ -55,8 +61,6 @@ def machine_description(memory_gib: float | None = None) -> str:
     """One line for a benchmark report: host, architecture, CPU count, optional memory,
     whether bf16 is native (two machines with the same count can differ several-fold in
     bf16), CPU-only."""
-    flags = cpu_flags()
-    bf16 = "unknown" if flags is None else ("native" if flags & BF16_CPU_FLAGS else "emulated")
     memory = f", {memory_gib:.0f} GiB" if memory_gib is not None else ""
     return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs{memory}, "
-            f"bf16 {bf16}, CPU-only")
+            f"bf16 {_bf16(cpu_flags())}, CPU-only")
