@@ -15,6 +15,11 @@ slows all alike; each version's result is its median step. A round is one such p
 the result per version and batch size is the median over rounds, with each round's own
 current/ref ratio listed beside it.
 
+Admission is timed too: each row that ends (its signal or a stop token) is restarted as a
+new request by ``batch.add`` (parsing its arguments, the compile cache's lookup, the new
+row, the old row's release), which an engine runs inside its step; the medians of those
+calls after the warm-up are reported per version and round beside the steps.
+
 The older commit is exported with ``git archive`` into a temporary folder (or, with
 ``--ref-tree DIR``, an exported tree is given: a machine with no git history, such as the
 GPU machine, where ``steering_gpu.sh`` carries one in ``.base/``); its
@@ -68,7 +73,7 @@ def _cpu_model() -> str:
 # its first step. It uses only what both old and new versions have, adapting to the two
 # known signatures.
 WORKER = r"""
-import gzip, importlib, importlib.util, inspect, json, logging, statistics, sys
+import gzip, importlib, importlib.util, inspect, json, logging, statistics, sys, time
 import torch
 cfg = json.loads(sys.argv[1])
 if cfg["threads"]:
@@ -110,12 +115,15 @@ def batch_maker(spec_mod, sb, index, steering, batch_kwargs):
     else:
         extra = stop
 
-    def make(b, pool):
+    def make(b, pool, adds=None):
         batch = sb.SteeringBatch(index, cfg["device"], **batch_kwargs)
 
         def restart(i):
             out = []
+            t0 = time.perf_counter()
             batch.add(i, args, out, extra)
+            if adds is not None and adds["on"]:
+                adds["s"].append(time.perf_counter() - t0)
             return out
 
         outs = [restart(i) for i in range(b)]
@@ -136,20 +144,26 @@ for v in cfg["versions"]:
     prime = makers[v["name"]](n, [p[:n] for p in logits[cfg["batches"][0]]])
     for _ in range(5):
         prime.step(count=False)
-result = {}
+result, admission = {}, {}
 names = list(makers)
 for b in cfg["batches"]:
-    loops = {name: makers[name](b, logits[b]) for name in names}
+    # each version's admissions (batch.add of a restarted row), timed after the warm-up
+    adds = {name: {"on": False, "s": []} for name in names}
+    loops = {name: makers[name](b, logits[b], adds[name]) for name in names}
     times = {name: [] for name in names}
     for step in range(cfg["warmup"] + cfg["steps"]):
         k = step % len(names)  # each version takes each place in the order in turn
         for name in names[k:] + names[:k]:
+            adds[name]["on"] = step >= cfg["warmup"]
             took = loops[name].step(count=step >= cfg["warmup"])
             if step >= cfg["warmup"]:
                 times[name].append(took)
     result[str(b)] = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    admission[str(b)] = {name: [statistics.median(a["s"]) * 1e6 if a["s"] else None,
+                                len(a["s"])] for name, a in adds.items()}
 print("FILES " + json.dumps(files))
 print("RESULT " + json.dumps(result))
+print("ADMISSION " + json.dumps(admission))
 """
 
 
@@ -187,20 +201,21 @@ def _git(*args: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def run_round(cfg: dict, cwd: Path) -> dict[str, dict[str, float]]:
-    """One worker process: {B: {version: median step ms}}, the versions' steps
-    interleaved. Raises if a version's code was not imported from its own tree."""
+def run_round(cfg: dict, cwd: Path) -> tuple[dict, dict]:
+    """One worker process: ({B: {version: median step ms}}, {B: {version: [median
+    admission µs, admissions timed]}}), the versions' steps interleaved. Raises if a
+    version's code was not imported from its own tree."""
     proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], cwd=cwd,
                           capture_output=True, text=True, check=False)
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
-                 if line.startswith(("RESULT ", "FILES ")))
+                 if line.startswith(("RESULT ", "FILES ", "ADMISSION ")))
     if "RESULT" not in lines:
         raise RuntimeError(f"worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
     files = json.loads(lines["FILES"])
     for v in cfg["versions"]:
         if not files[v["name"]].startswith(v["root"] + os.sep):
             raise RuntimeError(f"{v['name']} ran code from {files[v['name']]}, not {v['root']}")
-    return json.loads(lines["RESULT"])
+    return json.loads(lines["RESULT"]), json.loads(lines["ADMISSION"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,11 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         names = [v["name"] for v in cfg["versions"]]
         # rounds[version][r] = {B: median ms}, as each round's process measured it
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        # admissions[version][r] = {B: [median µs, how many]}
+        admissions: dict[str, list[dict[str, list]]] = {name: [] for name in names}
         for r in range(args.rounds):
-            res = run_round(cfg, tmp)
+            res, adm = run_round(cfg, tmp)
             for name in names:
                 rounds[name].append({b: by_version[name] for b, by_version in res.items()})
-            print(json.dumps({"round": r, "median_ms": res}), flush=True)
+                admissions[name].append({b: by_version[name] for b, by_version in adm.items()})
+            print(json.dumps({"round": r, "median_ms": res, "admission_us": adm}), flush=True)
     rows = []
     for b in cfg["batches"]:
         ms = {name: statistics.median(x[str(b)] for x in rounds[name]) for name in rounds}
@@ -279,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
                      "current_over_ref_rounds": [
                          round(c[str(b)] / f[str(b)], 3)
                          for c, f in zip(rounds["current"], rounds["ref"], strict=True)]})
+        # a restarted row's batch.add (parse, compile-cache lookup, the row), per round
+        rows[-1]["admission_us_rounds"] = {
+            name: [x[str(b)][0] and round(x[str(b)][0], 1) for x in admissions[name]]
+            for name in ("ref", "current")}
+        rows[-1]["admissions_timed_rounds"] = {
+            name: [x[str(b)][1] for x in admissions[name]] for name in ("ref", "current")}
         if args.lanes:
             rows[-1].update({
                 "current_no_lanes_ms": round(ms["current_no_lanes"], 4),
@@ -304,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"steering_step_compare-{args.device}"
     (args.out / f"{stem}.json").write_text(
-        json.dumps({**meta, "rows": rows, "rounds": rounds}, indent=2) + "\n")
+        json.dumps({**meta, "rows": rows, "rounds": rounds, "admission_rounds": admissions},
+                   indent=2) + "\n")
     lines = [f"# Steering per-step cost: current vs {ref_name} ({args.device})", "",
              *(f"- {k}: {v}" for k, v in meta.items()), "",
              f"| B | {ref_name} ms | current ms (rollback on) | current / {ref_name} "
@@ -315,6 +340,16 @@ def main(argv: list[str] | None = None) -> int:
                f"| {r['current_no_rollback_over_ref']:.2f} |" for r in rows), "",
              *(f"- B={r['B']}, current / {ref_name} per round: "
                + ", ".join(f"{x:.2f}" for x in r["current_over_ref_rounds"]) for r in rows)]
+    lines += ["", "Admission (`batch.add` of a restarted row, timed after the warm-up; "
+              "median µs per round, and how many were timed):", "",
+              f"| B | {ref_name} µs | current µs | admissions timed ({ref_name}, current) |",
+              "|---|---|---|---|",
+              *(f"| {r['B']} | " + ", ".join(str(x) for x in r["admission_us_rounds"]["ref"])
+                + " | " + ", ".join(str(x) for x in r["admission_us_rounds"]["current"])
+                + " | " + ", ".join(f"{a}/{c}" for a, c in zip(
+                    r["admissions_timed_rounds"]["ref"],
+                    r["admissions_timed_rounds"]["current"], strict=True)) + " |"
+                for r in rows)]
     if args.lanes:
         lines += ["", "Lanes off (`SteeringBatch(lanes=False)`, this checkout, rollback on):",
                   "", "| B | lanes off ms | lanes on (current) / lanes off, per round |",

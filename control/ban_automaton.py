@@ -65,9 +65,7 @@ anything; the ban wins where both apply.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import re
 import threading
 import time
@@ -644,11 +642,13 @@ def _folded(patterns: Iterable[str]) -> list[str]:
 
 # -- compile cache ----------------------------------------------------------------------
 def steering_key(avoid: Sequence[str | Sequence[str]], prefer: Sequence[str],
-                 prefer_bias: float) -> str:
-    groups = [[g] if isinstance(g, str) else sorted(g) for g in avoid]  # order = group ids
-    blob = json.dumps([groups, sorted(prefer), round(float(prefer_bias), 4)],
-                      ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+                 prefer_bias: float) -> tuple:
+    """The compile cache's key of a spec's inputs: the avoided entities in order (their
+    order gives the group ids), each one's forms and the preferred forms as sorted tuples,
+    and the bias rounded to 4 places. A plain tuple of the strings: hashing it is the
+    only per-form work a cache hit does."""
+    groups = tuple((g,) if isinstance(g, str) else tuple(sorted(g)) for g in avoid)
+    return groups, tuple(sorted(prefer)), round(float(prefer_bias), 4)
 
 
 class SteeringCache:

@@ -37,6 +37,7 @@ from greyelephant.control.ban_automaton import (
     PREFER_MIN_CHARS,
     CompiledSteering,
     compile_steering,
+    steering_key,
 )
 from greyelephant.control.normalize import fold_text
 from greyelephant.control.surface_forms import expand_entity, fold_patterns
@@ -411,6 +412,21 @@ def test_compile_1000_forms_is_cached(vocab_index):
     c = compile_steering(vocab_index, forms, ["grey elephant"], 4.0)
     assert compile_steering(vocab_index, forms, ["grey elephant"], 4.0) is c
     assert compile_steering(vocab_index, forms[:-1], ["grey elephant"], 4.0) is not c
+
+
+def test_steering_key_names_what_the_compile_depends_on():
+    """The compile cache's key: one entity's forms in any order and a plain string for an
+    entity of one form are the same spec; the entities' order (their group ids), the
+    preferred forms and the bias (to 4 places) tell specs apart."""
+    key = steering_key([["b", "a"], "c"], ["y", "x"], 4.0)
+    assert steering_key([("a", "b"), ("c",)], ("x", "y"), 4.00001) == key
+    assert hash(steering_key([("a", "b"), ("c",)], ("x", "y"), 4)) == hash(key)
+    for other in (steering_key(["c", ["a", "b"]], ["x", "y"], 4.0),  # groups swapped
+                  steering_key([["a", "b", "c"]], ["x", "y"], 4.0),  # one group
+                  steering_key([["a"], ["b"], ["c"]], ["x", "y"], 4.0),
+                  steering_key([["a", "b"], "c"], ["x"], 4.0),
+                  steering_key([["a", "b"], "c"], ["x", "y"], 4.001)):
+        assert other != key
 
 
 def test_compiled_1000_forms_bans_completions(vocab_index, tokenizer):
