@@ -206,7 +206,7 @@ def run(args: argparse.Namespace, loop: DecodeLoop) -> int:
     del batch.controls
     print(f"B={args.batch}, {args.steps} steps per pass after {args.warmup} warm-up, "
           f"compiled loops {'on' if batch.compiled else 'off'}, "
-          + (f"lanes on ({batch.fast_rows} row steps on the fast path)"
+          + (f"lanes on ({batch.fast_rows} row steps on the fast path, {batch.pooled_rows} pooled)"
              if batch._lanes is not None else "lanes off")
           + f", host path {args.host_path}, medians")
     print(f"  step                {statistics.median(steps) * 1e3:.3f} ms")

@@ -25,14 +25,21 @@ _WARM = False  # the kernel is compiled (warm_up)
 
 
 def argmax_if_in_compiled(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
-                          probes: tuple[int, ...]) -> dict[int, int]:
+                          probes: tuple[int, ...],
+                          more: tuple[np.ndarray, np.ndarray] | None = None
+                          ) -> dict[int, int]:
     """{row: its argmax} for the ``rows`` of ``x`` [B, V] (float32 or float64) whose
     argmax (the first maximum, NaN counting as the maximum) may lie in the row's token set
     (int ids in [0, V); None: any token); a row left out has its argmax outside its set.
-    ``probes``: the probe widths, ascending (a set larger than the first is not probed)."""
+    ``probes``: the probe widths, ascending (a set larger than the first is not probed).
+    ``more``: the sets of the rows after ``sets``' as arrays (each set's size, the sets
+    concatenated)."""
     sizes = np.fromiter((-1 if s is None else s.size for s in sets), dtype=np.int64,
                         count=len(sets))
     present = [s for s in sets if s is not None and s.size]
+    if more is not None:
+        sizes = np.concatenate([sizes, more[0]])
+        present.append(more[1])
     pool = (np.concatenate(present).astype(np.int64, copy=False) if present
             else np.zeros(0, dtype=np.int64))
     verdict = np.empty(len(rows), dtype=np.int64)

@@ -302,6 +302,7 @@ class SteeringBatch:
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
         self.fast_rows = 0  # row steps taken on the lanes' fast path (for tests and logs)
+        self.pooled_rows = 0  # of those, planned from the plan pool (no Python per row)
 
     @property
     def index(self) -> VocabIndex:
@@ -508,6 +509,7 @@ class SteeringBatch:
         rs = [rows[i] for i in idx]
         lanes = self._lanes if k >= self.lane_min_rows else None
         codes = None  # per row on the fast path: new sid << FLAG_BITS | flags; else -1
+        visit: Iterable[int] = range(k)  # plan positions the per-row loop visits
         if lanes is not None:
             if vocab != self._lane_vocab:
                 lanes.forget_plans()
@@ -521,7 +523,25 @@ class SteeringBatch:
                 self.fast_rows += n_fast
                 codes = fast.tolist()
                 plans = lanes.plans
-        for j, i in enumerate(idx):
+                if row_ids is not None and self.sparse_ids:
+                    # pooled plans: these rows' entries are gathered when applied
+                    pool = lanes.pool
+                    pos, sids, ahead, rest = pool.split(fast, FLAG_BITS, WATCH, GREEDY)
+                    if pos.size:
+                        # (gathered now: the loop below may start the pool over)
+                        logit_rows = np.asarray(idx, dtype=np.int64)[pos]
+                        offsets = logit_rows * vocab
+                        anticipated = None
+                        if ahead.any():
+                            a_sids = sids[ahead]
+                            anticipated = (pos[ahead], logit_rows[ahead], a_sids,
+                                           *pool.ahead_sets(a_sids))
+                        visit = rest.tolist()
+                        plan.pool(pos, sids, plans, visit, pool.flat_bans(sids, offsets),
+                                  *pool.flat_bias(sids, offsets), anticipated)
+                        self.pooled_rows += pos.size
+        for j in visit:
+            i = idx[j]
             r = rs[j]
             code = -1 if codes is None else codes[j]
             if code >= 0:  # a plain step on the fast path: its sid's plan
@@ -628,7 +648,7 @@ class SteeringBatch:
                 if was >= 0 and t >= 0 and lanes.generation == generation:
                     lanes.learn(was, t, sid)
                 if step is not None:
-                    lanes.set_plan(sid, step)
+                    lanes.set_plan(sid, step, self._pooled(step))
         if tabled:
             plan.any_table = plan.any_ban = True
         # the loop guards' tokens, in one call: (plan position, handle, token) of the fast
@@ -645,6 +665,16 @@ class SteeringBatch:
                 words = masks[j] if j in masks else plans[codes[j] >> FLAG_BITS][1]
                 plan.ban(j, self._loop_bans(words, loop, rs[j].stop_ids, special, vocab))
         return plan
+
+    def _pooled(self, step: tuple) -> tuple | None:
+        """A plain step's plan as :meth:`.plan_pool.PlanPool.put`'s arrays (banned ids,
+        bias ids and values, inside a form, tokens to anticipate), when its mask goes as
+        an id list (the CPU's path); else None."""
+        _, _, ids, inside, ahead, b = step
+        if ids is None or not self.sparse_ids:
+            return None
+        bias_ids, bias_vals = b if b is not None else (_EMPTY_IDS, _EMPTY_VALS)
+        return ids, bias_ids, bias_vals, bool(inside), ahead
 
     def _plain_step(self, r: _Row, vocab: int) -> tuple:
         """(table key, mask, its banned ids or None, inside a form, the ids to anticipate,
@@ -731,7 +761,8 @@ class SteeringBatch:
         if not idx:
             return logits
         plan = self.controls(idx, v)
-        signal = self._check(logits, x, plan, v) if plan.watch or plan.anticipate else []
+        signal = (self._check(logits, x, plan, v)
+                  if plan.watch or plan.anticipate or plan.pooled_ahead is not None else [])
         if signal:  # their rows are overwritten below: nothing else to apply there
             pos = {i: j for j, i in enumerate(idx)}
             for i in signal:
@@ -796,8 +827,14 @@ class SteeringBatch:
                 greedy.append((i, words, ids))
             else:
                 sampling.append((i, words))
+        pooled = plan.pooled_ahead  # pooled rows of that kind, their sets as arrays
+        if pooled is not None and (x is None or not self.compiled):
+            plan._unpool()  # (as list entries: the paths below take those)
+            pooled = None
         ahead = plan.anticipate  # greedy rows with tokens that may write a whole form
         need = [i for i, _, _ in greedy] + [i for _, i, _ in ahead]
+        if pooled is not None:
+            need += pooled[1].tolist()
         if not need:
             choices = {}
         elif x is not None:
@@ -805,7 +842,8 @@ class SteeringBatch:
             # row's mask when sent as ids, else any token; a row's whole-form tokens)
             sets = [ids for _, _, ids in greedy] + [ids for _, _, ids in ahead]
             if self.compiled:
-                choices = choice_probe.argmax_if_in_compiled(x, need, sets, CHOICE_PROBES)
+                choices = choice_probe.argmax_if_in_compiled(
+                    x, need, sets, CHOICE_PROBES, more=None if pooled is None else pooled[3:])
             else:
                 choices = argmax_if_in(x, need, sets, self._flat_index)
         else:  # one argmax call serves both kinds of rows
@@ -824,21 +862,35 @@ class SteeringBatch:
                 out.append(i)
         if not choices:
             return out
-        sets = self._ahead_sets
         for j, i, ids in ahead:
             t = get(i)
-            if t is None:
-                continue
-            # the row's tokens that may write a whole form (a superset of those that do):
-            # the cheap first test, without touching the row
-            hit = sets.get(id(ids))
-            if hit is None or hit[0] is not ids:
-                if len(sets) >= 1024:  # bounded: it holds references to the arrays
-                    sets.clear()
-                hit = sets[id(ids)] = (ids, frozenset(ids.tolist()))
-            if t not in hit[1] or plan.banned(j, t):
-                continue
-            r = rows[i]
+            if t is not None:
+                self._anticipate(plan, j, i, ids, t, vocab)
+        if pooled is not None:
+            a_pos, a_rows, a_sids = pooled[:3]
+            plans = plan.pooled[2]
+            for i, t in choices.items():  # (the rows no probe decided: few)
+                q = int(np.searchsorted(a_rows, i))  # (a_rows ascend, as idx does)
+                if q < a_rows.size and a_rows[q] == i:
+                    self._anticipate(plan, int(a_pos[q]), i, plans[int(a_sids[q])][4], t,
+                                     vocab)
+        return out
+
+    def _anticipate(self, plan: _StepPlan, j: int, i: int, ids: np.ndarray, t: int,
+                    vocab: int) -> None:
+        """Row i (plan position j), whose tokens that may write a whole form are ``ids``,
+        has argmax ``t``: where t would write a whole form, the start ban a rollback
+        would bring is applied at this step instead (see :meth:`_check`)."""
+        # the row's tokens that may write a whole form (a superset of those that do): the
+        # cheap first test, without touching the row
+        sets = self._ahead_sets
+        hit = sets.get(id(ids))
+        if hit is None or hit[0] is not ids:
+            if len(sets) >= 1024:  # bounded: it holds references to the arrays
+                sets.clear()
+            hit = sets[id(ids)] = (ids, frozenset(ids.tolist()))
+        if t in hit[1] and not plan.banned(j, t):
+            r = self.rows[i]
             cs = r.compiled
             st = r.state  # (takes a lane row off its lane)
             groups = cs.whole_form_groups(st, t)
@@ -850,7 +902,6 @@ class SteeringBatch:
                 if ids.size:
                     plan.bias[j] = (ids, _boosted(vals))
                 self.anticipated += 1
-        return out
 
     def _send(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """The step's host arrays as tensors on the batch's device, in one copy."""
@@ -936,11 +987,65 @@ class _StepPlan:
         self.penalty: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
         self.watch: list[tuple[int, int, np.ndarray, np.ndarray | None]] = []
         self.anticipate: list[tuple[int, int, np.ndarray]] = []
+        # pooled rows (see pool): (positions, sids, the lanes' plans, their flat banned
+        # indices, flat bias indices, bias values); the other positions; the anticipated
+        # pooled rows (positions, logits rows, sids, their sets' sizes, the sets)
+        self.pooled: tuple | None = None
+        self.visited: list[int] | None = None
+        self.pooled_ahead: tuple | None = None
+        self._pooled_at: dict[int, int] | None = None
+
+    def pool(self, pos: np.ndarray, sids: np.ndarray, plans: list, visited: list[int],
+             bans: np.ndarray, bias_index: np.ndarray, bias_values: np.ndarray,
+             anticipated: tuple | None = None) -> None:
+        """The rows at ``pos`` (fast rows, in step states ``sids``) have their plan's
+        entries as flat indices into the logits (``row * V + token``: ``bans``, and
+        ``bias_index`` with ``bias_values``), which :meth:`apply_rows` applies with no
+        Python per row; ``plans`` (the lanes' plans) sets them row by row wherever a path
+        needs that (:meth:`_unpool`); ``visited``: the other positions. ``anticipated``:
+        those of them the rollback check anticipates (:attr:`pooled_ahead`), instead of
+        entries in :attr:`anticipate`."""
+        self.pooled = (pos, sids, plans, bans, bias_index, bias_values)
+        self.visited = visited
+        self.pooled_ahead = anticipated
+
+    def _unpool(self) -> None:
+        """The pooled rows' entries set row by row, as the per-row fast path sets them."""
+        if self.pooled is None:
+            return
+        pos, sids, plans = self.pooled[:3]
+        for j, s in zip(pos.tolist(), sids.tolist(), strict=True):
+            _, words, ids, _, _, b = plans[s]
+            self.row_words[j] = words
+            self.ids[j] = ids
+            if b is not None:
+                self.bias[j] = b
+        if self.pooled_ahead is not None:
+            a_pos, a_rows, a_sids = self.pooled_ahead[:3]
+            # (a new list: a caller may be iterating over the old one)
+            self.anticipate = self.anticipate + [(j, i, plans[s][4]) for j, i, s in zip(
+                a_pos.tolist(), a_rows.tolist(), a_sids.tolist(), strict=True)]
+        self.pooled = self.visited = self.pooled_ahead = self._pooled_at = None
+
+    def _pooled_sid(self, j: int) -> int:
+        """Row j's sid when it is pooled, else -1."""
+        if self.pooled is None:
+            return -1
+        if self._pooled_at is None:
+            self._pooled_at = dict(zip(self.pooled[0].tolist(), self.pooled[1].tolist(),
+                                       strict=True))
+        return self._pooled_at.get(j, -1)
+
+    def _settle(self, j: int) -> None:
+        """Before row j's entries are replaced one by one: set them if pooled."""
+        if self._pooled_sid(j) >= 0:
+            self._unpool()
 
     def set_mask(self, j: int, key: tuple, words: np.ndarray,
                  ids: np.ndarray | None = None) -> None:
         """Row j's string-level mask, sent as ``ids`` when given (a replacement keeps the
         extra bans)."""
+        self._settle(j)
         self.any_ban = True
         if self.table is not None:
             self.row_words[j] = words
@@ -960,6 +1065,7 @@ class _StepPlan:
 
     def drop(self, j: int) -> None:
         """Row j gets no controls this step (its row is overwritten afterwards)."""
+        self._settle(j)
         if self.table is None:
             self.masks[j] = 0
         else:
@@ -981,7 +1087,8 @@ class _StepPlan:
     def banned(self, j: int, t: int) -> bool:
         if self.table is None:
             return _bit(self.masks[j], t)
-        words = self.row_words[j]
+        s = self._pooled_sid(j)
+        words = self.row_words[j] if s < 0 else self.pooled[2][s][1]
         return (words is not None and _bit(words, t)) or t in self.extra.get(j, ())
 
     def apply_rows(self, logits: torch.Tensor, rows: list[int], *, in_range: bool = False,
@@ -1004,16 +1111,19 @@ class _StepPlan:
         if x is None:
             x = logits.detach().numpy()
         if not flat or not in_range or not x.flags.c_contiguous:
+            self._unpool()
             self._apply_row_lists(logits, rows, range(k), in_range)
             return
-        slow = ({j for j in range(k) if self.mask_rows[j]} if self.any_table else set())
+        slow = (set(np.flatnonzero(self.mask_rows).tolist()) if self.any_table else set())
         slow.update(self.penalty)
         v = self.vocab
         # per stage: the rows' id arrays, their values, each row's offset and id count
         b_ids, b_vals, b_at, b_n = [], [], [], []
         x_ids, x_at, x_n = [], [], []
         ids_of, bias = self.ids, self.bias
-        for j, i in enumerate(rows):
+        pooled = self.pooled
+        for j in range(k) if pooled is None else self.visited:
+            i = rows[j]
             if slow and j in slow:
                 continue
             ids, vals = bias[j]
@@ -1035,9 +1145,15 @@ class _StepPlan:
                 x_ids.append(np.array(extra, dtype=np.int64))
                 x_at.append(0)
                 x_n.append(len(extra))
+        bias_index, bias_values = _flat(b_ids, b_at, b_n), _joined(b_vals)
+        banned_index = _flat(x_ids, x_at, x_n)
+        if pooled is not None:  # (the order of unique flat indices does not matter)
+            banned_index = _joined([a for a in (banned_index, pooled[3]) if a is not None])
+            bias_index = _joined([a for a in (bias_index, pooled[4]) if a is not None])
+            bias_values = _joined([a for a in (bias_values, pooled[5]) if a is not None])
         apply_flat_controls_numpy(
-            x.reshape(-1), bias_index=_flat(b_ids, b_at, b_n), bias_values=_joined(b_vals),
-            banned_index=_flat(x_ids, x_at, x_n))
+            x.reshape(-1), bias_index=bias_index, bias_values=bias_values,
+            banned_index=banned_index)
         if slow:
             self._apply_row_lists(logits, rows, sorted(slow), in_range)
 
@@ -1067,6 +1183,7 @@ class _StepPlan:
                ) -> dict[str, torch.Tensor]:
         """Keyword arguments of ``apply_logit_controls`` for the planned rows, the host
         arrays among them (and ``extra``'s) turned into tensors by one ``send`` call."""
+        self._unpool()
         kw: dict[str, torch.Tensor] = {}
         host: dict[str, np.ndarray] = dict(extra or {})
         bias = self.bias

@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit
 
 from .ban_automaton import CompiledSteering, RowState
+from .plan_pool import PlanPool
 from .vocab_index import VocabIndex
 from .transition_arrays import (GAVE_UP, NOT_PACKABLE, SpecArrays, TokenTexts,
                                 next_state_key, pack_state)
@@ -70,6 +71,7 @@ class Lanes:
         # sid -> its plain step's plan (what the caller stores; None: not known yet)
         self.plans: list[Any] = []
         self._ready = np.zeros(0, dtype=np.uint8)  # sid -> a plan is known
+        self.pool = PlanPool()  # sid -> its plan as pool slices, when the caller gave them
         self.generation = 0  # bumped by every compaction
         self._lanes = np.zeros((0, 7), dtype=np.int64)  # per lane: the columns above
         self._free: list[int] = []
@@ -107,9 +109,15 @@ class Lanes:
         s = lanes.put(lane, (1, 0, b"", 0, True, False, 0), 0)
         lanes.learn(s, 5, s)
         lanes._rehash(lanes._bits)
-        lanes.set_plan(s, "plan")
-        lanes.advance(np.array([lane], dtype=np.int32), np.array([1], dtype=np.int64),
-                      np.array([5], dtype=np.int64))
+        ids, vals = np.array([3], dtype=np.int32), np.array([1.0], dtype=np.float32)
+        lanes.set_plan(s, "plan", (ids, ids, vals, False, ids))
+        codes, _, _ = lanes.advance(np.array([lane], dtype=np.int32),
+                                    np.array([1], dtype=np.int64),
+                                    np.array([5], dtype=np.int64))
+        pos, sids, _, _ = lanes.pool.split(codes, FLAG_BITS, WATCH, GREEDY)
+        lanes.pool.flat_bans(sids, pos * 8)
+        lanes.pool.flat_bias(sids, pos * 8)
+        lanes.pool.ahead_sets(sids)
         # a computed transition (a tiny vocabulary and spec)
         spec = CompiledSteering(VocabIndex.from_token_bytes([b"a", b" ab", b" cd", b" x"]),
                                 ["ab"], ["cd"])
@@ -182,6 +190,7 @@ class Lanes:
             grown = np.full(n, fill, dtype=a.dtype)
             grown[:old] = a[:old]
             setattr(self, name, grown)
+        self.pool.grow(n)
 
     def _add_key(self, key: int, sid: int) -> None:
         """Intern state key ``key`` as ``sid`` in the keys' hash."""
@@ -244,16 +253,22 @@ class Lanes:
         if _insert(self._table, self._bits, (sid << TOKEN_BITS) | token, to):
             self._used += 1
 
-    def set_plan(self, sid: int, plan: Any) -> None:
+    def set_plan(self, sid: int, plan: Any, pooled: tuple | None = None) -> None:
         """The plain step's plan in step state ``sid`` (returned by :meth:`advance`'s
-        caller from :attr:`plans`)."""
+        caller from :attr:`plans`); ``pooled``: its arrays for :attr:`pool`
+        (:meth:`.plan_pool.PlanPool.put`'s arguments after the sid), when it has them."""
+        if pooled is not None and self.pool.full:  # bounded: the plans start over
+            self.forget_plans()
         self.plans[sid] = plan
         self._ready[sid] = 1
+        if pooled is not None:
+            self.pool.put(sid, *pooled)
 
     def forget_plans(self) -> None:
         """Drop every sid's plan (the caller's plans changed meaning: a new vocabulary)."""
         self.plans = [None] * len(self._states)
         self._ready[:] = 0
+        self.pool.clear()
 
     def advance(self, lanes: np.ndarray, lengths: np.ndarray, last: np.ndarray
                 ) -> tuple[np.ndarray, int, np.ndarray]:
@@ -342,6 +357,7 @@ class Lanes:
         sid[live] = remap[sid[live]]
         self.plans = [None] * len(self._states)
         self._ready[:] = 0
+        self.pool.clear()
         specs = self._sid_spec[old]
         self._kind_slots.clear()  # (renumbered: the live states' kinds only)
         keys = np.array([pack_state(st, self._kind_slot(st[0])) for st in self._states],
