@@ -13,10 +13,9 @@ a pooled entry is a copy of one, made when it is set, and dropped with it.
 Per step, :meth:`PlanPool.split` sorts the fast rows (``Lanes.advance``'s codes) into
 *pooled* rows — a pooled plan, and not a watched row inside a form, whose mask the
 rollback check reads — and the rest, marking the pooled rows the rollback check
-anticipates (watched greedy rows with tokens that may write a whole form);
-:meth:`PlanPool.flat_bans` and :meth:`PlanPool.flat_bias` gather the pooled rows' entries
-as flat indices ``row * V + token`` (and the bias values), :meth:`PlanPool.ahead_sets`
-the anticipated rows' token sets.
+anticipates (watched greedy rows with tokens that may write a whole form), and gathers the
+pooled rows' entries as flat indices ``row * V + token`` (and the bias values) and the
+anticipated rows' token sets: one compiled call (:class:`PooledStep`).
 
 Arrays shared by many sids (the batch memoises a mask's ids and a state's bias) are
 pooled once: the pool keeps a reference to each array it copied, keyed by its ``id``, so
@@ -25,6 +24,8 @@ the id cannot be reused while the entry stands. The pools are bounded
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -120,85 +121,105 @@ class PlanPool:
         self._bias.clear()
         self._ahead.clear()
 
-    def split(self, codes: np.ndarray, flag_bits: int, watch: int, greedy: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(positions of the pooled rows, their sids, which of them the rollback check
-        anticipates, positions of the rest) among ``codes`` (``Lanes.advance``'s:
-        ``sid << flag_bits | lane flags``, or negative)."""
-        pos = np.empty(codes.size, dtype=np.int64)
-        sids = np.empty(codes.size, dtype=np.int64)
-        ahead = np.empty(codes.size, dtype=np.bool_)
-        rest = np.empty(codes.size, dtype=np.int64)
-        n, m = _split(codes, self.flags, flag_bits, watch, greedy, pos, sids, ahead, rest)
-        return pos[:n], sids[:n], ahead[:n], rest[:m]
+    def split(self, codes: np.ndarray, rows: np.ndarray, vocab: int, flag_bits: int,
+              watch: int, greedy: int) -> PooledStep | None:
+        """The pooled rows among a step's ``codes`` (``Lanes.advance``'s, one per plan
+        position: ``sid << flag_bits | lane flags``, or negative), the k-th in logits row
+        ``rows[k]`` of a ``[B, vocab]`` storage, with their entries gathered, in one
+        compiled call; None when no row is pooled."""
+        out = _split(codes, rows, vocab, self.flags, flag_bits, watch, greedy,
+                     self.ban_at, self.ban_n, self._bans.data[0], self.bias_at,
+                     self.bias_n, self._bias.data[0], self._bias.data[1], self.ahead_at,
+                     self.ahead_n, self._ahead.data[0])
+        return PooledStep(*out) if out[0].size else None
 
-    def ahead_sets(self, sids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(each sid's count of tokens to anticipate, those tokens concatenated)."""
-        return (self.ahead_n[sids],
-                _gather(sids, np.zeros(sids.size, dtype=np.int64), self.ahead_at,
-                        self.ahead_n, self._ahead.data[0]))
 
-    def flat_bans(self, sids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Each sid's banned ids plus its row's offset (``row * V``), concatenated."""
-        return _gather(sids, offsets, self.ban_at, self.ban_n, self._bans.data[0])
+class PooledStep(NamedTuple):
+    """A step's pooled rows (see :meth:`PlanPool.split`)."""
 
-    def flat_bias(self, sids: np.ndarray, offsets: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """(each sid's bias ids plus its row's offset, their values), concatenated."""
-        ids, values = self._bias.data
-        flat = _gather(sids, offsets, self.bias_at, self.bias_n, ids)
-        return flat, _gather_values(sids, self.bias_at, self.bias_n, values, flat.size)
+    pos: np.ndarray  # their plan positions
+    sids: np.ndarray  # their sids
+    rest: np.ndarray  # the other plan positions
+    bans: np.ndarray  # their banned ids as flat indices (row * V + token)
+    bias_index: np.ndarray  # their bias ids as flat indices
+    bias_values: np.ndarray  # float32
+    ahead_pos: np.ndarray  # of them, the rows the rollback check anticipates: positions
+    ahead_rows: np.ndarray  # their logits rows (ascending where ``rows`` ascend)
+    ahead_sids: np.ndarray
+    ahead_sizes: np.ndarray  # each one's count of tokens to anticipate
+    ahead_sets: np.ndarray  # those tokens, concatenated
 
 
 @njit(cache=True)
-def _split(codes, flags, flag_bits, watch, greedy, pos, sids, ahead, rest):
-    """A fast row is pooled when its sid's plan is, unless it is a watched row inside a
-    form (the rollback check reads its mask); a watched greedy row with tokens to
-    anticipate is pooled and marked in ``ahead``."""
+def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, bans,
+           bias_at, bias_n, bias_ids, bias_vals, ahead_at, ahead_n, ahead_ids):
+    """See :meth:`PlanPool.split`. A fast row is pooled when its sid's plan is, unless it
+    is a watched row inside a form (the rollback check reads its mask); a watched greedy
+    row with tokens to anticipate is pooled and anticipated."""
+    k_rows = codes.size
+    kind = np.zeros(k_rows, dtype=np.int8)  # 0: the rest; 1: pooled; 2: and anticipated
     n = 0
-    m = 0
-    for k in range(codes.size):
+    n_ahead = 0
+    n_bans = 0
+    n_bias = 0
+    n_sets = 0
+    for k in range(k_rows):
         c = codes[k]
-        if c >= 0:
-            s = c >> flag_bits
-            f = flags[s]
-            watched = (c & watch) != 0
-            if (f & POOLED) != 0 and not (watched and (f & INSIDE) != 0):
-                pos[n] = k
-                sids[n] = s
-                ahead[n] = watched and (f & AHEAD) != 0 and (c & greedy) != 0
-                n += 1
-                continue
-        rest[m] = k
-        m += 1
-    return n, m
-
-
-@njit(cache=True)
-def _gather(sids, offsets, at, length, data):
-    total = 0
-    for q in range(sids.size):
-        total += length[sids[q]]
-    flat = np.empty(total, dtype=np.int64)
-    p = 0
-    for q in range(sids.size):
-        s = sids[q]
-        a = at[s]
-        off = offsets[q]
-        for e in range(length[s]):
-            flat[p] = off + data[a + e]
-            p += 1
-    return flat
-
-
-@njit(cache=True)
-def _gather_values(sids, at, length, data, total):
-    vals = np.empty(total, dtype=np.float32)
-    p = 0
-    for q in range(sids.size):
-        s = sids[q]
-        a = at[s]
-        for e in range(length[s]):
-            vals[p] = data[a + e]
-            p += 1
-    return vals
+        if c < 0:
+            continue
+        s = c >> flag_bits
+        f = flags[s]
+        watched = (c & watch) != 0
+        if (f & POOLED) == 0 or (watched and (f & INSIDE) != 0):
+            continue
+        n += 1
+        n_bans += ban_n[s]
+        n_bias += bias_n[s]
+        kind[k] = 1
+        if watched and (f & AHEAD) != 0 and (c & greedy) != 0:
+            kind[k] = 2
+            n_ahead += 1
+            n_sets += ahead_n[s]
+    pos = np.empty(n, dtype=np.int64)
+    sids = np.empty(n, dtype=np.int64)
+    rest = np.empty(k_rows - n, dtype=np.int64)
+    flat_bans = np.empty(n_bans, dtype=np.int64)
+    flat_bias = np.empty(n_bias, dtype=np.int64)
+    vals = np.empty(n_bias, dtype=np.float32)
+    a_pos = np.empty(n_ahead, dtype=np.int64)
+    a_rows = np.empty(n_ahead, dtype=np.int64)
+    a_sids = np.empty(n_ahead, dtype=np.int64)
+    a_sizes = np.empty(n_ahead, dtype=np.int64)
+    a_sets = np.empty(n_sets, dtype=np.int64)
+    p = q = b = e = a = z = 0
+    for k in range(k_rows):
+        if kind[k] == 0:
+            rest[q] = k
+            q += 1
+            continue
+        s = codes[k] >> flag_bits
+        pos[p] = k
+        sids[p] = s
+        p += 1
+        off = rows[k] * vocab
+        at = ban_at[s]
+        for t in range(ban_n[s]):
+            flat_bans[b] = off + bans[at + t]
+            b += 1
+        at = bias_at[s]
+        for t in range(bias_n[s]):
+            flat_bias[e] = off + bias_ids[at + t]
+            vals[e] = bias_vals[at + t]
+            e += 1
+        if kind[k] == 2:
+            a_pos[a] = k
+            a_rows[a] = rows[k]
+            a_sids[a] = s
+            a_sizes[a] = ahead_n[s]
+            a += 1
+            at = ahead_at[s]
+            for t in range(ahead_n[s]):
+                a_sets[z] = ahead_ids[at + t]
+                z += 1
+    return (pos, sids, rest, flat_bans, flat_bias, vals, a_pos, a_rows, a_sids, a_sizes,
+            a_sets)

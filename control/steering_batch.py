@@ -33,9 +33,10 @@ from __future__ import annotations
 import itertools
 import math
 import logging
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,6 +63,9 @@ try:  # numba (a dependency of vLLM) compiles the host's per-step loops over the
 except ImportError:  # pragma: no cover - every install has numba; a bare GPU box may not
     choice_probe = None  # type: ignore[assignment]
     NgramTable = Lanes = None  # type: ignore[assignment,misc]
+
+if TYPE_CHECKING:
+    from .plan_pool import PooledStep
 
 logger = logging.getLogger("greyelephant.control")
 
@@ -506,7 +510,7 @@ class SteeringBatch:
         # rows off the fast path whose guard lives in the table: their step's token goes in
         # one call for all, after the loop — (plan position, handle, token, string mask)
         pushed: list[tuple[int, int, int, np.ndarray | None]] = []
-        rs = [rows[i] for i in idx]
+        rs = list(map(rows.__getitem__, idx))  # (map: no Python frame per row)
         lanes = self._lanes if k >= self.lane_min_rows else None
         codes = None  # per row on the fast path: new sid << FLAG_BITS | flags; else -1
         visit: Iterable[int] = range(k)  # plan positions the per-row loop visits
@@ -514,8 +518,8 @@ class SteeringBatch:
             if vocab != self._lane_vocab:
                 lanes.forget_plans()
                 self._lane_vocab = vocab
-            at = np.fromiter([r.lane for r in rs], dtype=np.int32, count=k)
-            outs = [r.out for r in rs]
+            at = np.fromiter(map(_LANE_OF, rs), dtype=np.int32, count=k)
+            outs = list(map(_OUT_OF, rs))
             lengths = np.fromiter(map(len, outs), dtype=np.int64, count=k)
             last = np.fromiter([o[-1] if o else -1 for o in outs], dtype=np.int64, count=k)
             fast, n_fast, pushes = lanes.advance(at, lengths, last)
@@ -525,21 +529,12 @@ class SteeringBatch:
                 plans = lanes.plans
                 if row_ids is not None and self.sparse_ids:
                     # pooled plans: these rows' entries are gathered when applied
-                    pool = lanes.pool
-                    pos, sids, ahead, rest = pool.split(fast, FLAG_BITS, WATCH, GREEDY)
-                    if pos.size:
-                        # (gathered now: the loop below may start the pool over)
-                        logit_rows = np.asarray(idx, dtype=np.int64)[pos]
-                        offsets = logit_rows * vocab
-                        anticipated = None
-                        if ahead.any():
-                            a_sids = sids[ahead]
-                            anticipated = (pos[ahead], logit_rows[ahead], a_sids,
-                                           *pool.ahead_sets(a_sids))
-                        visit = rest.tolist()
-                        plan.pool(pos, sids, plans, visit, pool.flat_bans(sids, offsets),
-                                  *pool.flat_bias(sids, offsets), anticipated)
-                        self.pooled_rows += pos.size
+                    pooled = lanes.pool.split(fast, np.asarray(idx, dtype=np.int64),
+                                              vocab, FLAG_BITS, WATCH, GREEDY)
+                    if pooled is not None:  # (its entries gathered now)
+                        visit = pooled.rest.tolist()
+                        plan.pool(pooled, plans, visit)
+                        self.pooled_rows += pooled.pos.size
         for j in visit:
             i = idx[j]
             r = rs[j]
@@ -647,7 +642,7 @@ class SteeringBatch:
                 r.enter_lane()
                 if was >= 0 and t >= 0 and lanes.generation == generation:
                     lanes.learn(was, t, sid)
-                if step is not None:
+                if step is not None and lanes.plans[sid] is not step:
                     lanes.set_plan(sid, step, self._pooled(step))
         if tabled:
             plan.any_table = plan.any_ban = True
@@ -834,7 +829,7 @@ class SteeringBatch:
         ahead = plan.anticipate  # greedy rows with tokens that may write a whole form
         need = [i for i, _, _ in greedy] + [i for _, i, _ in ahead]
         if pooled is not None:
-            need += pooled[1].tolist()
+            need += pooled.ahead_rows.tolist()
         if not need:
             choices = {}
         elif x is not None:
@@ -843,7 +838,8 @@ class SteeringBatch:
             sets = [ids for _, _, ids in greedy] + [ids for _, _, ids in ahead]
             if self.compiled:
                 choices = choice_probe.argmax_if_in_compiled(
-                    x, need, sets, CHOICE_PROBES, more=None if pooled is None else pooled[3:])
+                    x, need, sets, CHOICE_PROBES,
+                    more=None if pooled is None else (pooled.ahead_sizes, pooled.ahead_sets))
             else:
                 choices = argmax_if_in(x, need, sets, self._flat_index)
         else:  # one argmax call serves both kinds of rows
@@ -867,8 +863,8 @@ class SteeringBatch:
             if t is not None:
                 self._anticipate(plan, j, i, ids, t, vocab)
         if pooled is not None:
-            a_pos, a_rows, a_sids = pooled[:3]
-            plans = plan.pooled[2]
+            a_pos, a_rows, a_sids = pooled.ahead_pos, pooled.ahead_rows, pooled.ahead_sids
+            plans = plan.plans
             for i, t in choices.items():  # (the rows no probe decided: few)
                 q = int(np.searchsorted(a_rows, i))  # (a_rows ascend, as idx does)
                 if q < a_rows.size and a_rows[q] == i:
@@ -909,6 +905,8 @@ class SteeringBatch:
 
 
 _PUSHED: Any = object()  # (controls: the row's guard is pushed after the loop)
+_LANE_OF = operator.attrgetter("lane")
+_OUT_OF = operator.attrgetter("out")
 
 
 class _TableGuard:
@@ -987,52 +985,49 @@ class _StepPlan:
         self.penalty: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
         self.watch: list[tuple[int, int, np.ndarray, np.ndarray | None]] = []
         self.anticipate: list[tuple[int, int, np.ndarray]] = []
-        # pooled rows (see pool): (positions, sids, the lanes' plans, their flat banned
-        # indices, flat bias indices, bias values); the other positions; the anticipated
-        # pooled rows (positions, logits rows, sids, their sets' sizes, the sets)
-        self.pooled: tuple | None = None
+        # pooled rows (see pool), the lanes' plans, the other positions
+        self.pooled: PooledStep | None = None
+        self.plans: list | None = None
         self.visited: list[int] | None = None
-        self.pooled_ahead: tuple | None = None
         self._pooled_at: dict[int, int] | None = None
 
-    def pool(self, pos: np.ndarray, sids: np.ndarray, plans: list, visited: list[int],
-             bans: np.ndarray, bias_index: np.ndarray, bias_values: np.ndarray,
-             anticipated: tuple | None = None) -> None:
-        """The rows at ``pos`` (fast rows, in step states ``sids``) have their plan's
-        entries as flat indices into the logits (``row * V + token``: ``bans``, and
-        ``bias_index`` with ``bias_values``), which :meth:`apply_rows` applies with no
-        Python per row; ``plans`` (the lanes' plans) sets them row by row wherever a path
-        needs that (:meth:`_unpool`); ``visited``: the other positions. ``anticipated``:
-        those of them the rollback check anticipates (:attr:`pooled_ahead`), instead of
-        entries in :attr:`anticipate`."""
-        self.pooled = (pos, sids, plans, bans, bias_index, bias_values)
-        self.visited = visited
-        self.pooled_ahead = anticipated
+    def pool(self, pooled: PooledStep, plans: list, visited: list[int]) -> None:
+        """The rows ``pooled.pos`` have their plan's entries as flat indices into the
+        logits, which :meth:`apply_rows` applies with no Python per row, and those of
+        them the rollback check anticipates come as arrays too (instead of entries in
+        :attr:`anticipate`); ``plans`` (the lanes' plans) sets them row by row wherever
+        a path needs that (:meth:`_unpool`); ``visited``: the other positions."""
+        self.pooled, self.plans, self.visited = pooled, plans, visited
+
+    @property
+    def pooled_ahead(self) -> PooledStep | None:
+        """The pooled step, when the rollback check anticipates some of its rows."""
+        p = self.pooled
+        return p if p is not None and p.ahead_pos.size else None
 
     def _unpool(self) -> None:
         """The pooled rows' entries set row by row, as the per-row fast path sets them."""
-        if self.pooled is None:
+        p, plans = self.pooled, self.plans
+        if p is None:
             return
-        pos, sids, plans = self.pooled[:3]
-        for j, s in zip(pos.tolist(), sids.tolist(), strict=True):
+        for j, s in zip(p.pos.tolist(), p.sids.tolist(), strict=True):
             _, words, ids, _, _, b = plans[s]
             self.row_words[j] = words
             self.ids[j] = ids
             if b is not None:
                 self.bias[j] = b
-        if self.pooled_ahead is not None:
-            a_pos, a_rows, a_sids = self.pooled_ahead[:3]
-            # (a new list: a caller may be iterating over the old one)
-            self.anticipate = self.anticipate + [(j, i, plans[s][4]) for j, i, s in zip(
-                a_pos.tolist(), a_rows.tolist(), a_sids.tolist(), strict=True)]
-        self.pooled = self.visited = self.pooled_ahead = self._pooled_at = None
+        # (a new list: a caller may be iterating over the old one)
+        self.anticipate = self.anticipate + [(j, i, plans[s][4]) for j, i, s in zip(
+            p.ahead_pos.tolist(), p.ahead_rows.tolist(), p.ahead_sids.tolist(),
+            strict=True)]
+        self.pooled = self.plans = self.visited = self._pooled_at = None
 
     def _pooled_sid(self, j: int) -> int:
         """Row j's sid when it is pooled, else -1."""
         if self.pooled is None:
             return -1
         if self._pooled_at is None:
-            self._pooled_at = dict(zip(self.pooled[0].tolist(), self.pooled[1].tolist(),
+            self._pooled_at = dict(zip(self.pooled.pos.tolist(), self.pooled.sids.tolist(),
                                        strict=True))
         return self._pooled_at.get(j, -1)
 
@@ -1088,7 +1083,7 @@ class _StepPlan:
         if self.table is None:
             return _bit(self.masks[j], t)
         s = self._pooled_sid(j)
-        words = self.row_words[j] if s < 0 else self.pooled[2][s][1]
+        words = self.row_words[j] if s < 0 else self.plans[s][1]
         return (words is not None and _bit(words, t)) or t in self.extra.get(j, ())
 
     def apply_rows(self, logits: torch.Tensor, rows: list[int], *, in_range: bool = False,
@@ -1148,9 +1143,11 @@ class _StepPlan:
         bias_index, bias_values = _flat(b_ids, b_at, b_n), _joined(b_vals)
         banned_index = _flat(x_ids, x_at, x_n)
         if pooled is not None:  # (the order of unique flat indices does not matter)
-            banned_index = _joined([a for a in (banned_index, pooled[3]) if a is not None])
-            bias_index = _joined([a for a in (bias_index, pooled[4]) if a is not None])
-            bias_values = _joined([a for a in (bias_values, pooled[5]) if a is not None])
+            banned_index = _joined([a for a in (banned_index, pooled.bans) if a is not None])
+            bias_index = _joined([a for a in (bias_index, pooled.bias_index)
+                                  if a is not None])
+            bias_values = _joined([a for a in (bias_values, pooled.bias_values)
+                                   if a is not None])
         apply_flat_controls_numpy(
             x.reshape(-1), bias_index=bias_index, bias_values=bias_values,
             banned_index=banned_index)

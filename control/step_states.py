@@ -114,10 +114,7 @@ class Lanes:
         codes, _, _ = lanes.advance(np.array([lane], dtype=np.int32),
                                     np.array([1], dtype=np.int64),
                                     np.array([5], dtype=np.int64))
-        pos, sids, _, _ = lanes.pool.split(codes, FLAG_BITS, WATCH, GREEDY)
-        lanes.pool.flat_bans(sids, pos * 8)
-        lanes.pool.flat_bias(sids, pos * 8)
-        lanes.pool.ahead_sets(sids)
+        lanes.pool.split(codes, np.zeros(1, dtype=np.int64), 8, FLAG_BITS, WATCH, GREEDY)
         # a computed transition (a tiny vocabulary and spec)
         spec = CompiledSteering(VocabIndex.from_token_bytes([b"a", b" ab", b" cd", b" x"]),
                                 ["ab"], ["cd"])
@@ -297,10 +294,11 @@ class Lanes:
         rows = np.flatnonzero(out[:k] == UNSEEN)
         sids = self._lanes[lanes[rows], SID]
         slots = self._sid_spec[sids]
-        for slot in np.unique(slots).tolist():
+        lo, hi = int(slots.min()), int(slots.max())  # (one spec, the common case: lo == hi)
+        for slot in [lo] if lo == hi else np.unique(slots).tolist():
             if slot < 0:
                 continue
-            sub = rows[slots == slot]
+            sub = rows if lo == hi else rows[slots == slot]
             arrays = self._specs[slot]
             n, pushes = self._compute_rows(sub, lanes, last, out, n, pushes, arrays)
             stopped = sub[out[sub] == GAVE_UP]

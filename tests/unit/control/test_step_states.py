@@ -50,12 +50,14 @@ def _row_fields(batch: SteeringBatch, i: int) -> tuple:
             st.prefer_misses, st.violated, r.signalled)
 
 
-@pytest.mark.parametrize(("max_states", "toggle"), [(1 << 16, False), (6, False),
-                                                    (1 << 16, True)])
-def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_states, toggle):
+@pytest.mark.parametrize(("max_states", "toggle", "flat"), [
+    (1 << 16, False, True), (6, False, True), (1 << 16, True, True), (1 << 16, False, False)])
+def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_states, toggle,
+                                               flat):
     """``max_states=6``: the interned states are compacted again and again. ``toggle``:
     the batch is below ``lane_min_rows`` every other 20 steps (the rows leave their
-    lanes, then come back)."""
+    lanes, then come back). ``flat=False``: the fast batch applies its plan row by row
+    (its pooled rows' entries set one by one)."""
     text = tokenizer.encode(" I drank a Pepsi in Paris, the cat sat on the mat, then a"
                             " Coca- and a Ro and the cat sat on the mat again.")
     cola, coke = tokenizer.encode("Cola")[0], tokenizer.encode(" Coke")[0]
@@ -79,6 +81,7 @@ def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_state
     ]
     fast = SteeringBatch(vocab_index, "cpu", compiled=True, lanes=True, lane_min_rows=0)
     fast._lanes.max_states = max_states
+    fast.flat_controls = flat
     ref = SteeringBatch(vocab_index, "cpu", compiled=True, lanes=False)
     assert ref._lanes is None
     outs_f = [[] for _ in specs]

@@ -1,0 +1,126 @@
+"""The lanes' plan pool (``control/plan_pool.py``): pooled slices, the split of a step's
+fast rows and its gathers, against a plain Python reference. (That a batch planned from
+the pool controls the logits bit for bit as the per-row path does is
+``test_step_states.py``'s twin test.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from greyelephant.control import plan_pool as pp
+from greyelephant.control.plan_pool import PlanPool
+from greyelephant.control.step_states import FLAG_BITS, GREEDY, WATCH, Lanes
+
+
+def _ids(*xs: int) -> np.ndarray:
+    return np.array(xs, dtype=np.int32)
+
+
+def _vals(*xs: float) -> np.ndarray:
+    return np.array(xs, dtype=np.float32)
+
+
+def _code(sid: int, watch: bool = False, greedy: bool = True) -> int:
+    return sid << FLAG_BITS | (WATCH if watch else 0) | (GREEDY if greedy else 0)
+
+
+def _split(pool: PlanPool, codes: list[int], vocab: int = 1000):
+    codes = np.array(codes, dtype=np.int64)
+    rows = np.arange(codes.size, dtype=np.int64) * 2  # logits row of plan position k: 2k
+    return pool.split(codes, rows, vocab, FLAG_BITS, WATCH, GREEDY)
+
+
+def test_an_array_is_pooled_once_and_the_pool_grows():
+    pool = PlanPool()
+    pool.grow(4)
+    shared = _ids(*range(700))
+    pool.put(0, shared, _ids(1), _vals(2.0), False, None)
+    pool.put(1, shared, _ids(1), _vals(2.0), False, None)  # equal arrays, not the same
+    assert pool.ban_at[0] == pool.ban_at[1] == 0
+    assert pool.bias_at[1] == 1  # a second copy: pooled by identity, not by value
+    pool.put(2, _ids(*range(1000)), _ids(), _vals(), True, None)  # past the first 1024
+    assert pool.ban_at[2] == 700 and pool.ban_n[2] == 1000
+    got = _split(pool, [_code(2), _code(0)], vocab=10_000)
+    assert got.bans.tolist() == list(range(1000)) + [20_000 + t for t in range(700)]
+    assert got.bias_index.tolist() == [20_001] and got.bias_values.tolist() == [2.0]
+    with pytest.raises(ValueError):
+        pool.put(3, shared, _ids(1, 2), _vals(2.0), False, None)  # ids and values differ
+
+
+def test_split_pools_all_but_watched_rows_inside_a_form():
+    pool = PlanPool()
+    pool.grow(8)
+    pool.put(1, _ids(5), _ids(), _vals(), False, None)
+    pool.put(2, _ids(5), _ids(), _vals(), True, None)  # inside a form
+    pool.put(3, _ids(5), _ids(), _vals(), False, _ids(7, 8))  # tokens to anticipate
+    codes = [
+        -1,  # not a fast row
+        _code(0),  # its plan is not pooled
+        _code(1, watch=True),  # pooled
+        _code(2),  # inside a form, not watched: pooled
+        _code(2, watch=True),  # watched inside a form: the rollback check reads its mask
+        _code(3, watch=True),  # anticipated
+        _code(3, watch=True, greedy=False),  # sampling rows are not anticipated
+        _code(3),  # not watched: not anticipated
+    ]
+    got = _split(pool, codes)
+    assert got.pos.tolist() == [2, 3, 5, 6, 7]
+    assert got.sids.tolist() == [1, 2, 3, 3, 3]
+    assert got.rest.tolist() == [0, 1, 4]
+    assert got.ahead_pos.tolist() == [5] and got.ahead_rows.tolist() == [10]
+    assert got.ahead_sids.tolist() == [3]
+    assert got.ahead_sizes.tolist() == [2] and got.ahead_sets.tolist() == [7, 8]
+    assert got.bans.tolist() == [2 * k * 1000 + 5 for k in got.pos.tolist()]
+    pool.clear()
+    assert _split(pool, codes) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(plans=st.lists(st.tuples(
+    st.lists(st.integers(0, 999), max_size=12, unique=True),
+    st.lists(st.tuples(st.integers(0, 999), st.floats(-8, 8, width=32)), max_size=6,
+             unique_by=lambda e: e[0])), min_size=1, max_size=8),
+    picks=st.lists(st.integers(-1, 7), max_size=20))
+def test_the_gathers_equal_the_plans_concatenated(plans, picks):
+    pool = PlanPool()
+    pool.grow(len(plans))
+    for sid, (bans, bias) in enumerate(plans):
+        pool.put(sid, _ids(*bans), _ids(*[t for t, _ in bias]), _vals(*[v for _, v in bias]),
+                 False, _ids(*bans[:2]))
+    # every row watched and greedy: the pooled rows are all anticipated
+    codes = [-1 if p < 0 else _code(p % len(plans), watch=True) for p in picks]
+    got = _split(pool, codes)
+    taken = [(k, p % len(plans)) for k, p in enumerate(picks) if p >= 0]
+    if not taken:
+        assert got is None
+        return
+    assert got.pos.tolist() == got.ahead_pos.tolist() == [k for k, _ in taken]
+    assert got.sids.tolist() == got.ahead_sids.tolist() == [s for _, s in taken]
+    assert got.rest.tolist() == [k for k, p in enumerate(picks) if p < 0]
+    assert got.ahead_rows.tolist() == [2 * k for k, _ in taken]
+    assert got.bans.tolist() == [2 * k * 1000 + t for k, s in taken for t in plans[s][0]]
+    assert got.bias_index.tolist() == [2 * k * 1000 + t for k, s in taken
+                                       for t, _ in plans[s][1]]
+    assert got.bias_values.tolist() == [np.float32(v) for _, s in taken
+                                        for _, v in plans[s][1]]
+    assert got.ahead_sizes.tolist() == [min(2, len(plans[s][0])) for _, s in taken]
+    assert got.ahead_sets.tolist() == [t for _, s in taken for t in plans[s][0][:2]]
+
+
+def test_a_full_pool_starts_the_lanes_plans_over(monkeypatch):
+    monkeypatch.setattr(pp, "MAX_POOLED", 6)
+    lanes = Lanes()
+    lane = lanes.open(plain_from=0, plain_below=1 << 40, min_stop=0, guard=-1, watch=False,
+                      greedy=True)
+    a = lanes.put(lane, (1, 0, b"", 0, True, False, 0), 0)
+    b = lanes.put(lane, (1, 1, b"", 0, True, False, 0), 0)
+    lanes.set_plan(a, "a", (_ids(1, 2, 3, 4), _ids(), _vals(), False, None))
+    lanes.set_plan(b, "b", (_ids(5, 6, 7), _ids(), _vals(), False, None))
+    assert lanes.plans[a] == "a" and lanes.pool.flags[a]  # 7 ids: past the bound now
+    lanes.set_plan(b, "b", (_ids(5, 6, 7), _ids(), _vals(), False, None))
+    assert lanes.plans[a] is None and not lanes.pool.flags[a]  # started over
+    assert lanes.plans[b] == "b" and lanes.pool.flags[b]
+    assert lanes.pool.ban_at[b] == 0
