@@ -31,7 +31,9 @@ import numpy as np
 from numba import njit
 
 POOLED, INSIDE, AHEAD = 1, 2, 4  # per-sid flags: a pooled plan; inside a form; anticipate
-MAX_POOLED = 1 << 24  # ids held by each pool before the plans start over (64 MiB each)
+# ids held by each pool before the plans start over: 16 MiB of int32 each (the bias pool
+# holds as many float32 values beside them)
+MAX_POOLED = 1 << 22
 
 
 class _Ragged:
