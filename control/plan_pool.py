@@ -36,6 +36,16 @@ POOLED, INSIDE, AHEAD = 1, 2, 4  # per-sid flags: a pooled plan; inside a form; 
 MAX_POOLED = 1 << 22
 
 
+def grow_arrays(owner: object, n: int, fills: dict[str, int]) -> None:
+    """Replace each 1-D array attribute ``owner.<name>`` of ``fills`` with one of ``n``
+    entries: its entries first, then ``fills[name]``."""
+    for name, fill in fills.items():
+        a = getattr(owner, name)
+        grown = np.full(n, fill, dtype=a.dtype)
+        grown[:a.size] = a[:n]
+        setattr(owner, name, grown)
+
+
 class _Ragged:
     """Tuples of equal-length arrays appended into parallel pools (each tuple pooled
     once, by the identity of its arrays)."""
@@ -91,12 +101,8 @@ class PlanPool:
 
     def grow(self, n: int) -> None:
         """Room for ``n`` sids (new ones unpooled)."""
-        old = self.flags.size
-        for name in ("flags", "ban_at", "ban_n", "bias_at", "bias_n", "ahead_at", "ahead_n"):
-            a = getattr(self, name)
-            grown = np.zeros(n, dtype=a.dtype)
-            grown[:old] = a[:old]
-            setattr(self, name, grown)
+        grow_arrays(self, n, {name: 0 for name in ("flags", "ban_at", "ban_n", "bias_at",
+                                                   "bias_n", "ahead_at", "ahead_n")})
 
     def put(self, sid: int, bans: np.ndarray, bias_ids: np.ndarray, bias_vals: np.ndarray,
             inside: bool, ahead: np.ndarray | None) -> None:

@@ -1143,11 +1143,9 @@ class _StepPlan:
         bias_index, bias_values = _flat(b_ids, b_at, b_n), _joined(b_vals)
         banned_index = _flat(x_ids, x_at, x_n)
         if pooled is not None:  # (the order of unique flat indices does not matter)
-            banned_index = _joined([a for a in (banned_index, pooled.bans) if a is not None])
-            bias_index = _joined([a for a in (bias_index, pooled.bias_index)
-                                  if a is not None])
-            bias_values = _joined([a for a in (bias_values, pooled.bias_values)
-                                   if a is not None])
+            banned_index = _joined([banned_index, pooled.bans])
+            bias_index = _joined([bias_index, pooled.bias_index])
+            bias_values = _joined([bias_values, pooled.bias_values])
         apply_flat_controls_numpy(
             x.reshape(-1), bias_index=bias_index, bias_values=bias_values,
             banned_index=banned_index)
@@ -1254,8 +1252,10 @@ def _flat(ids: list[np.ndarray], at: list[int], n: list[int]) -> np.ndarray | No
             + np.array(at, dtype=np.int64).repeat(n))
 
 
-def _joined(parts: list[np.ndarray]) -> np.ndarray | None:
-    """The arrays concatenated (one is returned as is; None when there are none)."""
+def _joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    """The arrays concatenated, Nones left out (one is returned as is; None when there
+    are none)."""
+    parts = [a for a in parts if a is not None]
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from .ban_automaton import CompiledSteering, RowState
-from .plan_pool import PlanPool
+from .plan_pool import PlanPool, grow_arrays
 from .vocab_index import VocabIndex
 from .transition_arrays import (GAVE_UP, NOT_PACKABLE, SpecArrays, TokenTexts,
                                 next_state_key, pack_state)
@@ -181,12 +181,7 @@ class Lanes:
         return sid
 
     def _grow_sids(self, n: int) -> None:
-        old = self._ready.size
-        for name, fill in (("_ready", 0), ("_sid_key", NOT_PACKABLE), ("_sid_spec", -1)):
-            a = getattr(self, name)
-            grown = np.full(n, fill, dtype=a.dtype)
-            grown[:old] = a[:old]
-            setattr(self, name, grown)
+        grow_arrays(self, n, {"_ready": 0, "_sid_key": NOT_PACKABLE, "_sid_spec": -1})
         self.pool.grow(n)
 
     def _add_key(self, key: int, sid: int) -> None:
