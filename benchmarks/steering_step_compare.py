@@ -32,7 +32,14 @@ version's ``steering_batch`` came from.
     python -m greyelephant.benchmarks.steering_step_compare --ref b1bd887 --device cpu
     python benchmarks/steering_step_compare.py --ref-tree .base --device cuda   # a GPU box
 
-Writes ``steering_step_compare-<device>.json`` and ``.md`` to --out (default
+With ``--host-path gpu`` (on a CPU), each version takes a GPU step's host path instead
+(every mask in the device table, the plan's arrays packed into one upload, the rollback
+check's choices from torch's argmax, memoised per logits tensor of the pool since it is a
+device op on a GPU), and a step's time is ``apply``'s less its kernel calls
+(``apply_logit_controls``, the forced tokens), which run on the CPU here: what a GPU's
+host would spend, at this CPU's speed.
+
+Writes ``steering_step_compare-<device>[-gpu-host-path].json`` and ``.md`` to --out (default
 benchmarks/results).
 """
 
@@ -97,14 +104,41 @@ def import_version(root):
     importlib.invalidate_caches()
     try:
         mods = [importlib.import_module("greyelephant.control." + m)
-                for m in ("spec", "steering_batch", "vocab_index")]
+                for m in ("spec", "steering_batch", "vocab_index", "step_upload")]
     finally:
         sys.path.remove(root)
     logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
     return mods
 
 
-def batch_maker(spec_mod, sb, index, steering, batch_kwargs):
+def gpu_host_path(sb, kernel_s):
+    # A version's module patched to take a GPU step's host path on the CPU (as
+    # step_phases.gpu_host_path does): numpy "cannot read" the logits, the check's torch
+    # argmax memoised per pool logits tensor (tens of ms on one CPU thread, a device op on
+    # a GPU), and the kernel calls timed into kernel_s[0] (the step's time less theirs is
+    # the host's work).
+    sb._numpy_view = lambda t: None
+    argmax_rows, seen = sb._argmax_rows, {}
+
+    def memo(logits, rows):
+        key = (logits.shape, float(logits[0, 0]), float(logits[-1, -1]))
+        best = seen.get(key)
+        if best is None:
+            best = seen[key] = argmax_rows(logits, list(range(logits.shape[0])))
+        return best if 4 * len(rows) >= len(best) else {i: best[i] for i in rows}
+
+    sb._argmax_rows = memo
+    for name in ("apply_logit_controls", "_force_tokens"):
+        def timed(*a, _f=getattr(sb, name), **k):
+            t0 = time.perf_counter()
+            try:
+                return _f(*a, **k)
+            finally:
+                kernel_s[0] += time.perf_counter() - t0
+        setattr(sb, name, timed)
+
+
+def batch_maker(spec_mod, sb, su, index, steering, batch_kwargs):
     spec = spec_mod.parse_steering(steering)
     if hasattr(spec, "engine_steering"):
         args = spec.engine_steering(signal=16).to_extra_args()
@@ -117,6 +151,9 @@ def batch_maker(spec_mod, sb, index, steering, batch_kwargs):
 
     def make(b, pool, adds=None):
         batch = sb.SteeringBatch(index, cfg["device"], **batch_kwargs)
+        if cfg["host_path"] == "gpu":  # no id lists; the plan's arrays in one packed upload
+            batch.sparse_ids = False
+            batch._upload = su.StepUpload("cpu", pack=True)
 
         def restart(i):
             out = []
@@ -131,13 +168,16 @@ def batch_maker(spec_mod, sb, index, steering, batch_kwargs):
     return make
 
 
-makers, files = {}, {}
+makers, files, kernel_s = {}, {}, {}
 for v in cfg["versions"]:
     # every version its own import and vocabulary index, even two of one tree: shared
     # modules or caches would warm one version for the other
-    spec_mod, sb, vi = import_version(v["root"])
+    spec_mod, sb, vi, su = import_version(v["root"])
+    kernel_s[v["name"]] = [0.0]
+    if cfg["host_path"] == "gpu":
+        gpu_host_path(sb, kernel_s[v["name"]])
     index = vi.VocabIndex.from_token_bytes(token_bytes, key="smollm2", kind=doc["kind"])
-    makers[v["name"]] = batch_maker(spec_mod, sb, index, v["steering"],
+    makers[v["name"]] = batch_maker(spec_mod, sb, su, index, v["steering"],
                                     v.get("batch_kwargs", {}))
     files[v["name"]] = sb.__file__
     n = min(2, cfg["batches"][0])
@@ -155,7 +195,9 @@ for b in cfg["batches"]:
         k = step % len(names)  # each version takes each place in the order in turn
         for name in names[k:] + names[:k]:
             adds[name]["on"] = step >= cfg["warmup"]
+            kernel_s[name][0] = 0.0
             took = loops[name].step(count=step >= cfg["warmup"])
+            took -= kernel_s[name][0]  # (0 unless the GPU host path: the kernels' time)
             if step >= cfg["warmup"]:
                 times[name].append(took)
     result[str(b)] = {name: statistics.median(t) * 1e3 for name, t in times.items()}
@@ -236,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lanes", action="store_true",
                     help="also run this checkout with SteeringBatch(lanes=False): the lanes' "
                          "fast path (on by default) against the per-row path")
+    ap.add_argument("--host-path", choices=["device", "gpu"], default="device",
+                    help="gpu: on a CPU, time the host side of a GPU step (every mask in the "
+                         "table, the plan's arrays in one packed upload, the check's "
+                         "choices from a memoised torch argmax): each step's time less its "
+                         "kernel calls (apply_logit_controls, the forced tokens), which "
+                         "run on the CPU here")
     args = ap.parse_args(argv)
 
     from greyelephant.benchmarks.steering_step import corpus, smollm2_vocab, encode
@@ -264,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = {"vocab": str(HERE / "data" / "smollm2_vocab.json.gz"), "tokens": str(tokens),
                "loop": str(HERE / "step_loop.py"), "device": args.device,
                "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+               "host_path": args.host_path,
                "batches": [int(x) for x in args.batches.split(",")],
                "versions": [
                    {"name": "ref", "root": ref_root, "steering": steering},
@@ -315,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
             "cpu": _cpu_model(),
             "load_average": os.getloadavg(), "device": args.device,
+            "host_path": args.host_path,
             "ref": ref_sha, "current": head + (" + uncommitted control/kernels changes"
                                                if dirty else ""),
             "command": "python -m greyelephant.benchmarks.steering_step_compare " + " ".join(
@@ -326,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                         "each place in the order in turn); median step per round, "
                         f"median of {args.rounds} rounds (processes)"}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"steering_step_compare-{args.device}"
+    stem = f"steering_step_compare-{args.device}" + (
+        "-gpu-host-path" if args.host_path == "gpu" else "")
     (args.out / f"{stem}.json").write_text(
         json.dumps({**meta, "rows": rows, "rounds": rounds, "admission_rounds": admissions},
                    indent=2) + "\n")

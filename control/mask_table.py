@@ -13,13 +13,18 @@ only one slot index per row, and the kernels gather the rows' masks on the devic
   152 K vocabulary, 43 K of SmolLM2's 49 K); past that, the least recently used slots are
   reused (by step: slots last used in the same step rank as equals), never one that the
   current step already handed out.
-* A hit costs one dict lookup and one stamp (the step that last used the slot, in an
-  array): the steps run it once per steered row. Recency is read from the stamps only
+* A hit costs one dict lookup and one write (the step that last used the slot, in
+  :attr:`MaskTable.used_in`): the steps run it once per steered row off the plan pool. Recency is read from those steps only
   when a slot must be reused.
+* Each upload gives its slot a new owner stamp (:attr:`MaskTable.stamps`, unique across
+  tables): a caller that remembers a (slot, stamp) pair instead of the key — the plan
+  pool, for the lanes' step states — knows the slot still holds its mask while the stamps
+  match, and marks it used this step itself (:attr:`MaskTable.used_in`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable
 
 import numpy as np
@@ -27,6 +32,7 @@ import torch
 
 DEFAULT_BUDGET_BYTES = 256 << 20
 INITIAL_SLOTS = 256
+_STAMPS = itertools.count(1)  # owner stamps of uploads, never reused (0: slot 0's)
 
 
 class MaskTable:
@@ -40,7 +46,8 @@ class MaskTable:
         self._slots: dict[Hashable, int] = {}  # key -> slot
         self._keys: dict[int, Hashable] = {}  # slot -> key
         # slot -> the step that last handed it out (slot 0, never reused: a step of its own)
-        self._used_in = np.zeros(self.table.shape[0], dtype=np.int64)
+        self.used_in = np.zeros(self.table.shape[0], dtype=np.int64)
+        self.stamps = np.zeros(self.table.shape[0], dtype=np.int64)  # slot -> its upload's
         self._free = list(range(self.table.shape[0] - 1, 0, -1))  # slot 0: zeros
         self.step = 0
         self.uploads = 0
@@ -61,8 +68,9 @@ class MaskTable:
                 self.table[s, w:] = 0
             self._slots[key] = s
             self._keys[s] = key
+            self.stamps[s] = next(_STAMPS)
             self.uploads += 1
-        self._used_in[s] = self.step
+        self.used_in[s] = self.step
         return s
 
     def _take(self) -> int:
@@ -74,15 +82,16 @@ class MaskTable:
                                 device=self.device)
             grown[:old] = self.table
             self.table = grown
-            stamps = np.zeros(grown.shape[0], dtype=np.int64)
-            stamps[:old] = self._used_in
-            self._used_in = stamps
+            for name in ("used_in", "stamps"):
+                a = np.zeros(grown.shape[0], dtype=np.int64)
+                a[:old] = getattr(self, name)
+                setattr(self, name, a)
             self._free = list(range(grown.shape[0] - 1, old, -1))
             return old
         # the least recently used slot (slot 0 excluded), unless this step handed it out
-        self._used_in[0] = self.step
-        s = int(np.argmin(self._used_in))
-        if self._used_in[s] == self.step:
+        self.used_in[0] = self.step
+        s = int(np.argmin(self.used_in))
+        if self.used_in[s] == self.step:
             raise RuntimeError("mask table: every slot is in use by this step; raise the "
                                "budget")
         del self._slots[self._keys.pop(s)]

@@ -1,21 +1,32 @@
-"""The lanes' plans as arrays: each step state's banned ids and prefer bias in ragged
-pools, so that one compiled call turns the fast rows of a step into the flat indices the
-CPU's logits path applies, with no Python per row.
+"""The lanes' plans as arrays: each step state's banned ids (or mask-table slot) and
+prefer bias in ragged pools, so that one compiled call turns the fast rows of a step into
+the entries the logits path applies, with no Python per row.
 
 A plan of the lanes (:attr:`.step_states.Lanes.plans`) is what
 :meth:`.steering_batch.SteeringBatch.controls` computed for a plain step in a step state
 (sid): the mask, its banned ids when sent as a list, whether the state is inside a form,
-the tokens to anticipate, the prefer bias. :class:`PlanPool` keeps, per sid whose mask
-is sent as an id list, those ids and the bias (ids and values) as slices of three pools,
-and two flags (inside a form; tokens to anticipate). The Python plans stay the source:
-a pooled entry is a copy of one, made when it is set, and dropped with it.
+the tokens to anticipate, the prefer bias. :class:`PlanPool` keeps, per sid, the bias
+(ids and values) as slices of pools, two flags (inside a form; tokens to anticipate) and
+the mask in the form the batch's path sends it:
+
+* the CPU's: the mask's banned ids (a slice of a third pool), when it bans few tokens;
+* a GPU's (*tabled*): the :class:`.mask_table.MaskTable` slot holding the mask, with the
+  slot's owner stamp at the time; while the table's stamp for the slot is the same, the
+  slot still holds the mask, else the row goes the per-row way, which uploads it again
+  and pools the new slot (:meth:`PlanPool.restamp`).
+
+The Python plans stay the source: a pooled entry is a copy of one, made when it is set,
+and dropped with it.
 
 Per step, :meth:`PlanPool.split` sorts the fast rows (``Lanes.advance``'s codes) into
 *pooled* rows — a pooled plan, and not a watched row inside a form, whose mask the
 rollback check reads — and the rest, marking the pooled rows the rollback check
 anticipates (watched greedy rows with tokens that may write a whole form), and gathers the
-pooled rows' entries as flat indices ``row * V + token`` (and the bias values) and the
-anticipated rows' token sets: one compiled call (:class:`PooledStep`).
+pooled rows' entries and the anticipated rows' token sets: one compiled call
+(:class:`PooledStep`). On the CPU's path the banned ids and bias ids come as flat indices
+``row * V + token`` into the logits; on a GPU's, the bias ids come as they are, with each
+row's count (the batch builds the kernels' per-row lists from them), and the rows' mask
+slots are written into the step's slot array and marked used in the table.
 
 Arrays shared by many sids (the batch memoises a mask's ids and a state's bias) are
 pooled once: the pool keeps a reference to each array it copied, keyed by its ``id``, so
@@ -25,12 +36,16 @@ the id cannot be reused while the entry stands. The pools are bounded
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from numba import njit
 
-POOLED, INSIDE, AHEAD = 1, 2, 4  # per-sid flags: a pooled plan; inside a form; anticipate
+if TYPE_CHECKING:
+    from .mask_table import MaskTable
+
+# per-sid flags: a pooled plan; inside a form; tokens to anticipate; its mask by table slot
+POOLED, INSIDE, AHEAD, TABLED = 1, 2, 4, 8
 # ids held by each pool before the plans start over: 16 MiB of int32 each (the bias pool
 # holds as many float32 values beside them)
 MAX_POOLED = 1 << 22
@@ -95,6 +110,8 @@ class PlanPool:
         self.bias_n = np.zeros(0, dtype=np.int64)
         self.ahead_at = np.zeros(0, dtype=np.int64)
         self.ahead_n = np.zeros(0, dtype=np.int64)
+        self.slot = np.zeros(0, dtype=np.int64)  # tabled: its mask's slot and owner stamp
+        self.stamp = np.zeros(0, dtype=np.int64)
         self._bans = _Ragged(np.int32)
         self._bias = _Ragged(np.int32, np.float32)
         self._ahead = _Ragged(np.int32)
@@ -102,12 +119,15 @@ class PlanPool:
     def grow(self, n: int) -> None:
         """Room for ``n`` sids (new ones unpooled)."""
         grow_arrays(self, n, {name: 0 for name in ("flags", "ban_at", "ban_n", "bias_at",
-                                                   "bias_n", "ahead_at", "ahead_n")})
+                                                   "bias_n", "ahead_at", "ahead_n",
+                                                   "slot", "stamp")})
 
     def put(self, sid: int, bans: np.ndarray, bias_ids: np.ndarray, bias_vals: np.ndarray,
-            inside: bool, ahead: np.ndarray | None) -> None:
-        """Pool sid's plan: the ids its mask bans, its bias, whether it is inside a form,
-        the tokens to anticipate (None: none)."""
+            inside: bool, ahead: np.ndarray | None, slot: int | None = None,
+            stamp: int = 0) -> None:
+        """Pool sid's plan: the ids its mask bans (when sent as a list), its bias, whether
+        it is inside a form, the tokens to anticipate (None: none), and, for a mask sent
+        by table slot (``bans`` then empty), that slot and its owner stamp."""
         self.ban_at[sid] = self._bans.add(bans)
         self.ban_n[sid] = bans.size
         self.bias_at[sid] = self._bias.add(bias_ids, bias_vals)
@@ -115,8 +135,16 @@ class PlanPool:
         if ahead is not None:
             self.ahead_at[sid] = self._ahead.add(ahead)
             self.ahead_n[sid] = ahead.size
+        if slot is not None:
+            self.restamp(sid, slot, stamp)
         self.flags[sid] = (POOLED | (INSIDE if inside else 0)
-                           | (AHEAD if ahead is not None else 0))
+                           | (AHEAD if ahead is not None else 0)
+                           | (TABLED if slot is not None else 0))
+
+    def restamp(self, sid: int, slot: int, stamp: int) -> None:
+        """Sid's mask now sits in table slot ``slot``, uploaded with owner ``stamp``."""
+        self.slot[sid] = slot
+        self.stamp[sid] = stamp
 
     @property
     def full(self) -> bool:
@@ -130,15 +158,23 @@ class PlanPool:
         self._ahead.clear()
 
     def split(self, codes: np.ndarray, rows: np.ndarray, vocab: int, flag_bits: int,
-              watch: int, greedy: int) -> PooledStep | None:
+              watch: int, greedy: int, table: MaskTable | None = None,
+              mask_rows: np.ndarray | None = None) -> PooledStep | None:
         """The pooled rows among a step's ``codes`` (``Lanes.advance``'s, one per plan
         position: ``sid << flag_bits | lane flags``, or negative), the k-th in logits row
         ``rows[k]`` of a ``[B, vocab]`` storage, with their entries gathered, in one
-        compiled call; None when no row is pooled."""
-        out = _split(codes, rows, vocab, self.flags, flag_bits, watch, greedy,
-                     self.ban_at, self.ban_n, self._bans.data[0], self.bias_at,
+        compiled call; None when no row is pooled. Without ``table``, the CPU's path (the
+        sids pooled with id lists); with it, a GPU's (the tabled sids whose slot still
+        holds their mask): their slots go into ``mask_rows`` (by plan position) and are
+        marked used in this step of the table."""
+        tabled = table is not None
+        stamps, used_in, step = ((table.stamps, table.used_in, table.step) if tabled
+                                 else (_NONE, _NONE, 0))
+        out = _split(codes, rows, vocab if not tabled else 0, self.flags, flag_bits, watch,
+                     greedy, self.ban_at, self.ban_n, self._bans.data[0], self.bias_at,
                      self.bias_n, self._bias.data[0], self._bias.data[1], self.ahead_at,
-                     self.ahead_n, self._ahead.data[0])
+                     self.ahead_n, self._ahead.data[0], tabled, self.slot, self.stamp,
+                     stamps, used_in, step, mask_rows if tabled else _NONE32)
         return PooledStep(*out) if out[0].size else None
 
 
@@ -148,22 +184,31 @@ class PooledStep(NamedTuple):
     pos: np.ndarray  # their plan positions
     sids: np.ndarray  # their sids
     rest: np.ndarray  # the other plan positions
-    bans: np.ndarray  # their banned ids as flat indices (row * V + token)
-    bias_index: np.ndarray  # their bias ids as flat indices
+    bans: np.ndarray  # their banned ids as flat indices (row * V + token); tabled: none
+    bias_index: np.ndarray  # their bias ids as flat indices; tabled: as they are
     bias_values: np.ndarray  # float32
     ahead_pos: np.ndarray  # of them, the rows the rollback check anticipates: positions
     ahead_rows: np.ndarray  # their logits rows (ascending where ``rows`` ascend)
     ahead_sids: np.ndarray
     ahead_sizes: np.ndarray  # each one's count of tokens to anticipate
     ahead_sets: np.ndarray  # those tokens, concatenated
+    bias_sizes: np.ndarray  # each pooled row's count of bias entries
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+_NONE32 = np.zeros(0, dtype=np.int32)
 
 
 @njit(cache=True)
 def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, bans,
-           bias_at, bias_n, bias_ids, bias_vals, ahead_at, ahead_n, ahead_ids):
-    """See :meth:`PlanPool.split`. A fast row is pooled when its sid's plan is, unless it
-    is a watched row inside a form (the rollback check reads its mask); a watched greedy
-    row with tokens to anticipate is pooled and anticipated."""
+           bias_at, bias_n, bias_ids, bias_vals, ahead_at, ahead_n, ahead_ids, tabled,
+           sid_slot, sid_stamp, stamps, used_in, step, mask_rows):
+    """See :meth:`PlanPool.split` (``vocab`` 0: ids as they are). A fast row is pooled
+    when its sid's plan is, in the path's form (``tabled``: by a table slot that still
+    holds its mask, per ``stamps``), unless it is a watched row inside a form (the
+    rollback check reads its mask); a watched greedy row with tokens to anticipate is
+    pooled and anticipated."""
+    want = POOLED | TABLED if tabled else POOLED
     k_rows = codes.size
     kind = np.zeros(k_rows, dtype=np.int8)  # 0: the rest; 1: pooled; 2: and anticipated
     n = 0
@@ -178,8 +223,10 @@ def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, b
         s = c >> flag_bits
         f = flags[s]
         watched = (c & watch) != 0
-        if (f & POOLED) == 0 or (watched and (f & INSIDE) != 0):
+        if (f & (POOLED | TABLED)) != want or (watched and (f & INSIDE) != 0):
             continue
+        if tabled and stamps[sid_slot[s]] != sid_stamp[s]:
+            continue  # its slot was given to another mask since
         n += 1
         n_bans += ban_n[s]
         n_bias += bias_n[s]
@@ -199,6 +246,7 @@ def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, b
     a_sids = np.empty(n_ahead, dtype=np.int64)
     a_sizes = np.empty(n_ahead, dtype=np.int64)
     a_sets = np.empty(n_sets, dtype=np.int64)
+    sizes = np.empty(n, dtype=np.int64)
     p = q = b = e = a = z = 0
     for k in range(k_rows):
         if kind[k] == 0:
@@ -208,7 +256,11 @@ def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, b
         s = codes[k] >> flag_bits
         pos[p] = k
         sids[p] = s
+        sizes[p] = bias_n[s]
         p += 1
+        if tabled:
+            mask_rows[k] = sid_slot[s]
+            used_in[sid_slot[s]] = step
         off = rows[k] * vocab
         at = ban_at[s]
         for t in range(ban_n[s]):
@@ -230,4 +282,51 @@ def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, b
                 a_sets[z] = ahead_ids[at + t]
                 z += 1
     return (pos, sids, rest, flat_bans, flat_bias, vals, a_pos, a_rows, a_sids, a_sizes,
-            a_sets)
+            a_sets, sizes)
+
+
+def bias_lists(k: int, pooled: PooledStep, other_pos: np.ndarray, other_sizes: np.ndarray,
+               other_ids: np.ndarray, other_vals: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernels' per-row bias lists of a step's ``k`` plan positions (indptr [k + 1],
+    int32 token ids, float32 values) from a GPU's pooled rows (:meth:`PlanPool.split`
+    with a table: their ids as they are, with each row's count) and the ``other_pos``
+    rows' lists (``other_sizes`` entries each, concatenated, in that order), which take
+    precedence over a pooled row's; rows in neither get none. One compiled call."""
+    return _bias_lists(k, pooled.pos, pooled.bias_sizes, pooled.bias_index,
+                       pooled.bias_values, other_pos, other_sizes, other_ids, other_vals)
+
+
+@njit(cache=True)
+def _bias_lists(k, pos_a, sizes_a, ids_a, vals_a, pos_b, sizes_b, ids_b, vals_b):
+    """See :func:`bias_lists`."""
+    src = np.zeros(k, dtype=np.int8)  # 0: none; 1: pooled; 2: the other lists
+    n = np.zeros(k, dtype=np.int64)
+    for q in range(pos_a.size):
+        src[pos_a[q]] = 1
+        n[pos_a[q]] = sizes_a[q]
+    for q in range(pos_b.size):
+        src[pos_b[q]] = 2
+        n[pos_b[q]] = sizes_b[q]
+    indptr = np.zeros(k + 1, dtype=np.int32)
+    for j in range(k):
+        indptr[j + 1] = indptr[j] + n[j]
+    ids = np.empty(indptr[k], dtype=np.int32)
+    vals = np.empty(indptr[k], dtype=np.float32)
+    at = 0
+    for q in range(pos_a.size):
+        j = pos_a[q]
+        if src[j] == 1:
+            d = indptr[j]
+            for t in range(sizes_a[q]):
+                ids[d + t] = ids_a[at + t]
+                vals[d + t] = vals_a[at + t]
+        at += sizes_a[q]
+    at = 0
+    for q in range(pos_b.size):
+        d = indptr[pos_b[q]]
+        for t in range(sizes_b[q]):
+            ids[d + t] = ids_b[at + t]
+            vals[d + t] = vals_b[at + t]
+        at += sizes_b[q]
+    return indptr, ids, vals

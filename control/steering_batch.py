@@ -59,10 +59,11 @@ from .vocab_index import VocabIndex, pack_bool, unpack_words
 try:  # numba (a dependency of vLLM) compiles the host's per-step loops over the rows
     from . import choice_probe
     from .ngram_table import NgramTable
+    from .plan_pool import bias_lists
     from .step_states import FLAG_BITS, GREEDY, NEVER, WATCH, Lanes, row_state, step_state
 except ImportError:  # pragma: no cover - every install has numba; a bare GPU box may not
     choice_probe = None  # type: ignore[assignment]
-    NgramTable = Lanes = None  # type: ignore[assignment,misc]
+    NgramTable = Lanes = bias_lists = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from .plan_pool import PooledStep
@@ -507,6 +508,7 @@ class SteeringBatch:
         # a mask through the table, set here directly (set_mask's common case, inlined)
         slot, mask_rows = (table.slot, plan.mask_rows) if table is not None else (None, None)
         tabled = False
+        restamp = None  # a GPU's fast rows off the pool: PlanPool.restamp
         # rows off the fast path whose guard lives in the table: their step's token goes in
         # one call for all, after the loop — (plan position, handle, token, string mask)
         pushed: list[tuple[int, int, int, np.ndarray | None]] = []
@@ -527,14 +529,19 @@ class SteeringBatch:
                 self.fast_rows += n_fast
                 codes = fast.tolist()
                 plans = lanes.plans
-                if row_ids is not None and self.sparse_ids:
-                    # pooled plans: these rows' entries are gathered when applied
-                    pooled = lanes.pool.split(fast, np.asarray(idx, dtype=np.int64),
-                                              vocab, FLAG_BITS, WATCH, GREEDY)
+                if table is not None:
+                    # pooled plans: these rows' entries are gathered when applied (a
+                    # GPU's: their mask slots set now)
+                    pooled = lanes.pool.split(
+                        fast, np.asarray(idx, dtype=np.int64), vocab, FLAG_BITS, WATCH,
+                        GREEDY, *((None, None) if self.sparse_ids else (table, mask_rows)))
                     if pooled is not None:  # (its entries gathered now)
                         visit = pooled.rest.tolist()
                         plan.pool(pooled, plans, visit)
                         self.pooled_rows += pooled.pos.size
+                        tabled = not self.sparse_ids
+                    if not self.sparse_ids:  # the fast rows left: their sid's new slot
+                        restamp = lanes.pool.restamp
         for j in visit:
             i = idx[j]
             r = rs[j]
@@ -595,8 +602,10 @@ class SteeringBatch:
                     row_ids[j] = ids
                 else:
                     row_words[j] = words
-                    mask_rows[j] = slot(mask_key, words)
+                    mask_rows[j] = s = slot(mask_key, words)
                     tabled = True
+                    if code >= 0 and restamp is not None:
+                        restamp(code >> FLAG_BITS, s, table.stamps[s])
                 if watching:  # (a lane row: a rollback row, never signalled on a lane)
                     if inside:
                         watch.append((j, i, words, ids))
@@ -643,7 +652,7 @@ class SteeringBatch:
                 if was >= 0 and t >= 0 and lanes.generation == generation:
                     lanes.learn(was, t, sid)
                 if step is not None and lanes.plans[sid] is not step:
-                    lanes.set_plan(sid, step, self._pooled(step))
+                    lanes.set_plan(sid, step, self._pooled(step, table, mask_rows, j))
         if tabled:
             plan.any_table = plan.any_ban = True
         # the loop guards' tokens, in one call: (plan position, handle, token) of the fast
@@ -661,15 +670,21 @@ class SteeringBatch:
                 plan.ban(j, self._loop_bans(words, loop, rs[j].stop_ids, special, vocab))
         return plan
 
-    def _pooled(self, step: tuple) -> tuple | None:
-        """A plain step's plan as :meth:`.plan_pool.PlanPool.put`'s arrays (banned ids,
-        bias ids and values, inside a form, tokens to anticipate), when its mask goes as
-        an id list (the CPU's path); else None."""
+    def _pooled(self, step: tuple, table: MaskTable | None, mask_rows: np.ndarray | None,
+                j: int) -> tuple | None:
+        """A plain step's plan, just set at plan position ``j``, as
+        :meth:`.plan_pool.PlanPool.put`'s arguments (banned ids, bias ids and values,
+        inside a form, tokens to anticipate; a GPU's: the mask's table slot and its owner
+        stamp), when its mask goes as an id list (the CPU's path) or by table slot (a
+        GPU's); else None."""
         _, _, ids, inside, ahead, b = step
-        if ids is None or not self.sparse_ids:
+        if table is None or (self.sparse_ids and ids is None):
             return None
         bias_ids, bias_vals = b if b is not None else (_EMPTY_IDS, _EMPTY_VALS)
-        return ids, bias_ids, bias_vals, bool(inside), ahead
+        if self.sparse_ids:
+            return ids, bias_ids, bias_vals, bool(inside), ahead
+        s = int(mask_rows[j])
+        return _EMPTY_IDS, bias_ids, bias_vals, bool(inside), ahead, s, int(table.stamps[s])
 
     def _plain_step(self, r: _Row, vocab: int) -> tuple:
         """(table key, mask, its banned ids or None, inside a form, the ids to anticipate,
@@ -823,8 +838,8 @@ class SteeringBatch:
             else:
                 sampling.append((i, words))
         pooled = plan.pooled_ahead  # pooled rows of that kind, their sets as arrays
-        if pooled is not None and (x is None or not self.compiled):
-            plan._unpool()  # (as list entries: the paths below take those)
+        if pooled is not None and x is not None and not self.compiled:
+            plan._unpool()  # (as list entries: the path below takes those)
             pooled = None
         ahead = plan.anticipate  # greedy rows with tokens that may write a whole form
         need = [i for i, _, _ in greedy] + [i for _, i, _ in ahead]
@@ -865,6 +880,13 @@ class SteeringBatch:
         if pooled is not None:
             a_pos, a_rows, a_sids = pooled.ahead_pos, pooled.ahead_rows, pooled.ahead_sids
             plans = plan.plans
+            if x is None:  # every row's choice is known: those in their row's set
+                rows_ = a_rows.tolist()
+                ts = np.fromiter(map(get, rows_), dtype=np.int64, count=len(rows_))
+                for q in _in_sets(ts, pooled.ahead_sizes, pooled.ahead_sets).tolist():
+                    self._anticipate(plan, int(a_pos[q]), rows_[q],
+                                     plans[int(a_sids[q])][4], int(ts[q]), vocab)
+                return out
             for i, t in choices.items():  # (the rows no probe decided: few)
                 q = int(np.searchsorted(a_rows, i))  # (a_rows ascend, as idx does)
                 if q < a_rows.size and a_rows[q] == i:
@@ -906,6 +928,7 @@ class SteeringBatch:
 
 _PUSHED: Any = object()  # (controls: the row's guard is pushed after the loop)
 _LANE_OF = operator.attrgetter("lane")
+_FIRST = operator.itemgetter(0)
 _OUT_OF = operator.attrgetter("out")
 
 
@@ -1177,8 +1200,13 @@ class _StepPlan:
     def kwargs(self, send, extra: dict[str, np.ndarray] | None = None
                ) -> dict[str, torch.Tensor]:
         """Keyword arguments of ``apply_logit_controls`` for the planned rows, the host
-        arrays among them (and ``extra``'s) turned into tensors by one ``send`` call."""
-        self._unpool()
+        arrays among them (and ``extra``'s) turned into tensors by one ``send`` call.
+        A GPU's pooled rows (their mask slots already set) keep their bias in the pooled
+        step's arrays, which one compiled call merges with the other rows' lists."""
+        pooled = self.pooled
+        if pooled is not None and (self.ban_lists or self.table is None):
+            self._unpool()  # (the CPU's flat form: set row by row)
+            pooled = None
         kw: dict[str, torch.Tensor] = {}
         host: dict[str, np.ndarray] = dict(extra or {})
         bias = self.bias
@@ -1192,16 +1220,19 @@ class _StepPlan:
             elif self.extra:  # extra bans ride in the bias lists as -inf (one launch)
                 bias = list(bias)
                 for j, bans in self.extra.items():
-                    bias[j] = _with_bans(*bias[j], bans)
+                    bias[j] = _with_bans(*self._bias_of(j), bans)
         elif self.any_ban:
             host["banned_bitmask"] = self.masks.reshape(-1)
-        sizes = [ids.size for ids, _ in bias]
-        if any(sizes):
-            indptr = np.zeros(self.k + 1, dtype=np.int32)
-            np.cumsum(sizes, out=indptr[1:])
-            host["bias_indptr"] = indptr
-            host["bias_token_ids"] = np.concatenate([ids for ids, _ in bias])
-            host["bias_values"] = np.concatenate([v for _, v in bias])
+        if pooled is not None:
+            host.update(self._pooled_bias(bias, pooled))
+        else:
+            sizes = [ids.size for ids, _ in bias]
+            if any(sizes):
+                indptr = np.zeros(self.k + 1, dtype=np.int32)
+                np.cumsum(sizes, out=indptr[1:])
+                host["bias_indptr"] = indptr
+                host["bias_token_ids"] = np.concatenate([ids for ids, _ in bias])
+                host["bias_values"] = np.concatenate([v for _, v in bias])
         if self.penalty:
             indptr = np.zeros(self.k + 1, dtype=np.int32)
             presence = np.zeros(self.k, dtype=np.float32)
@@ -1224,6 +1255,30 @@ class _StepPlan:
         if "banned_bitmask" in kw:
             kw["banned_bitmask"] = kw["banned_bitmask"].view(self.k, -1)
         return kw
+
+    def _bias_of(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row j's bias lists, a pooled row's from its plan."""
+        s = self._pooled_sid(j)
+        if s < 0:
+            return self.bias[j]
+        b = self.plans[s][5]
+        return b if b is not None else (_EMPTY_IDS, _EMPTY_VALS)
+
+    def _pooled_bias(self, bias: list[tuple[np.ndarray, np.ndarray]], pooled: PooledStep
+                     ) -> dict[str, np.ndarray]:
+        """The bias lists' kernel arrays with a GPU's pooled rows: theirs from the pooled
+        step, the visited rows' and those with extra bans from ``bias`` (none when no row
+        has any)."""
+        other = self.visited if not self.extra else sorted({*self.visited, *self.extra})
+        parts = [bias[j] for j in other]
+        sizes = np.fromiter(map(len, map(_FIRST, parts)), dtype=np.int64, count=len(parts))
+        if not pooled.bias_index.size and not sizes.any():
+            return {}
+        ids = np.concatenate([a for a, _ in parts]) if parts else _EMPTY_IDS
+        vals = np.concatenate([v for _, v in parts]) if parts else _EMPTY_VALS
+        indptr, ids, vals = bias_lists(self.k, pooled, np.asarray(other, dtype=np.int64),
+                                       sizes, ids, vals)
+        return {"bias_indptr": indptr, "bias_token_ids": ids, "bias_values": vals}
 
     def _ban_lists(self) -> tuple[np.ndarray, np.ndarray]:
         """(indptr, ids): per row, its mask's ids (when sent as a list) and extra bans."""
@@ -1365,6 +1420,15 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
             undecided = [i for i, t in zip(undecided, top, strict=True) if not t > best[i]]
         full += undecided
     return {i: int(x[i].argmax()) for i in full}
+
+
+def _in_sets(choices: np.ndarray, sizes: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """The positions q whose ``choices[q]`` lies in its set: the q-th of the ``sizes``
+    consecutive runs of ``sets`` (ascending)."""
+    hit = np.flatnonzero(np.repeat(choices, sizes) == sets)
+    if not hit.size:
+        return hit
+    return np.unique(np.repeat(np.arange(sizes.size), sizes)[hit])
 
 
 def _force_tokens(logits: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,

@@ -255,6 +255,8 @@ class Lanes:
         self._ready[sid] = 1
         if pooled is not None:
             self.pool.put(sid, *pooled)
+        else:
+            self.pool.flags[sid] = 0  # (not pooled: the plan alone stands)
 
     def forget_plans(self) -> None:
         """Drop every sid's plan (the caller's plans changed meaning: a new vocabulary)."""

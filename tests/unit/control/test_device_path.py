@@ -80,6 +80,7 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads
             outs_b[i].append(t)
     assert a.signals > 0 and (a.signals, a.anticipated) == (b.signals, b.anticipated)
     assert (b.fast_rows > 0) == lanes
+    assert (b.pooled_rows > b.fast_rows // 2) == lanes  # masks by slot, bias merged
     assert b._upload.copies >= 50 and a._upload.copies == 0
 
 

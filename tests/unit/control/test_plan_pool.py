@@ -110,6 +110,72 @@ def test_the_gathers_equal_the_plans_concatenated(plans, picks):
     assert got.ahead_sets.tolist() == [t for _, s in taken for t in plans[s][0][:2]]
 
 
+class _Table:
+    """A mask table's per-slot arrays, as :meth:`PlanPool.split` reads them."""
+
+    def __init__(self, slots: int):
+        self.stamps = np.arange(slots, dtype=np.int64) * 10
+        self.used_in = np.zeros(slots, dtype=np.int64)
+        self.step = 7
+
+
+def test_a_gpu_split_pools_tabled_plans_whose_slot_still_holds_their_mask():
+    pool = PlanPool()
+    pool.grow(6)
+    pool.put(0, _ids(5), _ids(3), _vals(1.0), False, None)  # the CPU's form: not tabled
+    pool.put(1, _ids(), _ids(3, 4), _vals(1.0, 2.0), False, None, slot=2, stamp=20)
+    pool.put(2, _ids(), _ids(), _vals(), False, _ids(9), slot=3, stamp=30)
+    pool.put(3, _ids(), _ids(6), _vals(0.5), False, None, slot=4, stamp=39)  # stale
+    pool.put(4, _ids(), _ids(), _vals(), True, None, slot=5, stamp=50)  # inside a form
+    table = _Table(8)
+    mask_rows = np.zeros(7, dtype=np.int32)
+    codes = np.array([_code(0), _code(1), _code(2, watch=True), _code(3), _code(4),
+                      _code(4, watch=True), _code(1)], dtype=np.int64)
+    rows = np.arange(7, dtype=np.int64) * 2
+    got = pool.split(codes, rows, 1000, FLAG_BITS, WATCH, GREEDY, table, mask_rows)
+    assert got.pos.tolist() == [1, 2, 4, 6] and got.sids.tolist() == [1, 2, 4, 1]
+    assert got.rest.tolist() == [0, 3, 5]
+    assert mask_rows.tolist() == [0, 2, 3, 0, 5, 0, 2]  # set for the pooled rows only
+    assert table.used_in.tolist() == [0, 0, 7, 7, 0, 7, 0, 0]  # marked used this step
+    assert got.bias_index.tolist() == [3, 4, 3, 4]  # ids as they are, no row offset
+    assert got.bias_values.tolist() == [1.0, 2.0, 1.0, 2.0]
+    assert got.bias_sizes.tolist() == [2, 0, 0, 2] and got.bans.size == 0
+    assert got.ahead_pos.tolist() == [2] and got.ahead_sets.tolist() == [9]
+    pool.restamp(3, 6, 60)  # uploaded again (the per-row way) into slot 6
+    got = pool.split(codes, rows, 1000, FLAG_BITS, WATCH, GREEDY, table, mask_rows)
+    assert 3 in got.pos.tolist() and mask_rows[3] == 6
+    cpu = _split(pool, codes.tolist())  # the CPU's split takes the untabled plans alone
+    assert cpu.pos.tolist() == [0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 8), pooled=st.dictionaries(st.integers(0, 7), st.lists(
+    st.integers(0, 99), max_size=5)), other=st.dictionaries(st.integers(0, 7), st.lists(
+        st.integers(0, 99), max_size=5)))
+def test_bias_lists_merge_pooled_and_other_rows(k, pooled, other):
+    pooled = {j: ids for j, ids in pooled.items() if j < k}
+    other = {j: ids for j, ids in other.items() if j < k}
+    pos = sorted(pooled)
+    step = pp.PooledStep(*([np.zeros(0, dtype=np.int64)] * 12))._replace(
+        pos=np.array(pos, dtype=np.int64),
+        bias_sizes=np.array([len(pooled[j]) for j in pos], dtype=np.int64),
+        bias_index=np.array([t for j in pos for t in pooled[j]], dtype=np.int64),
+        bias_values=np.array([t / 2 for j in pos for t in pooled[j]], dtype=np.float32))
+    at = sorted(other)
+    indptr, ids, vals = pp.bias_lists(
+        k, step, np.array(at, dtype=np.int64),
+        np.array([len(other[j]) for j in at], dtype=np.int64),
+        _ids(*[t for j in at for t in other[j]]),
+        _vals(*[-t for j in at for t in other[j]]))
+    for j in range(k):  # the other rows' lists win over the pooled rows'
+        want = ([(t, -t) for t in other[j]] if j in other
+                else [(t, t / 2) for t in pooled.get(j, [])])
+        got = list(zip(ids[indptr[j]:indptr[j + 1]].tolist(),
+                       vals[indptr[j]:indptr[j + 1]].tolist(), strict=True))
+        assert got == want, j
+    assert indptr[0] == 0 and indptr[-1] == ids.size == vals.size
+
+
 def test_a_full_pool_starts_the_lanes_plans_over(monkeypatch):
     monkeypatch.setattr(pp, "MAX_POOLED", 6)
     lanes = Lanes()
