@@ -6,10 +6,11 @@ A plan of the lanes (:attr:`.step_states.Lanes.plans`) is what
 :meth:`.steering_batch.SteeringBatch.controls` computed for a plain step in a step state
 (sid): the mask, its banned ids when sent as a list, whether the state is inside a form,
 the tokens to anticipate, the prefer bias. :class:`PlanPool` keeps, per sid, the bias
-(ids and values) as slices of pools, two flags (inside a form; tokens to anticipate) and
-the mask in the form the batch's path sends it:
+(ids and values) and the rollback check's set (inside a form, the ids its mask bans;
+else the tokens to anticipate) as slices of pools, a flag for inside a form, and the
+mask in the form the batch's path sends it:
 
-* the CPU's: the mask's banned ids (a slice of a third pool), when it bans few tokens;
+* the CPU's: the mask's banned ids (a slice of another pool), when it bans few tokens;
 * a GPU's (*tabled*): the :class:`.mask_table.MaskTable` slot holding the mask, with the
   slot's owner stamp at the time; while the table's stamp for the slot is the same, the
   slot still holds the mask, else the row goes the per-row way, which uploads it again
@@ -19,11 +20,11 @@ The Python plans stay the source: a pooled entry is a copy of one, made when it 
 and dropped with it.
 
 Per step, :meth:`PlanPool.split` sorts the fast rows (``Lanes.advance``'s codes) into
-*pooled* rows — a pooled plan, and not a watched row inside a form, whose mask the
-rollback check reads — and the rest, marking the pooled rows the rollback check
-anticipates (watched greedy rows with tokens that may write a whole form), and gathers the
-pooled rows' entries and the anticipated rows' token sets: one compiled call
-(:class:`PooledStep`). On the CPU's path the banned ids and bias ids come as flat indices
+*pooled* rows — a pooled plan, and not a watched row inside a form whose check needs its
+mask (a sampling row; a mask with no pooled set) — and the rest, marking the pooled rows
+the rollback check reads (watched greedy rows with a check set: inside a form, the ids
+its mask bans; else the tokens that may write a whole form), and gathers the pooled rows'
+entries and the checked rows' token sets: one compiled call (:class:`PooledStep`). On the CPU's path the banned ids and bias ids come as flat indices
 ``row * V + token`` into the logits; on a GPU's, the bias ids come as they are, with each
 row's count (the batch builds the kernels' per-row lists from them), and the rows' mask
 slots are written into the step's slot array and marked used in the table.
@@ -44,8 +45,9 @@ from numba import njit
 if TYPE_CHECKING:
     from .mask_table import MaskTable
 
-# per-sid flags: a pooled plan; inside a form; tokens to anticipate; its mask by table slot
-POOLED, INSIDE, AHEAD, TABLED = 1, 2, 4, 8
+# per-sid flags: a pooled plan; inside a form; a set for the rollback check; its mask by
+# table slot
+POOLED, INSIDE, CHECK, TABLED = 1, 2, 4, 8
 # ids held by each pool before the plans start over: 16 MiB of int32 each (the bias pool
 # holds as many float32 values beside them)
 MAX_POOLED = 1 << 22
@@ -108,37 +110,39 @@ class PlanPool:
         self.ban_n = np.zeros(0, dtype=np.int64)
         self.bias_at = np.zeros(0, dtype=np.int64)
         self.bias_n = np.zeros(0, dtype=np.int64)
-        self.ahead_at = np.zeros(0, dtype=np.int64)
-        self.ahead_n = np.zeros(0, dtype=np.int64)
+        self.check_at = np.zeros(0, dtype=np.int64)
+        self.check_n = np.zeros(0, dtype=np.int64)
         self.slot = np.zeros(0, dtype=np.int64)  # tabled: its mask's slot and owner stamp
         self.stamp = np.zeros(0, dtype=np.int64)
         self._bans = _Ragged(np.int32)
         self._bias = _Ragged(np.int32, np.float32)
-        self._ahead = _Ragged(np.int32)
+        self._check = _Ragged(np.int32)
 
     def grow(self, n: int) -> None:
         """Room for ``n`` sids (new ones unpooled)."""
         grow_arrays(self, n, {name: 0 for name in ("flags", "ban_at", "ban_n", "bias_at",
-                                                   "bias_n", "ahead_at", "ahead_n",
+                                                   "bias_n", "check_at", "check_n",
                                                    "slot", "stamp")})
 
     def put(self, sid: int, bans: np.ndarray, bias_ids: np.ndarray, bias_vals: np.ndarray,
-            inside: bool, ahead: np.ndarray | None, slot: int | None = None,
+            inside: bool, check: np.ndarray | None, slot: int | None = None,
             stamp: int = 0) -> None:
         """Pool sid's plan: the ids its mask bans (when sent as a list), its bias, whether
-        it is inside a form, the tokens to anticipate (None: none), and, for a mask sent
-        by table slot (``bans`` then empty), that slot and its owner stamp."""
+        it is inside a form, its set for the rollback check (None: none) — inside a form,
+        the ids its mask bans (a greedy row choosing one gets the rollback signal); else
+        the tokens that may write a whole form (one chosen is anticipated) — and, for a
+        mask sent by table slot (``bans`` then empty), that slot and its owner stamp."""
         self.ban_at[sid] = self._bans.add(bans)
         self.ban_n[sid] = bans.size
         self.bias_at[sid] = self._bias.add(bias_ids, bias_vals)
         self.bias_n[sid] = bias_ids.size
-        if ahead is not None:
-            self.ahead_at[sid] = self._ahead.add(ahead)
-            self.ahead_n[sid] = ahead.size
+        if check is not None:
+            self.check_at[sid] = self._check.add(check)
+            self.check_n[sid] = check.size
         if slot is not None:
             self.restamp(sid, slot, stamp)
         self.flags[sid] = (POOLED | (INSIDE if inside else 0)
-                           | (AHEAD if ahead is not None else 0)
+                           | (CHECK if check is not None else 0)
                            | (TABLED if slot is not None else 0))
 
     def restamp(self, sid: int, slot: int, stamp: int) -> None:
@@ -148,14 +152,14 @@ class PlanPool:
 
     @property
     def full(self) -> bool:
-        return max(self._bans.used, self._bias.used, self._ahead.used) >= MAX_POOLED
+        return max(self._bans.used, self._bias.used, self._check.used) >= MAX_POOLED
 
     def clear(self) -> None:
         """Every sid unpooled (the plans start over)."""
         self.flags[:] = 0
         self._bans.clear()
         self._bias.clear()
-        self._ahead.clear()
+        self._check.clear()
 
     def split(self, codes: np.ndarray, rows: np.ndarray, vocab: int, flag_bits: int,
               watch: int, greedy: int, table: MaskTable | None = None,
@@ -172,8 +176,8 @@ class PlanPool:
                                  else (_NONE, _NONE, 0))
         out = _split(codes, rows, vocab if not tabled else 0, self.flags, flag_bits, watch,
                      greedy, self.ban_at, self.ban_n, self._bans.data[0], self.bias_at,
-                     self.bias_n, self._bias.data[0], self._bias.data[1], self.ahead_at,
-                     self.ahead_n, self._ahead.data[0], tabled, self.slot, self.stamp,
+                     self.bias_n, self._bias.data[0], self._bias.data[1], self.check_at,
+                     self.check_n, self._check.data[0], tabled, self.slot, self.stamp,
                      stamps, used_in, step, mask_rows if tabled else _NONE32)
         return PooledStep(*out) if out[0].size else None
 
@@ -187,11 +191,12 @@ class PooledStep(NamedTuple):
     bans: np.ndarray  # their banned ids as flat indices (row * V + token); tabled: none
     bias_index: np.ndarray  # their bias ids as flat indices; tabled: as they are
     bias_values: np.ndarray  # float32
-    ahead_pos: np.ndarray  # of them, the rows the rollback check anticipates: positions
-    ahead_rows: np.ndarray  # their logits rows (ascending where ``rows`` ascend)
-    ahead_sids: np.ndarray
-    ahead_sizes: np.ndarray  # each one's count of tokens to anticipate
-    ahead_sets: np.ndarray  # those tokens, concatenated
+    check_pos: np.ndarray  # of them, the rows the rollback check reads: positions
+    check_rows: np.ndarray  # their logits rows (ascending where ``rows`` ascend)
+    check_sids: np.ndarray
+    check_inside: np.ndarray  # bool: inside a form (its set: banned ids, a hit signals)
+    check_sizes: np.ndarray  # each one's count of tokens in its set
+    check_sets: np.ndarray  # those tokens, concatenated
     bias_sizes: np.ndarray  # each pooled row's count of bias entries
 
 
@@ -201,18 +206,18 @@ _NONE32 = np.zeros(0, dtype=np.int32)
 
 @njit(cache=True)
 def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, bans,
-           bias_at, bias_n, bias_ids, bias_vals, ahead_at, ahead_n, ahead_ids, tabled,
+           bias_at, bias_n, bias_ids, bias_vals, check_at, check_n, check_ids, tabled,
            sid_slot, sid_stamp, stamps, used_in, step, mask_rows):
     """See :meth:`PlanPool.split` (``vocab`` 0: ids as they are). A fast row is pooled
     when its sid's plan is, in the path's form (``tabled``: by a table slot that still
-    holds its mask, per ``stamps``), unless it is a watched row inside a form (the
-    rollback check reads its mask); a watched greedy row with tokens to anticipate is
-    pooled and anticipated."""
+    holds its mask, per ``stamps``); a watched greedy row with a check set is pooled and
+    checked; a watched row inside a form is not pooled otherwise (its check reads its
+    mask)."""
     want = POOLED | TABLED if tabled else POOLED
     k_rows = codes.size
-    kind = np.zeros(k_rows, dtype=np.int8)  # 0: the rest; 1: pooled; 2: and anticipated
+    kind = np.zeros(k_rows, dtype=np.int8)  # 0: the rest; 1: pooled; 2: and checked
     n = 0
-    n_ahead = 0
+    n_check = 0
     n_bans = 0
     n_bias = 0
     n_sets = 0
@@ -222,8 +227,10 @@ def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, b
             continue
         s = c >> flag_bits
         f = flags[s]
-        watched = (c & watch) != 0
-        if (f & (POOLED | TABLED)) != want or (watched and (f & INSIDE) != 0):
+        if (f & (POOLED | TABLED)) != want:
+            continue
+        checked = (c & watch) != 0 and (f & CHECK) != 0 and (c & greedy) != 0
+        if (c & watch) != 0 and (f & INSIDE) != 0 and not checked:
             continue
         if tabled and stamps[sid_slot[s]] != sid_stamp[s]:
             continue  # its slot was given to another mask since
@@ -231,20 +238,21 @@ def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, b
         n_bans += ban_n[s]
         n_bias += bias_n[s]
         kind[k] = 1
-        if watched and (f & AHEAD) != 0 and (c & greedy) != 0:
+        if checked:
             kind[k] = 2
-            n_ahead += 1
-            n_sets += ahead_n[s]
+            n_check += 1
+            n_sets += check_n[s]
     pos = np.empty(n, dtype=np.int64)
     sids = np.empty(n, dtype=np.int64)
     rest = np.empty(k_rows - n, dtype=np.int64)
     flat_bans = np.empty(n_bans, dtype=np.int64)
     flat_bias = np.empty(n_bias, dtype=np.int64)
     vals = np.empty(n_bias, dtype=np.float32)
-    a_pos = np.empty(n_ahead, dtype=np.int64)
-    a_rows = np.empty(n_ahead, dtype=np.int64)
-    a_sids = np.empty(n_ahead, dtype=np.int64)
-    a_sizes = np.empty(n_ahead, dtype=np.int64)
+    a_pos = np.empty(n_check, dtype=np.int64)
+    a_rows = np.empty(n_check, dtype=np.int64)
+    a_sids = np.empty(n_check, dtype=np.int64)
+    a_inside = np.empty(n_check, dtype=np.bool_)
+    a_sizes = np.empty(n_check, dtype=np.int64)
     a_sets = np.empty(n_sets, dtype=np.int64)
     sizes = np.empty(n, dtype=np.int64)
     p = q = b = e = a = z = 0
@@ -275,14 +283,15 @@ def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, b
             a_pos[a] = k
             a_rows[a] = rows[k]
             a_sids[a] = s
-            a_sizes[a] = ahead_n[s]
+            a_inside[a] = (flags[s] & INSIDE) != 0
+            a_sizes[a] = check_n[s]
             a += 1
-            at = ahead_at[s]
-            for t in range(ahead_n[s]):
-                a_sets[z] = ahead_ids[at + t]
+            at = check_at[s]
+            for t in range(check_n[s]):
+                a_sets[z] = check_ids[at + t]
                 z += 1
-    return (pos, sids, rest, flat_bans, flat_bias, vals, a_pos, a_rows, a_sids, a_sizes,
-            a_sets, sizes)
+    return (pos, sids, rest, flat_bans, flat_bias, vals, a_pos, a_rows, a_sids, a_inside,
+            a_sizes, a_sets, sizes)
 
 
 def bias_lists(k: int, pooled: PooledStep, other_pos: np.ndarray, other_sizes: np.ndarray,

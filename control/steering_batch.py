@@ -30,6 +30,7 @@ _check`): the outcome of a rollback without the round trip.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import logging
@@ -523,7 +524,11 @@ class SteeringBatch:
             at = np.fromiter(map(_LANE_OF, rs), dtype=np.int32, count=k)
             outs = list(map(_OUT_OF, rs))
             lengths = np.fromiter(map(len, outs), dtype=np.int64, count=k)
-            last = np.fromiter([o[-1] if o else -1 for o in outs], dtype=np.int64, count=k)
+            try:  # (C-level: no Python frame per row)
+                last = np.fromiter(map(_LAST, outs), dtype=np.int64, count=k)
+            except IndexError:  # an empty output (a row's first step)
+                last = np.fromiter([o[-1] if o else -1 for o in outs], dtype=np.int64,
+                                   count=k)
             fast, n_fast, pushes = lanes.advance(at, lengths, last)
             if n_fast:
                 self.fast_rows += n_fast
@@ -652,7 +657,8 @@ class SteeringBatch:
                 if was >= 0 and t >= 0 and lanes.generation == generation:
                     lanes.learn(was, t, sid)
                 if step is not None and lanes.plans[sid] is not step:
-                    lanes.set_plan(sid, step, self._pooled(step, table, mask_rows, j))
+                    lanes.set_plan(sid, step, self._pooled(step, table, mask_rows, j,
+                                                           vocab))
         if tabled:
             plan.any_table = plan.any_ban = True
         # the loop guards' tokens, in one call: (plan position, handle, token) of the fast
@@ -671,20 +677,23 @@ class SteeringBatch:
         return plan
 
     def _pooled(self, step: tuple, table: MaskTable | None, mask_rows: np.ndarray | None,
-                j: int) -> tuple | None:
+                j: int, vocab: int) -> tuple | None:
         """A plain step's plan, just set at plan position ``j``, as
         :meth:`.plan_pool.PlanPool.put`'s arguments (banned ids, bias ids and values,
-        inside a form, tokens to anticipate; a GPU's: the mask's table slot and its owner
-        stamp), when its mask goes as an id list (the CPU's path) or by table slot (a
-        GPU's); else None."""
-        _, _, ids, inside, ahead, b = step
+        inside a form, the rollback check's set — inside a form, the ids the mask bans
+        when few; else the tokens to anticipate —; a GPU's: the mask's table slot and its
+        owner stamp), when its mask goes as an id list (the CPU's path) or by table slot
+        (a GPU's); else None."""
+        _, words, ids, inside, ahead, b = step
         if table is None or (self.sparse_ids and ids is None):
             return None
         bias_ids, bias_vals = b if b is not None else (_EMPTY_IDS, _EMPTY_VALS)
         if self.sparse_ids:
-            return ids, bias_ids, bias_vals, bool(inside), ahead
+            return ids, bias_ids, bias_vals, bool(inside), ids if inside else ahead
         s = int(mask_rows[j])
-        return _EMPTY_IDS, bias_ids, bias_vals, bool(inside), ahead, s, int(table.stamps[s])
+        check = self._mask_ids(words, vocab, always=True) if inside else ahead
+        return (_EMPTY_IDS, bias_ids, bias_vals, bool(inside), check, s,
+                int(table.stamps[s]))
 
     def _plain_step(self, r: _Row, vocab: int) -> tuple:
         """(table key, mask, its banned ids or None, inside a form, the ids to anticipate,
@@ -720,11 +729,12 @@ class SteeringBatch:
             return []  # no token with text would be left: no guard this step
         return new
 
-    def _mask_ids(self, words: np.ndarray, vocab: int) -> np.ndarray | None:
+    def _mask_ids(self, words: np.ndarray, vocab: int, *, always: bool = False
+                  ) -> np.ndarray | None:
         """int32 ids of the tokens a cached mask bans, when it is sent as a list (the CPU
-        with the table, and the mask bans few tokens); else None (memoised per mask
-        array)."""
-        if not self.sparse_ids:
+        with the table, and the mask bans few tokens; ``always``: on any path, when it
+        bans few); else None (memoised per mask array)."""
+        if not self.sparse_ids and not always:
             return None
         key = (id(words), vocab)
         hit = self._ids.get(key)
@@ -772,11 +782,10 @@ class SteeringBatch:
             return logits
         plan = self.controls(idx, v)
         signal = (self._check(logits, x, plan, v)
-                  if plan.watch or plan.anticipate or plan.pooled_ahead is not None else [])
+                  if plan.watch or plan.anticipate or plan.pooled_checks is not None else [])
         if signal:  # their rows are overwritten below: nothing else to apply there
-            pos = {i: j for j, i in enumerate(idx)}
             for i in signal:
-                plan.drop(pos[i])
+                plan.drop(bisect.bisect_left(idx, i))  # (idx ascends)
         for i in signal:
             r = self.rows[i]
             if r.on_lane:
@@ -830,6 +839,12 @@ class SteeringBatch:
         """
         out: list[int] = []
         rows = self.rows
+        # pooled rows of both greedy kinds, their sets (banned ids; tokens to anticipate)
+        # as arrays
+        pooled = plan.pooled_checks
+        if pooled is not None and x is not None and not self.compiled:
+            plan._unpool()  # (as list entries: the path below takes those)
+            pooled = None
         greedy: list[tuple[int, np.ndarray, np.ndarray | None]] = []
         sampling: list[tuple[int, np.ndarray]] = []
         for _, i, words, ids in plan.watch:
@@ -837,14 +852,10 @@ class SteeringBatch:
                 greedy.append((i, words, ids))
             else:
                 sampling.append((i, words))
-        pooled = plan.pooled_ahead  # pooled rows of that kind, their sets as arrays
-        if pooled is not None and x is not None and not self.compiled:
-            plan._unpool()  # (as list entries: the path below takes those)
-            pooled = None
         ahead = plan.anticipate  # greedy rows with tokens that may write a whole form
         need = [i for i, _, _ in greedy] + [i for _, i, _ in ahead]
         if pooled is not None:
-            need += pooled.ahead_rows.tolist()
+            need += pooled.check_rows.tolist()
         if not need:
             choices = {}
         elif x is not None:
@@ -854,7 +865,7 @@ class SteeringBatch:
             if self.compiled:
                 choices = choice_probe.argmax_if_in_compiled(
                     x, need, sets, CHOICE_PROBES,
-                    more=None if pooled is None else (pooled.ahead_sizes, pooled.ahead_sets))
+                    more=None if pooled is None else (pooled.check_sizes, pooled.check_sets))
             else:
                 choices = argmax_if_in(x, need, sets, self._flat_index)
         else:  # one argmax call serves both kinds of rows
@@ -878,19 +889,22 @@ class SteeringBatch:
             if t is not None:
                 self._anticipate(plan, j, i, ids, t, vocab)
         if pooled is not None:
-            a_pos, a_rows, a_sids = pooled.ahead_pos, pooled.ahead_rows, pooled.ahead_sids
-            plans = plan.plans
+            c_pos, c_rows, c_sids = pooled.check_pos, pooled.check_rows, pooled.check_sids
             if x is None:  # every row's choice is known: those in their row's set
-                rows_ = a_rows.tolist()
+                rows_ = c_rows.tolist()
                 ts = np.fromiter(map(get, rows_), dtype=np.int64, count=len(rows_))
-                for q in _in_sets(ts, pooled.ahead_sizes, pooled.ahead_sets).tolist():
-                    self._anticipate(plan, int(a_pos[q]), rows_[q],
-                                     plans[int(a_sids[q])][4], int(ts[q]), vocab)
-                return out
-            for i, t in choices.items():  # (the rows no probe decided: few)
-                q = int(np.searchsorted(a_rows, i))  # (a_rows ascend, as idx does)
-                if q < a_rows.size and a_rows[q] == i:
-                    self._anticipate(plan, int(a_pos[q]), i, plans[int(a_sids[q])][4], t,
+                hits = [(q, rows_[q], int(ts[q])) for q in _in_sets(
+                    ts, pooled.check_sizes, pooled.check_sets).tolist()]
+            else:  # a row with a choice has it in its set (the rows no probe decided: few)
+                qs = np.searchsorted(c_rows, list(choices)).tolist()  # (c_rows ascend)
+                hits = [(q, i, t) for q, (i, t) in zip(qs, choices.items(), strict=True)
+                        if q < c_rows.size and c_rows[q] == i]
+            inside, plans = pooled.check_inside, plan.plans
+            for q, i, t in hits:
+                if inside[q]:  # heading into the form: the rollback signal
+                    out.append(i)
+                else:
+                    self._anticipate(plan, int(c_pos[q]), i, plans[int(c_sids[q])][4], t,
                                      vocab)
         return out
 
@@ -929,6 +943,7 @@ class SteeringBatch:
 _PUSHED: Any = object()  # (controls: the row's guard is pushed after the loop)
 _LANE_OF = operator.attrgetter("lane")
 _FIRST = operator.itemgetter(0)
+_LAST = operator.itemgetter(-1)
 _OUT_OF = operator.attrgetter("out")
 
 
@@ -1012,7 +1027,6 @@ class _StepPlan:
         self.pooled: PooledStep | None = None
         self.plans: list | None = None
         self.visited: list[int] | None = None
-        self._pooled_at: dict[int, int] | None = None
 
     def pool(self, pooled: PooledStep, plans: list, visited: list[int]) -> None:
         """The rows ``pooled.pos`` have their plan's entries as flat indices into the
@@ -1023,10 +1037,10 @@ class _StepPlan:
         self.pooled, self.plans, self.visited = pooled, plans, visited
 
     @property
-    def pooled_ahead(self) -> PooledStep | None:
-        """The pooled step, when the rollback check anticipates some of its rows."""
+    def pooled_checks(self) -> PooledStep | None:
+        """The pooled step, when the rollback check reads some of its rows."""
         p = self.pooled
-        return p if p is not None and p.ahead_pos.size else None
+        return p if p is not None and p.check_pos.size else None
 
     def _unpool(self) -> None:
         """The pooled rows' entries set row by row, as the per-row fast path sets them."""
@@ -1039,20 +1053,22 @@ class _StepPlan:
             self.ids[j] = ids
             if b is not None:
                 self.bias[j] = b
-        # (a new list: a caller may be iterating over the old one)
-        self.anticipate = self.anticipate + [(j, i, plans[s][4]) for j, i, s in zip(
-            p.ahead_pos.tolist(), p.ahead_rows.tolist(), p.ahead_sids.tolist(),
-            strict=True)]
-        self.pooled = self.plans = self.visited = self._pooled_at = None
+        # (new lists: a caller may be iterating over the old ones)
+        checked = list(zip(p.check_pos.tolist(), p.check_rows.tolist(),
+                           p.check_sids.tolist(), p.check_inside.tolist(), strict=True))
+        self.watch = self.watch + [(j, i, plans[s][1], plans[s][2])
+                                   for j, i, s, inside in checked if inside]
+        self.anticipate = self.anticipate + [(j, i, plans[s][4])
+                                             for j, i, s, inside in checked if not inside]
+        self.pooled = self.plans = self.visited = None
 
     def _pooled_sid(self, j: int) -> int:
         """Row j's sid when it is pooled, else -1."""
-        if self.pooled is None:
+        p = self.pooled
+        if p is None:
             return -1
-        if self._pooled_at is None:
-            self._pooled_at = dict(zip(self.pooled.pos.tolist(), self.pooled.sids.tolist(),
-                                       strict=True))
-        return self._pooled_at.get(j, -1)
+        q = int(np.searchsorted(p.pos, j))  # (positions ascend)
+        return int(p.sids[q]) if q < p.pos.size and p.pos[q] == j else -1
 
     def _settle(self, j: int) -> None:
         """Before row j's entries are replaced one by one: set them if pooled."""
@@ -1082,8 +1098,11 @@ class _StepPlan:
             _or_tokens(self.masks[j], (t,), self.vocab)
 
     def drop(self, j: int) -> None:
-        """Row j gets no controls this step (its row is overwritten afterwards)."""
-        self._settle(j)
+        """Row j gets no controls this step (its row is overwritten afterwards: a pooled
+        row keeps its pooled entries, applied and then overwritten)."""
+        if self._pooled_sid(j) >= 0:
+            self.extra.pop(j, None)
+            return
         if self.table is None:
             self.masks[j] = 0
         else:

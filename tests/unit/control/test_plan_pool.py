@@ -50,12 +50,13 @@ def test_an_array_is_pooled_once_and_the_pool_grows():
         pool.put(3, shared, _ids(1, 2), _vals(2.0), False, None)  # ids and values differ
 
 
-def test_split_pools_all_but_watched_rows_inside_a_form():
+def test_split_pools_all_but_watched_rows_inside_a_form_with_no_check():
     pool = PlanPool()
     pool.grow(8)
     pool.put(1, _ids(5), _ids(), _vals(), False, None)
-    pool.put(2, _ids(5), _ids(), _vals(), True, None)  # inside a form
+    pool.put(2, _ids(5), _ids(), _vals(), True, None)  # inside a form, no check set
     pool.put(3, _ids(5), _ids(), _vals(), False, _ids(7, 8))  # tokens to anticipate
+    pool.put(4, _ids(5), _ids(), _vals(), True, _ids(5))  # inside: its banned ids
     codes = [
         -1,  # not a fast row
         _code(0),  # its plan is not pooled
@@ -65,14 +66,17 @@ def test_split_pools_all_but_watched_rows_inside_a_form():
         _code(3, watch=True),  # anticipated
         _code(3, watch=True, greedy=False),  # sampling rows are not anticipated
         _code(3),  # not watched: not anticipated
+        _code(4, watch=True),  # checked against its banned ids
+        _code(4, watch=True, greedy=False),  # a sampling row's check reads its mask
     ]
     got = _split(pool, codes)
-    assert got.pos.tolist() == [2, 3, 5, 6, 7]
-    assert got.sids.tolist() == [1, 2, 3, 3, 3]
-    assert got.rest.tolist() == [0, 1, 4]
-    assert got.ahead_pos.tolist() == [5] and got.ahead_rows.tolist() == [10]
-    assert got.ahead_sids.tolist() == [3]
-    assert got.ahead_sizes.tolist() == [2] and got.ahead_sets.tolist() == [7, 8]
+    assert got.pos.tolist() == [2, 3, 5, 6, 7, 8]
+    assert got.sids.tolist() == [1, 2, 3, 3, 3, 4]
+    assert got.rest.tolist() == [0, 1, 4, 9]
+    assert got.check_pos.tolist() == [5, 8] and got.check_rows.tolist() == [10, 16]
+    assert got.check_sids.tolist() == [3, 4]
+    assert got.check_inside.tolist() == [False, True]
+    assert got.check_sizes.tolist() == [2, 1] and got.check_sets.tolist() == [7, 8, 5]
     assert got.bans.tolist() == [2 * k * 1000 + 5 for k in got.pos.tolist()]
     pool.clear()
     assert _split(pool, codes) is None
@@ -97,17 +101,17 @@ def test_the_gathers_equal_the_plans_concatenated(plans, picks):
     if not taken:
         assert got is None
         return
-    assert got.pos.tolist() == got.ahead_pos.tolist() == [k for k, _ in taken]
-    assert got.sids.tolist() == got.ahead_sids.tolist() == [s for _, s in taken]
+    assert got.pos.tolist() == got.check_pos.tolist() == [k for k, _ in taken]
+    assert got.sids.tolist() == got.check_sids.tolist() == [s for _, s in taken]
     assert got.rest.tolist() == [k for k, p in enumerate(picks) if p < 0]
-    assert got.ahead_rows.tolist() == [2 * k for k, _ in taken]
+    assert got.check_rows.tolist() == [2 * k for k, _ in taken]
     assert got.bans.tolist() == [2 * k * 1000 + t for k, s in taken for t in plans[s][0]]
     assert got.bias_index.tolist() == [2 * k * 1000 + t for k, s in taken
                                        for t, _ in plans[s][1]]
     assert got.bias_values.tolist() == [np.float32(v) for _, s in taken
                                         for _, v in plans[s][1]]
-    assert got.ahead_sizes.tolist() == [min(2, len(plans[s][0])) for _, s in taken]
-    assert got.ahead_sets.tolist() == [t for _, s in taken for t in plans[s][0][:2]]
+    assert got.check_sizes.tolist() == [min(2, len(plans[s][0])) for _, s in taken]
+    assert got.check_sets.tolist() == [t for _, s in taken for t in plans[s][0][:2]]
 
 
 class _Table:
@@ -140,7 +144,7 @@ def test_a_gpu_split_pools_tabled_plans_whose_slot_still_holds_their_mask():
     assert got.bias_index.tolist() == [3, 4, 3, 4]  # ids as they are, no row offset
     assert got.bias_values.tolist() == [1.0, 2.0, 1.0, 2.0]
     assert got.bias_sizes.tolist() == [2, 0, 0, 2] and got.bans.size == 0
-    assert got.ahead_pos.tolist() == [2] and got.ahead_sets.tolist() == [9]
+    assert got.check_pos.tolist() == [2] and got.check_sets.tolist() == [9]
     pool.restamp(3, 6, 60)  # uploaded again (the per-row way) into slot 6
     got = pool.split(codes, rows, 1000, FLAG_BITS, WATCH, GREEDY, table, mask_rows)
     assert 3 in got.pos.tolist() and mask_rows[3] == 6
@@ -156,7 +160,7 @@ def test_bias_lists_merge_pooled_and_other_rows(k, pooled, other):
     pooled = {j: ids for j, ids in pooled.items() if j < k}
     other = {j: ids for j, ids in other.items() if j < k}
     pos = sorted(pooled)
-    step = pp.PooledStep(*([np.zeros(0, dtype=np.int64)] * 12))._replace(
+    step = pp.PooledStep(*([np.zeros(0, dtype=np.int64)] * len(pp.PooledStep._fields)))._replace(
         pos=np.array(pos, dtype=np.int64),
         bias_sizes=np.array([len(pooled[j]) for j in pos], dtype=np.int64),
         bias_index=np.array([t for j in pos for t in pooled[j]], dtype=np.int64),

@@ -187,6 +187,62 @@ def test_the_fast_path_equals_the_per_row_path(vocab_index, tokenizer, max_state
         assert fast._upload.copies >= 160 and ref._upload.copies >= 160
 
 
+@pytest.mark.parametrize("host", ["cpu", "gpu"])
+def test_pooled_rows_heading_into_a_form_get_the_rollback_signal(vocab_index, tokenizer,
+                                                                 host, monkeypatch):
+    """Greedy rows inside a form whose mask bans few tokens are checked from the pool
+    (their banned ids as a set): rows reach " Coca" one after another, the first one
+    teaching the lanes the step state's plan, the later ones on the fast path, pooled.
+    Inside a form the mask bans one token here, a special token, which the logits make
+    every row's choice: the rows get the rollback signal there, as on the per-row path."""
+    if host != "cpu":
+        monkeypatch.setattr(steering_batch, "_numpy_view", lambda t: None)
+    text = tokenizer.encode(" the cat sat on the mat and drank a Coca-Cola by the sea")
+    special = tokenizer.convert_tokens_to_ids("<empty_output>")
+    info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=400)
+    fast = SteeringBatch(vocab_index, "cpu", compiled=True, lanes=True, lane_min_rows=0)
+    ref = SteeringBatch(vocab_index, "cpu", compiled=True, lanes=False)
+    if host != "cpu":
+        fast, ref = _gpu_host_path(fast), _gpu_host_path(ref)
+    n = 6
+    outs = {id(b): [[] for _ in range(n)] for b in (fast, ref)}
+    for b in (fast, ref):
+        for i in range(n):
+            b.add(i, _args(3), outs[id(b)][i], info)
+    pos = [-3 * i for i in range(n)]  # row i starts writing 3 steps after row i - 1
+    splits = []
+    split = fast._lanes.pool.split
+    fast._lanes.pool.split = lambda *a: splits.append(split(*a)) or splits[-1]
+    pooled_signals = 0
+    for step in range(60):
+        splits.clear()
+        logits = torch.randn(n, vocab_index.vocab_size,
+                             generator=torch.Generator().manual_seed(step))
+        logits[:, special] += 8.0  # banned everywhere: a signal inside a form
+        lf, lr = fast.apply(logits.clone()), ref.apply(logits.clone())
+        assert torch.equal(lf, lr), step
+        p = splits[0] if splits else None
+        checked = set() if p is None else {
+            int(i) for i, inside in zip(p.check_rows, p.check_inside, strict=True) if inside}
+        for i in range(n):
+            if fast.rows[i].signalled:
+                pooled_signals += i in checked
+                for b in (fast, ref):
+                    outs[id(b)][i] = []
+                    b.add(i, _args(3), outs[id(b)][i], info)
+                pos[i] = 0
+                continue
+            t = text[pos[i] % len(text)] if pos[i] >= 0 else text[0]
+            if torch.isneginf(lf[i, t]):
+                t = int(lf[i].argmax())
+            for b in (fast, ref):
+                outs[id(b)][i].append(t)
+            pos[i] += 1
+    assert fast.signals == ref.signals > 10
+    assert pooled_signals > fast.signals // 2  # (24 of 26 in a scratch print)
+    assert fast.pooled_rows > fast.fast_rows // 2
+
+
 def test_a_row_read_while_on_its_lane_leaves_it_with_its_state(vocab_index, tokenizer):
     text = tokenizer.encode(" the cat sat on the mat, the cat sat on the mat")
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=400)
