@@ -295,47 +295,107 @@ def _split(codes, rows, vocab, flags, flag_bits, watch, greedy, ban_at, ban_n, b
 
 
 def bias_lists(k: int, pooled: PooledStep, other_pos: np.ndarray, other_sizes: np.ndarray,
-               other_ids: np.ndarray, other_vals: np.ndarray
+               other_ids: np.ndarray, other_vals: np.ndarray, ban_pos: np.ndarray,
+               ban_sizes: np.ndarray, ban_ids: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernels' per-row bias lists of a step's ``k`` plan positions (indptr [k + 1],
     int32 token ids, float32 values) from a GPU's pooled rows (:meth:`PlanPool.split`
-    with a table: their ids as they are, with each row's count) and the ``other_pos``
-    rows' lists (``other_sizes`` entries each, concatenated, in that order), which take
-    precedence over a pooled row's; rows in neither get none. One compiled call."""
+    with a table: their ids as they are, with each row's count), the ``other_pos`` rows'
+    lists (``other_sizes`` entries each, concatenated, in that order), which take
+    precedence over a pooled row's, and the ``ban_pos`` rows' extra bans (``ban_sizes``
+    ids each, concatenated; repeats allowed) as ``-inf`` entries: a banned id's bias
+    entry is left out and each banned id comes once, so that a row's ids stay unique.
+    Rows in none get no entry. One compiled call."""
     return _bias_lists(k, pooled.pos, pooled.bias_sizes, pooled.bias_index,
-                       pooled.bias_values, other_pos, other_sizes, other_ids, other_vals)
+                       pooled.bias_values, other_pos, other_sizes, other_ids, other_vals,
+                       ban_pos, ban_sizes, ban_ids)
 
 
 @njit(cache=True)
-def _bias_lists(k, pos_a, sizes_a, ids_a, vals_a, pos_b, sizes_b, ids_b, vals_b):
+def _bias_lists(k, pos_a, sizes_a, ids_a, vals_a, pos_b, sizes_b, ids_b, vals_b, pos_x,
+                sizes_x, ids_x):
     """See :func:`bias_lists`."""
-    src = np.zeros(k, dtype=np.int8)  # 0: none; 1: pooled; 2: the other lists
+    # per row: its list's source (0: none; 1: pooled; 2: the other lists), offset, size
+    src = np.zeros(k, dtype=np.int8)
+    at = np.zeros(k, dtype=np.int64)
     n = np.zeros(k, dtype=np.int64)
-    for q in range(pos_a.size):
-        src[pos_a[q]] = 1
-        n[pos_a[q]] = sizes_a[q]
-    for q in range(pos_b.size):
-        src[pos_b[q]] = 2
-        n[pos_b[q]] = sizes_b[q]
-    indptr = np.zeros(k + 1, dtype=np.int32)
-    for j in range(k):
-        indptr[j + 1] = indptr[j] + n[j]
-    ids = np.empty(indptr[k], dtype=np.int32)
-    vals = np.empty(indptr[k], dtype=np.float32)
-    at = 0
+    o = 0
     for q in range(pos_a.size):
         j = pos_a[q]
-        if src[j] == 1:
-            d = indptr[j]
-            for t in range(sizes_a[q]):
-                ids[d + t] = ids_a[at + t]
-                vals[d + t] = vals_a[at + t]
-        at += sizes_a[q]
-    at = 0
+        src[j] = 1
+        at[j] = o
+        n[j] = sizes_a[q]
+        o += sizes_a[q]
+    o = 0
     for q in range(pos_b.size):
-        d = indptr[pos_b[q]]
-        for t in range(sizes_b[q]):
-            ids[d + t] = ids_b[at + t]
-            vals[d + t] = vals_b[at + t]
-        at += sizes_b[q]
-    return indptr, ids, vals
+        j = pos_b[q]
+        src[j] = 2
+        at[j] = o
+        n[j] = sizes_b[q]
+        o += sizes_b[q]
+    # per row with bans: its banned ids, unique and ascending, at bans[b_at[j]:][:b_n[j]]
+    b_at = np.zeros(k, dtype=np.int64)
+    b_n = np.zeros(k, dtype=np.int64)
+    bans = np.empty(ids_x.size, dtype=np.int64)
+    o = u = 0
+    for q in range(pos_x.size):
+        j = pos_x[q]
+        row = np.sort(ids_x[o:o + sizes_x[q]])
+        o += sizes_x[q]
+        b_at[j] = u
+        for t in range(row.size):
+            if t == 0 or row[t] != row[t - 1]:
+                bans[u] = row[t]
+                u += 1
+        b_n[j] = u - b_at[j]
+    indptr = np.zeros(k + 1, dtype=np.int32)
+    for j in range(k):
+        kept = 0
+        if src[j] == 1:
+            kept = _merge_row(ids_a, vals_a, at[j], n[j], bans, b_at[j], b_n[j], None, None, 0)
+        elif src[j] == 2:
+            kept = _merge_row(ids_b, vals_b, at[j], n[j], bans, b_at[j], b_n[j], None, None, 0)
+        indptr[j + 1] = indptr[j] + kept + b_n[j]
+    out_ids = np.empty(indptr[k], dtype=np.int32)
+    out_vals = np.empty(indptr[k], dtype=np.float32)
+    for j in range(k):
+        d = indptr[j]
+        if src[j] == 1:
+            d += _merge_row(ids_a, vals_a, at[j], n[j], bans, b_at[j], b_n[j], out_ids,
+                            out_vals, d)
+        elif src[j] == 2:
+            d += _merge_row(ids_b, vals_b, at[j], n[j], bans, b_at[j], b_n[j], out_ids,
+                            out_vals, d)
+        for t in range(b_n[j]):
+            out_ids[d] = bans[b_at[j] + t]
+            out_vals[d] = -np.inf
+            d += 1
+    return indptr, out_ids, out_vals
+
+
+@njit(cache=True)
+def _merge_row(ids, vals, at, n, bans, b_at, b_n, out_ids, out_vals, d):
+    """A row's bias entries ``ids[at:at + n]`` not among its bans, copied to ``out_*``
+    from ``d`` (when given); returns how many."""
+    kept = 0
+    for t in range(at, at + n):
+        if b_n and _in_sorted(bans, b_at, b_at + b_n, ids[t]):
+            continue
+        if out_ids is not None:
+            out_ids[d + kept] = ids[t]
+            out_vals[d + kept] = vals[t]
+        kept += 1
+    return kept
+
+
+@njit(cache=True)
+def _in_sorted(a, lo, end, x):
+    """Whether x is among the ascending ``a[lo:end]``."""
+    hi = end
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and a[lo] == x

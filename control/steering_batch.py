@@ -1236,10 +1236,10 @@ class _StepPlan:
             if self.ban_lists:
                 if self.extra or any(a is not None for a in self.ids):
                     host["banned_indptr"], host["banned_token_ids"] = self._ban_lists()
-            elif self.extra:  # extra bans ride in the bias lists as -inf (one launch)
-                bias = list(bias)
+            elif self.extra and pooled is None:  # extra bans ride in the bias lists as
+                bias = list(bias)  # -inf (one launch; with pooled rows: see _pooled_bias)
                 for j, bans in self.extra.items():
-                    bias[j] = _with_bans(*self._bias_of(j), bans)
+                    bias[j] = _with_bans(*bias[j], bans)
         elif self.any_ban:
             host["banned_bitmask"] = self.masks.reshape(-1)
         if pooled is not None:
@@ -1275,28 +1275,25 @@ class _StepPlan:
             kw["banned_bitmask"] = kw["banned_bitmask"].view(self.k, -1)
         return kw
 
-    def _bias_of(self, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row j's bias lists, a pooled row's from its plan."""
-        s = self._pooled_sid(j)
-        if s < 0:
-            return self.bias[j]
-        b = self.plans[s][5]
-        return b if b is not None else (_EMPTY_IDS, _EMPTY_VALS)
-
     def _pooled_bias(self, bias: list[tuple[np.ndarray, np.ndarray]], pooled: PooledStep
                      ) -> dict[str, np.ndarray]:
         """The bias lists' kernel arrays with a GPU's pooled rows: theirs from the pooled
-        step, the visited rows' and those with extra bans from ``bias`` (none when no row
-        has any)."""
-        other = self.visited if not self.extra else sorted({*self.visited, *self.extra})
+        step, the visited rows' from ``bias``, the extra bans as ``-inf`` entries, merged
+        in one compiled call (none when no row has any)."""
+        other = self.visited
         parts = [bias[j] for j in other]
         sizes = np.fromiter(map(len, map(_FIRST, parts)), dtype=np.int64, count=len(parts))
-        if not pooled.bias_index.size and not sizes.any():
+        extra = self.extra
+        if not pooled.bias_index.size and not sizes.any() and not extra:
             return {}
         ids = np.concatenate([a for a, _ in parts]) if parts else _EMPTY_IDS
         vals = np.concatenate([v for _, v in parts]) if parts else _EMPTY_VALS
-        indptr, ids, vals = bias_lists(self.k, pooled, np.asarray(other, dtype=np.int64),
-                                       sizes, ids, vals)
+        n = len(extra)
+        indptr, ids, vals = bias_lists(
+            self.k, pooled, np.asarray(other, dtype=np.int64), sizes, ids, vals,
+            np.fromiter(extra, dtype=np.int64, count=n),
+            np.fromiter(map(len, extra.values()), dtype=np.int64, count=n),
+            np.fromiter(itertools.chain.from_iterable(extra.values()), dtype=np.int64))
         return {"bias_indptr": indptr, "bias_token_ids": ids, "bias_values": vals}
 
     def _ban_lists(self) -> tuple[np.ndarray, np.ndarray]:

@@ -152,13 +152,18 @@ def test_a_gpu_split_pools_tabled_plans_whose_slot_still_holds_their_mask():
     assert cpu.pos.tolist() == [0]
 
 
-@settings(max_examples=60, deadline=None)
-@given(k=st.integers(1, 8), pooled=st.dictionaries(st.integers(0, 7), st.lists(
-    st.integers(0, 99), max_size=5)), other=st.dictionaries(st.integers(0, 7), st.lists(
-        st.integers(0, 99), max_size=5)))
-def test_bias_lists_merge_pooled_and_other_rows(k, pooled, other):
+_ROW_IDS = st.lists(st.integers(0, 30), max_size=5, unique=True)
+
+
+@settings(max_examples=80, deadline=None)
+@given(k=st.integers(1, 8), pooled=st.dictionaries(st.integers(0, 7), _ROW_IDS),
+       other=st.dictionaries(st.integers(0, 7), _ROW_IDS),
+       bans=st.dictionaries(st.integers(0, 7), st.lists(st.integers(0, 30), min_size=1,
+                                                         max_size=6)))
+def test_bias_lists_merge_pooled_and_other_rows_and_bans(k, pooled, other, bans):
     pooled = {j: ids for j, ids in pooled.items() if j < k}
     other = {j: ids for j, ids in other.items() if j < k}
+    bans = {j: ids for j, ids in bans.items() if j < k}
     pos = sorted(pooled)
     step = pp.PooledStep(*([np.zeros(0, dtype=np.int64)] * len(pp.PooledStep._fields)))._replace(
         pos=np.array(pos, dtype=np.int64),
@@ -170,10 +175,16 @@ def test_bias_lists_merge_pooled_and_other_rows(k, pooled, other):
         k, step, np.array(at, dtype=np.int64),
         np.array([len(other[j]) for j in at], dtype=np.int64),
         _ids(*[t for j in at for t in other[j]]),
-        _vals(*[-t for j in at for t in other[j]]))
-    for j in range(k):  # the other rows' lists win over the pooled rows'
+        _vals(*[-t for j in at for t in other[j]]),
+        np.array(list(bans), dtype=np.int64), np.array([len(b) for b in bans.values()],
+                                                       dtype=np.int64),
+        np.array([t for b in bans.values() for t in b], dtype=np.int64))
+    for j in range(k):  # the other rows' lists win over the pooled rows'; bans: -inf
         want = ([(t, -t) for t in other[j]] if j in other
                 else [(t, t / 2) for t in pooled.get(j, [])])
+        banned = set(bans.get(j, ()))
+        want = [e for e in want if e[0] not in banned] + [(t, -np.inf)
+                                                         for t in sorted(banned)]
         got = list(zip(ids[indptr[j]:indptr[j + 1]].tolist(),
                        vals[indptr[j]:indptr[j + 1]].tolist(), strict=True))
         assert got == want, j
