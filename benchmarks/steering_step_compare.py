@@ -118,16 +118,7 @@ def gpu_host_path(sb, kernel_s):
     # a GPU), and the kernel calls timed into kernel_s[0] (the step's time less theirs is
     # the host's work).
     sb._numpy_view = lambda t: None
-    argmax_rows, seen = sb._argmax_rows, {}
-
-    def memo(logits, rows):
-        key = (logits.shape, float(logits[0, 0]), float(logits[-1, -1]))
-        best = seen.get(key)
-        if best is None:
-            best = seen[key] = argmax_rows(logits, list(range(logits.shape[0])))
-        return best if 4 * len(rows) >= len(best) else {i: best[i] for i in rows}
-
-    sb._argmax_rows = memo
+    sb._argmax_rows = loop.memoised_argmax_rows(sb._argmax_rows)
     for name in ("apply_logit_controls", "_force_tokens"):
         def timed(*a, _f=getattr(sb, name), **k):
             t0 = time.perf_counter()

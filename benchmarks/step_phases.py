@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not insta
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import steering_step  # noqa: F401  (maps the checkout into a greyelephant package)
 
-from greyelephant.benchmarks.step_loop import DecodeLoop  # noqa: E402
+from greyelephant.benchmarks.step_loop import DecodeLoop, memoised_argmax_rows  # noqa: E402
 from greyelephant.benchmarks.steering_step import (  # noqa: E402
     SIGNAL,
     PhaseTimer,
@@ -89,17 +89,9 @@ def gpu_host_path(batch: sb.SteeringBatch) -> Callable[[], None]:
     ``_check`` phase shows the host's own work. Returns what undoes the module patches."""
     batch.sparse_ids = False
     batch._upload = StepUpload("cpu", pack=True)
-    numpy_view, argmax_rows, seen = sb._numpy_view, sb._argmax_rows, {}
+    numpy_view, argmax_rows = sb._numpy_view, sb._argmax_rows
     sb._numpy_view = lambda t: None
-
-    def memo(logits, rows):
-        key = (logits.shape, float(logits[0, 0]), float(logits[-1, -1]))
-        best = seen.get(key)
-        if best is None:
-            best = seen[key] = argmax_rows(logits, list(range(logits.shape[0])))
-        return best if 4 * len(rows) >= len(best) else {i: best[i] for i in rows}
-
-    sb._argmax_rows = memo
+    sb._argmax_rows = memoised_argmax_rows(argmax_rows)
 
     def restore() -> None:
         sb._numpy_view, sb._argmax_rows = numpy_view, argmax_rows

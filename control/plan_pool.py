@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from numba import njit
 
+from .transition_arrays import _lower_bound
+
 if TYPE_CHECKING:
     from .mask_table import MaskTable
 
@@ -319,20 +321,8 @@ def _bias_lists(k, pos_a, sizes_a, ids_a, vals_a, pos_b, sizes_b, ids_b, vals_b,
     src = np.zeros(k, dtype=np.int8)
     at = np.zeros(k, dtype=np.int64)
     n = np.zeros(k, dtype=np.int64)
-    o = 0
-    for q in range(pos_a.size):
-        j = pos_a[q]
-        src[j] = 1
-        at[j] = o
-        n[j] = sizes_a[q]
-        o += sizes_a[q]
-    o = 0
-    for q in range(pos_b.size):
-        j = pos_b[q]
-        src[j] = 2
-        at[j] = o
-        n[j] = sizes_b[q]
-        o += sizes_b[q]
+    _locate(pos_a, sizes_a, 1, src, at, n)
+    _locate(pos_b, sizes_b, 2, src, at, n)
     # per row with bans: its banned ids, unique and ascending, at bans[b_at[j]:][:b_n[j]]
     b_at = np.zeros(k, dtype=np.int64)
     b_n = np.zeros(k, dtype=np.int64)
@@ -374,6 +364,18 @@ def _bias_lists(k, pos_a, sizes_a, ids_a, vals_a, pos_b, sizes_b, ids_b, vals_b,
 
 
 @njit(cache=True)
+def _locate(pos, sizes, source, src, at, n):
+    """Rows ``pos`` take their lists from ``source``: consecutive runs of ``sizes``."""
+    o = 0
+    for q in range(pos.size):
+        j = pos[q]
+        src[j] = source
+        at[j] = o
+        n[j] = sizes[q]
+        o += sizes[q]
+
+
+@njit(cache=True)
 def _merge_row(ids, vals, at, n, bans, b_at, b_n, out_ids, out_vals, d):
     """A row's bias entries ``ids[at:at + n]`` not among its bans, copied to ``out_*``
     from ``d`` (when given); returns how many."""
@@ -391,11 +393,5 @@ def _merge_row(ids, vals, at, n, bans, b_at, b_n, out_ids, out_vals, d):
 @njit(cache=True)
 def _in_sorted(a, lo, end, x):
     """Whether x is among the ascending ``a[lo:end]``."""
-    hi = end
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < end and a[lo] == x
+    at = _lower_bound(a, lo, end, x)
+    return at < end and a[at] == x
