@@ -82,7 +82,6 @@ class DecodeLoop:
         return took
 
 
-
 def memoised_argmax_rows(argmax_rows: Callable) -> Callable:
     """``steering_batch._argmax_rows`` (the rollback check's torch argmax on a GPU's path)
     memoised per logits tensor: for a CPU standing in for a GPU's host, where that argmax,

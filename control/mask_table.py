@@ -14,8 +14,8 @@ only one slot index per row, and the kernels gather the rows' masks on the devic
   reused (by step: slots last used in the same step rank as equals), never one that the
   current step already handed out.
 * A hit costs one dict lookup and one write (the step that last used the slot, in
-  :attr:`MaskTable.used_in`): the steps run it once per steered row off the plan pool. Recency is read from those steps only
-  when a slot must be reused.
+  :attr:`MaskTable.used_in`): the steps run it once per steered row off the plan pool.
+  Recency is read from those steps only when a slot must be reused.
 * Each upload gives its slot a new owner stamp (:attr:`MaskTable.stamps`, unique across
   tables): a caller that remembers a (slot, stamp) pair instead of the key — the plan
   pool, for the lanes' step states — knows the slot still holds its mask while the stamps

@@ -24,10 +24,11 @@ Per step, :meth:`PlanPool.split` sorts the fast rows (``Lanes.advance``'s codes)
 mask (a sampling row; a mask with no pooled set) — and the rest, marking the pooled rows
 the rollback check reads (watched greedy rows with a check set: inside a form, the ids
 its mask bans; else the tokens that may write a whole form), and gathers the pooled rows'
-entries and the checked rows' token sets: one compiled call (:class:`PooledStep`). On the CPU's path the banned ids and bias ids come as flat indices
-``row * V + token`` into the logits; on a GPU's, the bias ids come as they are, with each
-row's count (the batch builds the kernels' per-row lists from them), and the rows' mask
-slots are written into the step's slot array and marked used in the table.
+entries and the checked rows' token sets: one compiled call (:class:`PooledStep`). On
+the CPU's path the banned ids and bias ids come as flat indices ``row * V + token`` into
+the logits; on a GPU's, the bias ids come as they are, with each row's count (from which
+:func:`bias_lists` builds the kernels' per-row lists), and the rows' mask slots are
+written into the step's slot array and marked used in the table.
 
 Arrays shared by many sids (the batch memoises a mask's ids and a state's bias) are
 pooled once: the pool keeps a reference to each array it copied, keyed by its ``id``, so
@@ -338,29 +339,25 @@ def _bias_lists(k, pos_a, sizes_a, ids_a, vals_a, pos_b, sizes_b, ids_b, vals_b,
                 bans[u] = row[t]
                 u += 1
         b_n[j] = u - b_at[j]
+    # one pass, rows in order, into arrays with room for every entry (a banned id's bias
+    # entry left out, the bans after the kept entries)
     indptr = np.zeros(k + 1, dtype=np.int32)
+    out_ids = np.empty(ids_a.size + ids_b.size + u, dtype=np.int32)
+    out_vals = np.empty(out_ids.size, dtype=np.float32)
+    d = 0
     for j in range(k):
-        kept = 0
         if src[j] == 1:
-            kept = _merge_row(ids_a, vals_a, at[j], n[j], bans, b_at[j], b_n[j], None, None, 0)
+            d = _copy_row(ids_a, vals_a, at[j], n[j], bans, b_at[j], b_n[j], out_ids,
+                          out_vals, d)
         elif src[j] == 2:
-            kept = _merge_row(ids_b, vals_b, at[j], n[j], bans, b_at[j], b_n[j], None, None, 0)
-        indptr[j + 1] = indptr[j] + kept + b_n[j]
-    out_ids = np.empty(indptr[k], dtype=np.int32)
-    out_vals = np.empty(indptr[k], dtype=np.float32)
-    for j in range(k):
-        d = indptr[j]
-        if src[j] == 1:
-            d += _merge_row(ids_a, vals_a, at[j], n[j], bans, b_at[j], b_n[j], out_ids,
-                            out_vals, d)
-        elif src[j] == 2:
-            d += _merge_row(ids_b, vals_b, at[j], n[j], bans, b_at[j], b_n[j], out_ids,
-                            out_vals, d)
+            d = _copy_row(ids_b, vals_b, at[j], n[j], bans, b_at[j], b_n[j], out_ids,
+                          out_vals, d)
         for t in range(b_n[j]):
             out_ids[d] = bans[b_at[j] + t]
             out_vals[d] = -np.inf
             d += 1
-    return indptr, out_ids, out_vals
+        indptr[j + 1] = d
+    return indptr, out_ids[:d], out_vals[:d]
 
 
 @njit(cache=True)
@@ -376,18 +373,16 @@ def _locate(pos, sizes, source, src, at, n):
 
 
 @njit(cache=True)
-def _merge_row(ids, vals, at, n, bans, b_at, b_n, out_ids, out_vals, d):
-    """A row's bias entries ``ids[at:at + n]`` not among its bans, copied to ``out_*``
-    from ``d`` (when given); returns how many."""
-    kept = 0
+def _copy_row(ids, vals, at, n, bans, b_at, b_n, out_ids, out_vals, d):
+    """A row's bias entries ``ids[at:at + n]`` not among its bans (``bans[b_at:][:b_n]``,
+    ascending), copied to ``out_*`` from ``d``; returns where they end."""
     for t in range(at, at + n):
         if b_n and _in_sorted(bans, b_at, b_at + b_n, ids[t]):
             continue
-        if out_ids is not None:
-            out_ids[d + kept] = ids[t]
-            out_vals[d + kept] = vals[t]
-        kept += 1
-    return kept
+        out_ids[d] = ids[t]
+        out_vals[d] = vals[t]
+        d += 1
+    return d
 
 
 @njit(cache=True)
@@ -395,3 +390,26 @@ def _in_sorted(a, lo, end, x):
     """Whether x is among the ascending ``a[lo:end]``."""
     at = _lower_bound(a, lo, end, x)
     return at < end and a[at] == x
+
+
+def warm_up() -> None:
+    """Compile the GPU path's kernels now (or load them from numba's cache), not in a
+    step: the tabled split and the merged bias lists (``Lanes.warm_up`` compiles the
+    split's other form)."""
+    pool = PlanPool()
+    pool.grow(1)
+    ids, vals = np.array([3], dtype=np.int32), np.array([1.0], dtype=np.float32)
+    pool.put(0, ids[:0], ids, vals, False, ids, slot=0, stamp=0)
+    table = _WarmTable()
+    step = pool.split(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), 8, 0, 0,
+                      0, table, np.zeros(1, dtype=np.int32))
+    bias_lists(1, step, _NONE, _NONE, _NONE32, vals[:0], np.zeros(1, dtype=np.int64),
+               np.ones(1, dtype=np.int64), np.array([3], dtype=np.int64))
+
+
+class _WarmTable:
+    """A one-slot table's arrays, as :meth:`PlanPool.split` reads them (warm_up)."""
+
+    stamps = np.zeros(1, dtype=np.int64)
+    used_in = np.zeros(1, dtype=np.int64)
+    step = 1

@@ -1029,11 +1029,13 @@ class _StepPlan:
         self.visited: list[int] | None = None
 
     def pool(self, pooled: PooledStep, plans: list, visited: list[int]) -> None:
-        """The rows ``pooled.pos`` have their plan's entries as flat indices into the
-        logits, which :meth:`apply_rows` applies with no Python per row, and those of
-        them the rollback check anticipates come as arrays too (instead of entries in
-        :attr:`anticipate`); ``plans`` (the lanes' plans) sets them row by row wherever
-        a path needs that (:meth:`_unpool`); ``visited``: the other positions."""
+        """The rows ``pooled.pos`` have their plan's entries in ``pooled``'s arrays (the
+        CPU's: flat indices into the logits, which :meth:`apply_rows` applies; a GPU's:
+        mask slots already set, bias lists that :meth:`kwargs` merges), with no Python
+        per row, and those of them the rollback check reads come as arrays too (instead
+        of entries in :attr:`watch` or :attr:`anticipate`); ``plans`` (the lanes' plans)
+        sets them row by row wherever a path needs that (:meth:`_unpool`); ``visited``:
+        the other positions."""
         self.pooled, self.plans, self.visited = pooled, plans, visited
 
     @property
@@ -1223,7 +1225,7 @@ class _StepPlan:
         A GPU's pooled rows (their mask slots already set) keep their bias in the pooled
         step's arrays, which one compiled call merges with the other rows' lists."""
         pooled = self.pooled
-        if pooled is not None and (self.ban_lists or self.table is None):
+        if pooled is not None and self.ban_lists:
             self._unpool()  # (the CPU's flat form: set row by row)
             pooled = None
         kw: dict[str, torch.Tensor] = {}

@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit
 
 from .ban_automaton import CompiledSteering, RowState
+from . import plan_pool
 from .plan_pool import PlanPool, grow_arrays
 from .vocab_index import VocabIndex
 from .transition_arrays import (GAVE_UP, NOT_PACKABLE, SpecArrays, TokenTexts,
@@ -115,6 +116,7 @@ class Lanes:
                                     np.array([1], dtype=np.int64),
                                     np.array([5], dtype=np.int64))
         lanes.pool.split(codes, np.zeros(1, dtype=np.int64), 8, FLAG_BITS, WATCH, GREEDY)
+        plan_pool.warm_up()  # (a GPU's path: the tabled split, the merged bias lists)
         # a computed transition (a tiny vocabulary and spec)
         spec = CompiledSteering(VocabIndex.from_token_bytes([b"a", b" ab", b" cd", b" x"]),
                                 ["ab"], ["cd"])
