@@ -34,6 +34,7 @@ import bisect
 import itertools
 import math
 import logging
+import marshal
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,10 @@ SPARSE_IDS_SHARE = 32
 # Plain-step masks memoised per batch (SteeringBatch.controls); each entry holds a mask.
 # Also the bound on the row kinds remembered
 MAX_STEP_MEMO = 4096
+# Admissions memoised per batch (SteeringBatch._admit): at most this many specs, each
+# keyed by its arguments' serialisation of at most MAX_ADMIT_KEY_BYTES
+MAX_ADMIT_MEMO = 256
+MAX_ADMIT_KEY_BYTES = 1 << 16
 # The fewest rows a step has for the lanes (SteeringBatch(lanes=True)) to run; below it,
 # their fixed cost outweighs what they save (docs/steering.md, "Lanes")
 LANE_MIN_ROWS = 64
@@ -298,6 +303,8 @@ class SteeringBatch:
         # (compiled spec's uid, prefer state) -> its bias lists (CompiledSteering.bias)
         self._biases: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._kinds: dict[tuple, int] = {}  # row kind -> its id (ids never reused)
+        # exact serialisation of a row's raw arguments -> (validated, compiled or None)
+        self._admitted: dict[bytes, tuple[EngineSteering, CompiledSteering | None]] = {}
         self._kind_ids = itertools.count(1)
         self._flat_index = FlatIndex()  # the rollback check's padded sets per row (CPU)
         # id(whole-form token ids) -> (the array, its ids as a set): the check's first test
@@ -361,11 +368,29 @@ class SteeringBatch:
         if swap and rb is not None:
             self.rows[a] = rb
 
-    def _new_row(self, raw: Any, out: list[int], info: RequestInfo) -> _Row | None:
+    def _admit(self, raw: Any) -> tuple[EngineSteering, CompiledSteering | None]:
+        """A row's raw ``extra_args["steering"]`` validated, and compiled when active
+        (None: inactive). Memoised per batch by the arguments' exact serialisation
+        (:func:`_exact_key`), so that the requests of one spec, admitted inside engine
+        steps, skip the validation and the compile cache's key after the first; arguments
+        that differ in any way, a value's type included, are validated on their own.
+        Raises ValueError on invalid arguments (never memoised)."""
+        key = _exact_key(raw)
+        hit = self._admitted.get(key) if key is not None else None
+        if hit is not None:
+            return hit
         args = EngineSteering.parse(raw)
-        if not args.active:
+        admitted = (args, self.compile(args) if args.active else None)
+        if key is not None:
+            if len(self._admitted) >= MAX_ADMIT_MEMO:  # bounded: it holds compiled specs
+                self._admitted.clear()
+            self._admitted[key] = admitted
+        return admitted
+
+    def _new_row(self, raw: Any, out: list[int], info: RequestInfo) -> _Row | None:
+        args, compiled = self._admit(raw)
+        if compiled is None:
             return None
-        compiled = self.compile(args)
         resumed = tuple(int(t) for t in info.prompt[len(info.prompt) - args.resume:]) \
             if args.resume else ()
         stop_ids = set(info.stop_ids)
@@ -984,6 +1009,22 @@ class _FailedRow:
 
     signal: int | None
     info: RequestInfo
+
+
+def _exact_key(raw: Any) -> bytes | None:
+    """The admission memo's key of a row's raw arguments: their ``marshal`` serialisation,
+    which keeps every value's type (``True``, ``1`` and ``1.0`` differ, as they may in
+    validation) and from which the arguments could be rebuilt, so equal keys mean equal
+    arguments. None (not memoised) when ``raw`` is not a dict of plain JSON-like values
+    (marshal refuses other types and calls no code of theirs) or serialises to more
+    than MAX_ADMIT_KEY_BYTES."""
+    if raw.__class__ is not dict:
+        return None
+    try:
+        key = marshal.dumps(raw, 4)
+    except ValueError:
+        return None
+    return key if len(key) <= MAX_ADMIT_KEY_BYTES else None
 
 
 def _signal_of(raw: Any) -> int | None:
