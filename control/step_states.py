@@ -274,43 +274,43 @@ class Lanes:
         (those codes, how many took the fast path, the loop-guard pushes of those rows as
         an int64 [n, 3] array of (k, guard handle, token))."""
         k = lanes.size
-        out = np.empty(4 * k, dtype=np.int64)
-        n, pushes, unseen = _advance(lanes, lengths, last, self._lanes, self._table,
-                                     self._bits, self._ready, out)
+        out = np.empty(5 * k, dtype=np.int64)  # codes, pushes (3 entries each), unseen
+        n, pushes, unseen, lo, hi = _advance(lanes, lengths, last, self._lanes,
+                                             self._table, self._bits, self._ready, out,
+                                             self._sid_spec)
         if unseen:
             if self._specs:
-                n, pushes = self._compute(lanes, last, out, n, pushes)
+                n, pushes = self._compute(lanes, last, out, n, pushes,
+                                          out[4 * k:4 * k + unseen], lo, hi)
             np.maximum(out[:k], NO_SID, out=out[:k])  # (what is left: NO_SID)
         return out[:k], n, out[k:k + 3 * pushes].reshape(pushes, 3)
 
     def _compute(self, lanes: np.ndarray, last: np.ndarray, out: np.ndarray, n: int,
-                 pushes: int) -> tuple[int, int]:
+                 pushes: int, rows: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
         """Compute the transitions :func:`_advance` found no cached entry for (its UNSEEN
-        rows), per spec, from the specs' automata as arrays; teach the arrays what a row
-        stopped on and compute it again; cache what was computed. Returns advance's
-        updated (fast rows, pushes)."""
-        k = lanes.size
-        rows = np.flatnonzero(out[:k] == UNSEEN)
-        sids = self._lanes[lanes[rows], SID]
-        slots = self._sid_spec[sids]
-        lo, hi = int(slots.min()), int(slots.max())  # (one spec, the common case: lo == hi)
+        ``rows``, whose specs' slots span ``lo``..``hi``), per spec, from the specs'
+        automata as arrays; teach the arrays what a row stopped on and compute it again;
+        cache what was computed. Returns advance's updated (fast rows, pushes)."""
+        slots = None if lo == hi else self._sid_spec[self._lanes[lanes[rows], SID]]
         for slot in [lo] if lo == hi else np.unique(slots).tolist():
             if slot < 0:
                 continue
-            sub = rows if lo == hi else rows[slots == slot]
+            sub = rows if slots is None else rows[slots == slot]
             arrays = self._specs[slot]
-            n, pushes = self._compute_rows(sub, lanes, last, out, n, pushes, arrays)
-            stopped = sub[out[sub] == GAVE_UP]
-            if stopped.size:
+            n, pushes, gave_up = self._compute_rows(sub, lanes, last, out, n, pushes, arrays)
+            if gave_up:
+                stopped = sub[out[sub] == GAVE_UP]
                 for j in stopped.tolist():
                     arrays.teach(self._states[self._lanes[lanes[j], SID]], int(last[j]))
-                n, pushes = self._compute_rows(stopped, lanes, last, out, n, pushes,
-                                               arrays)
+                n, pushes, _ = self._compute_rows(stopped, lanes, last, out, n, pushes,
+                                                  arrays)
         return n, pushes
 
     def _compute_rows(self, rows: np.ndarray, lanes: np.ndarray, last: np.ndarray,
                       out: np.ndarray, n: int, pushes: int, arrays: SpecArrays
-                      ) -> tuple[int, int]:
+                      ) -> tuple[int, int, int]:
+        """:func:`_compute` on ``rows`` of one spec, the transitions table grown first to
+        take one more entry per row. Returns (fast rows, pushes, rows that GAVE_UP)."""
         if self._used + rows.size >= MAX_TRANSITIONS:  # bounded: they start over
             self._alloc(MIN_BITS)
         bits = self._bits
@@ -320,14 +320,14 @@ class Lanes:
             self._rehash(bits)
         texts, av, pr = self._texts, arrays.avoid, arrays.prefer
         before = n
-        n, pushes, learned = _compute(
+        n, pushes, learned, gave_up = _compute(
             rows, lanes, last, self._lanes, self._table, self._bits, self._ready, out,
             n, pushes, self._sid_key, self._keys, self._keys_bits, texts.ptr,
             texts.chars, texts.plain, arrays.alphabet, av.delta, av.sep, av.accept,
             pr.delta, pr.sep, pr.accept, pr.depth, arrays.boost_at, arrays.boost_ids)
         self._used += learned
         self.computed += n - before
-        return n, pushes
+        return n, pushes, gave_up
 
     def _alloc(self, bits: int) -> None:
         self._bits = bits
@@ -475,9 +475,11 @@ def _take_step(k, lane, to, t, cols, out, n, pushes, k_rows):
 def _compute(rows, lanes, last, cols, table, bits, ready, out, n, pushes, sid_key, keys,
              keys_bits, ptr, chars, plain, alphabet, a_delta, a_sep, a_accept, p_delta,
              p_sep, p_accept, p_depth, boost_at, boost_ids):
-    """See :meth:`Lanes._compute` (rows of one spec); also returns how many transitions
-    it added to ``table`` (which has room for one per row)."""
+    """See :meth:`Lanes._compute` (rows of one spec); returns (fast rows, pushes, how
+    many transitions it added to ``table``, which has room for one per row, how many
+    rows GAVE_UP)."""
     learned = 0
+    gave_up = 0
     k_rows = lanes.size
     for k in rows:
         lane = lanes[k]
@@ -487,7 +489,11 @@ def _compute(rows, lanes, last, cols, table, bits, ready, out, n, pushes, sid_ke
                              a_accept, p_delta, p_sep, p_accept, p_depth, boost_at,
                              boost_ids)
         if key < 0:
-            out[k] = GAVE_UP if key == GAVE_UP else NO_SID
+            if key == GAVE_UP:
+                out[k] = GAVE_UP
+                gave_up += 1
+            else:
+                out[k] = NO_SID
             continue
         to = _lookup(keys, keys_bits, key)
         if to < 0 or not ready[to]:
@@ -496,17 +502,20 @@ def _compute(rows, lanes, last, cols, table, bits, ready, out, n, pushes, sid_ke
         if _insert(table, bits, (s << TOKEN_BITS) | t, to):
             learned += 1
         n, pushes = _take_step(k, lane, to, t, cols, out, n, pushes, k_rows)
-    return n, pushes, learned
+    return n, pushes, learned, gave_up
 
 
 @njit(cache=True)
-def _advance(lanes, lengths, last, cols, table, bits, ready, out):
-    """See :meth:`Lanes.advance` (``out``: 4 * k entries: the k codes, then the pushes);
-    also returns how many rows it left UNSEEN."""
+def _advance(lanes, lengths, last, cols, table, bits, ready, out, sid_spec):
+    """See :meth:`Lanes.advance` (``out``: 5 * k entries: the k codes, the pushes, 3
+    entries each, from k, then from 4 * k the rows left UNSEEN). Returns (fast rows,
+    pushes, rows left UNSEEN, the lowest and highest spec slot of those rows' sids)."""
     k_rows = lanes.size
     n = 0
     pushes = 0
     unseen = 0
+    lo = np.int64(1) << 62
+    hi = np.int64(-1) << 62
     for k in range(k_rows):
         out[k] = NO_SID
         lane = lanes[k]
@@ -524,9 +533,13 @@ def _advance(lanes, lengths, last, cols, table, bits, ready, out):
         to = _lookup(table, bits, (s << TOKEN_BITS) | t)
         if to < 0:
             out[k] = UNSEEN
+            out[4 * k_rows + unseen] = k
             unseen += 1
+            slot = np.int64(sid_spec[s])
+            lo = min(lo, slot)
+            hi = max(hi, slot)
             continue
         if not ready[to]:
             continue
         n, pushes = _take_step(k, lane, to, t, cols, out, n, pushes, k_rows)
-    return n, pushes, unseen
+    return n, pushes, unseen, lo, hi
