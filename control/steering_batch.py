@@ -830,15 +830,17 @@ class SteeringBatch:
             extra["logit_rows"] = np.asarray(idx, dtype=np.int32)
         forced = [self.rows[i].args.signal for i in signal]
         forced = [-1 if t is None or not 0 <= t < v else t for t in forced]
-        if signal:
-            extra["force_rows"] = np.array(signal, dtype=np.int32)
-            extra["force_tokens"] = np.array(forced, dtype=np.int32)
+        flat = logits.is_contiguous()
+        if signal:  # (int64: the index ops' own type, no conversion on the device)
+            rows = np.array(signal, dtype=np.int64)
+            extra["force_rows"] = rows
+            extra["force_at"] = np.array(forced, dtype=np.int64) + (rows * v if flat else 0)
         kw = plan.kwargs(self._send, extra)
-        force_rows, force_tokens = kw.pop("force_rows", None), kw.pop("force_tokens", None)
+        force_rows, force_at = kw.pop("force_rows", None), kw.pop("force_at", None)
         if len(kw) > ("logit_rows" in kw):
             apply_logit_controls(logits, **kw)
         if force_rows is not None:
-            _force_tokens(logits, force_rows, force_tokens, forced)
+            _force_tokens(logits, force_rows, force_at, forced, flat=flat)
         return logits
 
     def _end_failed(self, logits: torch.Tensor, i: int, vocab: int) -> None:
@@ -1490,20 +1492,22 @@ def _in_sets(choices: np.ndarray, sizes: np.ndarray, sets: np.ndarray) -> np.nda
     return np.unique(np.repeat(np.arange(sizes.size), sizes)[hit])
 
 
-def _force_tokens(logits: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
-                  host_tokens: list[int]) -> None:
-    """Rows ``rows`` take ``tokens`` (-1: every logit -inf): every other logit -inf, in
-    a few launches for all of them (``rows``/``tokens``: int32 on the logits' device;
-    ``host_tokens``: the same tokens on the host)."""
-    rows_l = rows.long()
-    logits.index_fill_(0, rows_l, float("-inf"))
-    if all(t >= 0 for t in host_tokens):
-        logits.index_put_((rows_l, tokens.long()),
-                          torch.zeros((), dtype=logits.dtype, device=logits.device))
-    else:  # rare: a row with no token to take keeps every logit -inf
-        for n, t in enumerate(host_tokens):
+def _force_tokens(logits: torch.Tensor, rows: torch.Tensor, at: torch.Tensor,
+                  host_tokens: list[int], *, flat: bool) -> None:
+    """Rows ``rows`` take ``host_tokens`` (-1: every logit -inf): every other logit -inf,
+    in two launches for all of them (``rows``, ``at``: int64 on the logits' device; ``at``:
+    the tokens' offsets in the flattened logits when ``flat`` — contiguous logits —, else
+    the tokens)."""
+    logits.index_fill_(0, rows, float("-inf"))
+    if not all(t >= 0 for t in host_tokens):  # rare: a row with no token to take
+        for n, t in enumerate(host_tokens):   # keeps every logit -inf
             if t >= 0:
-                logits[rows_l[n], t] = 0.0
+                logits[rows[n], t] = 0.0
+    elif flat:
+        logits.view(-1).index_fill_(0, at, 0.0)
+    else:
+        logits.index_put_((rows, at), torch.zeros((), dtype=logits.dtype,
+                                                  device=logits.device))
 
 
 def _force_token(logits: torch.Tensor, i: int, token: int | None) -> None:

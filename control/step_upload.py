@@ -1,6 +1,6 @@
 """One host-to-device copy per decode step for the steering plan's small arrays.
 
-A step's plan is a handful of int32 / float32 arrays (the rows' mask slots, bias and ban
+A step's plan is a handful of int32 / float32 (and int64) arrays (the rows' mask slots, bias and ban
 lists, penalties, the rows to control, the tokens to force). Sent one ``.to(device)`` at
 a time, each costs a pageable copy and a launch: tens of microseconds a step on a GPU
 host. :class:`StepUpload` packs them into one page-locked host buffer, sends that with
@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 _ALIGN = 4  # entries (16 bytes): each array starts aligned for vector loads
+_SENDABLE = (np.dtype(np.int32), np.dtype(np.float32), np.dtype(np.int64))
+_TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.int64): torch.int64}
 
 
 class StepUpload:
@@ -36,17 +38,19 @@ class StepUpload:
         self.copies = 0  # host-to-device copies made (for tests and logs)
 
     def send(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """Device tensors with the contents, dtypes and shapes of ``arrays`` (each int32
-        or float32, 1-D), sent in one copy. On the CPU: tensors sharing the arrays'
+        """Device tensors with the contents, dtypes and shapes of ``arrays`` (each int32,
+        float32 or int64, 1-D), sent in one copy. On the CPU: tensors sharing the arrays'
         memory. The tensors stay valid until the second ``send`` after this one."""
         if not self.pack:
             return {k: torch.from_numpy(a) for k, a in arrays.items()}
         spans, n = [], 0
         for a in arrays.values():
-            if a.dtype.itemsize != 4 or a.dtype.kind not in "if" or a.ndim != 1:
-                raise TypeError(f"step arrays are 1-D int32/float32, got {a.dtype} {a.shape}")
-            spans.append((n, a.size))
-            n += -(-a.size // _ALIGN) * _ALIGN
+            if a.dtype not in _SENDABLE or a.ndim != 1:
+                raise TypeError(f"step arrays are 1-D int32/float32/int64, got {a.dtype} "
+                                f"{a.shape}")
+            size = a.size * (a.dtype.itemsize // 4)  # (int32 entries: an int64 takes 2)
+            spans.append((n, size))
+            n += -(-size // _ALIGN) * _ALIGN
         if n == 0:
             return {k: torch.from_numpy(a).to(self.device) for k, a in arrays.items()}
         t = self._turn
@@ -54,7 +58,7 @@ class StepUpload:
         host, dev = self._buffers(t, n)
         view = host.numpy()
         for (at, size), a in zip(spans, arrays.values(), strict=True):
-            view[at:at + size] = a.view(np.int32)
+            view[at:at + size] = a.view(np.int32)  # (an int64 array: its two halves)
         dev[:n].copy_(host[:n], non_blocking=self._cuda)
         if self._cuda:
             event = self._events[t]
@@ -69,7 +73,7 @@ class StepUpload:
         parts = dev[:n].split(pieces)[::2]
         out = {}
         for (key, a), part in zip(arrays.items(), parts, strict=True):
-            out[key] = part.view(torch.float32) if a.dtype.kind == "f" else part
+            out[key] = part if a.dtype == np.int32 else part.view(_TORCH_DTYPE[a.dtype])
         return out
 
     def _buffers(self, t: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -100,7 +100,15 @@ def test_step_upload_packs_every_array_once():
     assert up.copies == 3
     big = {"x": np.arange(5000, dtype=np.int32)}  # the buffers grow
     assert np.array_equal(up.send(big)["x"].numpy(), big["x"])
-    for bad in (np.zeros(3, dtype=np.int64), np.zeros((2, 2), dtype=np.int32)):
+    wide = {"a": np.array([1], dtype=np.int32),  # an int64 array: two entries each
+            "b": np.array([-1, 1 << 40, 5], dtype=np.int64),
+            "c": np.array([1.5], dtype=np.float32)}
+    got = up.send(wide)
+    for k, a in wide.items():
+        assert got[k].dtype == torch.from_numpy(a).dtype
+        assert np.array_equal(got[k].numpy(), a)
+    for bad in (np.zeros(3, dtype=np.float64), np.zeros(3, dtype=np.int16),
+                np.zeros((2, 2), dtype=np.int32)):
         with pytest.raises(TypeError):
             up.send({"bad": bad})
 
@@ -132,3 +140,27 @@ def test_argmax_rows_gives_each_row_its_argmax_by_row_index():
     assert isinstance(few, dict) and set(few) == {3, 10}
     assert [few[i] for i in (3, 10)] == [want[3], want[10]] and want[3] == 7
     assert [many[i] for i in (0, 3, 4, 9)] == [want[i] for i in (0, 3, 4, 9)]
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("tokens", [[4, 0, 9], [4, -1, 9]])
+def test_forced_rows_take_their_token_alone(contiguous, tokens):
+    """``_force_tokens`` (a GPU's signals): each forced row keeps only its token (-1: no
+    token, every logit -inf), the other rows are untouched, for contiguous logits (by
+    flat offsets) and for a strided view (by row and token)."""
+    from greyelephant.control.steering_batch import _force_tokens
+
+    base = torch.randn(6, 24 if contiguous else 40, generator=torch.Generator().manual_seed(2))
+    logits = base if contiguous else base[:, 3:13]
+    want = logits.clone()
+    rows = [1, 3, 4]
+    for i, t in zip(rows, tokens, strict=True):
+        want[i] = float("-inf")
+        if t >= 0:
+            want[i, t] = 0.0
+    v = logits.shape[1]
+    r = torch.tensor(rows, dtype=torch.int64)
+    at = torch.tensor([t + (i * v if contiguous else 0)
+                       for i, t in zip(rows, tokens, strict=True)], dtype=torch.int64)
+    _force_tokens(logits, r, at, tokens, flat=contiguous)
+    assert torch.equal(logits, want)
