@@ -147,11 +147,19 @@ class NgramTable:
         """Append ``tokens[k]`` to row ``handles[k]`` (int64 arrays, distinct handles),
         then return ``[(k, bans)]`` for the rows whose bans are not empty (ascending k;
         ``bans``: do not mutate)."""
-        out, hits = self._push(handles, tokens)
-        if not hits:
-            return []
         return [(k, self._bans(int(handles[k]), v))
-                for k, v in out[:hits, O_HIT:O_HIT + 2].tolist()]
+                for k, v in self.push_hits(handles, tokens)]
+
+    def push_hits(self, handles: np.ndarray, tokens: np.ndarray) -> list[list[int]]:
+        """:meth:`push_many` with its bans as entries: ``[[k, token or SEVERAL]]`` (the
+        tokens of a SEVERAL: :meth:`followers` of ``handles[k]``), without a set per row."""
+        out, hits = self._push(handles, tokens)
+        return out[:hits, O_HIT:O_HIT + 2].tolist() if hits else []
+
+    def followers(self, h: int) -> set[int] | frozenset[int]:
+        """The tokens that followed row ``h``'s context, after :meth:`push_hits` gave it
+        SEVERAL (do not mutate)."""
+        return self._bans(h, SEVERAL)
 
     def _push(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, int]:
         """Push ``tokens[k]`` into row ``handles[k]``, in order (a handle may repeat);

@@ -693,13 +693,34 @@ class SteeringBatch:
             parts.append(np.array([p[:3] for p in pushed], dtype=np.int64))
         if parts:
             push = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            masks = {p[0]: p[3] for p in pushed}  # (the fast rows': their plan's)
-            for n, loop in self._guards.push_many(np.ascontiguousarray(push[:, 1]),
-                                                  np.ascontiguousarray(push[:, 2])):
-                j = int(push[n, 0])
-                words = masks[j] if j in masks else plans[codes[j] >> FLAG_BITS][1]
-                plan.ban(j, self._loop_bans(words, loop, rs[j].stop_ids, special, vocab))
+            hits = self._guards.push_hits(np.ascontiguousarray(push[:, 1]),
+                                          np.ascontiguousarray(push[:, 2]))
+            if hits:
+                self._ban_loops(plan, push, hits, pushed, rs,
+                                plans if codes is not None else None, codes, vocab)
         return plan
+
+    def _ban_loops(self, plan: _StepPlan, push: np.ndarray, hits: list[list[int]],
+                   pushed: list[tuple], rs: list[_Row], plans: list | None,
+                   codes: list[int] | None, vocab: int) -> None:
+        """The loop guards' bans of this step's pushed rows (``push``: their (plan
+        position, handle, token); ``hits``: :meth:`.ngram_table.NgramTable.push_hits`' of
+        them), as :meth:`_loop_bans` gives them. A hit of one token, the common case, is
+        checked inline (it needs no set, no list)."""
+        special = self.special
+        size = min(vocab, special.size)
+        masks = {p[0]: p[3] for p in pushed}  # (the fast rows': their plan's)
+        positions = push[:, 0].tolist()
+        for n, v in hits:
+            j = positions[n]
+            words = masks[j] if j in masks else plans[codes[j] >> FLAG_BITS][1]
+            if v < 0:  # SEVERAL tokens followed the context
+                loop = self._guards.followers(int(push[n, 1]))
+                plan.ban(j, self._loop_bans(words, loop, rs[j].stop_ids, special, vocab))
+            elif (v < size and not special[v] and v not in rs[j].stop_ids
+                  and (words is None or not (int(words[v >> 5]) >> (v & 31)) & 1)
+                  and self._allowed_text(words) > 1):
+                plan.ban_one(j, v)
 
     def _pooled(self, step: tuple, table: MaskTable | None, mask_rows: np.ndarray | None,
                 j: int, vocab: int) -> tuple | None:
@@ -1165,6 +1186,17 @@ class _StepPlan:
         self.extra.setdefault(j, []).extend(tokens)
         if self.table is None:
             _or_tokens(self.masks[j], tokens, self.vocab)
+
+    def ban_one(self, j: int, t: int) -> None:
+        """:meth:`ban` of one token, known to lie in the vocabulary."""
+        self.any_ban = True
+        bans = self.extra.get(j)
+        if bans is None:
+            self.extra[j] = [t]
+        else:
+            bans.append(t)
+        if self.table is None:
+            _or_tokens(self.masks[j], (t,), self.vocab)
 
     def banned(self, j: int, t: int) -> bool:
         if self.table is None:

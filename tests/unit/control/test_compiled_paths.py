@@ -13,6 +13,8 @@ import gc
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twin_batches import move_in_both
 
 from greyelephant.control.ngram_table import NgramTable
@@ -100,3 +102,50 @@ def test_a_vocabulary_past_the_table_s_packing_keeps_per_row_guards(vocab_index,
     batch = SteeringBatch(vocab_index, "cpu", compiled=True)
     batch.add(0, _args(4), [], RequestInfo(stop_ids=frozenset({2, SIGNAL})))
     assert type(batch.rows[0].guard) is NgramGuard
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["plain", "special", "stop",
+                                                             "masked", "past", "several"])),
+                min_size=1, max_size=6, unique_by=lambda h: h[0]),
+       st.booleans(), st.booleans())
+def test_inline_loop_bans_equal_the_loop_bans(vocab_index, hits, narrow_mask, table):
+    """``_ban_loops``' inline check of a one-token hit bans exactly what ``_loop_bans``
+    would: no special or stop token, no token the mask bans already, none past the
+    vocabulary, and nothing when the mask leaves a single text token (a forced stop)."""
+    from greyelephant.control.steering_batch import _StepPlan
+    from greyelephant.control.vocab_index import pack_bool
+
+    batch = SteeringBatch(vocab_index, "cpu", compiled=True)
+    special = batch.special
+    vocab = vocab_index.vocab_size
+    text_ids = np.flatnonzero(~special[:vocab])
+    plain, masked = int(text_ids[100]), int(text_ids[200])
+    spec_tok = int(np.flatnonzero(special)[0])
+    stop = int(text_ids[300])
+    ban = np.ones(vocab, dtype=bool) if narrow_mask else np.zeros(vocab, dtype=bool)
+    ban[masked] = True
+    if narrow_mask:  # every text token banned but ``plain``: one left
+        ban[plain] = False
+    words = pack_bool(ban, vocab_index.n_words)
+    table_guards = batch._guards
+    tokens = {"plain": plain, "special": spec_tok, "stop": stop, "masked": masked,
+              "past": vocab + 5}
+
+    class Row:
+        stop_ids = frozenset({2, stop})
+
+    followers = {plain, masked, stop}
+    table_guards.followers = lambda h: followers  # (the rows' several followers)
+    width = vocab + 16  # logits wider than the vocabulary (padded)
+    mt = batch._mask_table(width) if table else None
+    plan = _StepPlan(4, width, mt)
+    push = np.array([[j, 100 + j, 0] for j in range(4)], dtype=np.int64)
+    pushed = [(j, 100 + j, 0, words) for j in range(4)]
+    got_hits = [[j, -1 if kind == "several" else tokens[kind]] for j, kind in hits]
+    batch._ban_loops(plan, push, got_hits, pushed, [Row()] * 4, None, None, width)
+    for j, kind in hits:
+        loop = followers if kind == "several" else {tokens[kind]}
+        want = [t for t in batch._loop_bans(words, loop, Row.stop_ids, special, width)
+                if 0 <= t < width]
+        assert sorted(plan.extra.get(j, [])) == sorted(want), (j, kind)
