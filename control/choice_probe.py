@@ -59,6 +59,28 @@ def warm_up() -> None:
         return
     _WARM = True
     argmax_if_in_compiled(np.zeros((1, 4), dtype=np.float32), [0], [np.array([1])], (2, 3))
+    one = np.ones(1, dtype=np.int64)
+    in_sets(one, one, one)
+
+
+@njit(cache=True)
+def in_sets(choices, sizes, sets):
+    """The positions q (ascending) whose ``choices[q]`` lies in its set: the q-th of the
+    ``sizes`` consecutive runs of ``sets`` (all int64): the rollback check of a GPU's
+    pooled rows, whose choices torch's argmax gave."""
+    out = np.empty(sizes.size, dtype=np.int64)
+    n = 0
+    at = 0
+    for q in range(sizes.size):
+        c = choices[q]
+        end = at + sizes[q]
+        for m in range(at, end):
+            if sets[m] == c:
+                out[n] = q
+                n += 1
+                break
+        at = end
+    return out[:n]
 
 
 @njit(cache=True)

@@ -941,7 +941,7 @@ class SteeringBatch:
             if x is None:  # every row's choice is known: those in their row's set
                 rows_ = c_rows.tolist()
                 ts = np.fromiter(map(get, rows_), dtype=np.int64, count=len(rows_))
-                hits = [(q, rows_[q], int(ts[q])) for q in _in_sets(
+                hits = [(q, rows_[q], int(ts[q])) for q in choice_probe.in_sets(
                     ts, pooled.check_sizes, pooled.check_sets).tolist()]
             else:  # a row with a choice has it in its set (the rows no probe decided: few)
                 qs = np.searchsorted(c_rows, list(choices)).tolist()  # (c_rows ascend)
@@ -1513,15 +1513,6 @@ def argmax_if_in(x: np.ndarray, rows: list[int], sets: list[np.ndarray | None],
             undecided = [i for i, t in zip(undecided, top, strict=True) if not t > best[i]]
         full += undecided
     return {i: int(x[i].argmax()) for i in full}
-
-
-def _in_sets(choices: np.ndarray, sizes: np.ndarray, sets: np.ndarray) -> np.ndarray:
-    """The positions q whose ``choices[q]`` lies in its set: the q-th of the ``sizes``
-    consecutive runs of ``sets`` (ascending)."""
-    hit = np.flatnonzero(np.repeat(choices, sizes) == sets)
-    if not hit.size:
-        return hit
-    return np.unique(np.repeat(np.arange(sizes.size), sizes)[hit])
 
 
 def _force_tokens(logits: torch.Tensor, rows: torch.Tensor, at: torch.Tensor,

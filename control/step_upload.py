@@ -33,6 +33,7 @@ class StepUpload:
         self._cuda = self.device.type == "cuda"
         self._host: list[torch.Tensor | None] = [None, None]
         self._dev: list[torch.Tensor | None] = [None, None]
+        self._views: list[np.ndarray | None] = [None, None]  # the host buffers' numpy views
         self._events: list[torch.cuda.Event | None] = [None, None]
         self._turn = 0
         self.copies = 0  # host-to-device copies made (for tests and logs)
@@ -56,10 +57,11 @@ class StepUpload:
         t = self._turn
         self._turn ^= 1
         host, dev = self._buffers(t, n)
-        view = host.numpy()
+        view = self._views[t]
         for (at, size), a in zip(spans, arrays.values(), strict=True):
             view[at:at + size] = a.view(np.int32)  # (an int64 array: its two halves)
-        dev[:n].copy_(host[:n], non_blocking=self._cuda)
+        # the whole buffer (a few KB; what lies past n is never read): no slice to make
+        dev.copy_(host, non_blocking=self._cuda)
         if self._cuda:
             event = self._events[t]
             if event is None:
@@ -67,10 +69,11 @@ class StepUpload:
             event.record()
         self.copies += 1
         # all the views in one call (each torch call costs microseconds on a GPU host)
-        pieces = []  # (the array, its padding) for each array
+        pieces = []  # (the array, its padding) for each array, then the buffer's rest
         for _, size in spans:
             pieces += (size, -size % _ALIGN)
-        parts = dev[:n].split(pieces)[::2]
+        pieces.append(dev.numel() - n)
+        parts = dev.split_with_sizes(pieces)[:-1:2]
         out = {}
         for (key, a), part in zip(arrays.items(), parts, strict=True):
             out[key] = part if a.dtype == np.int32 else part.view(_TORCH_DTYPE[a.dtype])
@@ -86,5 +89,6 @@ class StepUpload:
             size = max(1024, 1 << (n - 1).bit_length())
             host = self._host[t] = torch.empty(size, dtype=torch.int32,
                                                pin_memory=self._cuda)
+            self._views[t] = host.numpy()
             self._dev[t] = torch.empty(size, dtype=torch.int32, device=self.device)
         return host, self._dev[t]

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greyelephant.control.ban_automaton import CompiledSteering, SteeringCache
-from greyelephant.control.choice_probe import argmax_if_in_compiled
+from greyelephant.control.choice_probe import argmax_if_in_compiled, in_sets
 from greyelephant.control.detector import detector_for
 from greyelephant.control.engine_args import EngineSteering
 from greyelephant.control.rollback import RollbackTracker, signal_token_for
@@ -409,3 +409,16 @@ def test_a_form_forced_past_the_mask_is_flagged_and_warned_once(vocab_index, tok
     assert batch.rows[0].state.violated and batch.rows[1].state.violated
     assert [r.message for r in caplog.records].count(
         "steering: a banned form was emitted (a token was forced past the mask)") == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.lists(st.integers(0, 9), max_size=5)),
+                max_size=12))
+def test_in_sets_finds_the_choices_in_their_sets(rows):
+    """``in_sets`` (a GPU's pooled rows' check): the positions whose choice lies in its
+    own run of the concatenated sets, ascending; empty sets hold nothing."""
+    choices = np.array([c for c, _ in rows], dtype=np.int64)
+    sizes = np.array([len(s) for _, s in rows], dtype=np.int64)
+    sets = np.array([t for _, s in rows for t in s], dtype=np.int64)
+    want = [q for q, (c, s) in enumerate(rows) if c in s]
+    assert in_sets(choices, sizes, sets).tolist() == want
