@@ -46,10 +46,11 @@ CTX, LEN, NEED, MASK, UID = range(5)
 # columns of _table
 K_UID, K_CTX, K_VAL = range(3)
 # columns of _push_many's output, each list packed at the top: the rows with bans (k, a
-# token or SEVERAL), and the rows whose push displaced a follower (k, the token or
-# SEVERAL, the context it followed)
+# token or SEVERAL), and the rows whose push displaced a follower (the token or SEVERAL
+# it displaced, the context it followed, the row's uid, the new token)
 O_HIT, O_WAS = 0, 2
-_NO_OUTPUT = np.zeros((0, 5), dtype=np.int64)
+_OUT_COLUMNS = 6
+_NO_OUTPUT = np.zeros((0, _OUT_COLUMNS), dtype=np.int64)
 _WARM = False  # the kernels are compiled (warm_up)
 
 
@@ -169,7 +170,7 @@ class NgramTable:
             return _NO_OUTPUT, 0
         if self._used + tokens.size > (1 << self._bits) // MAX_LOAD:
             self._rebuild(tokens.size)
-        out = np.empty((tokens.size, 5), dtype=np.int64)
+        out = np.empty((tokens.size, _OUT_COLUMNS), dtype=np.int64)
         added, hits, displaced = _push_many(self._rows, self._table, self._bits, handles,
                                             tokens, out)
         if added < 0:
@@ -177,12 +178,11 @@ class NgramTable:
                              f"[0, 2**{TOKEN_BITS})")
         self._used += added
         # a context got another follower: keep its tokens in the dict
-        for k, was, ctx in out[:displaced, O_WAS:O_WAS + 3].tolist():
-            key = (int(self._rows[handles[k], UID]), ctx)
+        for was, ctx, uid, t in out[:displaced, O_WAS:O_WAS + 4].tolist():
             if was == SEVERAL:
-                self._several[key].add(int(tokens[k]))
+                self._several[(uid, ctx)].add(t)
             else:
-                self._several[key] = {was, int(tokens[k])}
+                self._several[(uid, ctx)] = {was, t}
         return out, hits
 
     def _bans(self, h: int, v: int) -> set[int] | frozenset[int]:
@@ -241,8 +241,8 @@ def _probe(table, bits, uid, ctx):
 def _push_many(rows, table, bits, handles, tokens, out):
     """Push ``tokens[k]`` into row ``handles[k]``, in order. ``out`` gets, packed at the
     top, the rows with bans after their push (columns O_HIT: k, the entry's token) and
-    the rows whose n-gram displaced a follower (O_WAS: k, the token it held, its
-    context). Returns (entries added, rows with bans, rows that displaced a follower);
+    the rows whose n-gram displaced a follower (O_WAS: the token the entry held, its
+    context, the row's uid, the new token). Returns (entries added, rows with bans, rows that displaced a follower);
     with a token outside [0, 2**TOKEN_BITS), (-k - 1, 0, 0) for the first such one and
     nothing changed."""
     for k in range(tokens.size):
@@ -270,9 +270,10 @@ def _push_many(rows, table, bits, handles, tokens, out):
                 table[p, K_VAL] = t
                 added += 1
             elif table[p, K_VAL] != t:
-                out[displaced, O_WAS] = k
-                out[displaced, O_WAS + 1] = table[p, K_VAL]  # a token, or SEVERAL
-                out[displaced, O_WAS + 2] = ctx
+                out[displaced, O_WAS] = table[p, K_VAL]  # a token, or SEVERAL
+                out[displaced, O_WAS + 1] = ctx
+                out[displaced, O_WAS + 2] = uid
+                out[displaced, O_WAS + 3] = t
                 table[p, K_VAL] = SEVERAL
                 displaced += 1
         else:
