@@ -242,7 +242,8 @@ def _push_many(rows, table, bits, handles, tokens, out):
     """Push ``tokens[k]`` into row ``handles[k]``, in order. ``out`` gets, packed at the
     top, the rows with bans after their push (columns O_HIT: k, the entry's token) and
     the rows whose n-gram displaced a follower (O_WAS: the token the entry held, its
-    context, the row's uid, the new token). Returns (entries added, rows with bans, rows that displaced a follower);
+    context, the row's uid, the new token). Returns (entries added, rows with bans,
+    rows that displaced a follower);
     with a token outside [0, 2**TOKEN_BITS), (-k - 1, 0, 0) for the first such one and
     nothing changed."""
     for k in range(tokens.size):

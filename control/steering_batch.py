@@ -718,7 +718,7 @@ class SteeringBatch:
                 loop = self._guards.followers(int(push[n, 1]))
                 plan.ban(j, self._loop_bans(words, loop, rs[j].stop_ids, special, vocab))
             elif (v < size and not special[v] and v not in rs[j].stop_ids
-                  and (words is None or not (int(words[v >> 5]) >> (v & 31)) & 1)
+                  and (words is None or not _bit(words, v))
                   and self._allowed_text(words) > 1):
                 plan.ban_one(j, v)
 
@@ -851,8 +851,9 @@ class SteeringBatch:
             extra["logit_rows"] = np.asarray(idx, dtype=np.int32)
         forced = [self.rows[i].args.signal for i in signal]
         forced = [-1 if t is None or not 0 <= t < v else t for t in forced]
-        flat = logits.is_contiguous()
+        flat = False  # (contiguous logits: forced tokens by flat offset)
         if signal:  # (int64: the index ops' own type, no conversion on the device)
+            flat = logits.is_contiguous()
             rows = np.array(signal, dtype=np.int64)
             extra["force_rows"] = rows
             extra["force_at"] = np.array(forced, dtype=np.int64) + (rows * v if flat else 0)
@@ -1190,11 +1191,7 @@ class _StepPlan:
     def ban_one(self, j: int, t: int) -> None:
         """:meth:`ban` of one token, known to lie in the vocabulary."""
         self.any_ban = True
-        bans = self.extra.get(j)
-        if bans is None:
-            self.extra[j] = [t]
-        else:
-            bans.append(t)
+        self.extra.setdefault(j, []).append(t)
         if self.table is None:
             _or_tokens(self.masks[j], (t,), self.vocab)
 

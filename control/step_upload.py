@@ -1,7 +1,7 @@
 """One host-to-device copy per decode step for the steering plan's small arrays.
 
-A step's plan is a handful of int32 / float32 (and int64) arrays (the rows' mask slots, bias and ban
-lists, penalties, the rows to control, the tokens to force). Sent one ``.to(device)`` at
+A step's plan is a handful of int32 / float32 (and int64) arrays (the rows' mask slots,
+bias and ban lists, penalties, the rows to control, the tokens to force). Sent one ``.to(device)`` at
 a time, each costs a pageable copy and a launch: tens of microseconds a step on a GPU
 host. :class:`StepUpload` packs them into one page-locked host buffer, sends that with
 one asynchronous copy, and hands back device views of it.
@@ -60,8 +60,7 @@ class StepUpload:
         view = self._views[t]
         for (at, size), a in zip(spans, arrays.values(), strict=True):
             view[at:at + size] = a.view(np.int32)  # (an int64 array: its two halves)
-        # the whole buffer (a few KB; what lies past n is never read): no slice to make
-        dev.copy_(host, non_blocking=self._cuda)
+        dev[:n].copy_(host[:n], non_blocking=self._cuda)
         if self._cuda:
             event = self._events[t]
             if event is None:
