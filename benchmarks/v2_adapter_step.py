@@ -27,20 +27,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from greyelephant.benchmarks.ref_module import git_rev, load_ref_module
 
 REPO = Path(__file__).resolve().parent.parent
 PAD = 8  # entries past the batch in the fed-token and position buffers
@@ -79,17 +78,8 @@ class _Ctx:
 def load_ref_adapter(ref: str):
     """The adapter class of commit ``ref``, loaded as a module beside this checkout's
     (its relative imports resolve to this checkout's package)."""
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:control/"
-                             "logits_processor_v2.py"], capture_output=True, text=True,
-                            check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "logits_processor_v2_ref.py"
-    path.write_text(source)
-    name = "greyelephant.control._logits_processor_v2_ref"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module.SteeringLogitsProcessorV2
+    return load_ref_module(ref, "control/logits_processor_v2.py",
+                           "_logits_processor_v2_ref").SteeringLogitsProcessorV2
 
 
 def make_adapter(cls, index, b: int, steered: set[int], prompt: list[int]):
@@ -160,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from greyelephant.benchmarks.steering_step import smollm2_vocab
     from greyelephant.control.logits_processor_v2 import SteeringLogitsProcessorV2
 
-    ref = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.ref], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    ref, head = git_rev(args.ref), git_rev("HEAD")
     versions = {"ref": load_ref_adapter(ref), "current": SteeringLogitsProcessorV2}
     index = smollm2_vocab()
     batches = [int(x) for x in args.batches.split(",")]

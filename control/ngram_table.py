@@ -37,6 +37,7 @@ TOKEN_LIMIT = 1 << TOKEN_BITS
 CONTEXT_BITS = 63  # a packed context fits a non-negative int64
 MIN_CAPACITY = 1 << 12
 MAX_LOAD = 2  # the table is rebuilt when more than 1 / MAX_LOAD of it is full
+MARK_RANGE = 1 << 24  # a rebuild flags live uids in an array up to this span (16 MB)
 SEVERAL = -1  # an entry's token when two or more tokens followed its context
 NONE = -2  # no entry (push_many's outputs)
 _EMPTY = -1  # an empty entry's uid, a free handle's uid
@@ -66,6 +67,7 @@ class NgramTable:
         self._free: list[int] = []
         self._next_uid = 0
         self._alloc(self._min_bits)
+        self._spare: np.ndarray | None = None  # the table before the last rebuild
         # (uid, context) -> the tokens that followed, for entries holding SEVERAL
         self._several: dict[tuple[int, int], set[int]] = {}
 
@@ -201,15 +203,37 @@ class NgramTable:
 
     def _rebuild(self, extra: int) -> None:
         """Keep the open rows' entries only, in a table at most 1 / (2 * MAX_LOAD) full
-        after ``extra`` more keys."""
+        after ``extra`` more keys: one compiled pass marks the entries to keep (by a flag
+        per uid from the oldest open row's to the newest, or with ``np.isin`` when that
+        span passes :data:`MARK_RANGE`), another moves them into the new table. The new
+        table reuses the one the previous rebuild left when it has the same size (a
+        table's memory is touched once, not at every rebuild)."""
         live = self._rows[self._rows[:, UID] != _EMPTY, UID]
-        keep = self._table[np.isin(self._table[:, K_UID], live)]
-        bits = max(self._min_bits, (2 * MAX_LOAD * (keep.shape[0] + extra) - 1).bit_length())
-        self._alloc(bits)
-        _insert_all(self._table, bits, keep)
-        self._used = keep.shape[0]
-        alive = set(live.tolist())
-        self._several = {key: v for key, v in self._several.items() if key[0] in alive}
+        uids = self._table[:, K_UID]
+        lo = int(live.min()) if live.size else self._next_uid
+        if self._next_uid - lo <= MARK_RANGE:
+            flags = np.zeros(self._next_uid - lo, dtype=np.bool_)
+            flags[live - lo] = True
+            keep = np.empty(uids.size, dtype=np.bool_)
+            kept = _mark_live(uids, flags, lo, keep)
+        else:
+            keep = np.isin(uids, live)
+            kept = int(np.count_nonzero(keep))
+        bits = max(self._min_bits, (2 * MAX_LOAD * (kept + extra) - 1).bit_length())
+        old = self._table
+        spare = self._spare
+        if spare is not None and spare.shape[0] == 1 << bits:
+            spare[:, K_UID] = _EMPTY
+            self._bits, self._table = bits, spare
+        else:
+            self._alloc(bits)
+        _move_kept(old, keep, self._table, bits)
+        self._spare = old
+        self._used = kept
+        if self._several:
+            alive = set(live.tolist())
+            self._several = {key: v for key, v in self._several.items()
+                             if key[0] in alive}
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constants of the hash (splitmix64's)
@@ -299,8 +323,26 @@ def _lookup(rows, table, bits, h):
 
 
 @njit(cache=True)
-def _insert_all(table, bits, entries):
-    """Insert entries (distinct keys) into an empty table."""
-    for i in range(entries.shape[0]):
-        p = -_probe(table, bits, entries[i, K_UID], entries[i, K_CTX]) - 1
-        table[p] = entries[i]
+def _mark_live(uids, flags, lo, keep):
+    """``keep[i]``: entry i's uid is live (``flags[uid - lo]``; empty entries and uids
+    outside the flags' span are not); returns how many are."""
+    span = flags.size
+    kept = 0
+    for i in range(uids.size):
+        u = uids[i] - lo
+        live = u >= 0 and u < span and flags[u]
+        keep[i] = live
+        kept += live
+    return kept
+
+
+@njit(cache=True)
+def _move_kept(old, keep, table, bits):
+    """Insert the entries of ``old`` flagged in ``keep`` (distinct keys) into the empty
+    ``table``."""
+    for i in range(old.shape[0]):
+        if keep[i]:
+            p = -_probe(table, bits, old[i, K_UID], old[i, K_CTX]) - 1
+            table[p, K_UID] = old[i, K_UID]
+            table[p, K_CTX] = old[i, K_CTX]
+            table[p, K_VAL] = old[i, K_VAL]

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greyelephant.control.loop_guard import NgramGuard, banned_ngram_tokens
+from greyelephant.control import ngram_table
 from greyelephant.control.ngram_table import TOKEN_LIMIT, NgramTable
 
 # a few small ids (so that n-grams repeat) and the packing's edges
@@ -25,9 +26,19 @@ OPS = st.lists(st.one_of(
 ), max_size=60)
 
 
+@pytest.mark.parametrize("mark_range", [ngram_table.MARK_RANGE, 0],
+                         ids=["flags", "isin"])  # the rebuild's two ways to find live uids
 @settings(max_examples=300, deadline=None)
 @given(ns=st.lists(st.integers(2, 4), min_size=1, max_size=8), ops=OPS)
-def test_bans_equal_hf_reference_and_ngram_guard(ns, ops):
+def test_bans_equal_hf_reference_and_ngram_guard(mark_range, ns, ops):
+    default, ngram_table.MARK_RANGE = ngram_table.MARK_RANGE, mark_range
+    try:
+        _check_bans_against_the_references(ns, ops)
+    finally:
+        ngram_table.MARK_RANGE = default
+
+
+def _check_bans_against_the_references(ns, ops):
     table = NgramTable(min_capacity=16)  # small: rebuilds happen
     rows = []  # [handle, n, history, NgramGuard] per open row
     for n in ns:
@@ -115,3 +126,27 @@ def test_closed_rows_entries_are_dropped_at_a_rebuild():
     table.extend(h, [1, 2, 1])
     assert set(table.banned(h)) == {2}
     assert table._used <= 10 + 20  # the closed rows' n-grams did not pile up
+
+
+def test_rebuilds_of_one_size_reuse_the_table_before_and_keep_rows_exact():
+    rng = np.random.default_rng(1)
+    table = NgramTable(min_capacity=64)
+    hs = np.array([table.open(2) for _ in range(8)], dtype=np.int64)
+    guards = [NgramGuard(2) for _ in hs]
+    tables = []  # the table's buffer after each rebuild
+    for step in range(400):
+        if step % 5 == 0:  # a row starts over: its old entries are dead at the rebuild
+            k = step % hs.size
+            table.close(int(hs[k]))
+            hs[k] = table.open(2)
+            guards[k] = NgramGuard(2)
+        tokens = rng.integers(0, 40, size=hs.size)
+        before = table._table
+        got = dict(table.push_many(hs, tokens))
+        if table._table is not before:
+            tables.append(table._table)
+        for k, g in enumerate(guards):
+            assert set(got.get(k, ())) == set(g.push_banned(int(tokens[k])))
+    same_size = [(a, b) for a, b in zip(tables, tables[2:], strict=False)
+                 if a.shape == b.shape]
+    assert same_size and all(a is b for a, b in same_size)  # two buffers, alternating
