@@ -397,10 +397,10 @@ class CompiledSteering:
         # A token ending inside a UTF-8 character right after a whole form would leave the
         # row with no way out (whatever comes next decodes to a separator, or to U+FFFD):
         # such tokens are banned too.
-        for tid in idx.tail_ids.tolist():
-            if not banned[tid]:
-                s, hit = ac.feed(q, idx.texts[tid])
-                banned[tid] = hit or self.ends_form(s)
+        for text, ids in idx.tail_groups:  # (one walk per distinct text)
+            s, hit = ac.feed(q, text)
+            if hit or self.ends_form(s):
+                banned[ids] = True
         return banned
 
     def _pending_mask(self, q: int, pending: bytes) -> np.ndarray:
@@ -448,10 +448,10 @@ class CompiledSteering:
                 queries.extend([SEP + r for r in rs])
         if queries:
             banned |= idx.tokens_in(idx.exact_ranges(queries))
-        for tid in idx.tail_ids.tolist():  # an incomplete tail ends the text as U+FFFD
-            if not banned[tid]:
-                s, _ = ac.feed(q, idx.texts[tid])
-                banned[tid] = ac.accept(ac.step(s, SEP)) >= 0
+        for text, ids in idx.tail_groups:  # an incomplete tail ends the text as U+FFFD
+            s, _ = ac.feed(q, text)
+            if ac.accept(ac.step(s, SEP)) >= 0:
+                banned[ids] = True
         if self.ends_form(q):  # tokens that add nothing leave the text ending with it
             banned |= idx.textless | idx.foldless
         return pack_bool(banned, self.n_words)

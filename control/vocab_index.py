@@ -241,7 +241,11 @@ class VocabIndex:
         ``sorted_texts`` (or of ``sep_texts`` when ``sep``)."""
         ids = self.sep_ids if sep else self.sorted_ids
         out = np.zeros(self.vocab_size, dtype=bool)
-        out[ids[ranges_to_mask(*ranges, ids.size)]] = True
+        lo, hi = ranges
+        if _few_positions(lo, hi, ids.size):
+            out[ids[ranges_to_indices(lo, hi)]] = True
+        else:
+            out[ids[ranges_to_mask(lo, hi, ids.size)]] = True
         return out
 
     @property
@@ -277,15 +281,58 @@ class VocabIndex:
             self.__dict__["_tail_ids"] = cached
         return cached
 
+    @property
+    def tail_groups(self) -> list[tuple[str, np.ndarray]]:
+        """:attr:`tail_ids` grouped by their folded text: (text, int32 ids) per distinct
+        text, in text order. An automaton reads the same text for every token of a group,
+        so a mask needs one walk per group (SmolLM2: 239 tokens, 4 texts)."""
+        cached = self.__dict__.get("_tail_groups")
+        if cached is None:
+            groups: dict[str, list[int]] = {}
+            for t in self.tail_ids.tolist():
+                groups.setdefault(self.texts[t], []).append(t)
+            cached = [(text, np.asarray(ids, dtype=np.int32))
+                      for text, ids in sorted(groups.items())]
+            self.__dict__["_tail_groups"] = cached
+        return cached
+
+
+def _few_positions(lo: np.ndarray, hi: np.ndarray, size: int) -> bool:
+    """The [lo, hi) ranges cover fewer than 1/16 of an array of ``size``: listing their
+    positions beats a pass over the whole array."""
+    lengths = np.asarray(hi) - np.asarray(lo)
+    return int(lengths[lengths > 0].sum()) * 16 < size
+
 
 def ranges_to_mask(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
-    """Boolean [size] array, True inside any [lo, hi)."""
+    """Boolean [size] array, True inside any [lo, hi): the ranges' positions set one by
+    one when they are few (:func:`ranges_to_indices`), else a running count over the
+    array's length."""
+    if _few_positions(lo, hi, size):
+        out = np.zeros(size, dtype=bool)
+        out[ranges_to_indices(lo, hi)] = True
+        return out
     diff = np.zeros(size + 1, dtype=np.int32)
     keep = hi > lo
-    if keep.any():
-        np.add.at(diff, lo[keep], 1)
-        np.add.at(diff, hi[keep], -1)
+    np.add.at(diff, lo[keep], 1)
+    np.add.at(diff, hi[keep], -1)
     return np.cumsum(diff[:-1]) > 0
+
+
+def ranges_to_indices(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The int64 positions inside the [lo, hi) ranges, range by range (a position in two
+    ranges comes twice): O(ranges + positions), never O(the array the ranges index) —
+    a state's banned tokens are a few hundred of a vocabulary's tens of thousands."""
+    lo = np.asarray(lo, dtype=np.int64)
+    lengths = np.asarray(hi, dtype=np.int64) - lo
+    keep = lengths > 0
+    if not keep.all():
+        lo, lengths = lo[keep], lengths[keep]
+    if not lengths.size:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    # position j of the output, in range r: lo[r] + (j - the ranges before r's length)
+    return np.arange(ends[-1]) + np.repeat(lo - (ends - lengths), lengths)
 
 
 def pack_bool(mask: np.ndarray, n_words: int) -> np.ndarray:
