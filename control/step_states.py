@@ -27,10 +27,13 @@ transitions are bounded too (:data:`MAX_TRANSITIONS`): past it they start over.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.np.numpy_support import from_dtype
+from numba.typed import List as TypedList
 
 from .ban_automaton import CompiledSteering, RowState
 from . import plan_pool
@@ -47,8 +50,11 @@ MIN_BITS = 12  # the transition hash's smallest size: 2**12 entries
 # 16 bytes: 32 MiB)
 MAX_TRANSITIONS = 1 << 20
 KIND_SLOTS = 1 << 16  # row kinds the state keys tell apart between two compactions
-# compiled specs whose automata are kept as arrays (past it they all start over)
-MAX_SPECS = 64
+# compiled specs whose automata are kept as arrays, and the bytes their tables may take:
+# past either, the least recently used spec's arrays go (its rows' new transitions are
+# then computed by the Python path until it is put again)
+MAX_SPECS = 1024
+SPEC_ARRAYS_BUDGET_BYTES = 64 << 20
 NO_SID = -1  # a lane off the fast path (its row object holds its state)
 UNSEEN = -2  # advance's code for a plain step whose transition is not cached
 _EMPTY = -1  # an empty hash entry's key
@@ -87,8 +93,14 @@ class Lanes:
         # row kind -> a number below 2**16 for the state keys (kinds are never reused, so
         # they grow without bound; these are renumbered at a compaction)
         self._kind_slots: dict[int, int] = {}
-        self._specs: list[SpecArrays] = []
-        self._spec_slots: dict[int, int] = {}  # spec uid -> its slot in _specs
+        self._specs: list[SpecArrays | None] = []
+        # spec uid -> its slot in _specs, least recently put first
+        self._spec_slots: OrderedDict[int, int] = OrderedDict()
+        self._spec_sizes: list[int] = []  # per slot: its tables' bytes when made
+        self._spec_bytes = 0  # their sum over the slots in use
+        self._free_spec_slots: list[int] = []  # slots of _specs whose spec was dropped
+        # the specs' arrays as the compiled loop takes them: per field, a typed list by slot
+        self._spec_lists = _spec_lists()
         self._texts: TokenTexts | None = None
         self.computed = 0  # transitions computed (not looked up) by advance, for tests
 
@@ -176,8 +188,10 @@ class Lanes:
             self._sid_key[sid] = key
             if key != NOT_PACKABLE:
                 self._add_key(key, sid)
-        if spec is not None and self._sid_spec[sid] < 0 and self._sid_key[sid] >= 0:
-            self._sid_spec[sid] = self._spec_slot(spec)
+        if spec is not None and self._sid_key[sid] >= 0:  # (each put: the spec is used)
+            slot = self._spec_slot(spec)
+            if self._sid_spec[sid] < 0:
+                self._sid_spec[sid] = slot
         self._lanes[lane, SID] = sid
         self._lanes[lane, CONSUMED] = consumed
         return sid
@@ -204,22 +218,50 @@ class Lanes:
         return slot
 
     def _spec_slot(self, spec: CompiledSteering) -> int:
-        """The slot of ``spec``'s arrays in :attr:`_specs` (made now if need be)."""
-        slot = self._spec_slots.get(spec.uid)
+        """The slot of ``spec``'s arrays in :attr:`_specs` (made now if need be, in the
+        slot of the least recently put spec when the specs are at their bounds)."""
+        slots = self._spec_slots
+        slot = slots.get(spec.uid)
         if slot is not None:
+            slots.move_to_end(spec.uid)
             return slot
         if self._texts is None or self._texts.index is not spec.index:
             self._texts = TokenTexts(spec.index)
             self._forget_specs()
-        elif len(self._specs) >= MAX_SPECS:  # bounded: they all start over
-            self._forget_specs()
-        slot = self._spec_slots[spec.uid] = len(self._specs)
-        self._specs.append(SpecArrays(spec))
+        arrays = SpecArrays(spec)
+        while slots and (len(slots) >= MAX_SPECS
+                         or self._spec_bytes + arrays.nbytes > SPEC_ARRAYS_BUDGET_BYTES):
+            _, slot = slots.popitem(last=False)  # (the least recently put)
+            self._spec_bytes -= self._spec_sizes[slot]
+            self._specs[slot] = None
+            for field, a in zip(self._spec_lists, _NO_SPEC_ARRAYS, strict=True):
+                field[slot] = a  # (its arrays freed)
+            self._sid_spec[self._sid_spec == slot] = -1  # its states: not computable
+            self._free_spec_slots.append(slot)
+        size = arrays.nbytes
+        fields = _spec_arrays(arrays)
+        if self._free_spec_slots:
+            slot = self._free_spec_slots.pop()
+            self._specs[slot], self._spec_sizes[slot] = arrays, size
+            for field, a in zip(self._spec_lists, fields, strict=True):
+                field[slot] = a
+        else:
+            slot = len(self._specs)
+            self._specs.append(arrays)
+            self._spec_sizes.append(size)
+            for field, a in zip(self._spec_lists, fields, strict=True):
+                field.append(a)
+        slots[spec.uid] = slot
+        self._spec_bytes += size
         return slot
 
     def _forget_specs(self) -> None:
+        self._spec_lists = _spec_lists()
         self._specs.clear()
         self._spec_slots.clear()
+        self._spec_sizes.clear()
+        self._free_spec_slots.clear()
+        self._spec_bytes = 0
         self._sid_spec[:] = -1
 
     def take(self, lane: int) -> tuple[tuple, int] | None:
@@ -275,42 +317,42 @@ class Lanes:
         an int64 [n, 3] array of (k, guard handle, token))."""
         k = lanes.size
         out = np.empty(5 * k, dtype=np.int64)  # codes, pushes (3 entries each), unseen
-        n, pushes, unseen, lo, hi = _advance(lanes, lengths, last, self._lanes,
-                                             self._table, self._bits, self._ready, out,
-                                             self._sid_spec)
+        n, pushes, unseen = _advance(lanes, lengths, last, self._lanes, self._table,
+                                     self._bits, self._ready, out)
         if unseen:
             if self._specs:
                 n, pushes = self._compute(lanes, last, out, n, pushes,
-                                          out[4 * k:4 * k + unseen], lo, hi)
+                                          out[4 * k:4 * k + unseen])
             np.maximum(out[:k], NO_SID, out=out[:k])  # (what is left: NO_SID)
         return out[:k], n, out[k:k + 3 * pushes].reshape(pushes, 3)
 
     def _compute(self, lanes: np.ndarray, last: np.ndarray, out: np.ndarray, n: int,
-                 pushes: int, rows: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+                 pushes: int, rows: np.ndarray) -> tuple[int, int]:
         """Compute the transitions :func:`_advance` found no cached entry for (its UNSEEN
-        ``rows``, whose specs' slots span ``lo``..``hi``), per spec, from the specs'
-        automata as arrays; teach the arrays what a row stopped on and compute it again;
-        cache what was computed. Returns advance's updated (fast rows, pushes)."""
-        slots = None if lo == hi else self._sid_spec[self._lanes[lanes[rows], SID]]
-        for slot in [lo] if lo == hi else np.unique(slots).tolist():
-            if slot < 0:
-                continue
-            sub = rows if slots is None else rows[slots == slot]
-            arrays = self._specs[slot]
-            n, pushes, gave_up = self._compute_rows(sub, lanes, last, out, n, pushes, arrays)
-            if gave_up:
-                stopped = sub[out[sub] == GAVE_UP]
-                for j in stopped.tolist():
-                    arrays.teach(self._states[self._lanes[lanes[j], SID]], int(last[j]))
-                n, pushes, _ = self._compute_rows(stopped, lanes, last, out, n, pushes,
-                                                  arrays)
+        ``rows``), each from its spec's automata as arrays, all specs in one compiled
+        call; teach the arrays what a row stopped on and compute those rows again; cache
+        what was computed. Returns advance's updated (fast rows, pushes)."""
+        slots = self._sid_spec[self._lanes[lanes[rows], SID]]
+        n, pushes, gave_up = self._compute_rows(rows, slots, lanes, last, out, n, pushes)
+        if gave_up:
+            stopped = (out[rows] == GAVE_UP).nonzero()[0]
+            rows, slots = rows[stopped], slots[stopped]
+            taught = set()
+            for j, slot in zip(rows.tolist(), slots.tolist(), strict=True):
+                self._specs[slot].teach(self._states[self._lanes[lanes[j], SID]],
+                                        int(last[j]))
+                taught.add(slot)
+            for slot in taught:  # (teaching may have grown a spec's boosted ids)
+                self._spec_lists[-1][slot] = self._specs[slot].boost_ids
+            n, pushes, _ = self._compute_rows(rows, slots, lanes, last, out, n, pushes)
         return n, pushes
 
-    def _compute_rows(self, rows: np.ndarray, lanes: np.ndarray, last: np.ndarray,
-                      out: np.ndarray, n: int, pushes: int, arrays: SpecArrays
+    def _compute_rows(self, rows: np.ndarray, slots: np.ndarray, lanes: np.ndarray,
+                      last: np.ndarray, out: np.ndarray, n: int, pushes: int
                       ) -> tuple[int, int, int]:
-        """:func:`_compute` on ``rows`` of one spec, the transitions table grown first to
-        take one more entry per row. Returns (fast rows, pushes, rows that GAVE_UP)."""
+        """:func:`_compute` on ``rows`` (their specs' ``slots``; -1: none, the row is
+        left UNSEEN), the transitions table grown first to take one more entry per row.
+        Returns (fast rows, pushes, rows that GAVE_UP)."""
         if self._used + rows.size >= MAX_TRANSITIONS:  # bounded: they start over
             self._alloc(MIN_BITS)
         bits = self._bits
@@ -318,13 +360,12 @@ class Lanes:
             bits += 1
         if bits != self._bits:
             self._rehash(bits)
-        texts, av, pr = self._texts, arrays.avoid, arrays.prefer
+        texts = self._texts
         before = n
         n, pushes, learned, gave_up = _compute(
-            rows, lanes, last, self._lanes, self._table, self._bits, self._ready, out,
-            n, pushes, self._sid_key, self._keys, self._keys_bits, texts.ptr,
-            texts.chars, texts.plain, arrays.alphabet, av.delta, av.sep, av.accept,
-            pr.delta, pr.sep, pr.accept, pr.depth, arrays.boost_at, arrays.boost_ids)
+            rows, slots, lanes, last, self._lanes, self._table, self._bits, self._ready,
+            out, n, pushes, self._sid_key, self._keys, self._keys_bits, texts.ptr,
+            texts.chars, texts.plain, *self._spec_lists)
         self._used += learned
         self.computed += n - before
         return n, pushes, gave_up
@@ -402,6 +443,24 @@ def _table_of(entries: np.ndarray, bits: int) -> np.ndarray:
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 
 
+def _spec_arrays(arrays: SpecArrays) -> tuple[np.ndarray, ...]:
+    """A spec's arrays in the order the compiled :func:`_compute` takes their lists."""
+    return (arrays.alphabet, arrays.avoid.delta, arrays.avoid.sep, arrays.avoid.accept,
+            arrays.prefer.delta, arrays.prefer.sep, arrays.prefer.accept,
+            arrays.prefer.depth, arrays.boost_at, arrays.boost_ids)
+
+
+_NO_SPEC_ARRAYS = tuple(np.zeros((0,) * ndim, dtype=dtype) for dtype, ndim in (
+    (np.int32, 1), (np.int32, 2), (np.uint8, 1), (np.int32, 1), (np.int32, 2),
+    (np.uint8, 1), (np.int32, 1), (np.int32, 1), (np.int64, 2), (np.int32, 1)))
+
+
+def _spec_lists() -> tuple[TypedList, ...]:
+    """One empty typed list per field of :func:`_spec_arrays`, typed for its arrays."""
+    return tuple(TypedList.empty_list(types.Array(from_dtype(a.dtype), a.ndim, "C"))
+                 for a in _NO_SPEC_ARRAYS)
+
+
 @njit(cache=True)
 def _slot(key, bits):
     return np.int64((np.uint64(key) * _MUL) >> np.uint64(64 - bits))
@@ -472,22 +531,28 @@ def _take_step(k, lane, to, t, cols, out, n, pushes, k_rows):
 
 
 @njit(cache=True)
-def _compute(rows, lanes, last, cols, table, bits, ready, out, n, pushes, sid_key, keys,
-             keys_bits, ptr, chars, plain, alphabet, a_delta, a_sep, a_accept, p_delta,
-             p_sep, p_accept, p_depth, boost_at, boost_ids):
-    """See :meth:`Lanes._compute` (rows of one spec); returns (fast rows, pushes, how
-    many transitions it added to ``table``, which has room for one per row, how many
-    rows GAVE_UP)."""
+def _compute(rows, slots, lanes, last, cols, table, bits, ready, out, n, pushes, sid_key,
+             keys, keys_bits, ptr, chars, plain, alphabet, a_delta, a_sep, a_accept,
+             p_delta, p_sep, p_accept, p_depth, boost_at, boost_ids):
+    """See :meth:`Lanes._compute`: row ``rows[i]`` with the arrays of spec slot
+    ``slots[i]`` (the last ten arguments: typed lists of each spec's arrays, by slot; see
+    :func:`_spec_arrays`); returns (fast rows, pushes, how many transitions it added to
+    ``table``, which has room for one per row, how many rows GAVE_UP)."""
     learned = 0
     gave_up = 0
     k_rows = lanes.size
-    for k in rows:
+    for i in range(rows.size):
+        k = rows[i]
+        slot = slots[i]
+        if slot < 0:
+            continue
         lane = lanes[k]
         s = cols[lane, SID]
         t = last[k]
-        key = next_state_key(sid_key[s], t, ptr, chars, plain, alphabet, a_delta, a_sep,
-                             a_accept, p_delta, p_sep, p_accept, p_depth, boost_at,
-                             boost_ids)
+        key = next_state_key(sid_key[s], t, ptr, chars, plain, alphabet[slot],
+                             a_delta[slot], a_sep[slot], a_accept[slot], p_delta[slot],
+                             p_sep[slot], p_accept[slot], p_depth[slot], boost_at[slot],
+                             boost_ids[slot])
         if key < 0:
             if key == GAVE_UP:
                 out[k] = GAVE_UP
@@ -506,16 +571,14 @@ def _compute(rows, lanes, last, cols, table, bits, ready, out, n, pushes, sid_ke
 
 
 @njit(cache=True)
-def _advance(lanes, lengths, last, cols, table, bits, ready, out, sid_spec):
+def _advance(lanes, lengths, last, cols, table, bits, ready, out):
     """See :meth:`Lanes.advance` (``out``: 5 * k entries: the k codes, the pushes, 3
     entries each, from k, then from 4 * k the rows left UNSEEN). Returns (fast rows,
-    pushes, rows left UNSEEN, the lowest and highest spec slot of those rows' sids)."""
+    pushes, rows left UNSEEN)."""
     k_rows = lanes.size
     n = 0
     pushes = 0
     unseen = 0
-    lo = np.int64(1) << 62
-    hi = np.int64(-1) << 62
     for k in range(k_rows):
         out[k] = NO_SID
         lane = lanes[k]
@@ -535,11 +598,8 @@ def _advance(lanes, lengths, last, cols, table, bits, ready, out, sid_spec):
             out[k] = UNSEEN
             out[4 * k_rows + unseen] = k
             unseen += 1
-            slot = np.int64(sid_spec[s])
-            lo = min(lo, slot)
-            hi = max(hi, slot)
             continue
         if not ready[to]:
             continue
         n, pushes = _take_step(k, lane, to, t, cols, out, n, pushes, k_rows)
-    return n, pushes, unseen, lo, hi
+    return n, pushes, unseen

@@ -401,3 +401,49 @@ def test_lanes_compute_transitions_from_the_spec_s_automata(monkeypatch):
     lanes.put(lane, path[1], 1, spec)  # put again: the spec's arrays come back
     codes, moved, _ = lanes.advance(at, np.array([2]), np.array([0]))
     assert moved == 1 and lanes.computed == 6 and codes[0] >> FLAG_BITS == sids[1]
+
+
+def test_past_the_specs_bounds_only_the_least_recently_put_spec_s_arrays_go(monkeypatch):
+    """At the specs' byte budget (or count bound) one spec's arrays go, the least recently
+    put one's: the others keep theirs (their transitions are still computed), and the
+    dropped one's states fall back to the Python path until it is put again."""
+    from greyelephant.control import step_states
+    from greyelephant.control.ban_automaton import CompiledSteering
+    from greyelephant.control.vocab_index import VocabIndex
+
+    index = VocabIndex.from_token_bytes([b"a", b" ab", b" cdef", b" x", b"ef", b" cde"])
+    specs = [CompiledSteering(index, [name]) for name in ("ab", "cd", "ef")]
+    open_lane = dict(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1, watch=False,
+                     greedy=False)
+    lanes = Lanes()
+    lane_of = []
+    for n, spec in enumerate(specs[:2]):
+        row = spec.new_row()
+        start = step_state(n + 1, row)
+        spec.advance(row, 3)  # " x": where the row goes, its plan known
+        lanes.set_plan(lanes.put(lanes.open(**open_lane), step_state(n + 1, row), 1, spec),
+                       "plan")
+        lane = lanes.open(**open_lane)
+        lanes.set_plan(lanes.put(lane, start, 0, spec), "plan")
+        lane_of.append(lane)
+    size = max(a.nbytes for a in lanes._specs)
+    monkeypatch.setattr(step_states, "SPEC_ARRAYS_BUDGET_BYTES", 2 * size)
+    lanes.put(lane_of[0], lanes._states[lanes.on(lane_of[0])], 0, specs[0])  # used again
+    third = lanes.open(**open_lane)
+    lanes.put(third, step_state(3, specs[2].new_row()), 0, specs[2])  # past the budget
+    assert set(lanes._spec_slots) == {specs[0].uid, specs[2].uid}
+    assert lanes._spec_bytes <= 2 * size and len(lanes._specs) == 2  # the slot reused
+    # the kept spec's row computes its transition; the dropped spec's row cannot
+    for lane, moved_want in ((lane_of[0], 1), (lane_of[1], 0)):
+        before = lanes.computed
+        _, moved, _ = lanes.advance(np.array([lane], dtype=np.int32), np.array([1]),
+                                    np.array([3]))  # " x"
+        assert moved == moved_want and lanes.computed - before == moved_want
+    lanes.put(lane_of[1], step_state(2, specs[1].new_row()), 0, specs[1])  # put again
+    _, moved, _ = lanes.advance(np.array([lane_of[1]], dtype=np.int32), np.array([1]),
+                                np.array([3]))
+    assert moved == 1
+    monkeypatch.setattr(step_states, "MAX_SPECS", 1)  # the count bound: one spec left
+    lanes.put(third, lanes._states[lanes.on(third)], 1, specs[2])
+    lanes.put(lane_of[0], step_state(1, specs[0].new_row()), 0, specs[0])
+    assert list(lanes._spec_slots) == [specs[0].uid]
