@@ -39,8 +39,14 @@ device op on a GPU), and a step's time is ``apply``'s less its kernel calls
 (``apply_logit_controls``, the forced tokens), which run on the CPU here: what a GPU's
 host would spend, at this CPU's speed.
 
-Writes ``steering_step_compare-<device>[-gpu-host-path].json`` and ``.md`` to --out (default
-benchmarks/results).
+With ``--distinct K``, each request (each row and each restart) gets its own spec: K of
+the 30 entities drawn at random, the same draws for every version. That is a
+multi-tenant load: a spec's masks, transitions and automata are built for few rows, so
+the cost of a new state or a new spec, which the shared spec's rows pay once, is paid
+all along.
+
+Writes ``steering_step_compare-<device>[-gpu-host-path][-distinctK].json`` and ``.md`` to
+--out (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -80,7 +86,7 @@ def _cpu_model() -> str:
 # its first step. It uses only what both old and new versions have, adapting to the two
 # known signatures.
 WORKER = r"""
-import gzip, importlib, importlib.util, inspect, json, logging, statistics, sys, time
+import gzip, importlib, importlib.util, inspect, json, logging, random, statistics, sys, time
 import torch
 cfg = json.loads(sys.argv[1])
 if cfg["threads"]:
@@ -129,12 +135,15 @@ def gpu_host_path(sb, kernel_s):
         setattr(sb, name, timed)
 
 
-def batch_maker(spec_mod, sb, su, index, steering, batch_kwargs):
+def engine_args(spec_mod, steering):
     spec = spec_mod.parse_steering(steering)
     if hasattr(spec, "engine_steering"):
-        args = spec.engine_steering(signal=16).to_extra_args()
-    else:
-        args = spec.engine_args()
+        return spec.engine_steering(signal=16).to_extra_args()
+    return spec.engine_args()
+
+
+def batch_maker(spec_mod, sb, su, index, steering, batch_kwargs):
+    args = engine_args(spec_mod, steering)
     if "request" in inspect.signature(sb.SteeringBatch.add).parameters:
         extra = sb.RequestInfo(stop_ids=stop, temperature=0.0, max_tokens=1 << 20)
     else:
@@ -145,11 +154,18 @@ def batch_maker(spec_mod, sb, su, index, steering, batch_kwargs):
         if cfg["host_path"] == "gpu":  # no id lists; the plan's arrays in one packed upload
             batch.sparse_ids = False
             batch._upload = su.StepUpload("cpu", pack=True)
+        # --distinct K: each request its own spec, K of the entities drawn in a sequence
+        # every version draws alike (their rows restart alike)
+        draw = random.Random(b)
+        avoid = steering["avoid"]
 
         def restart(i):
             out = []
+            row_args = args if not cfg["distinct"] else engine_args(spec_mod, {
+                **steering, "avoid": [avoid[j] for j in sorted(
+                    draw.sample(range(len(avoid)), cfg["distinct"]))]})
             t0 = time.perf_counter()
-            batch.add(i, args, out, extra)
+            batch.add(i, row_args, out, extra)
             if adds is not None and adds["on"]:
                 adds["s"].append(time.perf_counter() - t0)
             return out
@@ -269,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lanes", action="store_true",
                     help="also run this checkout with SteeringBatch(lanes=False): the lanes' "
                          "fast path (on by default) against the per-row path")
+    ap.add_argument("--distinct", type=int, default=0, metavar="K",
+                    help="each request its own spec: K of the 30 entities, drawn at random "
+                         "per request (a multi-tenant load, where few rows share a spec); "
+                         "0: every row the same spec of all 30")
     ap.add_argument("--host-path", choices=["device", "gpu"], default="device",
                     help="gpu: on a CPU, time the host side of a GPU step (every mask in the "
                          "table, the plan's arrays in one packed upload, the check's "
@@ -303,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = {"vocab": str(HERE / "data" / "smollm2_vocab.json.gz"), "tokens": str(tokens),
                "loop": str(HERE / "step_loop.py"), "device": args.device,
                "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
-               "host_path": args.host_path,
+               "host_path": args.host_path, "distinct": args.distinct,
                "batches": [int(x) for x in args.batches.split(",")],
                "versions": [
                    {"name": "ref", "root": ref_root, "steering": steering},
@@ -360,15 +380,19 @@ def main(argv: list[str] | None = None) -> int:
                                                if dirty else ""),
             "command": "python -m greyelephant.benchmarks.steering_step_compare " + " ".join(
                 argv if argv is not None else sys.argv[1:]),
-            "workload": "SmolLM2 vocabulary; every row steered (dev set's 30 entities, "
-                        "logits strategy, each version's defaults), greedy; "
+            "workload": "SmolLM2 vocabulary; every row steered ("
+                        + (f"each request its own spec of {args.distinct} of the dev set's "
+                           "30 entities drawn at random" if args.distinct
+                           else "dev set's 30 entities")
+                        + ", logits strategy, each version's defaults), greedy; "
                         f"{args.warmup} warm-up + {args.steps} timed steps per version, "
                         "the versions' steps interleaved in one process (each takes "
                         "each place in the order in turn); median step per round, "
                         f"median of {args.rounds} rounds (processes)"}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"steering_step_compare-{args.device}" + (
-        "-gpu-host-path" if args.host_path == "gpu" else "")
+        "-gpu-host-path" if args.host_path == "gpu" else "") + (
+        f"-distinct{args.distinct}" if args.distinct else "")
     (args.out / f"{stem}.json").write_text(
         json.dumps({**meta, "rows": rows, "rounds": rounds, "admission_rounds": admissions},
                    indent=2) + "\n")
