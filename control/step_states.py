@@ -101,6 +101,7 @@ class Lanes:
         self._free_spec_slots: list[int] = []  # slots of _specs whose spec was dropped
         # the specs' arrays as the compiled loop takes them: per field, a typed list by slot
         self._spec_lists = _spec_lists()
+        self._boost_ids: list[np.ndarray | None] = []  # per slot: the one in the lists
         self._texts: TokenTexts | None = None
         self.computed = 0  # transitions computed (not looked up) by advance, for tests
 
@@ -232,34 +233,39 @@ class Lanes:
         while slots and (len(slots) >= MAX_SPECS
                          or self._spec_bytes + arrays.nbytes > SPEC_ARRAYS_BUDGET_BYTES):
             _, slot = slots.popitem(last=False)  # (the least recently put)
-            self._spec_bytes -= self._spec_sizes[slot]
-            self._specs[slot] = None
-            for field, a in zip(self._spec_lists, _NO_SPEC_ARRAYS, strict=True):
-                field[slot] = a  # (its arrays freed)
+            self._set_spec(slot, None)
             self._sid_spec[self._sid_spec == slot] = -1  # its states: not computable
             self._free_spec_slots.append(slot)
-        size = arrays.nbytes
-        fields = _spec_arrays(arrays)
         if self._free_spec_slots:
             slot = self._free_spec_slots.pop()
-            self._specs[slot], self._spec_sizes[slot] = arrays, size
-            for field, a in zip(self._spec_lists, fields, strict=True):
-                field[slot] = a
         else:
             slot = len(self._specs)
-            self._specs.append(arrays)
-            self._spec_sizes.append(size)
-            for field, a in zip(self._spec_lists, fields, strict=True):
+            self._specs.append(None)
+            self._spec_sizes.append(0)
+            self._boost_ids.append(None)
+            for field, a in zip(self._spec_lists, _NO_SPEC_ARRAYS, strict=True):
                 field.append(a)
+        self._set_spec(slot, arrays)
         slots[spec.uid] = slot
-        self._spec_bytes += size
         return slot
+
+    def _set_spec(self, slot: int, arrays: SpecArrays | None) -> None:
+        """Slot ``slot`` holds ``arrays`` (None: nothing, its arrays freed)."""
+        self._spec_bytes -= self._spec_sizes[slot]
+        self._specs[slot] = arrays
+        self._spec_sizes[slot] = 0 if arrays is None else arrays.nbytes
+        self._spec_bytes += self._spec_sizes[slot]
+        fields = _NO_SPEC_ARRAYS if arrays is None else _spec_arrays(arrays)
+        for field, a in zip(self._spec_lists, fields, strict=True):
+            field[slot] = a
+        self._boost_ids[slot] = None if arrays is None else arrays.boost_ids
 
     def _forget_specs(self) -> None:
         self._spec_lists = _spec_lists()
         self._specs.clear()
         self._spec_slots.clear()
         self._spec_sizes.clear()
+        self._boost_ids.clear()
         self._free_spec_slots.clear()
         self._spec_bytes = 0
         self._sid_spec[:] = -1
@@ -317,23 +323,28 @@ class Lanes:
         an int64 [n, 3] array of (k, guard handle, token))."""
         k = lanes.size
         out = np.empty(5 * k, dtype=np.int64)  # codes, pushes (3 entries each), unseen
-        n, pushes, unseen = _advance(lanes, lengths, last, self._lanes, self._table,
-                                     self._bits, self._ready, out)
+        n, pushes, unseen, lo, hi = _advance(lanes, lengths, last, self._lanes,
+                                             self._table, self._bits, self._ready, out,
+                                             self._sid_spec)
         if unseen:
             if self._specs:
                 n, pushes = self._compute(lanes, last, out, n, pushes,
-                                          out[4 * k:4 * k + unseen])
+                                          out[4 * k:4 * k + unseen], lo, hi)
             np.maximum(out[:k], NO_SID, out=out[:k])  # (what is left: NO_SID)
         return out[:k], n, out[k:k + 3 * pushes].reshape(pushes, 3)
 
     def _compute(self, lanes: np.ndarray, last: np.ndarray, out: np.ndarray, n: int,
-                 pushes: int, rows: np.ndarray) -> tuple[int, int]:
+                 pushes: int, rows: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
         """Compute the transitions :func:`_advance` found no cached entry for (its UNSEEN
-        ``rows``), each from its spec's automata as arrays, all specs in one compiled
-        call; teach the arrays what a row stopped on and compute those rows again; cache
-        what was computed. Returns advance's updated (fast rows, pushes)."""
-        slots = self._sid_spec[self._lanes[lanes[rows], SID]]
-        n, pushes, gave_up = self._compute_rows(rows, slots, lanes, last, out, n, pushes)
+        ``rows``, whose specs' slots span ``lo``..``hi``), each from its spec's automata
+        as arrays, all specs in one compiled call; teach the arrays what a row stopped on
+        and compute those rows again; cache what was computed. Returns advance's updated
+        (fast rows, pushes)."""
+        one_spec = lo == hi and lo >= 0
+        slots = (np.full(rows.size, lo, dtype=np.int32) if one_spec
+                 else self._sid_spec[self._lanes[lanes[rows], SID]])
+        n, pushes, gave_up = self._compute_rows(rows, slots, one_spec, lanes, last, out, n,
+                                                pushes)
         if gave_up:
             stopped = (out[rows] == GAVE_UP).nonzero()[0]
             rows, slots = rows[stopped], slots[stopped]
@@ -343,16 +354,20 @@ class Lanes:
                                         int(last[j]))
                 taught.add(slot)
             for slot in taught:  # (teaching may have grown a spec's boosted ids)
-                self._spec_lists[-1][slot] = self._specs[slot].boost_ids
-            n, pushes, _ = self._compute_rows(rows, slots, lanes, last, out, n, pushes)
+                if self._specs[slot].boost_ids is not self._boost_ids[slot]:
+                    self._boost_ids[slot] = self._spec_lists[-1][slot] = \
+                        self._specs[slot].boost_ids
+            n, pushes, _ = self._compute_rows(rows, slots, one_spec, lanes, last, out, n,
+                                              pushes)
         return n, pushes
 
-    def _compute_rows(self, rows: np.ndarray, slots: np.ndarray, lanes: np.ndarray,
-                      last: np.ndarray, out: np.ndarray, n: int, pushes: int
-                      ) -> tuple[int, int, int]:
-        """:func:`_compute` on ``rows`` (their specs' ``slots``; -1: none, the row is
-        left UNSEEN), the transitions table grown first to take one more entry per row.
-        Returns (fast rows, pushes, rows that GAVE_UP)."""
+    def _compute_rows(self, rows: np.ndarray, slots: np.ndarray, one_spec: bool,
+                      lanes: np.ndarray, last: np.ndarray, out: np.ndarray, n: int,
+                      pushes: int) -> tuple[int, int, int]:
+        """:meth:`_compute` on ``rows`` (their specs' ``slots``; -1: none, the row is
+        left UNSEEN; ``one_spec``: the slots are all one, not -1), the transitions table
+        grown first to take one more entry per row. Returns (fast rows, pushes, rows that
+        GAVE_UP)."""
         if self._used + rows.size >= MAX_TRANSITIONS:  # bounded: they start over
             self._alloc(MIN_BITS)
         bits = self._bits
@@ -362,10 +377,15 @@ class Lanes:
             self._rehash(bits)
         texts = self._texts
         before = n
-        n, pushes, learned, gave_up = _compute(
-            rows, slots, lanes, last, self._lanes, self._table, self._bits, self._ready,
-            out, n, pushes, self._sid_key, self._keys, self._keys_bits, texts.ptr,
-            texts.chars, texts.plain, *self._spec_lists)
+        common = (last, lanes, self._lanes, self._table, self._bits, self._ready, out, n,
+                  pushes, self._sid_key, self._keys, self._keys_bits, texts.ptr,
+                  texts.chars, texts.plain)
+        if one_spec:  # (one spec's arrays: no typed lists to unbox)
+            n, pushes, learned, gave_up = _compute_one(
+                rows, *common, *_spec_arrays(self._specs[int(slots[0])]))
+        else:
+            n, pushes, learned, gave_up = _compute_many(rows, slots, *common,
+                                                        *self._spec_lists)
         self._used += learned
         self.computed += n - before
         return n, pushes, gave_up
@@ -531,54 +551,81 @@ def _take_step(k, lane, to, t, cols, out, n, pushes, k_rows):
 
 
 @njit(cache=True)
-def _compute(rows, slots, lanes, last, cols, table, bits, ready, out, n, pushes, sid_key,
-             keys, keys_bits, ptr, chars, plain, alphabet, a_delta, a_sep, a_accept,
-             p_delta, p_sep, p_accept, p_depth, boost_at, boost_ids):
-    """See :meth:`Lanes._compute`: row ``rows[i]`` with the arrays of spec slot
-    ``slots[i]`` (the last ten arguments: typed lists of each spec's arrays, by slot; see
-    :func:`_spec_arrays`); returns (fast rows, pushes, how many transitions it added to
-    ``table``, which has room for one per row, how many rows GAVE_UP)."""
+def _compute_row(k, last, lanes, cols, table, bits, ready, out, n, pushes, sid_key, keys,
+                 keys_bits, ptr, chars, plain, alphabet, a_delta, a_sep, a_accept, p_delta,
+                 p_sep, p_accept, p_depth, boost_at, boost_ids):
+    """Row ``k``'s transition computed from its spec's arrays (see
+    :meth:`Lanes._compute`); returns advance's updated (fast rows, pushes), and whether
+    it added a transition to ``table`` and whether it GAVE_UP."""
+    lane = lanes[k]
+    s = cols[lane, SID]
+    t = last[k]
+    key = next_state_key(sid_key[s], t, ptr, chars, plain, alphabet, a_delta, a_sep,
+                         a_accept, p_delta, p_sep, p_accept, p_depth, boost_at, boost_ids)
+    if key < 0:
+        out[k] = GAVE_UP if key == GAVE_UP else NO_SID
+        return n, pushes, 0, 1 if key == GAVE_UP else 0
+    to = _lookup(keys, keys_bits, key)
+    if to < 0 or not ready[to]:
+        out[k] = NO_SID
+        return n, pushes, 0, 0
+    learned = 1 if _insert(table, bits, (s << TOKEN_BITS) | t, to) else 0
+    n, pushes = _take_step(k, lane, to, t, cols, out, n, pushes, lanes.size)
+    return n, pushes, learned, 0
+
+
+@njit(cache=True)
+def _compute_one(rows, last, lanes, cols, table, bits, ready, out, n, pushes, sid_key,
+                 keys, keys_bits, ptr, chars, plain, alphabet, a_delta, a_sep, a_accept,
+                 p_delta, p_sep, p_accept, p_depth, boost_at, boost_ids):
+    """:func:`_compute_row` for each of ``rows``, all of one spec (its arrays given);
+    returns (fast rows, pushes, transitions added to ``table``, which has room for one per
+    row, rows that GAVE_UP)."""
     learned = 0
     gave_up = 0
-    k_rows = lanes.size
-    for i in range(rows.size):
-        k = rows[i]
-        slot = slots[i]
-        if slot < 0:
-            continue
-        lane = lanes[k]
-        s = cols[lane, SID]
-        t = last[k]
-        key = next_state_key(sid_key[s], t, ptr, chars, plain, alphabet[slot],
-                             a_delta[slot], a_sep[slot], a_accept[slot], p_delta[slot],
-                             p_sep[slot], p_accept[slot], p_depth[slot], boost_at[slot],
-                             boost_ids[slot])
-        if key < 0:
-            if key == GAVE_UP:
-                out[k] = GAVE_UP
-                gave_up += 1
-            else:
-                out[k] = NO_SID
-            continue
-        to = _lookup(keys, keys_bits, key)
-        if to < 0 or not ready[to]:
-            out[k] = NO_SID
-            continue
-        if _insert(table, bits, (s << TOKEN_BITS) | t, to):
-            learned += 1
-        n, pushes = _take_step(k, lane, to, t, cols, out, n, pushes, k_rows)
+    for k in rows:
+        n, pushes, added, stopped = _compute_row(
+            k, last, lanes, cols, table, bits, ready, out, n, pushes, sid_key, keys,
+            keys_bits, ptr, chars, plain, alphabet, a_delta, a_sep, a_accept, p_delta,
+            p_sep, p_accept, p_depth, boost_at, boost_ids)
+        learned += added
+        gave_up += stopped
     return n, pushes, learned, gave_up
 
 
 @njit(cache=True)
-def _advance(lanes, lengths, last, cols, table, bits, ready, out):
+def _compute_many(rows, slots, last, lanes, cols, table, bits, ready, out, n, pushes,
+                  sid_key, keys, keys_bits, ptr, chars, plain, alphabet, a_delta, a_sep,
+                  a_accept, p_delta, p_sep, p_accept, p_depth, boost_at, boost_ids):
+    """:func:`_compute_one` for rows of many specs: row ``rows[i]`` with the arrays of
+    spec slot ``slots[i]`` (-1: none, the row is left UNSEEN), the last ten arguments
+    typed lists of each spec's arrays by slot (see :func:`_spec_arrays`)."""
+    learned = 0
+    gave_up = 0
+    for i in range(rows.size):
+        j = slots[i]
+        if j < 0:
+            continue
+        n, pushes, added, stopped = _compute_row(
+            rows[i], last, lanes, cols, table, bits, ready, out, n, pushes, sid_key, keys,
+            keys_bits, ptr, chars, plain, alphabet[j], a_delta[j], a_sep[j], a_accept[j],
+            p_delta[j], p_sep[j], p_accept[j], p_depth[j], boost_at[j], boost_ids[j])
+        learned += added
+        gave_up += stopped
+    return n, pushes, learned, gave_up
+
+
+@njit(cache=True)
+def _advance(lanes, lengths, last, cols, table, bits, ready, out, sid_spec):
     """See :meth:`Lanes.advance` (``out``: 5 * k entries: the k codes, the pushes, 3
     entries each, from k, then from 4 * k the rows left UNSEEN). Returns (fast rows,
-    pushes, rows left UNSEEN)."""
+    pushes, rows left UNSEEN, the lowest and highest spec slot of those rows' sids)."""
     k_rows = lanes.size
     n = 0
     pushes = 0
     unseen = 0
+    lo = np.int64(1) << 62
+    hi = np.int64(-1) << 62
     for k in range(k_rows):
         out[k] = NO_SID
         lane = lanes[k]
@@ -598,8 +645,11 @@ def _advance(lanes, lengths, last, cols, table, bits, ready, out):
             out[k] = UNSEEN
             out[4 * k_rows + unseen] = k
             unseen += 1
+            slot = np.int64(sid_spec[s])
+            lo = min(lo, slot)
+            hi = max(hi, slot)
             continue
         if not ready[to]:
             continue
         n, pushes = _take_step(k, lane, to, t, cols, out, n, pushes, k_rows)
-    return n, pushes, unseen
+    return n, pushes, unseen, lo, hi

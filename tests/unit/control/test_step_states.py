@@ -447,3 +447,31 @@ def test_past_the_specs_bounds_only_the_least_recently_put_spec_s_arrays_go(monk
     lanes.put(third, lanes._states[lanes.on(third)], 1, specs[2])
     lanes.put(lane_of[0], step_state(1, specs[0].new_row()), 0, specs[0])
     assert list(lanes._spec_slots) == [specs[0].uid]
+
+
+def test_rows_of_several_specs_compute_their_transitions_in_one_step():
+    """Rows of different specs left unseen in one step are computed together (one
+    compiled call over every spec's arrays), each from its own spec's automata."""
+    from greyelephant.control.ban_automaton import CompiledSteering
+    from greyelephant.control.vocab_index import VocabIndex
+
+    index = VocabIndex.from_token_bytes([b"a", b" ab", b" cdef", b" x", b"ef", b" cde"])
+    specs = [CompiledSteering(index, [name], ["cdef"]) for name in ("ab", "cd", "ef")]
+    open_lane = dict(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1, watch=False,
+                     greedy=False)
+    lanes = Lanes()
+    at, want = [], []
+    for n, spec in enumerate(specs):
+        row = spec.new_row()
+        start = step_state(n + 1, row)
+        spec.advance(row, 5)  # " cde": a boosted start of the preferred form
+        lanes.set_plan(lanes.put(lanes.open(**open_lane), step_state(n + 1, row), 1, spec),
+                       "plan")
+        want.append(lanes._ids[step_state(n + 1, row)])
+        lane = lanes.open(**open_lane)
+        lanes.set_plan(lanes.put(lane, start, 0, spec), "plan")
+        at.append(lane)
+    codes, moved, _ = lanes.advance(np.array(at, dtype=np.int32), np.ones(3, dtype=np.int64),
+                                    np.full(3, 5, dtype=np.int64))
+    assert moved == 3 and lanes.computed == 3
+    assert [c >> FLAG_BITS for c in codes.tolist()] == want
