@@ -45,8 +45,14 @@ multi-tenant load: a spec's masks, transitions and automata are built for few ro
 the cost of a new state or a new spec, which the shared spec's rows pay once, is paid
 all along.
 
-Writes ``steering_step_compare-<device>[-gpu-host-path][-distinctK].json`` and ``.md`` to
---out (default benchmarks/results).
+With ``--runner v2``, each version's runner-V2 adapter (``control/logits_processor_v2.py``,
+vLLM's default runner on GPUs) stands around its core: the loop feeds it each step's
+tokens and positions as runner V2 does (fakes of its request states, built before the
+timed call), admissions go through ``add_request`` and ``apply_staged_writes``, and the
+timed call is the adapter's ``apply``: its bookkeeping and the core's step.
+
+Writes ``steering_step_compare-<device>[-gpu-host-path][-distinctK][-v2].json`` and
+``.md`` to --out (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -111,6 +117,8 @@ def import_version(root):
     try:
         mods = [importlib.import_module("greyelephant.control." + m)
                 for m in ("spec", "steering_batch", "vocab_index", "step_upload")]
+        mods.append(importlib.import_module("greyelephant.control.logits_processor_v2")
+                    if cfg["runner"] == "v2" else None)
     finally:
         sys.path.remove(root)
     logging.getLogger("greyelephant.control").setLevel(logging.ERROR)
@@ -142,7 +150,42 @@ def engine_args(spec_mod, steering):
     return spec.engine_args()
 
 
-def batch_maker(spec_mod, sb, su, index, steering, batch_kwargs):
+class V2Batch:
+    # A version's runner-V2 adapter where the decode loop expects a batch: slot i is row
+    # i, each slot's prompt PROMPT; prepare() feeds each row's newest output token at its
+    # position (the step's input_ids and pos, padded past the batch as a runner's are).
+    PROMPT = list(range(100, 120))
+
+    def __init__(self, lp2, index, b):
+        import numpy as np
+        from types import SimpleNamespace as NS
+        p = len(self.PROMPT)
+        ids = torch.zeros(b, p + 1, dtype=torch.int64)
+        ids[:, :p] = torch.tensor(self.PROMPT)
+        states = NS(device=torch.device("cpu"), max_num_reqs=b, all_token_ids=NS(gpu=ids),
+                    prompt_len=NS(np=np.full(b, p, dtype=np.int64)),
+                    prefill_len=NS(np=np.full(b, p, dtype=np.int64)))
+        self.adapter = lp2.SteeringLogitsProcessorV2(None, states, index=index)
+        self.batch = self.adapter.batch
+        self.order = np.arange(b, dtype=np.int64)
+        self.ctx = None
+
+    def add(self, i, args, params):
+        self.adapter.add_request(i, params)
+        self.adapter.apply_staged_writes()
+
+    def prepare(self, outs):
+        from types import SimpleNamespace as NS
+        p = len(self.PROMPT)
+        self.ctx = NS(idx_mapping_np=self.order,
+                      input_ids=torch.tensor([o[-1] for o in outs] + [0] * 8),
+                      pos=torch.tensor([p + len(o) - 1 for o in outs] + [0] * 8))
+
+    def apply(self, x):
+        return self.adapter.apply(x, self.ctx)
+
+
+def batch_maker(spec_mod, sb, su, lp2, index, steering, batch_kwargs):
     args = engine_args(spec_mod, steering)
     if "request" in inspect.signature(sb.SteeringBatch.add).parameters:
         extra = sb.RequestInfo(stop_ids=stop, temperature=0.0, max_tokens=1 << 20)
@@ -150,7 +193,11 @@ def batch_maker(spec_mod, sb, su, index, steering, batch_kwargs):
         extra = stop
 
     def make(b, pool, adds=None):
-        batch = sb.SteeringBatch(index, cfg["device"], **batch_kwargs)
+        if cfg["runner"] == "v2":
+            v2 = V2Batch(lp2, index, b)
+            batch = v2.batch
+        else:
+            batch = sb.SteeringBatch(index, cfg["device"], **batch_kwargs)
         if cfg["host_path"] == "gpu":  # no id lists; the plan's arrays in one packed upload
             batch.sparse_ids = False
             batch._upload = su.StepUpload("cpu", pack=True)
@@ -164,14 +211,24 @@ def batch_maker(spec_mod, sb, su, index, steering, batch_kwargs):
             row_args = args if not cfg["distinct"] else engine_args(spec_mod, {
                 **steering, "avoid": [avoid[j] for j in sorted(
                     draw.sample(range(len(avoid)), cfg["distinct"]))]})
+            if cfg["runner"] == "v2":  # (a V2 request: its sampling parameters)
+                from vllm import SamplingParams
+                params = SamplingParams(temperature=0.0, max_tokens=1 << 20,
+                                        stop_token_ids=sorted(stop),
+                                        extra_args={"steering": row_args})
+                params._all_stop_token_ids.update(stop)
             t0 = time.perf_counter()
-            batch.add(i, row_args, out, extra)
+            if cfg["runner"] == "v2":
+                v2.add(i, row_args, params)
+            else:
+                batch.add(i, row_args, out, extra)
             if adds is not None and adds["on"]:
                 adds["s"].append(time.perf_counter() - t0)
             return out
 
         outs = [restart(i) for i in range(b)]
-        return loop.DecodeLoop(batch, outs, tokens, pool, ends=stop, restart=restart)
+        return loop.DecodeLoop(v2 if cfg["runner"] == "v2" else batch, outs, tokens, pool,
+                               ends=stop, restart=restart)
     return make
 
 
@@ -179,12 +236,12 @@ makers, files, kernel_s = {}, {}, {}
 for v in cfg["versions"]:
     # every version its own import and vocabulary index, even two of one tree: shared
     # modules or caches would warm one version for the other
-    spec_mod, sb, vi, su = import_version(v["root"])
+    spec_mod, sb, vi, su, lp2 = import_version(v["root"])
     kernel_s[v["name"]] = [0.0]
     if cfg["host_path"] == "gpu":
         gpu_host_path(sb, kernel_s[v["name"]])
     index = vi.VocabIndex.from_token_bytes(token_bytes, key="smollm2", kind=doc["kind"])
-    makers[v["name"]] = batch_maker(spec_mod, sb, su, index, v["steering"],
+    makers[v["name"]] = batch_maker(spec_mod, sb, su, lp2, index, v["steering"],
                                     v.get("batch_kwargs", {}))
     files[v["name"]] = sb.__file__
     n = min(2, cfg["batches"][0])
@@ -289,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="each request its own spec: K of the 30 entities, drawn at random "
                          "per request (a multi-tenant load, where few rows share a spec); "
                          "0: every row the same spec of all 30")
+    ap.add_argument("--runner", choices=["v1", "v2"], default="v1",
+                    help="v2: each version's runner-V2 adapter (control/logits_processor_v2.py) "
+                         "around its core, fed each step's tokens and positions as runner "
+                         "V2 feeds them (fakes of its request states); the timed call is "
+                         "the adapter's apply (needs vLLM)")
     ap.add_argument("--host-path", choices=["device", "gpu"], default="device",
                     help="gpu: on a CPU, time the host side of a GPU step (every mask in the "
                          "table, the plan's arrays in one packed upload, the check's "
@@ -296,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                          "kernel calls (apply_logit_controls, the forced tokens), which "
                          "run on the CPU here")
     args = ap.parse_args(argv)
+    if args.runner == "v2" and args.lanes:
+        ap.error("--lanes compares SteeringBatch(lanes=False) under the V1 runner only")
 
     from greyelephant.benchmarks.steering_step import corpus, smollm2_vocab, encode
 
@@ -324,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                "loop": str(HERE / "step_loop.py"), "device": args.device,
                "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
                "host_path": args.host_path, "distinct": args.distinct,
+               "runner": args.runner,
                "batches": [int(x) for x in args.batches.split(",")],
                "versions": [
                    {"name": "ref", "root": ref_root, "steering": steering},
@@ -385,14 +450,17 @@ def main(argv: list[str] | None = None) -> int:
                            "30 entities drawn at random" if args.distinct
                            else "dev set's 30 entities")
                         + ", logits strategy, each version's defaults), greedy; "
-                        f"{args.warmup} warm-up + {args.steps} timed steps per version, "
+                        + ("each version's runner-V2 adapter around its core, the timed "
+                           "call its apply; " if args.runner == "v2" else "")
+                        + f"{args.warmup} warm-up + {args.steps} timed steps per version, "
                         "the versions' steps interleaved in one process (each takes "
                         "each place in the order in turn); median step per round, "
                         f"median of {args.rounds} rounds (processes)"}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"steering_step_compare-{args.device}" + (
         "-gpu-host-path" if args.host_path == "gpu" else "") + (
-        f"-distinct{args.distinct}" if args.distinct else "")
+        f"-distinct{args.distinct}" if args.distinct else "") + (
+        "-v2" if args.runner == "v2" else "")
     (args.out / f"{stem}.json").write_text(
         json.dumps({**meta, "rows": rows, "rounds": rounds, "admission_rounds": admissions},
                    indent=2) + "\n")

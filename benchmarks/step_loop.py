@@ -38,7 +38,9 @@ class DecodeLoop:
 
     ``outs[i]`` is row i's output token list (the batch reads it); ``restart(i)`` re-adds
     row i as a new request and returns its new output list. Row i starts at offset
-    ``i * stride`` of the text."""
+    ``i * stride`` of the text. A batch with a ``prepare(outs)`` method has it called
+    before each timed ``apply`` (an adapter building its step's inputs from the rows'
+    outputs, as an engine does before the logits processors run)."""
 
     def __init__(self, batch, outs: list[list[int]], tokens: Sequence[int],
                  logits_pool: Sequence[torch.Tensor], *, ends: frozenset[int],
@@ -60,6 +62,9 @@ class DecodeLoop:
         n_text = len(tokens)
         for i in range(len(outs)):
             outs[i].append(choice[i])
+        prepare = getattr(self.batch, "prepare", None)
+        if prepare is not None:  # (an adapter's inputs, built before the timed call)
+            prepare(outs)
         x = self.buffer
         x.copy_(self.logits_pool[self.n % len(self.logits_pool)])
         self.n += 1

@@ -34,7 +34,7 @@ from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor
 
 from .engine_args import EngineSteering
 from .logits_processor import EXTRA_ARGS_KEY, kernel_path, load_vocab_index, request_info
-from .steering_batch import SteeringBatch
+from .steering_batch import FedRows, SteeringBatch
 from .vocab_index import VocabIndex
 
 if TYPE_CHECKING:
@@ -62,9 +62,14 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         self._slots: dict[int, Any] = {}  # slot -> the core's row
         self._outs: dict[int, list[int]] = {}  # slot -> output token ids seen
         self._pending: dict[int, tuple[Any, SamplingParams]] = {}  # slots to set up
-        # per slot: it holds a steered row (``_slots[slot]`` is not None), as an array
-        self._steered = np.zeros(max(int(getattr(req_states, "max_num_reqs", 1)), 1),
-                                 dtype=bool)
+        # per slot, as arrays: it holds a steered row (``_slots[slot]`` is not None); that
+        # row's lane (-1: none), its output's length and newest token (-1: none) — what
+        # the core would otherwise read from every row object each step (FedRows)
+        n = max(int(getattr(req_states, "max_num_reqs", 1)), 1)
+        self._steered = np.zeros(n, dtype=bool)
+        self._lane = np.full(n, -1, dtype=np.int32)
+        self._length = np.zeros(n, dtype=np.int64)
+        self._last = np.full(n, -1, dtype=np.int64)
         self._fed: torch.Tensor | None = None  # host buffer of apply's read-back
         self._fed_np: np.ndarray | None = None
 
@@ -97,8 +102,11 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
             prompt, out = history[:prompt_len], history[prompt_len:]
             self._outs[slot] = out  # the output a preempted request already has
             self.batch.add(slot, args, out, request_info(params, prompt))
-            self._slots[slot] = self.batch.rows.pop(slot, None)
-            self._set_steered(slot, self._slots[slot] is not None)
+            row = self._slots[slot] = self.batch.rows.pop(slot, None)
+            self._set_steered(slot, row is not None)
+            self._lane[slot] = -1 if row is None else row.lane
+            self._length[slot] = len(out)
+            self._last[slot] = out[-1] if out else -1
         self._pending.clear()
 
     def _read_back(self, ids: torch.Tensor, pos: torch.Tensor, count: int) -> np.ndarray:
@@ -117,9 +125,13 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
 
     def _set_steered(self, slot: int, steered: bool) -> None:
         if slot >= self._steered.size:  # (a slot past max_num_reqs: grow)
-            grown = np.zeros(max(slot + 1, 2 * self._steered.size), dtype=bool)
-            grown[:self._steered.size] = self._steered
-            self._steered = grown
+            n = max(slot + 1, 2 * self._steered.size)
+            for name, fill in (("_steered", False), ("_lane", -1), ("_length", 0),
+                               ("_last", -1)):
+                old = getattr(self, name)
+                grown = np.full(n, fill, dtype=old.dtype)
+                grown[:old.size] = old
+                setattr(self, name, grown)
         self._steered[slot] = steered
 
     def apply(self, logits: torch.Tensor, ctx) -> torch.Tensor:
@@ -154,18 +166,23 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         outs = list(map(self._outs.__getitem__, slot_list))
         # the token fed at this step is output token k: appended when it is the next one
         k = fed[1] - self.req_states.prompt_len.np[row_slots]
-        lengths = np.fromiter(map(len, outs), dtype=np.int64, count=len(outs))
+        lengths = self._length[row_slots]
         grow = k == lengths
         tokens = fed[0].tolist()
         if np.count_nonzero(grow) == grow.size:
             deque(map(list.append, outs, tokens), maxlen=0)
+            last = fed[0].copy()
         else:
             for m in grow.nonzero()[0].tolist():
                 outs[m].append(tokens[m])
+            last = np.where(grow, fed[0], self._last[row_slots])
+        lengths += grow
+        self._length[row_slots] = lengths
+        self._last[row_slots] = last
         self.batch.rows = dict(zip(rows.tolist(), map(self._slots.__getitem__, slot_list),
                                    strict=True))
         try:
-            return self.batch.apply(logits)
+            return self.batch.apply(logits, FedRows(self._lane[row_slots], lengths, last))
         finally:
             self.batch.rows = {}
 

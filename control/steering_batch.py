@@ -38,7 +38,7 @@ import marshal
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -229,6 +229,30 @@ class _OnLaneRow(_LaneRow):
 
     state = _OffLane(_Row.state)
     consumed = _OffLane(_Row.consumed)
+
+
+class FedRows(NamedTuple):
+    """What an adapter already knows of a step's rows, per row of ``sorted(batch.rows)``
+    (runner V2's adapter: from the step's fed tokens): each row's lane (its core row's
+    ``lane``; -1: none), its output's length and newest token (-1: none), all after the
+    step's token was appended. :meth:`SteeringBatch.apply` then reads no row object to
+    advance the lanes."""
+
+    lanes: np.ndarray  # int32
+    lengths: np.ndarray  # int64
+    last: np.ndarray  # int64
+
+
+class _RowsAt:
+    """``rows[idx[j]]`` at ``[j]``: a step's row objects, each looked up when used."""
+
+    __slots__ = ("_rows", "_idx")
+
+    def __init__(self, rows: dict[int, _Row], idx: list[int]):
+        self._rows, self._idx = rows, idx
+
+    def __getitem__(self, j: int) -> _Row:
+        return self._rows[self._idx[j]]
 
 
 class SteeringBatch:
@@ -507,7 +531,8 @@ class SteeringBatch:
             hit = self._with_state_bans[key] = (words, out)
         return key, hit[1]
 
-    def controls(self, idx: list[int], vocab: int) -> _StepPlan:
+    def controls(self, idx: list[int], vocab: int, fed: FedRows | None = None
+                 ) -> _StepPlan:
         """This step's controls of the rows ``idx`` (in order): masks, biases, penalties,
         and the rollback rows to check against the logits (see :meth:`apply`).
 
@@ -538,22 +563,28 @@ class SteeringBatch:
         # rows off the fast path whose guard lives in the table: their step's token goes in
         # one call for all, after the loop — (plan position, handle, token, string mask)
         pushed: list[tuple[int, int, int, np.ndarray | None]] = []
-        rs = list(map(rows.__getitem__, idx))  # (map: no Python frame per row)
         lanes = self._lanes if k >= self.lane_min_rows else None
+        # the rows' objects: all of them (map: no Python frame per row), or, when the
+        # caller fed the lanes' inputs, each only where a row is visited
+        rs = (list(map(rows.__getitem__, idx)) if fed is None or lanes is None
+              else _RowsAt(rows, idx))
         codes = None  # per row on the fast path: new sid << FLAG_BITS | flags; else -1
         visit: Iterable[int] = range(k)  # plan positions the per-row loop visits
         if lanes is not None:
             if vocab != self._lane_vocab:
                 lanes.forget_plans()
                 self._lane_vocab = vocab
-            at = np.fromiter(map(_LANE_OF, rs), dtype=np.int32, count=k)
-            outs = list(map(_OUT_OF, rs))
-            lengths = np.fromiter(map(len, outs), dtype=np.int64, count=k)
-            try:  # (C-level: no Python frame per row)
-                last = np.fromiter(map(_LAST, outs), dtype=np.int64, count=k)
-            except IndexError:  # an empty output (a row's first step)
-                last = np.fromiter([o[-1] if o else -1 for o in outs], dtype=np.int64,
-                                   count=k)
+            if fed is not None:
+                at, lengths, last = fed.lanes, fed.lengths, fed.last
+            else:
+                at = np.fromiter(map(_LANE_OF, rs), dtype=np.int32, count=k)
+                outs = list(map(_OUT_OF, rs))
+                lengths = np.fromiter(map(len, outs), dtype=np.int64, count=k)
+                try:  # (C-level: no Python frame per row)
+                    last = np.fromiter(map(_LAST, outs), dtype=np.int64, count=k)
+                except IndexError:  # an empty output (a row's first step)
+                    last = np.fromiter([o[-1] if o else -1 for o in outs],
+                                       dtype=np.int64, count=k)
             fast, n_fast, pushes = lanes.advance(at, lengths, last)
             if n_fast:
                 self.fast_rows += n_fast
@@ -701,7 +732,7 @@ class SteeringBatch:
         return plan
 
     def _ban_loops(self, plan: _StepPlan, push: np.ndarray, hits: list[list[int]],
-                   pushed: list[tuple], rs: list[_Row], plans: list | None,
+                   pushed: list[tuple], rs: list[_Row] | _RowsAt, plans: list | None,
                    codes: list[int] | None, vocab: int) -> None:
         """The loop guards' bans of this step's pushed rows (``push``: their (plan
         position, handle, token); ``hits``: :meth:`.ngram_table.NgramTable.push_hits`' of
@@ -808,7 +839,11 @@ class SteeringBatch:
         self._allowed[id(state_words)] = (state_words, n)
         return n
 
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+    def apply(self, logits: torch.Tensor, fed: FedRows | None = None) -> torch.Tensor:
+        """Steer ``logits`` [B, V] in place for :attr:`rows` (keyed by batch row) and
+        return them. ``fed``: what the caller already knows of those rows, per row of
+        ``sorted(rows)``, so that the step need not read it from every row object (see
+        :class:`FedRows`); ignored when some row is left out (past B, or failed)."""
         if not self.rows:
             return logits
         # (each torch call costs microseconds here, with caches cold after the forward
@@ -826,7 +861,8 @@ class SteeringBatch:
                 idx = [i for i in idx if i < b]
         if not idx:
             return logits
-        plan = self.controls(idx, v)
+        plan = self.controls(idx, v, fed if fed is not None and fed.lanes.size == len(idx)
+                             and len(idx) == len(self.rows) else None)
         signal = (self._check(logits, x, plan, v)
                   if plan.watch or plan.anticipate or plan.pooled_checks is not None else [])
         if signal:  # their rows are overwritten below: nothing else to apply there

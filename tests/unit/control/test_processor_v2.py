@@ -65,7 +65,20 @@ def params(steering: dict | None, **kw) -> SamplingParams:
     return p
 
 
-def test_v2_steers_like_v1(vocab_index, tokenizer):
+@pytest.fixture(params=[None, 1], ids=["lanes-default", "lanes-from-1-row"])
+def lanes_from(request):
+    """The batches' lane_min_rows: the default (from 64 rows: off in these small
+    batches), or 1, so that the V2 adapter feeds the lanes their inputs (FedRows)."""
+    return request.param
+
+
+def _lanes_from(n, *adapters) -> None:
+    if n is not None:
+        for a in adapters:
+            a.batch.lane_min_rows = n
+
+
+def test_v2_steers_like_v1(vocab_index, tokenizer, lanes_from):
     slots = 4
     states = ReqStates(torch.device("cpu"), slots, vocab_index.vocab_size,
                        Gpu(torch.zeros(slots, MAX_LEN, dtype=torch.int64)),
@@ -73,6 +86,7 @@ def test_v2_steers_like_v1(vocab_index, tokenizer):
                        Gpu(torch.zeros(slots, dtype=np.int64 and torch.int64)))
     v2 = SteeringLogitsProcessorV2(None, states, index=vocab_index)
     v1 = SteeringLogitsProcessor(None, torch.device("cpu"), False, index=vocab_index)
+    _lanes_from(lanes_from, v1, v2)
     steer = {"avoid": [{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Nike"],
              "prefer": ["Pepsi"]}
     resumed = tokenizer.encode(" The best drink is")
@@ -114,6 +128,8 @@ def test_v2_steers_like_v1(vocab_index, tokenizer):
             v1_outs[slot].append(text[(step + slot) % len(text)])
     for slot in (0, 1, 2):
         assert steered_output(v2, slot) == v1_outs[slot][:-1]  # the last one was not fed yet
+    if lanes_from is not None:  # the lanes ran on what the adapter fed them
+        assert v2.batch.fast_rows > 0 and v2.batch.fast_rows == v1.batch.fast_rows
 
 
 
@@ -139,13 +155,15 @@ def _v2_with_slots(vocab_index, tokenizer, slots: int, steer: dict):
     return v2, v1, prompts, v1_outs
 
 
-def test_v2_with_every_row_steered_reads_the_fed_tokens_in_place(vocab_index, tokenizer):
+def test_v2_with_every_row_steered_reads_the_fed_tokens_in_place(vocab_index, tokenizer,
+                                                                 lanes_from):
     """Every row steered (the rows' tokens sliced, not gathered, from input buffers longer
     than the batch), rows reordered every step, loop guards on: the logits stay V1's."""
     steer = {"avoid": [{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Nike"],
              "prefer": ["Pepsi"], "no_repeat_ngram": 3}
     slots = 3
     v2, v1, prompts, v1_outs = _v2_with_slots(vocab_index, tokenizer, slots, steer)
+    _lanes_from(lanes_from, v1, v2)
     text = tokenizer.encode(" Coca-Cola and Nike, the cat sat on the mat, the cat sat on the"
                             " mat, a Coke")
     rng = np.random.default_rng(1)
@@ -164,6 +182,8 @@ def test_v2_with_every_row_steered_reads_the_fed_tokens_in_place(vocab_index, to
             v1_outs[slot].append(text[(step + 2 * slot) % len(text)])
     for slot in range(slots):
         assert steered_output(v2, slot) == v1_outs[slot][:-1]
+    if lanes_from is not None:
+        assert v2.batch.fast_rows > 0 and v2.batch.fast_rows == v1.batch.fast_rows
 
 
 def test_v2_appends_only_the_rows_whose_position_moved_on(vocab_index, tokenizer):
