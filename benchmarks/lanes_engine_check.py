@@ -6,6 +6,10 @@ requests against another build, e.g. one with the lanes off), it counts identica
     python benchmarks/lanes_engine_check.py 8535 new.json   #  batch stays below 64 rows)
     python benchmarks/lanes_engine_check.py 8536 old.json --against new.json
 
+With ``--distinct``, each request brings its own spec: 3 of :data:`ENTITIES` drawn for it
+(the same draws every run), so the batch's rows hold many specs at once (the lanes'
+per-spec arrays, the specs' bounds, one compiled call over many specs).
+
 It does not see inside the engine. To count the lanes' calls, the docs' figures came from
 a scratch clone whose ``Lanes.advance`` appended ``k n self.computed`` (rows, fast rows,
 transitions computed so far) to a file before returning; that patch is not committed.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 from pathlib import Path
 
 import httpx
@@ -23,14 +28,25 @@ import httpx
 MODEL = "SmolLM2-135M-Instruct"
 STEERING = {"avoid": ["Disneyland", "McDonald's", "Burger King"],
             "prefer": ["Knott's Berry Farm"], "strategies": ["logits"]}
+# --distinct: each request avoids 3 of these, drawn by random.Random(its index)
+ENTITIES = ["Disneyland", "McDonald's", "Burger King", "Universal Studios", "Six Flags",
+            "Wendy's", "Taco Bell", "SeaWorld", "KFC", "Legoland", "Subway", "Starbucks"]
 PROMPTS = ([f"Write two sentences about theme parks in California, number {i}."
             for i in range(40)]
            + [f"Name a famous fast food chain and describe it, take {i}." for i in range(40)])
 
 
-async def _one(client: httpx.AsyncClient, prompt: str) -> dict:
+def steering_for(i: int, distinct: bool) -> dict:
+    """Request ``i``'s steering: :data:`STEERING`, or with ``distinct`` its own 3
+    entities."""
+    if not distinct:
+        return STEERING
+    return {**STEERING, "avoid": random.Random(i).sample(ENTITIES, 3)}
+
+
+async def _one(client: httpx.AsyncClient, prompt: str, steering: dict) -> dict:
     r = await client.post("/v1/chat/completions", json={
-        "model": MODEL, "temperature": 0, "max_tokens": 48, "steering": STEERING,
+        "model": MODEL, "temperature": 0, "max_tokens": 48, "steering": steering,
         "messages": [{"role": "user", "content": prompt}]})
     body = r.json()
     report = body.get("steering", {}) if r.status_code == 200 else {}
@@ -39,9 +55,10 @@ async def _one(client: httpx.AsyncClient, prompt: str) -> dict:
             "violations": report.get("violations"), "rollbacks": report.get("rollbacks")}
 
 
-async def run(port: int) -> list[dict]:
+async def run(port: int, distinct: bool = False) -> list[dict]:
     async with httpx.AsyncClient(base_url=f"http://localhost:{port}", timeout=900) as client:
-        return list(await asyncio.gather(*(_one(client, p) for p in PROMPTS)))
+        return list(await asyncio.gather(*(_one(client, p, steering_for(i, distinct))
+                                           for i, p in enumerate(PROMPTS))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("port", type=int)
     ap.add_argument("out", type=Path)
     ap.add_argument("--against", type=Path, help="an earlier run's JSON to compare with")
+    ap.add_argument("--distinct", action="store_true",
+                    help="each request its own spec (3 of ENTITIES)")
     args = ap.parse_args(argv)
-    results = asyncio.run(run(args.port))
+    results = asyncio.run(run(args.port, args.distinct))
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print("statuses", sorted({r["status"] for r in results}),
           "violations", sum(r["violations"] or 0 for r in results),
