@@ -101,7 +101,7 @@ def make_adapter(cls, index, b: int, steered: set[int], prompt: list[int]):
         params = SamplingParams(temperature=0.0, max_tokens=1 << 20, extra_args=extra)
         adapter.add_request(slot, params)
     adapter.apply_staged_writes()
-    adapter.batch.apply = lambda logits: logits
+    adapter.batch.apply = lambda logits, fed=None: logits
     return adapter
 
 
