@@ -23,10 +23,7 @@ Writes ``ngram_rebuild.json`` and ``.md`` to --out.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -34,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greyelephant.benchmarks.ref_module import REPO, git_rev, load_ref_module
+from greyelephant.benchmarks.ref_module import REPO, git_rev, load_ref_module, run_meta
 
 N = 4  # the loop guard's default n-gram size
 VOCAB = 49_152  # SmolLM2's vocabulary size
@@ -122,17 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                                             / x[str(b)]["ref"]["rebuild_median_ms"], 2)
                                       for x in rounds]}
             for b in batches]
-    from greyelephant.cpu_features import cpu_model
-
-    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
-            "cpu": cpu_model(), "load_average": os.getloadavg(), "ref": ref, "current": head,
-            "command": "python -m greyelephant.benchmarks.ngram_rebuild " + " ".join(
-                sys.argv[1:] if argv is None else argv),
-            "workload": f"B rows of {N}-grams, one random token of {VOCAB} a step, each row "
-                        f"restarting with probability 1/{args.answer_tokens} a step; "
-                        f"{args.steps} steps per round, the versions interleaved, bans "
-                        "checked equal every step; medians over the rounds"}
+    meta = run_meta("ngram_rebuild", ref, head, argv,
+                    f"B rows of {N}-grams, one random token of {VOCAB} a step, each row "
+                    f"restarting with probability 1/{args.answer_tokens} a step; "
+                    f"{args.steps} steps per round, the versions interleaved, bans "
+                    "checked equal every step; medians over the rounds")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ngram_rebuild.json").write_text(
         json.dumps({**meta, "rows": rows, "rounds": rounds}, indent=1) + "\n")

@@ -1,8 +1,12 @@
-"""One module of an older commit, loaded beside this checkout's for a same-run comparison."""
+"""One module of an older commit, loaded beside this checkout's for a same-run comparison,
+and what such a comparison records of its run."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -32,3 +36,18 @@ def load_ref_module(ref: str, path: str, name: str) -> ModuleType:
     sys.modules[qualified] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_meta(module: str, ref: str, head: str, argv: list[str] | None, workload: str
+             ) -> dict:
+    """A comparison's record of its run: date, machine, CPU, load, the two commits, the
+    command (``python -m greyelephant.benchmarks.<module>`` and its arguments) and the
+    workload."""
+    from greyelephant.cpu_features import cpu_model
+
+    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "cpu": cpu_model(), "load_average": os.getloadavg(), "ref": ref, "current": head,
+            "command": f"python -m greyelephant.benchmarks.{module} " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "workload": workload}

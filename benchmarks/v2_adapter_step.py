@@ -26,10 +26,7 @@ Writes ``v2_adapter_step.json`` and ``.md`` to --out.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -39,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from greyelephant.benchmarks.ref_module import git_rev, load_ref_module
+from greyelephant.benchmarks.ref_module import git_rev, load_ref_module, run_meta
 
 REPO = Path(__file__).resolve().parent.parent
 PAD = 8  # entries past the batch in the fed-token and position buffers
@@ -168,18 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                      "ratio": round(cur_us / ref_us, 3),
                      "ratio_rounds": [round(x[str(b)]["current"] / x[str(b)]["ref"], 2)
                                       for x in rounds]})
-    from greyelephant.cpu_features import cpu_model
-
-    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
-            "cpu": cpu_model(), "load_average": os.getloadavg(), "ref": ref, "current": head,
-            "command": "python -m greyelephant.benchmarks.v2_adapter_step " + " ".join(
-                sys.argv[1:] if argv is None else argv),
-            "workload": f"{args.steered} of B slots steered (dev set's 30 entities), one "
-                        f"token a step, rows in a fresh random order every step; "
-                        f"{args.warmup} warm-up + {args.steps} timed steps per version, "
-                        "interleaved; median per round, median of the rounds; the core's "
-                        "step stubbed out (the adapter's own work alone)"}
+    meta = run_meta("v2_adapter_step", ref, head, argv,
+                    f"{args.steered} of B slots steered (dev set's 30 entities), one "
+                    f"token a step, rows in a fresh random order every step; "
+                    f"{args.warmup} warm-up + {args.steps} timed steps per version, "
+                    "interleaved; median per round, median of the rounds; the core's "
+                    "step stubbed out (the adapter's own work alone)")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "v2_adapter_step.json").write_text(
         json.dumps({**meta, "rows": rows, "rounds": rounds}, indent=1) + "\n")
