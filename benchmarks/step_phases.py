@@ -106,11 +106,11 @@ def controls_twice(batch: sb.SteeringBatch, cold: list[float], warm: list[float]
     method = batch.controls
     pc = time.perf_counter
 
-    def controls(idx, vocab):
+    def controls(idx, vocab, *fed):
         t0 = pc()
-        plan = method(idx, vocab)
+        plan = method(idx, vocab, *fed)
         t1 = pc()
-        method(idx, vocab)
+        method(idx, vocab, *fed)
         cold.append(t1 - t0)
         warm.append(pc() - t1)
         return plan

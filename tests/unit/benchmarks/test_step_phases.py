@@ -35,8 +35,8 @@ def test_controls_twice_returns_the_first_plan_and_times_both_calls():
     plans = []
     method = loop.batch.controls
 
-    def recording(idx, vocab):
-        plans.append(method(idx, vocab))
+    def recording(idx, vocab, *fed):
+        plans.append(method(idx, vocab, *fed))
         return plans[-1]
 
     loop.batch.controls = recording
