@@ -280,10 +280,15 @@ def _openai_error_problem(response) -> str | None:
     return None
 
 
+_SSE_LINES = re.compile(r"\r\n|\r|\n")
+
+
 def _stream_problem(response) -> str | None:
     if response.stream_cut_short:
         return "the event stream was not read to its end (timeout or too many events)"
-    events = [line[6:] for line in response.text_lossy().splitlines()
+    # lines end at CR, LF or CRLF only (the SSE format): str.splitlines() also splits at
+    # U+0085, U+2028, U+001C..U+001E, which JSON strings may hold unescaped (a token's text)
+    events = [line[6:] for line in _SSE_LINES.split(response.text_lossy())
               if line.startswith("data: ")]
     if not events:
         return "empty event stream"
@@ -542,3 +547,22 @@ def test_schemathesis_finds_no_server_errors(server, tmp_path_factory):
     # the models the session had are all still there
     listed = {m["id"] for m in httpx.get(server["v1"] + "/models", timeout=30).json()["data"]}
     assert {server["model"], "grey-dpo"} <= listed
+
+
+def test_a_stream_event_whose_text_holds_a_unicode_line_separator_is_one_event():
+    """SSE lines end at CR, LF or CRLF only: a token's text with U+0085 or U+2028 (JSON
+    leaves them unescaped) stays inside its event, as the official client reads it."""
+
+    class Streamed:
+        stream_cut_short = False
+
+        def __init__(self, text):
+            self._text = text
+
+        def text_lossy(self):
+            return self._text
+
+    event = json.dumps({"choices": [{"text": "a\x85b\u2028c\x1cd"}]}, ensure_ascii=False)
+    assert _stream_problem(Streamed(f"data: {event}\r\n\r\ndata: [DONE]\n\n")) is None
+    assert _stream_problem(Streamed("data: {\"cut\n\ndata: [DONE]\n\n")).startswith(
+        "event is not JSON")
