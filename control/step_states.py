@@ -130,16 +130,22 @@ class Lanes:
                                     np.array([5], dtype=np.int64))
         lanes.pool.split(codes, np.zeros(1, dtype=np.int64), 8, FLAG_BITS, WATCH, GREEDY)
         plan_pool.warm_up()  # (a GPU's path: the tabled split, the merged bias lists)
-        # a computed transition (a tiny vocabulary and spec)
-        spec = CompiledSteering(VocabIndex.from_token_bytes([b"a", b" ab", b" cd", b" x"]),
-                                ["ab"], ["cd"])
-        lane = lanes.open(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1,
-                          watch=False, greedy=True)
-        s = lanes.put(lane, (1, spec.avoid.start, b"", spec.prefer.start, False, False, 0),
-                      0, spec)
-        lanes.set_plan(s, "plan")
-        lanes.advance(np.array([lane], dtype=np.int32), np.array([1], dtype=np.int64),
-                      np.array([3], dtype=np.int64))
+        # computed transitions (a tiny vocabulary and specs): rows of one spec, then rows
+        # of two specs in one call (the typed lists')
+        index = VocabIndex.from_token_bytes([b"a", b" ab", b" cd", b" x"])
+        specs = [CompiledSteering(index, [avoid], ["cd"]) for avoid in ("ab", "x")]
+
+        def fresh_lane(kind: int, spec: CompiledSteering) -> int:
+            lane = lanes.open(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1,
+                              watch=False, greedy=True)
+            state = (kind, spec.avoid.start, b"", spec.prefer.start, False, False, 0)
+            lanes.set_plan(lanes.put(lane, state, 0, spec), "plan")
+            return lane
+
+        for at in ([fresh_lane(1, specs[0])],
+                   [fresh_lane(1, specs[0]), fresh_lane(2, specs[1])]):
+            lanes.advance(np.array(at, dtype=np.int32), np.ones(len(at), dtype=np.int64),
+                          np.full(len(at), 3, dtype=np.int64))
 
     # -- lanes ---------------------------------------------------------------------------
     def open(self, *, plain_from: int, plain_below: int, min_stop: int, guard: int,
