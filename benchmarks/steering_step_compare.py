@@ -170,7 +170,7 @@ class V2Batch:
         self.order = np.arange(b, dtype=np.int64)
         self.ctx = None
 
-    def add(self, i, args, params):
+    def add(self, i, params):
         self.adapter.add_request(i, params)
         self.adapter.apply_staged_writes()
 
@@ -219,7 +219,7 @@ def batch_maker(spec_mod, sb, su, lp2, index, steering, batch_kwargs):
                 params._all_stop_token_ids.update(stop)
             t0 = time.perf_counter()
             if cfg["runner"] == "v2":
-                v2.add(i, row_args, params)
+                v2.add(i, params)
             else:
                 batch.add(i, row_args, out, extra)
             if adds is not None and adds["on"]:

@@ -241,11 +241,7 @@ class VocabIndex:
         ``sorted_texts`` (or of ``sep_texts`` when ``sep``)."""
         ids = self.sep_ids if sep else self.sorted_ids
         out = np.zeros(self.vocab_size, dtype=bool)
-        lo, hi = ranges
-        if _few_positions(lo, hi, ids.size):
-            out[ids[ranges_to_indices(lo, hi)]] = True
-        else:
-            out[ids[ranges_to_mask(lo, hi, ids.size)]] = True
+        out[ids[_ranges_index(*ranges, ids.size)]] = True
         return out
 
     @property
@@ -305,13 +301,21 @@ def _few_positions(lo: np.ndarray, hi: np.ndarray, size: int) -> bool:
 
 
 def ranges_to_mask(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
-    """Boolean [size] array, True inside any [lo, hi): the ranges' positions set one by
-    one when they are few (:func:`ranges_to_indices`), else a running count over the
-    array's length."""
+    """Boolean [size] array, True inside any [lo, hi)."""
+    at = _ranges_index(lo, hi, size)
+    if at.dtype == np.bool_:
+        return at
+    out = np.zeros(size, dtype=bool)
+    out[at] = True
+    return out
+
+
+def _ranges_index(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
+    """An index of the positions inside the [lo, hi) ranges of an array of ``size``: the
+    positions themselves when they are few (:func:`ranges_to_indices`), else a boolean
+    mask by a running count over the array's length."""
     if _few_positions(lo, hi, size):
-        out = np.zeros(size, dtype=bool)
-        out[ranges_to_indices(lo, hi)] = True
-        return out
+        return ranges_to_indices(lo, hi)
     diff = np.zeros(size + 1, dtype=np.int32)
     keep = hi > lo
     np.add.at(diff, lo[keep], 1)
