@@ -154,10 +154,12 @@ class CompiledSteering:
         # entity groups of each automaton key (keys are sorted like the patterns)
         self.key_groups: list[frozenset[int]] = [frozenset(owners[p])
                                                  for p in self.avoid.patterns]
-        self.prefer = Automaton(minimal_patterns(_strip_articles(_folded(prefer_patterns))))
-        self.prefer_bias = float(min(max(prefer_bias, 0.0), MAX_PREFER_BIAS))
+        # the preferred side depends on nothing avoided: specs that prefer alike share it
+        self.prefer_side = prefer_side(index, prefer_patterns, prefer_bias)
+        self.prefer = self.prefer_side.ac
+        self.prefer_bias = self.prefer_side.bias
         self.has_avoid = bool(self.avoid.patterns)
-        self.has_prefer = bool(self.prefer.patterns) and self.prefer_bias > 0
+        self.has_prefer = self.prefer_side.active
         self._zero_words = np.zeros(self.n_words, dtype=np.int32)
         # tokens whose text contains a whole ``SEP + pattern``: banned in every state
         self._base = (index.tokens_in(index.sep_prefix_ranges(self.avoid.keys), sep=True)
@@ -175,10 +177,8 @@ class CompiledSteering:
         self._whole_any: np.ndarray | None = None
         self._whole_some: bool | None = None
         self._whole_ids: dict[tuple[int, bool], np.ndarray] = {}
-        self._bias = _LRU(max_cached_states)
-        self._boost_sets = _LRU(max_cached_states)  # q -> the token ids boosted there
         self._avoid_trans: dict[tuple[int, int], tuple[int, bool, bytes] | None] = {}
-        self._prefer_trans: dict[tuple[int, int], tuple[int, bool, bool]] = {}
+        self._prefer_trans = self.prefer_side.trans
         self.compile_seconds = time.perf_counter() - t0
 
     # -- rows --------------------------------------------------------------------------
@@ -219,9 +219,7 @@ class CompiledSteering:
                 key = (q0, token_id)
                 t = self._prefer_trans.get(key)
                 if t is None:  # (next state, form completed, token was boosted)
-                    t = self._prefer_trans[key] = (
-                        *self.prefer.feed(q0, self.index.texts[token_id]),
-                        self._boosted(q0, token_id))
+                    t = self.prefer_side.move(q0, token_id)
                 row.prefer, row.prefer_done, boosted = t
                 if boosted:
                     row.prefer_trying = True
@@ -393,7 +391,7 @@ class CompiledSteering:
                 queries.extend([SEP + r for r in rs])
         banned = self._base.copy()
         if queries:
-            banned |= idx.tokens_in(idx.prefix_ranges(queries))
+            idx.mark(banned, queries)
         # A token ending inside a UTF-8 character right after a whole form would leave the
         # row with no way out (whatever comes next decodes to a separator, or to U+FFFD):
         # such tokens are banned too.
@@ -447,7 +445,7 @@ class CompiledSteering:
             if ac.ends_sep(p):
                 queries.extend([SEP + r for r in rs])
         if queries:
-            banned |= idx.tokens_in(idx.exact_ranges(queries))
+            idx.mark(banned, queries, exact=True)
         for text, ids in idx.tail_groups:  # an incomplete tail ends the text as U+FFFD
             s, _ = ac.feed(q, text)
             if ac.accept(ac.step(s, SEP)) >= 0:
@@ -480,7 +478,7 @@ class CompiledSteering:
                 queries.extend([SEP + r for r in rs])
         banned = self._open_base.copy()
         if queries:
-            banned |= idx.tokens_in(idx.prefix_ranges(queries))
+            idx.mark(banned, queries)
         return banned
 
     def _passes_form(self, q: int, folded: str) -> bool:
@@ -528,28 +526,64 @@ class CompiledSteering:
             banned |= whole
         return pack_bool(banned, self.n_words)
 
-    # -- preferred tokens --------------------------------------------------------------
+    # -- preferred tokens (the shared PreferSide's) -------------------------------------
     def _boosted(self, q: int, token_id: int) -> bool:
-        """Whether the prefer bias boosts ``token_id`` in prefer state ``q`` (a set lookup:
-        it runs on every new (state, token) pair a row meets)."""
-        return token_id in self._boost_sets.get_or(q, self._boost_set, q)
-
-    def _boost_set(self, q: int) -> frozenset[int]:
-        return frozenset(self._bias.get_or(q, self._prefer_tokens, q)[0].tolist())
+        """Whether the prefer bias boosts ``token_id`` in prefer state ``q``."""
+        return self.prefer_side.boosted(q, token_id)
 
     def boosted_ids(self, q: int) -> np.ndarray:
         """The token ids the prefer bias boosts in prefer state ``q`` (sorted int32: the
         set :meth:`advance` tests a row's token against)."""
-        return self._bias.get_or(q, self._prefer_tokens, q)[0]
+        return self.prefer_side.tokens(q)[0]
 
     def bias(self, row: RowState) -> tuple[np.ndarray, np.ndarray]:
         """(token ids int32, bias values float32) for the row's next token."""
         if row.prefer_done or row.pending:
             return _EMPTY_IDS, _EMPTY_VALS
-        return self._bias.get_or(row.prefer, self._prefer_tokens, row.prefer)
+        return self.prefer_side.tokens(row.prefer)
 
-    def _prefer_tokens(self, q: int) -> tuple[np.ndarray, np.ndarray]:
-        ac, idx = self.prefer, self.index
+
+class PreferSide:
+    """The preferred entities' side of a compiled spec: their automaton, the tokens the
+    bias boosts in each of its states, and its (state, token) moves. It depends only on
+    the vocabulary, the preferred forms and the bias, not on what is avoided, so every
+    spec that prefers alike shares one (:func:`prefer_side`): a request that brings its
+    own avoid list with a common prefer list finds the boosted tokens already computed.
+    Caches filled lazily and bounded (LRU) like a spec's; one engine thread drives it."""
+
+    def __init__(self, index: VocabIndex, patterns: Sequence[str], bias: float,
+                 max_cached_states: int = MAX_CACHED_STATES):
+        self.uid = next(_UIDS)  # names this side in caches keyed across specs
+        self.index = index
+        self.ac = Automaton(list(patterns))
+        self.bias = bias
+        self.active = bool(self.ac.patterns) and bias > 0
+        self._tokens_at = _LRU(max_cached_states)  # q -> (boosted ids, their bias)
+        self._boost_sets = _LRU(max_cached_states)  # q -> the boosted ids as a set
+        # (q, token) -> (next state, a preferred form completed, the token was boosted)
+        self.trans: dict[tuple[int, int], tuple[int, bool, bool]] = {}
+
+    def tokens(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        """(boosted token ids, sorted int32; their bias, float32) in state ``q``."""
+        return self._tokens_at.get_or(q, self._tokens, q)
+
+    def boosted(self, q: int, token_id: int) -> bool:
+        """Whether the bias boosts ``token_id`` in state ``q`` (a set lookup: it runs on
+        every new (state, token) pair a row meets)."""
+        return token_id in self._boost_sets.get_or(q, self._boost_set, q)
+
+    def move(self, q: int, token_id: int) -> tuple[int, bool, bool]:
+        """:attr:`trans`' entry for reading token ``token_id`` (no bytes pending) in
+        state ``q``, computed and cached."""
+        t = self.trans[(q, token_id)] = (*self.ac.feed(q, self.index.texts[token_id]),
+                                         self.boosted(q, token_id))
+        return t
+
+    def _boost_set(self, q: int) -> frozenset[int]:
+        return frozenset(self.tokens(q)[0].tolist())
+
+    def _tokens(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        ac, idx = self.ac, self.index
         starts: list[str] = []
         exact: list[str] = []
         # (whole rest, pieces long enough, shorter pieces longest first) per key and
@@ -598,7 +632,30 @@ class CompiledSteering:
             lo, hi = idx.exact_ranges(fallback)
             sel |= ranges_to_mask(lo, hi, idx.sorted_ids.size)
         ids = np.unique(idx.sorted_ids[sel]).astype(np.int32)
-        return ids, np.full(ids.size, self.prefer_bias, dtype=np.float32)
+        return ids, np.full(ids.size, self.bias, dtype=np.float32)
+
+
+_PREFER_SIDES = _LRU(256)  # (vocabulary, preferred patterns, bias) -> PreferSide
+_PREFER_LOCK = threading.Lock()
+
+
+def prefer_side(index: VocabIndex, patterns: Iterable[str], bias: float) -> PreferSide:
+    """The shared :class:`PreferSide` of the preferred forms ``patterns`` (folded, leading
+    articles dropped, forms another covers dropped, as a spec compiles them) at ``bias``
+    (clamped to [0, MAX_PREFER_BIAS]) over ``index``: process-wide LRU, so that specs
+    that differ only in what they avoid share one."""
+    pats = tuple(minimal_patterns(_strip_articles(_folded(patterns))))
+    bias = float(min(max(bias, 0.0), MAX_PREFER_BIAS))
+    key = (index.key, id(index), pats, bias)
+    with _PREFER_LOCK:
+        hit = _PREFER_SIDES.get(key)
+        if hit is not None and hit.index is index:
+            _PREFER_SIDES.move_to_end(key)
+            return hit
+        side = _PREFER_SIDES[key] = PreferSide(index, pats, bias)
+        if len(_PREFER_SIDES) > _PREFER_SIDES.cap:
+            _PREFER_SIDES.popitem(last=False)
+        return side
 
 
 def closed_patterns(forms: Iterable[str]) -> set[str]:

@@ -690,7 +690,7 @@ class SteeringBatch:
             if b is not None:  # the plain step's, from the memo
                 bias[j] = b
             elif not st.prefer_done and not st.pending:  # (pending bytes: no bias)
-                key = (cs.uid, st.prefer)
+                key = (cs.prefer_side.uid, st.prefer)  # (shared by specs that prefer alike)
                 b = biases.get(key)
                 if b is None:
                     b = cs.bias(st)

@@ -27,6 +27,7 @@ logged, and the guarantee then only holds as far as per-token decoding is faithf
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ from .normalize import SEP, fold_text
 
 logger = logging.getLogger("greyelephant.control")
 
+MAX_MEMO_RANGES = 1 << 16  # memoised query ranges per kind of query (see VocabIndex._ranges)
 _HI = "\U0010ffff"  # never in folded text (not alnum, so it would fold to SEP)
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -205,35 +207,84 @@ class VocabIndex:
         return idx
 
     # -- range queries ---------------------------------------------------------------
-    @staticmethod
-    def _ranges(arr: np.ndarray, prefixes: list[str], exact: bool) -> tuple[np.ndarray, ...]:
-        if not prefixes or arr.size == 0:
+    def _ranges(self, sep: bool, queries: list[str], exact: bool) -> tuple[np.ndarray, ...]:
+        """[lo, hi) ranges of ``queries`` in ``sep_texts`` (``sep``) or ``sorted_texts``:
+        of the texts equal to each (``exact``), else starting with each. Each string's
+        range is memoised (bounded, per kind of query): specs that avoid the same entity
+        ask for the same strings (a state's rests of its keys), and a binary search over
+        the sorted texts (megabytes of fixed-width strings) runs cold in a decode step."""
+        arr = self.sep_texts if sep else self.sorted_texts
+        if not queries or arr.size == 0:
             z = np.zeros(0, dtype=np.int64)
             return z, z
-        q = np.asarray(prefixes, dtype=str)
-        lo = np.searchsorted(arr, q, side="left")
-        if exact:
-            hi = np.searchsorted(arr, q, side="right")
-        else:
-            hi = np.searchsorted(arr, np.char.add(q, _HI), side="left")
-        return lo, hi
+        memo = self.__dict__.get("_range_memo")
+        if memo is None:
+            memo = self.__dict__["_range_memo"] = {(a, b): {} for a in (False, True)
+                                                   for b in (False, True)}
+        known = memo[(sep, exact)]
+        # lo << 32 | hi per string (-1: not memoised), looked up at C level
+        packed = np.fromiter(map(known.get, queries, itertools.repeat(-1)), dtype=np.int64,
+                             count=len(queries))
+        missing = np.flatnonzero(packed < 0)
+        if missing.size:
+            new = [queries[j] for j in missing.tolist()]
+            q = np.asarray(new, dtype=str)
+            lo = np.searchsorted(arr, q, side="left")
+            if exact:
+                hi = np.searchsorted(arr, q, side="right")
+            else:
+                hi = np.searchsorted(arr, np.char.add(q, _HI), side="left")
+            found = lo.astype(np.int64) << 32 | hi
+            packed[missing] = found
+            if len(known) + len(new) > MAX_MEMO_RANGES:  # bounded: start over
+                known.clear()
+            known.update(zip(new, found.tolist(), strict=True))
+        return packed >> 32, packed & 0xFFFFFFFF
 
     def prefix_ranges(self, prefixes: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """[lo, hi) ranges in ``sorted_texts`` of the texts starting with each prefix."""
-        return self._ranges(self.sorted_texts, prefixes, exact=False)
+        return self._ranges(False, prefixes, exact=False)
 
     def exact_ranges(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """[lo, hi) ranges in ``sorted_texts`` of the texts equal to each string."""
-        return self._ranges(self.sorted_texts, texts, exact=True)
+        return self._ranges(False, texts, exact=True)
 
     def sep_prefix_ranges(self, prefixes: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """[lo, hi) ranges in ``sep_texts`` (suffixes starting at a separator)."""
-        return self._ranges(self.sep_texts, prefixes, exact=False)
+        return self._ranges(True, prefixes, exact=False)
 
     def sep_exact_ranges(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """[lo, hi) ranges in ``sep_texts`` of the separator-suffixes equal to each string
         (the tokens whose folded text *ends with* it, starting at a separator)."""
-        return self._ranges(self.sep_texts, texts, exact=True)
+        return self._ranges(True, texts, exact=True)
+
+    def mark(self, out: np.ndarray, queries: list[str], *, sep: bool = False,
+             exact: bool = False) -> None:
+        """Set ``out[t]`` (a boolean [vocab_size] mask) for every token t whose text (or,
+        with ``sep``, a suffix of it starting at a separator) starts with one of
+        ``queries`` (equals one, with ``exact``): what ``out |= tokens_in(...ranges(
+        queries))`` sets, without a second mask. Each string's tokens are memoised as a
+        view of ``sorted_ids`` / ``sep_ids`` (no copy), so a query seen before costs a
+        lookup, and one matching nothing (most: a state's rests of whole forms) nothing
+        more."""
+        memo = self.__dict__.get("_id_memo")
+        if memo is None:
+            memo = self.__dict__["_id_memo"] = {(a, b): {} for a in (False, True)
+                                                for b in (False, True)}
+        known = memo[(sep, exact)]
+        views = list(map(known.get, queries))
+        new = [q for q, v in zip(queries, views, strict=True) if v is None]
+        if new:
+            lo, hi = self._ranges(sep, new, exact)
+            ids = self.sep_ids if sep else self.sorted_ids
+            found = [ids[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+            if len(known) + len(new) > MAX_MEMO_RANGES:  # bounded: start over
+                known.clear()
+            known.update(zip(new, found, strict=True))
+            views += found  # (the memo may have started over: not read back)
+        for v in views:
+            if v is not None and v.size:
+                out[v] = True
 
     def tokens_in(self, ranges: tuple[np.ndarray, np.ndarray], *, sep: bool = False
                   ) -> np.ndarray:

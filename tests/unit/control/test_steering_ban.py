@@ -486,3 +486,33 @@ def test_prefer_boost_is_spent_after_abandoned_attempts():
     row = c.new_row()
     c.advance_many(row, [tid[b" New"], tid[b" B"], tid[b"alance"]])
     assert row.prefer_done and row.prefer_misses == 0
+
+
+def test_specs_that_prefer_alike_share_one_prefer_side_and_steer_as_if_alone(vocab_index,
+                                                                           tokenizer):
+    """The preferred side depends only on the vocabulary, the preferred forms and the
+    bias: specs that avoid different entities share it (the boosted tokens computed once),
+    and a row under each moves and is boosted exactly as under a side of its own."""
+    from greyelephant.control import ban_automaton as ba
+
+    a = CompiledSteering(vocab_index, PATTERNS[:3], PREFER, prefer_bias=4.0)
+    b = CompiledSteering(vocab_index, PATTERNS[3:], list(reversed(PREFER)), prefer_bias=4.0)
+    assert a.prefer_side is b.prefer_side  # (the forms' order does not matter)
+    other = CompiledSteering(vocab_index, PATTERNS[3:], PREFER, prefer_bias=2.0)
+    assert other.prefer_side is not a.prefer_side
+    assert other.bias(other.new_row())[1].tolist() == [2.0] * other.bias(other.new_row())[0].size
+    # a side of its own (the shared ones out of reach) against the shared one
+    ba._PREFER_SIDES.clear()
+    alone = CompiledSteering(vocab_index, PATTERNS[3:], PREFER, prefer_bias=4.0)
+    assert alone.prefer_side is not b.prefer_side
+    text = " I'd rather visit the Louvre museum, the Lou vre, then the Louvre again."
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    rows = [b.new_row(), alone.new_row()]
+    for t in tokens:
+        got = [c.bias(r) for c, r in zip((b, alone), rows, strict=True)]
+        assert got[0][0].tolist() == got[1][0].tolist()
+        assert got[0][1].tolist() == got[1][1].tolist()
+        for c, r in zip((b, alone), rows, strict=True):
+            c.advance(r, t)
+        assert dataclasses.astuple(rows[0]) == dataclasses.astuple(rows[1])
+    assert rows[0].prefer_done  # (the walk reached the form)

@@ -42,3 +42,48 @@ def test_tokens_in_are_the_tokens_starting_with_or_equal_to_a_query(vocab_index,
     want = sorted({int(i) for text, i in zip(idx.sorted_texts, idx.sorted_ids, strict=True)
                    for q in queries if (text == q if exact else text.startswith(q))})
     assert got == want
+
+
+QUERIES = st.lists(st.text(alphabet="abcdeilnorst ", min_size=0, max_size=4), max_size=6)
+
+
+def _brute(idx, queries, sep, exact):
+    """The token ids whose text (``sep``: a suffix of it from a separator) starts with,
+    or equals, a query."""
+    texts, ids = (idx.sep_texts, idx.sep_ids) if sep else (idx.sorted_texts, idx.sorted_ids)
+    return sorted({int(i) for text, i in zip(texts, ids, strict=True)
+                   for q in queries if (text == q if exact else text.startswith(q))})
+
+
+@settings(max_examples=60, deadline=None)
+@given(queries=QUERIES, sep=st.booleans(), exact=st.booleans(), seed=st.integers(0, 3))
+def test_mark_sets_the_tokens_of_the_queries_and_keeps_what_was_set(vocab_index, queries,
+                                                                    sep, exact, seed):
+    # (one index for every example: the memoised queries are hit as often as missed)
+    idx = vocab_index
+    before = np.random.default_rng(seed).random(idx.vocab_size) < 0.001
+    out = before.copy()
+    idx.mark(out, [f" {q}" if sep else q for q in queries], sep=sep, exact=exact)
+    want = before.copy()
+    want[_brute(idx, [f" {q}" if sep else q for q in queries], sep, exact)] = True
+    assert np.array_equal(out, want)
+
+
+def test_the_query_memos_start_over_past_their_bound_and_answer_alike(vocab_index,
+                                                                     monkeypatch):
+    from greyelephant.control import vocab_index as vi
+    idx = vocab_index
+    queries = ["ni", "the", " a", "zz", "ni"]
+    want_lo, want_hi = (a.tolist() for a in idx.prefix_ranges(queries))
+    want_mask = np.zeros(idx.vocab_size, dtype=bool)
+    idx.mark(want_mask, queries)
+    monkeypatch.setattr(vi, "MAX_MEMO_RANGES", 2)
+    for n in range(1, 4):  # each call clears its memo (past 2 strings), then fills it
+        more = "q" * n  # (a string not memoised yet: the call has something to add)
+        lo, hi = idx.prefix_ranges([*queries, more])
+        assert lo[:5].tolist() == want_lo and hi[:5].tolist() == want_hi
+        out = np.zeros(idx.vocab_size, dtype=bool)
+        idx.mark(out, [*queries, "x" + more])
+        assert np.array_equal(out, want_mask | idx.tokens_in(idx.prefix_ranges(["x" + more])))
+        for memo in idx.__dict__["_range_memo"], idx.__dict__["_id_memo"]:
+            assert len(memo[(False, False)]) <= len(queries) + 1
