@@ -6,12 +6,15 @@ step-state transition instead of only looking up one already seen.
 pending). :class:`SpecArrays` holds one compiled spec's avoid and prefer automata as
 dense per-state transition tables over the spec's alphabet (the characters of its keys;
 every other character leads to the root), their accept and separator flags, the prefer
-states' depths and each prefer state's boosted token ids. The tables are filled lazily:
-an entry is -1 (or -2 for accept) until :meth:`SpecArrays.teach` copies it from the
-Python automaton, which stays the single source of truth. :func:`compute_steps` moves the
-rows it is given over their new token with these tables, as the Python ``advance`` does,
-and gives up on a row (leaving it to the Python path) wherever an entry is unknown, the
-token leaves bytes pending or has no text, or an avoided form completes.
+states' depths and each prefer state's boosted token ids. The tables are filled whole
+when a spec's arrays are made, by one compiled pass (:func:`_fill_tables`) over the
+Python automaton's trie that follows :class:`.aho_corasick.Automaton`'s own definitions
+of a step and an accept (the Python automaton stays the reference: a test checks every
+entry against it); a prefer state's boosted ids are copied when a row first needs them
+(:meth:`SpecArrays.teach`). :func:`next_state_key` moves a row over its new token with
+these tables, as the Python ``advance`` does; it gives up (GAVE_UP) where the boosted ids
+are not copied yet, and leaves the row to the Python path where the token leaves bytes
+pending or has no text, or an avoided form completes.
 
 A step state's fields are packed into one int64 *state key* (:func:`pack_state`) so the
 compiled loop can find the new state's id in a hash of the interned states.
@@ -28,14 +31,14 @@ from .limits import MAX_PREFER_MISSES
 from .normalize import SEP
 from .vocab_index import VocabIndex
 
-UNKNOWN = -1  # a transition table entry not copied from the automaton yet
-UNKNOWN_ACCEPT = -2  # an accept entry not copied yet (-1: no pattern ends there)
+UNKNOWN = -1  # a table entry not known (the compiled loop gives up; tables are whole)
+UNKNOWN_ACCEPT = -2  # an accept entry not known (-1: no pattern ends there)
 SEP_CODE = ord(SEP)
 # a packed state key's fields (low to high): done 1 bit, trying 1, misses 4, prefer
 # state 20, avoid state 20, kind 16
 _Q_BITS, _KIND_BITS, _MISS_BITS = 20, 16, 4
 NOT_PACKABLE = -1  # the state key of a step state the compiled loop cannot compute
-GAVE_UP = -3  # compute_steps' code for a row stopped by an entry not known yet
+GAVE_UP = -3  # next_state_key's code for a row stopped by what is not copied yet (boosts)
 
 
 def pack_state(state: tuple, kind: int) -> int:
@@ -71,28 +74,62 @@ class TokenTexts:
 
 
 class _AutomatonArrays:
-    """One automaton's lazily filled tables (see the module doc)."""
+    """One automaton's tables (see the module doc), filled whole when made."""
 
-    def __init__(self, ac: Automaton, columns: dict[str, int]):
+    def __init__(self, ac: Automaton, columns: dict[str, int], alphabet: np.ndarray):
+        """``columns``: each character of the spec's keys by its column; ``alphabet``:
+        their code points, in column order (sorted)."""
         n, width = len(ac), len(columns) + 1
         self.ac, self.columns = ac, columns
-        self.delta = np.full((n, width), UNKNOWN, dtype=np.int32)
-        self.delta[:, width - 1] = ROOT  # a character in no key: back to the root
-        self.sep = np.fromiter((e == SEP for e in ac.edge), dtype=np.uint8, count=n)
-        self.accept = np.full(n, UNKNOWN_ACCEPT, dtype=np.int32)
+        # each state's edge character (the root's: none, code 0, never read) and column
+        codes = np.zeros(n, dtype=np.int32)
+        codes[1:] = np.fromiter(map(ord, ac.edge[1:]), dtype=np.int32, count=n - 1)
+        self.sep = (codes == SEP_CODE).astype(np.uint8)
+        edge = np.searchsorted(alphabet, codes).astype(np.int32)  # (every edge's is there)
         self.depth = np.asarray(ac.depth, dtype=np.int32)
+        self.delta, self.accept = _fill_tables(
+            np.asarray(ac.parent, dtype=np.int32), edge, self.sep,
+            np.asarray(ac.terminal, dtype=np.int32), self.depth, width,
+            columns.get(SEP, -1))
 
-    def teach(self, q: int, text: str) -> None:
-        """Copy the entries reading ``text`` from state ``q`` uses (as ``Automaton.feed``
-        reads it)."""
-        ac, delta, accept, columns = self.ac, self.delta, self.accept, self.columns
-        other = delta.shape[1] - 1
-        for ch in text:
-            if not (ch == SEP and ac.edge[q] == SEP):
-                r = ac.step(q, ch)
-                delta[q, columns.get(ch, other)] = r
-                q = r
-            accept[q] = ac.accept(q)
+
+@njit(cache=True)
+def _fill_tables(parent, edge, sep, terminal, depth, width, sep_column):
+    """(delta [n, width], accept [n]) of the trie given by each state's ``parent``, the
+    ``edge`` column reaching it, its pattern (``terminal``, -1: none) and ``depth``:
+    ``delta[q, c]`` is :meth:`.aho_corasick.Automaton.step`'s state after character
+    column c from q (the last column: a character in no key, back to the root), and
+    ``accept[q]`` its :meth:`~.aho_corasick.Automaton.accept`. As the automaton defines
+    them: a child where there is one, else the failure state's entry (the root: itself);
+    a state's failure state is its parent's failure state stepped over its edge, where a
+    separator after a separator stays put (the only place :meth:`step` collapses a run;
+    the walk to a failure state does not). Entries of a separator state's separator
+    column are never read (the run collapses before)."""
+    n = parent.size
+    other = width - 1
+    child = np.full((n, other), -1, dtype=np.int32)
+    for v in range(1, n):
+        child[parent[v], edge[v]] = v
+    delta = np.full((n, width), ROOT, dtype=np.int32)
+    accept = np.full(n, -1, dtype=np.int32)
+    fail = np.zeros(n, dtype=np.int32)
+    for v in np.argsort(depth, kind="mergesort"):  # a failure state is shallower
+        if v == ROOT:
+            for c in range(other):
+                if child[v, c] >= 0:
+                    delta[v, c] = child[v, c]
+            accept[v] = terminal[v]
+            continue
+        p = parent[v]
+        f = ROOT
+        if p != ROOT:
+            fp = fail[p]
+            f = fp if edge[v] == sep_column and sep[fp] else delta[fp, edge[v]]
+        fail[v] = f
+        for c in range(other):
+            delta[v, c] = child[v, c] if child[v, c] >= 0 else delta[f, c]
+        accept[v] = terminal[v] if terminal[v] >= 0 else accept[f]
+    return delta, accept
 
 
 class SpecArrays:
@@ -100,12 +137,11 @@ class SpecArrays:
 
     def __init__(self, spec: CompiledSteering):
         self.spec = spec
-        chars = sorted({ch for ac in (spec.avoid, spec.prefer) for key in ac.keys
-                        for ch in key})
+        chars = sorted(set("".join(spec.avoid.keys)) | set("".join(spec.prefer.keys)))
         columns = {ch: a for a, ch in enumerate(chars)}
         self.alphabet = np.asarray([ord(ch) for ch in chars], dtype=np.int32)
-        self.avoid = _AutomatonArrays(spec.avoid, columns)
-        self.prefer = _AutomatonArrays(spec.prefer, columns)
+        self.avoid = _AutomatonArrays(spec.avoid, columns, self.alphabet)
+        self.prefer = _AutomatonArrays(spec.prefer, columns, self.alphabet)
         n = len(spec.prefer)
         # prefer state q's boosted ids: boost_ids[boost_at[q, 0]:boost_at[q, 1]] (sorted);
         # boost_at[q, 0] < 0: not copied yet
@@ -118,19 +154,16 @@ class SpecArrays:
         return sum(a.nbytes for a in (self.avoid.delta, self.prefer.delta, self.boost_ids))
 
     def teach(self, state: tuple, token: int) -> None:
-        """Copy every entry :func:`compute_steps` needs to move a row in step state
-        ``state`` over ``token`` (nothing when the token leaves bytes pending or has no
-        text: the compiled loop leaves those to the Python path)."""
-        _, avoid, pending, prefer, done, _, _ = state
+        """Copy what :func:`next_state_key` needs to move a row in step state ``state``
+        over ``token`` and does not hold yet: its prefer state's boosted ids (the tables
+        are whole; nothing when the token leaves bytes pending or has no text: the
+        compiled loop leaves those to the Python path)."""
+        _, _, pending, prefer, done, _, _ = state
         index = self.spec.index
         if pending or not 0 <= token < len(index.texts) or index.token_bytes[token] is None:
             return
-        text = index.texts[token]
-        self.avoid.teach(avoid, text)
-        if not done:
-            self.prefer.teach(prefer, text)
-            if self.boost_at[prefer, 0] < 0:
-                self._copy_boost(prefer)
+        if not done and self.boost_at[prefer, 0] < 0:
+            self._copy_boost(prefer)
 
     def _copy_boost(self, q: int) -> None:
         ids = self.spec.boosted_ids(q)

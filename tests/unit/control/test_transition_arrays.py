@@ -126,3 +126,50 @@ def test_token_texts_hold_the_folded_texts(vocab_index, texts):
         got = "".join(map(chr, texts.chars[texts.ptr[t]:texts.ptr[t + 1]]))
         assert got == (vocab_index.texts[t] or "")
     assert texts.plain.dtype == np.uint8 and texts.plain.size == len(vocab_index.texts)
+
+
+def _assert_tables_equal_the_automaton(ac, arrays) -> None:
+    """Every entry of a table filled whole against the Python automaton: each state's
+    step over each character of the alphabet and over one in no key, and its accept."""
+    cols = arrays.columns
+    outside = "\u2603"  # (in no key)
+    for q in range(len(ac)):
+        assert arrays.accept[q] == ac.accept(q), q
+        assert arrays.sep[q] == (ac.edge[q] == " ")
+        for ch in [*cols, outside]:
+            if ch == " " and ac.edge[q] == " ":
+                continue  # a separator run collapses before the table is read
+            want = ac.step(q, ch)
+            assert arrays.delta[q, cols.get(ch, len(cols))] == want, (q, ac.label(q), ch)
+
+
+def test_whole_tables_equal_the_automaton_on_the_dev_set_s_entities(vocab_index):
+    import json
+    from pathlib import Path
+
+    from greyelephant.control.surface_forms import expand_entity, fold_patterns
+
+    lines = (Path(__file__).resolve().parents[3] / "benchmarks" / "data"
+             / "pink_elephant_dev.jsonl").read_text().splitlines()
+    cases = [json.loads(line) for line in lines if line.strip()]
+    avoid = [fold_patterns(expand_entity(c["avoid"], c["avoid_aliases"])) for c in cases]
+    spec = CompiledSteering(vocab_index, avoid, ["the grey elephant", "Louvre"])
+    arrays = SpecArrays(spec)
+    for ac, tables in ((spec.avoid, arrays.avoid), (spec.prefer, arrays.prefer)):
+        _assert_tables_equal_the_automaton(ac, tables)
+
+
+FORMS = st.lists(st.text(alphabet="ab -", min_size=1, max_size=6), min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(avoid=FORMS, prefer=st.lists(st.text(alphabet="ab ", min_size=1, max_size=5),
+                                    max_size=3))
+def test_whole_tables_equal_the_automaton_for_overlapping_forms(vocab_index, avoid, prefer):
+    # a two-letter alphabet and separators: forms that are each other's prefixes,
+    # suffixes and repeats, and failure links that end at a separator
+    spec = CompiledSteering(vocab_index, avoid, prefer)
+    arrays = SpecArrays(spec)
+    for ac, tables in ((spec.avoid, arrays.avoid), (spec.prefer, arrays.prefer)):
+        _assert_tables_equal_the_automaton(ac, tables)
