@@ -8,8 +8,9 @@ rollback on, rows writing real text). Not a benchmark: single runs, no baseline.
   transition, no plan), read from the lanes' arrays before each ``advance``.
 * ``admission``: the mean time of ``SteeringBatch.add`` for the workload's spec (parsing,
   the compile cache's lookup, the row), over ``--calls`` calls after 200 warm ones.
-* ``eager-fill``: how long filling the spec's whole avoid transition table from the
-  Python automaton takes (what ``transition_arrays`` fills lazily instead).
+* ``eager-fill``: how long filling the spec's whole avoid transition table takes from the
+  Python automaton, and both automata's tables by ``SpecArrays``' compiled pass (what
+  ``transition_arrays`` does, since c2075f8).
 
     python -m greyelephant.benchmarks.lane_probe misses --batch 256 --warmup 300 --steps 100
     python -m greyelephant.benchmarks.lane_probe admission
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import statistics
 import time
 
 import numpy as np
@@ -27,7 +29,9 @@ import numpy as np
 from greyelephant.benchmarks.step_phases import STOP, make_loop
 from greyelephant.benchmarks.steering_step import steering_args
 from greyelephant.control import step_states as ss
+from greyelephant.control.ban_automaton import CompiledSteering
 from greyelephant.control.steering_batch import RequestInfo
+from greyelephant.control.transition_arrays import SpecArrays
 
 
 def _why(lanes: ss.Lanes, at: np.ndarray, lengths: np.ndarray, last: np.ndarray,
@@ -99,16 +103,35 @@ def admission(calls: int) -> None:
 
 
 def eager_fill() -> None:
+    """The benchmark's 30-entity spec's whole avoid table, each way on a freshly compiled
+    copy of the spec (its automaton's memos cold, as a new request's are): from the
+    Python automaton state by state (what ``transition_arrays`` could not afford, and
+    filled lazily up to c2075f8), and ``SpecArrays``' compiled pass over both automata
+    (what it does since), the median of 20 fresh copies."""
     loop = make_loop(1)
     spec = next(iter(loop.batch.rows.values())).compiled
-    ac = spec.avoid
+
+    def fresh() -> CompiledSteering:
+        return CompiledSteering(spec.index, spec.groups, spec.prefer.patterns,
+                                spec.prefer_bias)
+
+    ac = fresh().avoid
     chars = {ch for key in ac.keys for ch in key}
     t0 = time.perf_counter()
     for q in range(len(ac)):
         for ch in chars:
             ac.step(q, ch)
     print(f"avoid automaton: {len(ac)} states x {len(chars)} characters filled in "
-          f"{(time.perf_counter() - t0) * 1e3:.1f} ms")
+          f"{(time.perf_counter() - t0) * 1e3:.1f} ms from the Python automaton")
+    SpecArrays(fresh())  # (compiles the pass, or loads it from numba's cache)
+    took = []
+    for _ in range(20):
+        copy = fresh()
+        t0 = time.perf_counter()
+        SpecArrays(copy)
+        took.append(time.perf_counter() - t0)
+    print(f"SpecArrays (both automata's tables filled whole, compiled): "
+          f"{statistics.median(took) * 1e6:.1f} µs (median of 20 fresh copies)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ from .normalize import SEP, fold_text
 
 logger = logging.getLogger("greyelephant.control")
 
-MAX_MEMO_RANGES = 1 << 16  # memoised query ranges per kind of query (see VocabIndex._ranges)
+MAX_MEMO_RANGES = 1 << 14  # memoised query strings per kind of query (see VocabIndex._ranges)
 _HI = "\U0010ffff"  # never in folded text (not alnum, so it would fold to SEP)
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
