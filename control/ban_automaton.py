@@ -83,6 +83,7 @@ from .surface_forms import ARTICLES
 from .vocab_index import VocabIndex, decode_utf8, pack_bool, ranges_to_mask, unpack_words
 
 MAX_CACHED_STATES = 4096
+MAX_PREFER_MOVES = 1 << 20  # a shared PreferSide's cached (state, token) moves
 _UIDS = itertools.count(1)  # per compiled spec and per kind of cache; LRU beyond
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)
@@ -574,7 +575,10 @@ class PreferSide:
 
     def move(self, q: int, token_id: int) -> tuple[int, bool, bool]:
         """:attr:`trans`' entry for reading token ``token_id`` (no bytes pending) in
-        state ``q``, computed and cached."""
+        state ``q``, computed and cached (at most MAX_PREFER_MOVES entries: past that
+        they start over)."""
+        if len(self.trans) >= MAX_PREFER_MOVES:
+            self.trans.clear()
         t = self.trans[(q, token_id)] = (*self.ac.feed(q, self.index.texts[token_id]),
                                          self.boosted(q, token_id))
         return t

@@ -214,8 +214,8 @@ class VocabIndex:
         ask for the same strings (a state's rests of its keys), and a binary search over
         the sorted texts (megabytes of fixed-width strings) runs cold in a decode step."""
         arr = self.sep_texts if sep else self.sorted_texts
-        if not queries or arr.size == 0:
-            z = np.zeros(0, dtype=np.int64)
+        if not queries or arr.size == 0:  # (nothing to search: every range empty)
+            z = np.zeros(len(queries), dtype=np.int64)
             return z, z
         memo = self.__dict__.get("_range_memo")
         if memo is None:

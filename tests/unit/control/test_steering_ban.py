@@ -516,3 +516,24 @@ def test_specs_that_prefer_alike_share_one_prefer_side_and_steer_as_if_alone(voc
             c.advance(r, t)
         assert dataclasses.astuple(rows[0]) == dataclasses.astuple(rows[1])
     assert rows[0].prefer_done  # (the walk reached the form)
+
+
+def test_a_prefer_side_s_moves_start_over_past_their_bound_and_rows_move_alike(
+        vocab_index, tokenizer, monkeypatch):
+    from greyelephant.control import ban_automaton as ba
+
+    ba._PREFER_SIDES.clear()
+    free = CompiledSteering(vocab_index, PATTERNS[:2], PREFER, prefer_bias=4.0)
+    ba._PREFER_SIDES.clear()
+    monkeypatch.setattr(ba, "MAX_PREFER_MOVES", 3)
+    tight = CompiledSteering(vocab_index, PATTERNS[:2], PREFER, prefer_bias=4.0)
+    assert tight.prefer_side is not free.prefer_side
+    tokens = tokenizer.encode(" We saw the Lou and the Louvre, then Paris and the Louvre.",
+                              add_special_tokens=False)
+    rows = [free.new_row(), tight.new_row()]
+    for t in tokens:
+        for c, r in zip((free, tight), rows, strict=True):
+            c.advance(r, t)
+        assert dataclasses.astuple(rows[0]) == dataclasses.astuple(rows[1])
+        assert len(tight.prefer_side.trans) <= 3
+    assert rows[0].prefer_done

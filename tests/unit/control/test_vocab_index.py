@@ -87,3 +87,16 @@ def test_the_query_memos_start_over_past_their_bound_and_answer_alike(vocab_inde
         assert np.array_equal(out, want_mask | idx.tokens_in(idx.prefix_ranges(["x" + more])))
         for memo in idx.__dict__["_range_memo"], idx.__dict__["_id_memo"]:
             assert len(memo[(False, False)]) <= len(queries) + 1
+
+
+def test_an_index_with_no_separator_suffixes_gives_every_query_an_empty_range():
+    from greyelephant.control.vocab_index import VocabIndex
+
+    idx = VocabIndex.from_token_bytes([b"ab", b"cd"])  # (no token holds a separator)
+    lo, hi = idx.sep_prefix_ranges([" ab", " x"])
+    assert lo.tolist() == hi.tolist() == [0, 0]
+    out = np.zeros(idx.vocab_size, dtype=bool)
+    idx.mark(out, [" ab"], sep=True)
+    assert not out.any()
+    idx.mark(out, ["a"])
+    assert out.tolist() == [True, False]
