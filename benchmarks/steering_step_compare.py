@@ -43,7 +43,9 @@ With ``--distinct K``, each request (each row and each restart) gets its own spe
 the 30 entities drawn at random, the same draws for every version. That is a
 multi-tenant load: a spec's masks, transitions and automata are built for few rows, so
 the cost of a new state or a new spec, which the shared spec's rows pay once, is paid
-all along.
+all along. Every request still prefers the common "grey elephant" unless
+``--own-prefer`` is given: then each prefers its drawn cases' own preferred entities, so
+that prefer lists differ between requests as well.
 
 With ``--runner v2``, each version's runner-V2 adapter (``control/logits_processor_v2.py``,
 vLLM's default runner on GPUs) stands around its core: the loop feeds it each step's
@@ -51,8 +53,8 @@ tokens and positions as runner V2 does (fakes of its request states, built befor
 timed call), admissions go through ``add_request`` and ``apply_staged_writes``, and the
 timed call is the adapter's ``apply``: its bookkeeping and the core's step.
 
-Writes ``steering_step_compare-<device>[-gpu-host-path][-distinctK][-v2].json`` and
-``.md`` to --out (default benchmarks/results).
+Writes ``steering_step_compare-<device>[-gpu-host-path][-distinctK][-own-prefer][-v2].json``
+and ``.md`` to --out (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -208,9 +210,15 @@ def batch_maker(spec_mod, sb, su, lp2, index, steering, batch_kwargs):
 
         def restart(i):
             out = []
-            row_args = args if not cfg["distinct"] else engine_args(spec_mod, {
-                **steering, "avoid": [avoid[j] for j in sorted(
-                    draw.sample(range(len(avoid)), cfg["distinct"]))]})
+            if not cfg["distinct"]:
+                row_args = args
+            else:
+                drawn = sorted(draw.sample(range(len(avoid)), cfg["distinct"]))
+                row_args = engine_args(spec_mod, {
+                    **steering, "avoid": [avoid[j] for j in drawn],
+                    # --own-prefer: the drawn cases' own preferred entities
+                    **({"prefer": [cfg["prefers"][j] for j in drawn]}
+                       if cfg["own_prefer"] else {})})
             if cfg["runner"] == "v2":  # (a V2 request: its sampling parameters)
                 from vllm import SamplingParams
                 params = SamplingParams(temperature=0.0, max_tokens=1 << 20,
@@ -346,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="each request its own spec: K of the 30 entities, drawn at random "
                          "per request (a multi-tenant load, where few rows share a spec); "
                          "0: every row the same spec of all 30")
+    ap.add_argument("--own-prefer", action="store_true",
+                    help="with --distinct: each request prefers its drawn cases' own "
+                         "preferred entities (a prefer list per request), not the common "
+                         "\"grey elephant\"")
     ap.add_argument("--runner", choices=["v1", "v2"], default="v1",
                     help="v2: each version's runner-V2 adapter (control/logits_processor_v2.py) "
                          "around its core, fed each step's tokens and positions as runner "
@@ -358,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                          "kernel calls (apply_logit_controls, the forced tokens), which "
                          "run on the CPU here")
     args = ap.parse_args(argv)
+    if args.own_prefer and not args.distinct:
+        ap.error("--own-prefer draws each request's prefer list with its spec: give --distinct")
     if args.runner == "v2" and args.lanes:
         ap.error("--lanes compares SteeringBatch(lanes=False) under the V1 runner only")
 
@@ -388,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                "loop": str(HERE / "step_loop.py"), "device": args.device,
                "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
                "host_path": args.host_path, "distinct": args.distinct,
+               "own_prefer": args.own_prefer, "prefers": [c["prefer"] for c in cases],
                "runner": args.runner,
                "batches": [int(x) for x in args.batches.split(",")],
                "versions": [
@@ -449,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                         + (f"each request its own spec of {args.distinct} of the dev set's "
                            "30 entities drawn at random" if args.distinct
                            else "dev set's 30 entities")
+                        + (", preferring those cases' own preferred entities"
+                           if args.own_prefer else "")
                         + ", logits strategy, each version's defaults), greedy; "
                         + ("each version's runner-V2 adapter around its core, the timed "
                            "call its apply; " if args.runner == "v2" else "")
@@ -460,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"steering_step_compare-{args.device}" + (
         "-gpu-host-path" if args.host_path == "gpu" else "") + (
         f"-distinct{args.distinct}" if args.distinct else "") + (
+        "-own-prefer" if args.own_prefer else "") + (
         "-v2" if args.runner == "v2" else "")
     (args.out / f"{stem}.json").write_text(
         json.dumps({**meta, "rows": rows, "rounds": rounds, "admission_rounds": admissions},
