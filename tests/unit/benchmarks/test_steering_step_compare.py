@@ -10,12 +10,19 @@ from greyelephant.benchmarks import steering_step_compare as cmp
 REPO = Path(__file__).resolve().parents[3]
 
 
-def test_compare_against_an_exported_tree(tmp_path):
+def _exported_tree(tmp_path: Path) -> Path:
+    """This checkout's HEAD exported as a tree without git history (control, kernels,
+    the package root)."""
     tree = tmp_path / "base"
     tree.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "control",
                               "kernels", "greyelephant"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def test_compare_against_an_exported_tree(tmp_path):
+    tree = _exported_tree(tmp_path)
     out = tmp_path / "out"
     assert cmp.main(["--ref-tree", str(tree), "--batches", "2", "--rounds", "1",
                      "--steps", "4", "--warmup", "2", "--threads", "1",
@@ -31,11 +38,7 @@ def test_compare_against_an_exported_tree(tmp_path):
 
 
 def test_each_request_its_own_spec_and_prefer_list(tmp_path):
-    tree = tmp_path / "base"
-    tree.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "control",
-                              "kernels", "greyelephant"], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    tree = _exported_tree(tmp_path)
     out = tmp_path / "out"
     assert cmp.main(["--ref-tree", str(tree), "--batches", "2", "--rounds", "1",
                      "--steps", "4", "--warmup", "2", "--threads", "1", "--distinct", "3",
