@@ -528,10 +528,6 @@ class CompiledSteering:
         return pack_bool(banned, self.n_words)
 
     # -- preferred tokens (the shared PreferSide's) -------------------------------------
-    def _boosted(self, q: int, token_id: int) -> bool:
-        """Whether the prefer bias boosts ``token_id`` in prefer state ``q``."""
-        return self.prefer_side.boosted(q, token_id)
-
     def boosted_ids(self, q: int) -> np.ndarray:
         """The token ids the prefer bias boosts in prefer state ``q`` (sorted int32: the
         set :meth:`advance` tests a row's token against)."""

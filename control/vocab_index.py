@@ -228,12 +228,7 @@ class VocabIndex:
         missing = np.flatnonzero(packed < 0)
         if missing.size:
             new = [queries[j] for j in missing.tolist()]
-            q = np.asarray(new, dtype=str)
-            lo = np.searchsorted(arr, q, side="left")
-            if exact:
-                hi = np.searchsorted(arr, q, side="right")
-            else:
-                hi = np.searchsorted(arr, np.char.add(q, _HI), side="left")
+            lo, hi = _search(arr, new, exact)
             found = lo.astype(np.int64) << 32 | hi
             packed[missing] = found
             if len(known) + len(new) > MAX_MEMO_RANGES:  # bounded: start over
@@ -274,8 +269,10 @@ class VocabIndex:
         known = memo[(sep, exact)]
         views = list(map(known.get, queries))
         new = [q for q, v in zip(queries, views, strict=True) if v is None]
-        if new:
-            lo, hi = self._ranges(sep, new, exact)
+        if new:  # (searched here, not through _ranges: its memo would keep them twice)
+            arr = self.sep_texts if sep else self.sorted_texts
+            z = np.zeros(len(new), dtype=np.int64)
+            lo, hi = _search(arr, new, exact) if arr.size else (z, z)
             ids = self.sep_ids if sep else self.sorted_ids
             found = [ids[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
             if len(known) + len(new) > MAX_MEMO_RANGES:  # bounded: start over
@@ -342,6 +339,17 @@ class VocabIndex:
                       for text, ids in sorted(groups.items())]
             self.__dict__["_tail_groups"] = cached
         return cached
+
+
+def _search(arr: np.ndarray, queries: list[str], exact: bool
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) of each query in the sorted, non-empty ``arr``: the entries equal to it
+    (``exact``), else starting with it (two binary searches each)."""
+    q = np.asarray(queries, dtype=str)
+    lo = np.searchsorted(arr, q, side="left")
+    if exact:
+        return lo, np.searchsorted(arr, q, side="right")
+    return lo, np.searchsorted(arr, np.char.add(q, _HI), side="left")
 
 
 def _few_positions(lo: np.ndarray, hi: np.ndarray, size: int) -> bool:
