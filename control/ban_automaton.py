@@ -80,10 +80,11 @@ from .detector import END_SUFFIXES
 from .limits import DEFAULT_PREFER_BIAS, MAX_PREFER_BIAS, MAX_PREFER_MISSES, PREFER_MIN_CHARS
 from .normalize import SEP, fold_form, fold_text
 from .surface_forms import ARTICLES
-from .vocab_index import VocabIndex, decode_utf8, pack_bool, ranges_to_mask, unpack_words
+from .vocab_index import VocabIndex, decode_utf8, pack_bool, unpack_words
 
 MAX_CACHED_STATES = 4096
 MAX_PREFER_MOVES = 1 << 20  # a shared PreferSide's cached (state, token) moves
+MAX_PREFER_OPTIONS = 1 << 14  # prefer options' tokens memoised per vocabulary
 _UIDS = itertools.count(1)  # per compiled spec and per kind of cache; LRU beyond
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)
@@ -583,13 +584,14 @@ class PreferSide:
         return frozenset(self.tokens(q)[0].tolist())
 
     def _tokens(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        # The options of state q: per key of its chain's states (and the root's) and per
+        # separator choice, the key's rest, whose tokens (:func:`_option_tokens`) depend
+        # only on the option. Memoised per vocabulary: sides whose forms share a rest
+        # (every side's root options are its whole forms) compute its tokens once.
         ac, idx = self.ac, self.index
-        starts: list[str] = []
-        exact: list[str] = []
-        # (whole rest, pieces long enough, shorter pieces longest first) per key and
-        # separator choice: the shorter pieces are the fallback of a form that the
-        # vocabulary can only start with a short token
-        options: list[tuple[str, list[str], list[str]]] = []
+        memo = idx.memo("prefer_options")
+        parts: list[np.ndarray] = []
+        missing: list[tuple[str, str, int]] = []
         for p in [*ac.chain(q), ROOT]:
             d = ac.depth[p]
             lo, hi = ac.key_range(p) if p != ROOT else (0, len(ac.keys))
@@ -599,40 +601,57 @@ class PreferSide:
                 if not r:
                     continue
                 need = max(1, min(len(key), PREFER_MIN_CHARS) - d)
-                ks = [k for k in range(1, len(r)) if r[:k].strip(SEP)]
                 for s in seps:
-                    options.append((s + r, [s + r[:k] for k in ks if k >= need],
-                                    [s + r[:k] for k in reversed(ks) if k < need]))
-        if not options:
+                    got = memo.get((s, r, need))
+                    if got is None:
+                        missing.append((s, r, need))
+                    else:
+                        parts += got
+        if missing:
+            missing = list(dict.fromkeys(missing))
+            if len(memo) + len(missing) > MAX_PREFER_OPTIONS:  # bounded: start over
+                memo.clear()
+            for option, got in zip(missing, _option_tokens(idx, missing), strict=True):
+                memo[option] = got
+                parts += got
+        if not parts:
             return _EMPTY_IDS, _EMPTY_VALS
-        starts = [o[0] for o in options]
-        exact = [piece for o in options for piece in o[1]]
-        lo, hi = idx.prefix_ranges(starts)
-        start_ok = lo < hi
-        sel = ranges_to_mask(lo, hi, idx.sorted_ids.size)
-        long_ok = np.zeros(0, dtype=bool)
-        if exact:
-            lo, hi = idx.exact_ranges(exact)
-            long_ok = lo < hi
-            sel |= ranges_to_mask(lo, hi, idx.sorted_ids.size)
-        # A form no token of >= PREFER_MIN_CHARS characters can start (" X"+"box",
-        # " Ad"+"idas") gets its longest available start boosted instead: otherwise it is
-        # only ever boosted once the model has started it on its own.
-        fallback: list[str] = []
-        at = 0
-        for j, (_, longer, shorter) in enumerate(options):
-            n = len(longer)
-            if shorter and not start_ok[j] and not long_ok[at:at + n].any():
-                lo, hi = idx.exact_ranges(shorter)
-                hit = np.flatnonzero(lo < hi)
-                if hit.size:
-                    fallback.append(shorter[hit[0]])
-            at += n
-        if fallback:
-            lo, hi = idx.exact_ranges(fallback)
-            sel |= ranges_to_mask(lo, hi, idx.sorted_ids.size)
-        ids = np.unique(idx.sorted_ids[sel]).astype(np.int32)
+        ids = np.unique(np.concatenate(parts)).astype(np.int32)
         return ids, np.full(ids.size, self.bias, dtype=np.float32)
+
+
+def _option_tokens(idx: VocabIndex, options: list[tuple[str, str, int]]
+                   ) -> list[tuple[np.ndarray, ...]]:
+    """The tokens a prefer state boosts for each option (separator s, rest r of a
+    preferred form's key, need: the fewest characters a boosted piece has), as views of
+    ``idx.sorted_ids`` (no copy): the tokens starting with s+r (they finish the form), and
+    those equal to one of its pieces s+r[:k] of at least ``need`` characters (a piece of
+    only separators is none). A form no such token can start (" X"+"box", " Ad"+"idas")
+    gets its longest available shorter piece instead: otherwise it is only ever boosted
+    once the model has started it on its own."""
+    pieces = []  # per option: (pieces long enough, shorter pieces longest first)
+    for s, r, need in options:
+        ks = [k for k in range(1, len(r)) if r[:k].strip(SEP)]
+        pieces.append(([s + r[:k] for k in ks if k >= need],
+                       [s + r[:k] for k in reversed(ks) if k < need]))
+    ids = idx.sorted_ids
+    s_lo, s_hi = idx.prefix_ranges([s + r for s, r, _ in options])
+    longer = [piece for lng, _ in pieces for piece in lng]
+    l_lo, l_hi = idx.exact_ranges(longer) if longer else (_NO_TOKENS, _NO_TOKENS)
+    s_lo, s_hi, l_lo, l_hi = s_lo.tolist(), s_hi.tolist(), l_lo.tolist(), l_hi.tolist()
+    out = []
+    at = 0
+    for j, (lng, shorter) in enumerate(pieces):
+        views = [ids[s_lo[j]:s_hi[j]]] if s_lo[j] < s_hi[j] else []
+        views += [ids[l_lo[i]:l_hi[i]] for i in range(at, at + len(lng)) if l_lo[i] < l_hi[i]]
+        at += len(lng)
+        if shorter and not views:
+            lo, hi = idx.exact_ranges(shorter)
+            hit = np.flatnonzero(lo < hi)
+            if hit.size:
+                views.append(ids[lo[hit[0]]:hi[hit[0]]])
+        out.append(tuple(views))
+    return out
 
 
 _PREFER_SIDES = _LRU(256)  # (vocabulary, preferred patterns, bias) -> PreferSide

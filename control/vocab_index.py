@@ -206,6 +206,11 @@ class VocabIndex:
         idx.build_seconds = time.perf_counter() - t0
         return idx
 
+    def memo(self, name: str) -> dict:
+        """The dict kept on this index under ``name``: for a caller's memo of answers that
+        depend only on the vocabulary (the caller keys it and bounds it)."""
+        return self.__dict__.setdefault("_memos", {}).setdefault(name, {})
+
     # -- range queries ---------------------------------------------------------------
     def _ranges(self, sep: bool, queries: list[str], exact: bool) -> tuple[np.ndarray, ...]:
         """[lo, hi) ranges of ``queries`` in ``sep_texts`` (``sep``) or ``sorted_texts``:

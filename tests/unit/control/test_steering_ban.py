@@ -537,3 +537,102 @@ def test_a_prefer_side_s_moves_start_over_past_their_bound_and_rows_move_alike(
         assert dataclasses.astuple(rows[0]) == dataclasses.astuple(rows[1])
         assert len(tight.prefer_side.trans) <= 3
     assert rows[0].prefer_done
+
+
+def _reference_prefer_tokens(side, q) -> list[int]:
+    """A prefer state's boosted tokens by the algorithm before the option memo (all the
+    state's options' ranges at once, vocabulary-sized masks, no memo): the reference the
+    memoised :meth:`PreferSide._tokens` must equal."""
+    from greyelephant.control.ban_automaton import ROOT, SEP
+    from greyelephant.control.vocab_index import ranges_to_mask
+
+    ac, idx = side.ac, side.index
+    options = []
+    for p in [*ac.chain(q), ROOT]:
+        d = ac.depth[p]
+        lo, hi = ac.key_range(p) if p != ROOT else (0, len(ac.keys))
+        seps = ("", SEP) if p != ROOT and ac.ends_sep(p) else ("",)
+        for key in ac.keys[lo:hi]:
+            r = key[d:]
+            if not r:
+                continue
+            need = max(1, min(len(key), PREFER_MIN_CHARS) - d)
+            ks = [k for k in range(1, len(r)) if r[:k].strip(SEP)]
+            for s in seps:
+                options.append((s + r, [s + r[:k] for k in ks if k >= need],
+                                [s + r[:k] for k in reversed(ks) if k < need]))
+    if not options:
+        return []
+    size = idx.sorted_ids.size
+    lo, hi = idx.prefix_ranges([o[0] for o in options])
+    start_ok = lo < hi
+    sel = ranges_to_mask(lo, hi, size)
+    exact = [piece for o in options for piece in o[1]]
+    long_ok = np.zeros(0, dtype=bool)
+    if exact:
+        lo, hi = idx.exact_ranges(exact)
+        long_ok = lo < hi
+        sel |= ranges_to_mask(lo, hi, size)
+    at = 0
+    for j, (_, longer, shorter) in enumerate(options):
+        if shorter and not start_ok[j] and not long_ok[at:at + len(longer)].any():
+            lo, hi = idx.exact_ranges(shorter)
+            hit = np.flatnonzero(lo < hi)
+            if hit.size:
+                sel |= ranges_to_mask(lo[hit[:1]], hi[hit[:1]], size)
+        at += len(longer)
+    return sorted(set(idx.sorted_ids[sel].tolist()))
+
+
+def _assert_every_prefer_state_as_the_reference(side):
+    for q in range(len(side.ac.depth)):
+        ids, vals = side._tokens(q)
+        assert ids.dtype == np.int32 and vals.dtype == np.float32
+        assert ids.tolist() == _reference_prefer_tokens(side, q), (q, side.ac.label(q))
+        assert vals.tolist() == [side.bias] * ids.size
+
+
+def test_memoised_prefer_options_boost_what_the_reference_boosts_on_the_dev_set(
+        vocab_index, monkeypatch):
+    """Each prefer option's tokens are memoised per vocabulary and a state's boosted
+    tokens are their union: at every state of prefer sides drawn from the dev set's
+    preferred entities (sharing forms, so later sides hit what earlier ones memoised), and
+    with a memo small enough to start over inside a state, the same tokens as the
+    reference."""
+    import json
+    import random
+    from pathlib import Path
+
+    from greyelephant.control import ban_automaton as ba
+
+    lines = (Path(__file__).resolve().parents[3] / "benchmarks" / "data"
+             / "pink_elephant_dev.jsonl").read_text().splitlines()
+    prefers = [json.loads(line)["prefer"] for line in lines if line.strip()]
+    draw = random.Random(0)
+    vocab_index.memo("prefer_options").clear()
+    for _ in range(3):
+        side = ba.PreferSide(vocab_index, fold_patterns(draw.sample(prefers, 8)), 4.0)
+        _assert_every_prefer_state_as_the_reference(side)
+    assert vocab_index.memo("prefer_options")
+    monkeypatch.setattr(ba, "MAX_PREFER_OPTIONS", 4)
+    side = ba.PreferSide(vocab_index, fold_patterns(draw.sample(prefers, 8)), 4.0)
+    _assert_every_prefer_state_as_the_reference(side)
+    assert len(vocab_index.memo("prefer_options")) <= 4 + len(side.ac.keys) * 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(prefer=st.lists(st.text(alphabet="ab ", min_size=1, max_size=6), min_size=1,
+                       max_size=4),
+       pieces=st.lists(st.text(alphabet="ab ", min_size=1, max_size=4), min_size=1,
+                       max_size=12))
+def test_memoised_prefer_options_boost_what_the_reference_boosts_on_toy_vocabularies(
+        prefer, pieces):
+    # a two-letter alphabet and separators: forms that are each other's prefixes and
+    # pieces, vocabularies where some forms can only start with a short token (the
+    # fallback) and some not at all
+    from greyelephant.control import ban_automaton as ba
+
+    index = VocabIndex.from_token_bytes([None, *(p.encode() for p in pieces)])
+    side = ba.PreferSide(index, ba.minimal_patterns(ba._strip_articles(ba._folded(prefer))),
+                         4.0)
+    _assert_every_prefer_state_as_the_reference(side)
