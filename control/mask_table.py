@@ -8,7 +8,9 @@ only one slot index per row, and the kernels gather the rows' masks on the devic
 (``apply_logit_controls(mask_table=..., mask_rows=...)``).
 
 * Slot 0 is all zeros: rows without a mask point there.
-* A mask is uploaded the first time its key is used (one small host-to-device copy).
+* A mask is uploaded the first time its key is used. A step's new masks are staged on the
+  host and written to the device together, in one copy, when the table is next read
+  (:attr:`MaskTable.table`: the kernels read it once a step), not one copy each.
 * The table grows by doubling up to ``budget_bytes`` (default 256 MiB: 13.8 K states of a
   152 K vocabulary, 43 K of SmolLM2's 49 K); past that, the least recently used slots are
   reused (by step: slots last used in the same step rank as equals), never one that the
@@ -41,31 +43,39 @@ class MaskTable:
         self.n_words = n_words
         self.device = torch.device(device)
         self.max_slots = max(2, budget_bytes // (4 * n_words))
-        self.table = torch.zeros(min(INITIAL_SLOTS, self.max_slots), n_words, dtype=torch.int32,
-                                 device=self.device)
+        self._table = torch.zeros(min(INITIAL_SLOTS, self.max_slots), n_words,
+                                  dtype=torch.int32, device=self.device)
+        # masks handed out but not yet written to the device: slot -> its row of _staged
+        self._pending: dict[int, int] = {}
+        self._staged = np.zeros((16, n_words), dtype=np.int32)
         self._slots: dict[Hashable, int] = {}  # key -> slot
         self._keys: dict[int, Hashable] = {}  # slot -> key
         # slot -> the step that last handed it out (slot 0, never reused: a step of its own)
-        self.used_in = np.zeros(self.table.shape[0], dtype=np.int64)
-        self.stamps = np.zeros(self.table.shape[0], dtype=np.int64)  # slot -> its upload's
-        self._free = list(range(self.table.shape[0] - 1, 0, -1))  # slot 0: zeros
+        self.used_in = np.zeros(self._table.shape[0], dtype=np.int64)
+        self.stamps = np.zeros(self._table.shape[0], dtype=np.int64)  # slot -> its upload's
+        self._free = list(range(self._table.shape[0] - 1, 0, -1))  # slot 0: zeros
         self.step = 0
         self.uploads = 0
         self.evictions = 0  # slots taken back from a key (for tests and logs)
+
+    @property
+    def table(self) -> torch.Tensor:
+        """The device table ``[slots, n_words]``, every mask handed out so far written:
+        the masks staged since the last read go in one host-to-device copy."""
+        if self._pending:
+            self._flush()
+        return self._table
 
     def begin_step(self) -> None:
         self.step += 1
 
     def slot(self, key: Hashable, words: np.ndarray) -> int:
-        """The slot holding ``words`` (uploaded under ``key`` the first time)."""
+        """The slot holding ``words`` (uploaded under ``key`` the first time: copied to
+        the host staging rows now, to the device at the next read of :attr:`table`)."""
         s = self._slots.get(key)
         if s is None:
             s = self._take()
-            w = min(self.n_words, words.size)
-            self.table[s, :w] = torch.from_numpy(np.ascontiguousarray(words[:w])).to(
-                self.device, non_blocking=False)
-            if w < self.n_words:
-                self.table[s, w:] = 0
+            self._stage(s, words)
             self._slots[key] = s
             self._keys[s] = key
             self.stamps[s] = next(_STAMPS)
@@ -73,15 +83,39 @@ class MaskTable:
         self.used_in[s] = self.step
         return s
 
+    def _stage(self, s: int, words: np.ndarray) -> None:
+        # a slot taken again before a flush (evicted, then reused) keeps its staging row:
+        # its latest mask is the one written
+        n = self._pending.setdefault(s, len(self._pending))
+        if n == self._staged.shape[0]:
+            grown = np.zeros((2 * n, self.n_words), dtype=np.int32)
+            grown[:n] = self._staged
+            self._staged = grown
+        w = min(self.n_words, words.size)
+        self._staged[n, :w] = words[:w]
+        self._staged[n, w:] = 0
+
+    def _flush(self) -> None:
+        n = len(self._pending)
+        slots = np.fromiter(self._pending, dtype=np.int64, count=n)  # (rows 0..n-1, in order)
+        if self.device.type == "cpu":
+            self._table.numpy()[slots] = self._staged[:n]
+        else:
+            self._table.index_copy_(0, torch.from_numpy(slots).to(self.device),
+                                    torch.from_numpy(self._staged[:n]).to(self.device))
+        self._pending.clear()
+        if self._staged.shape[0] > 1024 and n < 256:  # (a burst's rows given back)
+            self._staged = np.zeros((256, self.n_words), dtype=np.int32)
+
     def _take(self) -> int:
         if self._free:
             return self._free.pop()
-        if self.table.shape[0] < self.max_slots:
-            old = self.table.shape[0]
+        if self._table.shape[0] < self.max_slots:
+            old = self._table.shape[0]
             grown = torch.zeros(min(2 * old, self.max_slots), self.n_words, dtype=torch.int32,
                                 device=self.device)
-            grown[:old] = self.table
-            self.table = grown
+            grown[:old] = self._table  # (staged masks are written to the grown table)
+            self._table = grown
             for name in ("used_in", "stamps"):
                 a = np.zeros(grown.shape[0], dtype=np.int64)
                 a[:old] = getattr(self, name)
@@ -100,4 +134,4 @@ class MaskTable:
 
     @property
     def bytes(self) -> int:
-        return self.table.numel() * 4
+        return self._table.numel() * 4

@@ -44,6 +44,8 @@ from .normalize import SEP, fold_text
 logger = logging.getLogger("greyelephant.control")
 
 MAX_MEMO_RANGES = 1 << 14  # memoised query strings per kind of query (see VocabIndex._ranges)
+DENSE_MARK_SHARE = 32  # VocabIndex.mark: a query matching >= 1/32 of the vocabulary ...
+MAX_DENSE_MARKS = 64  # ... is kept as a boolean mask, at most this many per kind of query
 _HI = "\U0010ffff"  # never in folded text (not alnum, so it would fold to SEP)
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -271,22 +273,41 @@ class VocabIndex:
         if memo is None:
             memo = self.__dict__["_id_memo"] = {(a, b): {} for a in (False, True)
                                                 for b in (False, True)}
+            self.__dict__["_dense_memo"] = {key: {} for key in memo}
         known = memo[(sep, exact)]
         views = list(map(known.get, queries))
-        new = [q for q, v in zip(queries, views, strict=True) if v is None]
+        new = [n for n, v in enumerate(views) if v is None]
         if new:  # (searched here, not through _ranges: its memo would keep them twice)
+            strings = [queries[n] for n in new]
             arr = self.sep_texts if sep else self.sorted_texts
             z = np.zeros(len(new), dtype=np.int64)
-            lo, hi = _search(arr, new, exact) if arr.size else (z, z)
+            lo, hi = _search(arr, strings, exact) if arr.size else (z, z)
             ids = self.sep_ids if sep else self.sorted_ids
             found = [ids[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
             if len(known) + len(new) > MAX_MEMO_RANGES:  # bounded: start over
                 known.clear()
-            known.update(zip(new, found, strict=True))
-            views += found  # (the memo may have started over: not read back)
-        for v in views:
-            if v is not None and v.size:
+            known.update(zip(strings, found, strict=True))
+            for n, v in zip(new, found, strict=True):
+                views[n] = v
+        # a query matching many tokens (a lone separator after a whole form: half the
+        # vocabulary) is OR-ed in as a memoised boolean mask rather than set id by id
+        many = max(1, self.vocab_size // DENSE_MARK_SHARE)
+        dense = None
+        for n, v in enumerate(views):
+            if not v.size:
+                continue
+            if v.size < many or out.size != self.vocab_size:
                 out[v] = True
+                continue
+            if dense is None:
+                dense = self.__dict__["_dense_memo"][(sep, exact)]
+            m = dense.get(queries[n])
+            if m is None:
+                if len(dense) >= MAX_DENSE_MARKS:  # bounded: start over
+                    dense.clear()
+                m = dense[queries[n]] = np.zeros(self.vocab_size, dtype=bool)
+                m[v] = True
+            np.logical_or(out, m, out=out)
 
     def tokens_in(self, ranges: tuple[np.ndarray, np.ndarray], *, sep: bool = False
                   ) -> np.ndarray:

@@ -112,6 +112,42 @@ def test_mask_table_reuses_the_least_recently_used_slot():
     assert table.uploads == 7 and table.evictions == 3
 
 
+def test_mask_table_writes_new_masks_at_the_next_read_with_the_latest_mask_per_slot(
+        monkeypatch):
+    """A step's new masks are staged and written to the table together when it is next
+    read; a slot reused before that read (evicted, then taken again) holds its newest
+    mask, growth between staging and the read keeps every staged mask, and a short mask's
+    tail is zero."""
+    writes = []
+    flush = MaskTable._flush
+    monkeypatch.setattr(MaskTable, "_flush", lambda self: (writes.append(len(self._pending)),
+                                                           flush(self)))
+    table = MaskTable(n_words=3, budget_bytes=4 * 3 * 3)  # 3 slots: zeros + 2
+    row = {k: np.array([n + 1, n + 10, n + 20], dtype=np.int32) for n, k in enumerate("abcd")}
+    table.begin_step()
+    sa, sb = table.slot("a", row["a"]), table.slot("b", row["b"])
+    table.begin_step()  # (no read in between: both still staged)
+    sc = table.slot("c", row["c"])  # evicts a or b before either was written
+    assert writes == [] and table.evictions == 1
+    got = table.table.numpy()
+    assert writes == [2]  # two slots, one copy; c's mask replaced the evicted one's
+    assert got[sc].tolist() == row["c"].tolist() and not got[0].any()
+    kept = sb if sc == sa else sa
+    assert got[kept].tolist() == row["b" if kept == sb else "a"].tolist()
+    table.begin_step()
+    assert table.slot("c", row["c"]) == sc and table.uploads == 3
+    assert table.table.shape == (3, 3)
+    assert writes == [2]  # a hit stages nothing: no copy
+
+    grows = MaskTable(n_words=3)
+    grows.begin_step()
+    slots = [grows.slot(i, np.full(1 + i % 3, i + 1, dtype=np.int32)) for i in range(300)]
+    got = grows.table.numpy()  # (the table grew from 256 slots, the staging rows past 16)
+    for i, s in enumerate(slots):
+        n = 1 + i % 3
+        assert got[s].tolist() == [i + 1] * n + [0] * (3 - n)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_kernel_gathers_masks_from_the_table(device):
     g = torch.Generator().manual_seed(3)

@@ -89,6 +89,31 @@ def test_the_query_memos_start_over_past_their_bound_and_answer_alike(vocab_inde
             assert len(memo[(False, False)]) <= len(queries) + 1
 
 
+def test_queries_matching_many_tokens_are_marked_alike_past_the_dense_bound(vocab_index,
+                                                                            monkeypatch):
+    """A query matching many tokens (a lone separator, a single letter, the empty string)
+    is OR-ed in as a memoised boolean mask; past MAX_DENSE_MARKS those start over, and
+    every call still sets what brute force finds, keeping what was set before."""
+    from greyelephant.control import vocab_index as vi
+
+    idx = vocab_index
+    monkeypatch.setattr(vi, "MAX_DENSE_MARKS", 1)
+    for kept in idx.__dict__.get("_dense_memo", {}).values():  # (other tests' masks)
+        kept.clear()
+    before = np.zeros(idx.vocab_size, dtype=bool)
+    before[[5, 77, 40_000]] = True
+    many = [[" "], [" s", " "], ["", "t"], ["a", "zzq", " s"], [" "]]
+    assert all(len(_brute(idx, [q], False, False)) >= idx.vocab_size // vi.DENSE_MARK_SHARE
+               for qs in many for q in qs if q not in ("zzq", "t"))
+    for qs in many:
+        out = before.copy()
+        idx.mark(out, qs)
+        want = before.copy()
+        want[_brute(idx, qs, False, False)] = True
+        assert np.array_equal(out, want), qs
+        assert len(idx.__dict__["_dense_memo"][(False, False)]) <= 1
+
+
 def test_an_index_with_no_separator_suffixes_gives_every_query_an_empty_range():
     from greyelephant.control.vocab_index import VocabIndex
 
