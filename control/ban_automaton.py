@@ -616,7 +616,13 @@ class PreferSide:
                 parts += got
         if not parts:
             return _EMPTY_IDS, _EMPTY_VALS
-        ids = np.unique(np.concatenate(parts)).astype(np.int32)
+        if sum(map(len, parts)) < idx.vocab_size // 64:  # few: sorted in place
+            ids = np.unique(np.concatenate(parts)).astype(np.int32)
+        else:  # many (a short rest such as "t" starts hundreds of tokens): by a mask
+            sel = np.zeros(idx.vocab_size, dtype=bool)
+            for v in parts:
+                sel[v] = True
+            ids = np.flatnonzero(sel).astype(np.int32)
         return ids, np.full(ids.size, self.bias, dtype=np.float32)
 
 
