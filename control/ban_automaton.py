@@ -583,30 +583,38 @@ class PreferSide:
     def _boost_set(self, q: int) -> frozenset[int]:
         return frozenset(self.tokens(q)[0].tolist())
 
-    def _tokens(self, q: int) -> tuple[np.ndarray, np.ndarray]:
-        # The options of state q: per key of its chain's states (and the root's) and per
-        # separator choice, the key's rest, whose tokens (:func:`_option_tokens`) depend
-        # only on the option. Memoised per vocabulary: sides whose forms share a rest
-        # (every side's root options are its whole forms) compute its tokens once.
-        ac, idx = self.ac, self.index
-        memo = idx.memo("prefer_options")
-        parts: list[np.ndarray] = []
-        missing: list[tuple[str, str, int]] = []
+    def options(self, q: int) -> list[tuple[str, str, int]]:
+        """The options of state ``q``, whose tokens the bias boosts (see
+        :func:`_option_tokens`): per key of its chain's states and the root's, and per
+        separator choice s (after a state that ends with one, with and without it), the
+        key's rest r and the fewest characters a boosted piece of it needs."""
+        ac = self.ac
+        out = []
         for p in [*ac.chain(q), ROOT]:
             d = ac.depth[p]
             lo, hi = ac.key_range(p) if p != ROOT else (0, len(ac.keys))
             seps = ("", SEP) if p != ROOT and ac.ends_sep(p) else ("",)
             for key in ac.keys[lo:hi]:
                 r = key[d:]
-                if not r:
-                    continue
-                need = max(1, min(len(key), PREFER_MIN_CHARS) - d)
-                for s in seps:
-                    got = memo.get((s, r, need))
-                    if got is None:
-                        missing.append((s, r, need))
-                    else:
-                        parts += got
+                if r:
+                    need = max(1, min(len(key), PREFER_MIN_CHARS) - d)
+                    out += [(s, r, need) for s in seps]
+        return out
+
+    def _tokens(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        # the union of the state's options' tokens, which depend only on the option:
+        # memoised per vocabulary, so sides whose forms share a rest (every side's root
+        # options are its whole forms) compute its tokens once
+        idx = self.index
+        memo = idx.memo("prefer_options")
+        parts: list[np.ndarray] = []
+        missing: list[tuple[str, str, int]] = []
+        for option in self.options(q):
+            got = memo.get(option)
+            if got is None:
+                missing.append(option)
+            else:
+                parts += got
         if missing:
             missing = list(dict.fromkeys(missing))
             if len(memo) + len(missing) > MAX_PREFER_OPTIONS:  # bounded: start over

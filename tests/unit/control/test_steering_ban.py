@@ -540,27 +540,19 @@ def test_a_prefer_side_s_moves_start_over_past_their_bound_and_rows_move_alike(
 
 
 def _reference_prefer_tokens(side, q) -> list[int]:
-    """A prefer state's boosted tokens by the algorithm before the option memo (all the
-    state's options' ranges at once, vocabulary-sized masks, no memo): the reference the
-    memoised :meth:`PreferSide._tokens` must equal."""
-    from greyelephant.control.ban_automaton import ROOT, SEP
+    """A prefer state's boosted tokens from its options (:meth:`PreferSide.options`) by
+    the algorithm before the option memo (all the options' ranges at once,
+    vocabulary-sized masks, no memo): the reference the memoised
+    :meth:`PreferSide._tokens` must equal."""
+    from greyelephant.control.ban_automaton import SEP
     from greyelephant.control.vocab_index import ranges_to_mask
 
-    ac, idx = side.ac, side.index
+    idx = side.index
     options = []
-    for p in [*ac.chain(q), ROOT]:
-        d = ac.depth[p]
-        lo, hi = ac.key_range(p) if p != ROOT else (0, len(ac.keys))
-        seps = ("", SEP) if p != ROOT and ac.ends_sep(p) else ("",)
-        for key in ac.keys[lo:hi]:
-            r = key[d:]
-            if not r:
-                continue
-            need = max(1, min(len(key), PREFER_MIN_CHARS) - d)
-            ks = [k for k in range(1, len(r)) if r[:k].strip(SEP)]
-            for s in seps:
-                options.append((s + r, [s + r[:k] for k in ks if k >= need],
-                                [s + r[:k] for k in reversed(ks) if k < need]))
+    for s, r, need in side.options(q):
+        ks = [k for k in range(1, len(r)) if r[:k].strip(SEP)]
+        options.append((s + r, [s + r[:k] for k in ks if k >= need],
+                        [s + r[:k] for k in reversed(ks) if k < need]))
     if not options:
         return []
     size = idx.sorted_ids.size
