@@ -48,6 +48,8 @@ class MaskTable:
         # masks handed out but not yet written to the device: slot -> its row of _staged
         self._pending: dict[int, int] = {}
         self._staged = np.zeros((16, n_words), dtype=np.int32)
+        # the flush's write: through a numpy view of host memory, else one index_copy_
+        self._write_in_place = self.device.type == "cpu"
         self._slots: dict[Hashable, int] = {}  # key -> slot
         self._keys: dict[int, Hashable] = {}  # slot -> key
         # slot -> the step that last handed it out (slot 0, never reused: a step of its own)
@@ -98,7 +100,7 @@ class MaskTable:
     def _flush(self) -> None:
         n = len(self._pending)
         slots = np.fromiter(self._pending, dtype=np.int64, count=n)  # (rows 0..n-1, in order)
-        if self.device.type == "cpu":
+        if self._write_in_place:
             self._table.numpy()[slots] = self._staged[:n]
         else:
             self._table.index_copy_(0, torch.from_numpy(slots).to(self.device),

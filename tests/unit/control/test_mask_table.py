@@ -112,17 +112,20 @@ def test_mask_table_reuses_the_least_recently_used_slot():
     assert table.uploads == 7 and table.evictions == 3
 
 
+@pytest.mark.parametrize("in_place", [True, False], ids=["numpy-write", "index-copy"])
 def test_mask_table_writes_new_masks_at_the_next_read_with_the_latest_mask_per_slot(
-        monkeypatch):
+        monkeypatch, in_place):
     """A step's new masks are staged and written to the table together when it is next
     read; a slot reused before that read (evicted, then taken again) holds its newest
     mask, growth between staging and the read keeps every staged mask, and a short mask's
-    tail is zero."""
+    tail is zero. Both writes: a numpy view's (the CPU's) and ``index_copy_`` (a GPU's,
+    here on CPU tensors)."""
     writes = []
     flush = MaskTable._flush
     monkeypatch.setattr(MaskTable, "_flush", lambda self: (writes.append(len(self._pending)),
                                                            flush(self)))
     table = MaskTable(n_words=3, budget_bytes=4 * 3 * 3)  # 3 slots: zeros + 2
+    table._write_in_place = in_place
     row = {k: np.array([n + 1, n + 10, n + 20], dtype=np.int32) for n, k in enumerate("abcd")}
     table.begin_step()
     sa, sb = table.slot("a", row["a"]), table.slot("b", row["b"])
@@ -140,6 +143,7 @@ def test_mask_table_writes_new_masks_at_the_next_read_with_the_latest_mask_per_s
     assert writes == [2]  # a hit stages nothing: no copy
 
     grows = MaskTable(n_words=3)
+    grows._write_in_place = in_place
     grows.begin_step()
     slots = [grows.slot(i, np.full(1 + i % 3, i + 1, dtype=np.int32)) for i in range(300)]
     got = grows.table.numpy()  # (the table grew from 256 slots, the staging rows past 16)
