@@ -33,6 +33,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -208,9 +209,10 @@ class VocabIndex:
         idx.build_seconds = time.perf_counter() - t0
         return idx
 
-    def memo(self, name: str) -> dict:
-        """The dict kept on this index under ``name``: for a caller's memo of answers that
-        depend only on the vocabulary (the caller keys it and bounds it)."""
+    def memo(self, name: Hashable) -> dict:
+        """The dict kept on this index under ``name``: a memo of answers that depend only
+        on the vocabulary (its user keys it and bounds it): the query memos below, per kind
+        of query, and the prefer options' (``ban_automaton``)."""
         return self.__dict__.setdefault("_memos", {}).setdefault(name, {})
 
     # -- range queries ---------------------------------------------------------------
@@ -224,11 +226,7 @@ class VocabIndex:
         if not queries or arr.size == 0:  # (nothing to search: every range empty)
             z = np.zeros(len(queries), dtype=np.int64)
             return z, z
-        memo = self.__dict__.get("_range_memo")
-        if memo is None:
-            memo = self.__dict__["_range_memo"] = {(a, b): {} for a in (False, True)
-                                                   for b in (False, True)}
-        known = memo[(sep, exact)]
+        known = self.memo(("ranges", sep, exact))
         # lo << 32 | hi per string (-1: not memoised), looked up at C level
         packed = np.fromiter(map(known.get, queries, itertools.repeat(-1)), dtype=np.int64,
                              count=len(queries))
@@ -269,12 +267,7 @@ class VocabIndex:
         view of ``sorted_ids`` / ``sep_ids`` (no copy), so a query seen before costs a
         lookup, and one matching nothing (most: a state's rests of whole forms) nothing
         more."""
-        memo = self.__dict__.get("_id_memo")
-        if memo is None:
-            memo = self.__dict__["_id_memo"] = {(a, b): {} for a in (False, True)
-                                                for b in (False, True)}
-            self.__dict__["_dense_memo"] = {key: {} for key in memo}
-        known = memo[(sep, exact)]
+        known = self.memo(("ids", sep, exact))
         views = list(map(known.get, queries))
         new = [n for n, v in enumerate(views) if v is None]
         if new:  # (searched here, not through _ranges: its memo would keep them twice)
@@ -300,7 +293,7 @@ class VocabIndex:
                 out[v] = True
                 continue
             if dense is None:
-                dense = self.__dict__["_dense_memo"][(sep, exact)]
+                dense = self.memo(("dense", sep, exact))
             m = dense.get(queries[n])
             if m is None:
                 if len(dense) >= MAX_DENSE_MARKS:  # bounded: start over

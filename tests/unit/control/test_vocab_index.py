@@ -85,8 +85,8 @@ def test_the_query_memos_start_over_past_their_bound_and_answer_alike(vocab_inde
         out = np.zeros(idx.vocab_size, dtype=bool)
         idx.mark(out, [*queries, "x" + more])
         assert np.array_equal(out, want_mask | idx.tokens_in(idx.prefix_ranges(["x" + more])))
-        for memo in idx.__dict__["_range_memo"], idx.__dict__["_id_memo"]:
-            assert len(memo[(False, False)]) <= len(queries) + 1
+        for memo in idx.memo(("ranges", False, False)), idx.memo(("ids", False, False)):
+            assert len(memo) <= len(queries) + 1
 
 
 def test_queries_matching_many_tokens_are_marked_alike_past_the_dense_bound(vocab_index,
@@ -98,8 +98,7 @@ def test_queries_matching_many_tokens_are_marked_alike_past_the_dense_bound(voca
 
     idx = vocab_index
     monkeypatch.setattr(vi, "MAX_DENSE_MARKS", 1)
-    for kept in idx.__dict__.get("_dense_memo", {}).values():  # (other tests' masks)
-        kept.clear()
+    idx.memo(("dense", False, False)).clear()  # (other tests' masks)
     before = np.zeros(idx.vocab_size, dtype=bool)
     before[[5, 77, 40_000]] = True
     many = [[" "], [" s", " "], ["", "t"], ["a", "zzq", " s"], [" "]]
@@ -111,7 +110,7 @@ def test_queries_matching_many_tokens_are_marked_alike_past_the_dense_bound(voca
         want = before.copy()
         want[_brute(idx, qs, False, False)] = True
         assert np.array_equal(out, want), qs
-        assert len(idx.__dict__["_dense_memo"][(False, False)]) <= 1
+        assert len(idx.memo(("dense", False, False))) <= 1
 
 
 def test_an_index_with_no_separator_suffixes_gives_every_query_an_empty_range():
