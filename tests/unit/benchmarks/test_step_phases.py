@@ -55,3 +55,25 @@ def test_profile_prints_the_top_functions(capsys):
                              "--profile", "3"]) == 0
     out = capsys.readouterr().out
     assert "cProfile, 3 steps" in out and "steering_batch.py" in out
+
+
+def test_parts_time_a_many_spec_run_and_leave_the_functions_as_they_were(capsys):
+    from greyelephant.control import ban_automaton, step_states
+
+    before = (ban_automaton.PreferSide.__dict__["_tokens"], step_states._compute_many)
+    assert step_phases.main(["--batch", "4", "--steps", "6", "--warmup", "2",
+                             "--distinct", "3", "--own-prefer", "--parts", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "each request its own spec of 3 entities and its own prefer list" in out
+    parts = out[out.index("parts, 6 more steps"):]
+    for name in step_phases.DEFAULT_PARTS:
+        assert name in parts
+    assert "calls a step" in parts and "ms a step" in parts
+    assert (ban_automaton.PreferSide.__dict__["_tokens"], step_states._compute_many) == before
+
+
+def test_own_prefer_needs_distinct():
+    import pytest
+
+    with pytest.raises(SystemExit):
+        step_phases.main(["--batch", "2", "--own-prefer"])
