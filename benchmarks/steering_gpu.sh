@@ -10,11 +10,16 @@
 #      the ratios hold where separate runs do not), with this checkout's lanes off (the
 #      fast path of control/step_states.py, on by default from 64 rows) as a fourth
 #      version;
+#   4b. if .base/ holds older code and MANY=1 (the default): the same comparison, 3
+#      rounds, under runner V2's adapter (vLLM 0.32's default runner on GPUs) with one
+#      spec for all rows, then under V1 with each request its own spec of 10 entities and
+#      its own prefer list (a multi-tenant load), at B = 64 and 256;
 #   5. step_phases' split of a B=256 step with the lanes off, then (lanes on, the
-#      default) with cProfile's top functions (this checkout).
+#      default) with cProfile's top functions (this checkout), then the many-spec
+#      step's parts (--distinct 10 --own-prefer --parts default).
 # Everything lands in $OUT (default /tmp/steering_gpu): env.txt, run.log,
 # steering_device_check.json, steering_step-cuda.{json,md},
-# steering_step_compare-cuda.{json,md}.
+# steering_step_compare-cuda[-distinct10-own-prefer|-v2].{json,md}.
 # (Up to 8f158e3, step 4 was two alternating rounds of steering_step before and after;
 # benchmarks/steering_gpu_summary.py reads such a log.)
 #
@@ -58,9 +63,19 @@ if [ -d .base/control ]; then
   python3 benchmarks/steering_step_compare.py --ref-tree .base --device "$DEVICE" \
     --batches 1,16,64,256 --rounds 5 --steps 200 --lanes --out "$OUT" 2>&1 \
     | tee -a "$LOG" || rc=1
+  if [ "${MANY:-1}" = 1 ]; then
+    python3 benchmarks/steering_step_compare.py --ref-tree .base --device "$DEVICE" \
+      --batches 64,256 --rounds 3 --steps 200 --runner v2 --out "$OUT" 2>&1 \
+      | tee -a "$LOG" || rc=1
+    python3 benchmarks/steering_step_compare.py --ref-tree .base --device "$DEVICE" \
+      --batches 64,256 --rounds 3 --steps 200 --distinct 10 --own-prefer --out "$OUT" \
+      2>&1 | tee -a "$LOG" || rc=1
+  fi
 fi
 python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 100 \
   --lanes off 2>&1 | tee -a "$LOG" || rc=1
 python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 100 \
   --profile 300 2>&1 | tee -a "$LOG" || rc=1
+python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 300 \
+  --distinct 10 --own-prefer --parts default 2>&1 | tee -a "$LOG" || rc=1
 exit $rc
