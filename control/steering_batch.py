@@ -86,6 +86,7 @@ MAX_ADMIT_KEY_BYTES = 1 << 16
 # The fewest rows a step has for the lanes (SteeringBatch(lanes=True)) to run; below it,
 # their fixed cost outweighs what they save (docs/steering.md, "Lanes")
 LANE_MIN_ROWS = 64
+TRACKED_ROWS = 256  # batch rows the per-batch-row arrays hold at first (they grow)
 # The rollback check looks among a row's first tokens for one that proves the row's argmax
 # lies outside a token set, first among the first 256, then the first 2048 (see
 # argmax_if_in)
@@ -243,6 +244,18 @@ class FedRows(NamedTuple):
     last: np.ndarray  # int64
 
 
+def _fed_rows(lanes: np.ndarray, outs: list[list[int]]) -> FedRows:
+    """:class:`FedRows` of rows with these lanes and output lists (C-level loops: no
+    Python frame per row)."""
+    k = len(outs)
+    lengths = np.fromiter(map(len, outs), dtype=np.int64, count=k)
+    try:
+        last = np.fromiter(map(_LAST, outs), dtype=np.int64, count=k)
+    except IndexError:  # an empty output (a row's first step)
+        last = np.fromiter([o[-1] if o else -1 for o in outs], dtype=np.int64, count=k)
+    return FedRows(lanes, lengths, last)
+
+
 class _RowsAt:
     """``rows[idx[j]]`` at ``[j]``: a step's row objects, each looked up when used."""
 
@@ -307,6 +320,12 @@ class SteeringBatch:
         self.table_budget_bytes = table_budget_bytes
         self._table: MaskTable | None = None
         self.rows: dict[int, _Row] = {}
+        # per batch row, kept by add/remove/move while ``rows`` is this dict: its row's
+        # lane (-1: none) and output list, so that a step gathers the lanes' inputs
+        # without reading a row object (see _tracked_fed)
+        self._tracked = self.rows
+        self._row_lanes = np.full(TRACKED_ROWS, -1, dtype=np.int32)
+        self._row_outs: list[list[int] | None] = [None] * TRACKED_ROWS
         self.cache = cache or SteeringCache()
         self._warned = False
         self._any_failed = False  # a _FailedRow was ever added: rows may hold one (apply)
@@ -381,9 +400,11 @@ class SteeringBatch:
             self.rows.pop(i, None)
         else:
             self.rows[i] = row
+        self._track(i, row)
 
     def remove(self, i: int) -> None:
         self.rows.pop(i, None)
+        self._track(i, None)
 
     def move(self, a: int, b: int, swap: bool) -> None:
         ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)
@@ -391,6 +412,35 @@ class SteeringBatch:
             self.rows[b] = ra
         if swap and rb is not None:
             self.rows[a] = rb
+        self._track(b, ra)
+        self._track(a, rb if swap else None)
+
+    def _track(self, i: int, row: Any) -> None:
+        """Batch row ``i`` holds ``row`` now (None: no row): its lane and output list in
+        the per-batch-row arrays (see :meth:`_tracked_fed`)."""
+        if i >= len(self._row_outs):
+            n = max(i + 1, 2 * len(self._row_outs))
+            lanes = np.full(n, -1, dtype=np.int32)
+            lanes[:self._row_lanes.size] = self._row_lanes
+            self._row_lanes = lanes
+            self._row_outs += [None] * (n - len(self._row_outs))
+        self._row_lanes[i] = getattr(row, "lane", -1)
+        self._row_outs[i] = getattr(row, "out", None)
+
+    def _tracked_fed(self, idx: list[int]) -> FedRows | None:
+        """:class:`FedRows` of the rows ``idx`` (ascending) from the per-batch-row arrays
+        that add/remove/move keep, reading no row object (the V1 adapter feeds none);
+        None once ``rows`` is not the dict they track (runner V2's adapter sets its own
+        every step, and feeds its rows itself)."""
+        if self.rows is not self._tracked:
+            return None
+        k = len(idx)
+        if idx[-1] == k - 1:  # (ascending and distinct: the rows 0..k-1, as slices)
+            at, outs = self._row_lanes[:k], self._row_outs[:k]
+        else:
+            at = self._row_lanes[np.asarray(idx, dtype=np.int64)]
+            outs = list(map(self._row_outs.__getitem__, idx))
+        return _fed_rows(at, outs)
 
     def _admit(self, raw: Any) -> tuple[EngineSteering, CompiledSteering | None]:
         """A row's raw ``extra_args["steering"]`` validated, and compiled when active
@@ -564,8 +614,10 @@ class SteeringBatch:
         # one call for all, after the loop — (plan position, handle, token, string mask)
         pushed: list[tuple[int, int, int, np.ndarray | None]] = []
         lanes = self._lanes if k >= self.lane_min_rows else None
+        if fed is None and lanes is not None:
+            fed = self._tracked_fed(idx)
         # the rows' objects: all of them (map: no Python frame per row), or, when the
-        # caller fed the lanes' inputs, each only where a row is visited
+        # lanes' inputs are known without them, each only where a row is visited
         rs = (list(map(rows.__getitem__, idx)) if fed is None or lanes is None
               else _RowsAt(rows, idx))
         codes = None  # per row on the fast path: new sid << FLAG_BITS | flags; else -1
@@ -574,17 +626,10 @@ class SteeringBatch:
             if vocab != self._lane_vocab:
                 lanes.forget_plans()
                 self._lane_vocab = vocab
-            if fed is not None:
-                at, lengths, last = fed.lanes, fed.lengths, fed.last
-            else:
-                at = np.fromiter(map(_LANE_OF, rs), dtype=np.int32, count=k)
-                outs = list(map(_OUT_OF, rs))
-                lengths = np.fromiter(map(len, outs), dtype=np.int64, count=k)
-                try:  # (C-level: no Python frame per row)
-                    last = np.fromiter(map(_LAST, outs), dtype=np.int64, count=k)
-                except IndexError:  # an empty output (a row's first step)
-                    last = np.fromiter([o[-1] if o else -1 for o in outs],
-                                       dtype=np.int64, count=k)
+            if fed is None:
+                fed = _fed_rows(np.fromiter(map(_LANE_OF, rs), dtype=np.int32, count=k),
+                                list(map(_OUT_OF, rs)))
+            at, lengths, last = fed.lanes, fed.lengths, fed.last
             fast, n_fast, pushes = lanes.advance(at, lengths, last)
             if n_fast:
                 self.fast_rows += n_fast

@@ -277,6 +277,54 @@ def test_a_row_s_lane_goes_with_the_row(vocab_index):
     assert len(batch._lanes._free) == 16 - 3  # (the arrays' first 16 lanes, 3 taken)
 
 
+def _fed_from_rows(batch: SteeringBatch, idx: list[int]) -> tuple:
+    """The lanes' inputs of the rows ``idx`` as read from the row objects."""
+    rows = [batch.rows[i] for i in idx]
+    return ([r.lane for r in rows], [len(r.out) for r in rows],
+            [r.out[-1] if r.out else -1 for r in rows])
+
+
+def test_tracked_lane_inputs_follow_adds_removals_and_moves(vocab_index, monkeypatch):
+    """The per-batch-row arrays add/remove/move keep give the rows' lanes, output
+    lengths and newest tokens as the row objects do: after removals, replacements, moves
+    and swaps, rows that are not steered or not on lanes, an empty output, batch rows past
+    the arrays' first size, and rows not numbered from 0; none once ``rows`` was
+    replaced from outside (as runner V2's adapter does)."""
+    monkeypatch.setattr(steering_batch, "TRACKED_ROWS", 4)
+    batch = SteeringBatch(vocab_index, "cpu", lanes=True, lane_min_rows=0)
+    info = RequestInfo(stop_ids=frozenset({2, SIGNAL}))
+    rng = np.random.default_rng(1)
+    outs: dict[int, list[int]] = {}
+
+    def add(i: int, args: dict | None) -> None:
+        outs[i] = [int(t) for t in rng.integers(0, 1000, size=int(rng.integers(0, 5)))]
+        batch.add(i, args, outs[i], info)
+
+    for i in range(6):
+        add(i, _args(3) if i != 2 else _prefer_only())  # row 2: steered, on no lane
+    add(6, None)  # not steered: no row
+    steps = [lambda: batch.remove(1), lambda: add(1, _args(4)),
+             lambda: batch.move(3, 4, True), lambda: batch.move(5, 9, False),
+             lambda: batch.move(0, 3, False), lambda: add(0, _args(2)),
+             lambda: batch.remove(9)]
+    checked, forms = 0, set()
+    for change in [lambda: None, *steps]:
+        change()
+        for out in outs.values():
+            out.append(int(rng.integers(0, 1000)))
+        idx = sorted(batch.rows)
+        fed = batch._tracked_fed(idx)
+        assert ([int(x) for x in fed.lanes], fed.lengths.tolist(), fed.last.tolist()) \
+            == _fed_from_rows(batch, idx)
+        checked += len(idx)
+        forms.add(idx == list(range(len(idx))))  # (sliced, or gathered past a gap)
+    assert checked > 20 and forms == {True, False}
+    assert batch._row_outs[5] is None and len(batch._row_outs) >= 10
+    assert {batch.rows[i].lane for i in batch.rows} != {-1}
+    batch.rows = dict(batch.rows)
+    assert batch._tracked_fed(sorted(batch.rows)) is None
+
+
 def test_lanes_advance_only_known_plain_steps():
     lanes = Lanes()
     a = lanes.open(plain_from=0, plain_below=NEVER, min_stop=0, guard=-1, watch=True,
