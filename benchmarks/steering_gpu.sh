@@ -5,6 +5,8 @@
 #   2. device_primitives.py: the host time of a step's primitives (a diagnosis);
 #   3. steering_step on the GPU, this checkout ($STEPS timed steps, default 60): the whole
 #      matrix of batch sizes, steered rows and vocabularies, with the phases;
+#   3b. step_overlap.py: what a steered step adds while a 10 ms stand-in for the forward
+#      pass is in flight (runner V1's order: the plan overlaps the forward), B = 64, 256;
 #   4. if .base/ holds older code: steering_step_compare, the older code against this
 #      checkout with their steps interleaved in one process, 5 rounds (on a noisy host
 #      the ratios hold where separate runs do not), with this checkout's lanes off (the
@@ -18,7 +20,7 @@
 #      default) with cProfile's top functions (this checkout), then the many-spec
 #      step's parts (--distinct 10 --own-prefer --parts default).
 # Everything lands in $OUT (default /tmp/steering_gpu): env.txt, run.log,
-# steering_device_check.json, steering_step-cuda.{json,md},
+# steering_device_check.json, steering_step-cuda.{json,md}, step_overlap-cuda.{json,md},
 # steering_step_compare-cuda[-distinct10-own-prefer|-v2].{json,md}.
 # (Up to 8f158e3, step 4 was two alternating rounds of steering_step before and after;
 # benchmarks/steering_gpu_summary.py reads such a log.)
@@ -59,6 +61,8 @@ python3 benchmarks/steering_device_check.py --device "$DEVICE" --out "$OUT" 2>&1
 python3 benchmarks/device_primitives.py --device "$DEVICE" 2>&1 | tee -a "$LOG" || rc=1
 python3 benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" --out "$OUT" 2>&1 \
   | tee -a "$LOG" || rc=1
+python3 benchmarks/step_overlap.py --device "$DEVICE" --batches 64,256 --forward-ms 10 \
+  --out "$OUT" 2>&1 | tee -a "$LOG" || rc=1
 if [ -d .base/control ]; then
   python3 benchmarks/steering_step_compare.py --ref-tree .base --device "$DEVICE" \
     --batches 1,16,64,256 --rounds 5 --steps 200 --lanes --out "$OUT" 2>&1 \

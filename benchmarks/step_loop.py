@@ -53,6 +53,9 @@ class DecodeLoop:
         self.rows = torch.arange(len(outs), device=device)
         self.buffer = torch.empty_like(logits_pool[0])
         self.choice = [tokens[p] for p in self.pos]
+        # called at the start of each timed step (before ``apply``): what an engine has
+        # still in flight then, e.g. a stand-in for the forward pass on a GPU (step_overlap)
+        self.in_flight: Callable[[], None] | None = None
         self.n = 0  # steps run
         self.diverted = self.restarts = 0  # counted over the steps run with count=True
 
@@ -70,6 +73,8 @@ class DecodeLoop:
         self.n += 1
         self.sync()
         t0 = time.perf_counter()
+        if self.in_flight is not None:
+            self.in_flight()
         self.batch.apply(x)
         self.sync()
         took = time.perf_counter() - t0
