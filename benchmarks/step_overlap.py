@@ -18,11 +18,14 @@ steered with the dev set's 30 entities, greedy, rollback on; see ``step_phases``
   report);
 * ``steered``: a stand-in for the forward pass (``torch.cuda._sleep`` calibrated to
   ``--forward-ms``) enqueued, then ``batch.apply``, then a synchronisation;
+* ``late``: the same with ``SteeringBatch.early_upload`` off (the plan's arrays packed
+  and sent after the rollback check, with the forced tokens, as before that option);
 * ``forward``: the same with an unsteered batch (the forward alone);
-* ``exposed`` = steered - forward: what steering adds to the step.
+* ``exposed`` = steered - forward and ``exposed_late`` = late - forward: what steering
+  adds to the step.
 
-The three are interleaved step by step (the steered loop's steps alternate with and
-without the forward), medians reported; JSON and markdown go to ``--out``.
+They are interleaved step by step (the steered loop's steps take the three modes in
+turn), medians reported; JSON and markdown go to ``--out``.
 
     python benchmarks/step_overlap.py --device cuda --batches 64,256 --forward-ms 10
 
@@ -81,23 +84,28 @@ def forward_stand_in(device: str, ms: float) -> tuple[Callable[[], None] | None,
 
 def measure(b: int, device: str, steps: int, warmup: int,
             in_flight: Callable[[], None] | None) -> dict[str, float]:
-    """Median ms of ``host``, ``steered`` and ``forward`` steps at batch ``b`` (see the
-    module doc), and ``exposed``."""
+    """Median ms of ``host``, ``steered``, ``late`` and ``forward`` steps at batch ``b``
+    (see the module doc), ``exposed`` and ``exposed_late``."""
     steered = make_loop(b, device=device)
     plain = DecodeLoop(_Unsteered(), [[] for _ in range(b)], [0, 1, 2, 3],
                        steered.logits_pool, ends=frozenset(), restart=lambda i: [])
     for _ in range(warmup):
         steered.step(count=False)
         plain.step(count=False)
-    took: dict[str, list[float]] = {"host": [], "steered": [], "forward": []}
-    for k in range(2 * steps):
-        steered.in_flight = in_flight if k % 2 else None
-        took["steered" if k % 2 else "host"].append(steered.step())
-        if k % 2:
-            plain.in_flight = in_flight
+    plain.in_flight = in_flight
+    modes = ("host", "steered", "late")
+    took: dict[str, list[float]] = {name: [] for name in (*modes, "forward")}
+    for k in range(3 * steps):
+        mode = modes[k % 3]
+        steered.in_flight = None if mode == "host" else in_flight
+        steered.batch.early_upload = mode != "late"
+        took[mode].append(steered.step())
+        if mode == "steered":
             took["forward"].append(plain.step())
+    steered.batch.early_upload = True
     ms = {name: statistics.median(xs) * 1e3 for name, xs in took.items()}
     ms["exposed"] = ms["steered"] - ms["forward"]
+    ms["exposed_late"] = ms["late"] - ms["forward"]
     return ms
 
 
@@ -140,11 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["**A dry run on a CPU: nothing was in flight, so these figures measure "
                   "no overlap.**", ""]
     lines += ["| B | host ms | forward alone ms | forward + steered ms | exposed ms |"
-              " exposed / host |", "|---|---|---|---|---|---|"]
+              " exposed, plan sent after the check, ms | exposed / host |",
+              "|---|---|---|---|---|---|---|"]
     for r in rows:
         share = r["exposed_ms"] / r["host_ms"] if r["host_ms"] else float("nan")
         lines.append(f"| {r['B']} | {r['host_ms']:.3f} | {r['forward_ms']:.3f} | "
-                     f"{r['steered_ms']:.3f} | {r['exposed_ms']:.3f} | {share:.2f} |")
+                     f"{r['steered_ms']:.3f} | {r['exposed_ms']:.3f} | "
+                     f"{r['exposed_late_ms']:.3f} | {share:.2f} |")
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -355,6 +355,10 @@ class SteeringBatch:
         # CPU float32: the rows without penalties or a table mask take the flat path
         # (_StepPlan.apply_rows); False sends every row through apply_row_controls_numpy
         self.flat_controls = True
+        # a GPU's path (no id lists): the plan's arrays are packed and sent before the
+        # rollback check, which is the step's first wait for the device, so that under
+        # runner V1 that work overlaps the forward pass (see apply); False: after it
+        self.early_upload = True
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
         self.fast_rows = 0  # row steps taken on the lanes' fast path (for tests and logs)
@@ -908,6 +912,12 @@ class SteeringBatch:
             return logits
         plan = self.controls(idx, v, fed if fed is not None and fed.lanes.size == len(idx)
                              and len(idx) == len(self.rows) else None)
+        cpu_lists = self.sparse_ids and x is not None  # (the CPU's path: per-row lists)
+        # the rows the plan controls, when not the whole batch
+        extra = {} if len(idx) == b else {"logit_rows": np.asarray(idx, dtype=np.int32)}
+        early = self.early_upload and not cpu_lists
+        kw = plan.kwargs(self._send, extra) if early else None
+        anticipated = self.anticipated
         signal = (self._check(logits, x, plan, v)
                   if plan.watch or plan.anticipate or plan.pooled_checks is not None else [])
         if signal:  # their rows are overwritten below: nothing else to apply there
@@ -919,26 +929,29 @@ class SteeringBatch:
                 r.leave_lane()
             r.signalled = True  # (it never takes a lane again)
             self.signals += 1
-        if self.sparse_ids and x is not None:  # CPU: per-row lists, no CSR
+        if cpu_lists:
             # ids come below the index's vocabulary size (masks', bans': below v)
             plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v,
                             flat=self.flat_controls, x=x)
             for i in signal:
                 _force_token(logits, i, self.rows[i].args.signal)
             return logits
-        # one upload for the plan's arrays, the rows they control and the tokens to force
-        extra = {}
-        if len(idx) != b:
-            extra["logit_rows"] = np.asarray(idx, dtype=np.int32)
+        # the tokens to force (int64: the index ops' own type, no conversion on the device)
         forced = [self.rows[i].args.signal for i in signal]
         forced = [-1 if t is None or not 0 <= t < v else t for t in forced]
+        force = {}
         flat = False  # (contiguous logits: forced tokens by flat offset)
-        if signal:  # (int64: the index ops' own type, no conversion on the device)
+        if signal:
             flat = logits.is_contiguous()
             rows = np.array(signal, dtype=np.int64)
-            extra["force_rows"] = rows
-            extra["force_at"] = np.array(forced, dtype=np.int64) + (rows * v if flat else 0)
-        kw = plan.kwargs(self._send, extra)
+            force = {"force_rows": rows,
+                     "force_at": np.array(forced, dtype=np.int64) + (rows * v if flat else 0)}
+        if kw is None or self.anticipated != anticipated:
+            # one upload for the plan's arrays, the rows they control and the tokens to
+            # force (early: the check changed the plan, so it goes again; rare)
+            kw = plan.kwargs(self._send, {**extra, **force})
+        elif force:  # (the plan went before the check: the tokens to force on their own)
+            kw = {**kw, **self._send(force)}
         force_rows, force_at = kw.pop("force_rows", None), kw.pop("force_at", None)
         if len(kw) > ("logit_rows" in kw):
             apply_logit_controls(logits, **kw)

@@ -16,7 +16,9 @@ def test_a_cpu_run_is_a_labelled_dry_run_with_every_column(tmp_path):
     assert [r["B"] for r in got["rows"]] == [2, 3]
     for r in got["rows"]:
         assert r["host_ms"] > 0 and r["steered_ms"] > 0 and r["forward_ms"] > 0
+        assert r["late_ms"] > 0
         assert abs(r["exposed_ms"] - (r["steered_ms"] - r["forward_ms"])) < 1e-3
+        assert abs(r["exposed_late_ms"] - (r["late_ms"] - r["forward_ms"])) < 1e-3
     md = (tmp_path / "step_overlap-cpu.md").read_text()
     assert "dry run on a CPU" in md and "| 3 |" in md
 

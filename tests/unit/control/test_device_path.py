@@ -33,13 +33,17 @@ def _device_form(vocab_index, lanes: bool = False) -> SteeringBatch:
     return batch
 
 
+@pytest.mark.parametrize("early", [True, False])
 @pytest.mark.parametrize("lanes", [False, True])
 @pytest.mark.parametrize("numpy_reads_logits", [True, False])
 def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads_logits,
-                                             lanes, monkeypatch):
+                                             lanes, early, monkeypatch):
     """``numpy_reads_logits=False`` takes the GPU's path for the logits too: the rollback
     check's choices from torch's argmax (``_argmax_rows``), the controls only through
-    ``apply_logit_controls``, the signals forced with torch (``_force_tokens``)."""
+    ``apply_logit_controls``, the signals forced with torch (``_force_tokens``).
+    ``early``: the plan's arrays go before the rollback check (``early_upload``, the
+    default; sent again when the check changed the plan, the forced tokens on their own),
+    else after it in one upload with the forced tokens."""
     from greyelephant.control import steering_batch
 
     def device_apply(batch, logits):
@@ -52,6 +56,16 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads
                             " sat on the mat, and a Coke")
     info = RequestInfo(stop_ids=frozenset({2, SIGNAL}), temperature=0.0, max_tokens=200)
     a, b = SteeringBatch(vocab_index, "cpu"), _device_form(vocab_index, lanes)
+    b.early_upload = early
+    # per step with a check: whether the plan had gone to the device when the check ran
+    sent_before_check: list[bool] = []
+    check = b._check
+
+    def recording_check(*args):
+        sent_before_check.append(b._upload.copies > copies)
+        return check(*args)
+
+    b._check = recording_check
     specs = [_args(), None, _args(), None, _args(), _args()]  # steered and plain rows
     outs_a = [[] for _ in specs]
     outs_b = [[] for _ in specs]
@@ -59,6 +73,7 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads
         a.add(i, args, outs_a[i], info)
         b.add(i, args, outs_b[i], info)
     coke = tokenizer.encode(" Coca")[0]
+    whole = tokenizer.encode(" Coke")[0]
     rng = np.random.default_rng(1)
     for step in range(50):
         if step == 25:  # row 2 leaves, a new request takes row 1
@@ -70,6 +85,9 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads
         logits = torch.randn(n, vocab_index.vocab_size,
                              generator=torch.Generator().manual_seed(step))
         logits[:, coke] += 3.0  # the model heads into the name: checks and signals
+        if step % 9 == 4:
+            logits[:, whole] += 6.0  # a whole form in one token: anticipated start bans
+        copies = b._upload.copies
         la, lb = a.apply(logits.clone()), device_apply(b, logits.clone())
         assert torch.equal(la, lb), step
         for i in range(n):
@@ -79,6 +97,8 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads
             outs_a[i].append(t)
             outs_b[i].append(t)
     assert a.signals > 0 and (a.signals, a.anticipated) == (b.signals, b.anticipated)
+    assert a.anticipated > 0  # (the check changed plans: sent again when early)
+    assert sent_before_check and set(sent_before_check) == {early}
     assert (b.fast_rows > 0) == lanes
     assert (b.pooled_rows > b.fast_rows // 2) == lanes  # masks by slot, bias merged
     assert b._upload.copies >= 50 and a._upload.copies == 0
