@@ -59,6 +59,9 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
                     kernel_path(device))
         self.req_states = req_states
         self.batch = SteeringBatch(index, device)
+        # the plan cannot overlap the forward pass here (apply reads the fed tokens back
+        # with a stream synchronisation first), so it goes in one upload after the check
+        self.batch.early_upload = False
         self._slots: dict[int, Any] = {}  # slot -> the core's row
         self._outs: dict[int, list[int]] = {}  # slot -> output token ids seen
         self._pending: dict[int, tuple[Any, SamplingParams]] = {}  # slots to set up

@@ -87,6 +87,8 @@ def test_v2_steers_like_v1(vocab_index, tokenizer, lanes_from):
     v2 = SteeringLogitsProcessorV2(None, states, index=vocab_index)
     v1 = SteeringLogitsProcessor(None, torch.device("cpu"), False, index=vocab_index)
     _lanes_from(lanes_from, v1, v2)
+    # (V2 reads its fed tokens back with a stream synchronisation: no plan before the check)
+    assert v1.batch.early_upload and not v2.batch.early_upload
     steer = {"avoid": [{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Nike"],
              "prefer": ["Pepsi"]}
     resumed = tokenizer.encode(" The best drink is")
