@@ -915,7 +915,7 @@ class SteeringBatch:
         cpu_lists = self.sparse_ids and x is not None  # (the CPU's path: per-row lists)
         # the rows the plan controls, when not the whole batch
         extra = {} if len(idx) == b else {"logit_rows": np.asarray(idx, dtype=np.int32)}
-        early = self.early_upload and not cpu_lists
+        early = self.early_upload and not self.sparse_ids  # (a CPU has nothing to overlap)
         kw = plan.kwargs(self._send, extra) if early else None
         anticipated = self.anticipated
         signal = (self._check(logits, x, plan, v)
