@@ -100,11 +100,13 @@ def memoised_argmax_rows(argmax_rows: Callable) -> Callable:
     the shape and two corner values tell them apart."""
     seen: dict[tuple, list[int]] = {}
 
-    def memo(logits: torch.Tensor, rows: list[int]) -> list[int] | dict[int, int]:
+    def memo(logits: torch.Tensor, rows: list[int] | None) -> list[int] | dict[int, int]:
         key = (logits.shape, float(logits[0, 0]), float(logits[-1, -1]))
         best = seen.get(key)
         if best is None:
             best = seen[key] = argmax_rows(logits, list(range(logits.shape[0])))
-        return best if 4 * len(rows) >= len(best) else {i: best[i] for i in rows}
+        if rows is None or 4 * len(rows) >= len(best):  # (None: every row, newer code)
+            return best
+        return {i: best[i] for i in rows}
 
     return memo

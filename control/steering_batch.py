@@ -996,10 +996,14 @@ class SteeringBatch:
             else:
                 sampling.append((i, words))
         ahead = plan.anticipate  # greedy rows with tokens that may write a whole form
-        need = [i for i, _, _ in greedy] + [i for _, i, _ in ahead]
-        if pooled is not None:
-            need += pooled.check_rows.tolist()
-        if not need:
+        n_need = len(greedy) + len(ahead) + (0 if pooled is None else pooled.check_rows.size)
+        if n_need and (x is not None or 4 * n_need < logits.shape[0]):
+            need = [i for i, _, _ in greedy] + [i for _, i, _ in ahead]
+            if pooled is not None:
+                need += pooled.check_rows.tolist()
+        else:
+            need = None  # (none, or every row's argmax: the whole batch's)
+        if not n_need:
             choices = {}
         elif x is not None:
             # CPU logits: the argmax only where it may lie in the row's set (a watched
@@ -1013,11 +1017,13 @@ class SteeringBatch:
                 choices = argmax_if_in(x, need, sets, self._flat_index)
         else:  # one argmax call serves both kinds of rows
             choices = _argmax_rows(logits, need)
-        # a row's choice (None: its argmax lies outside its set)
-        get = choices.get if choices.__class__ is dict else choices.__getitem__
-        if choices:
+        # a row's choice (None: its argmax lies outside its set); every row's, by row, as
+        # an array, when the whole batch's argmax was read
+        whole = choices.__class__ is not dict
+        get = choices.__getitem__ if whole else choices.get
+        if len(choices):
             out += [i for i, words, _ in greedy if (t := get(i)) is not None
-                    and _bit(words, t)]
+                    and _bit(words, int(t))]
         for i, words in sampling:
             r = rows[i]
             row = logits[i].float()
@@ -1025,18 +1031,18 @@ class SteeringBatch:
             probs = torch.softmax(row / r.info.temperature, dim=-1)
             if float(probs[banned].sum()) > r.args.rollback_mass:
                 out.append(i)
-        if not choices:
+        if not len(choices):
             return out
         for j, i, ids in ahead:
             t = get(i)
             if t is not None:
-                self._anticipate(plan, j, i, ids, t, vocab)
+                self._anticipate(plan, j, i, ids, int(t), vocab)
         if pooled is not None:
             c_pos, c_rows, c_sids = pooled.check_pos, pooled.check_rows, pooled.check_sids
             if x is None:  # every row's choice is known: those in their row's set
-                rows_ = c_rows.tolist()
-                ts = np.fromiter(map(get, rows_), dtype=np.int64, count=len(rows_))
-                hits = [(q, rows_[q], int(ts[q])) for q in choice_probe.in_sets(
+                ts = (choices[c_rows] if whole else np.fromiter(
+                    map(get, c_rows.tolist()), dtype=np.int64, count=c_rows.size))
+                hits = [(q, int(c_rows[q]), int(ts[q])) for q in choice_probe.in_sets(
                     ts, pooled.check_sizes, pooled.check_sets).tolist()]
             else:  # a row with a choice has it in its set (the rows no probe decided: few)
                 qs = np.searchsorted(c_rows, list(choices)).tolist()  # (c_rows ascend)
@@ -1518,14 +1524,15 @@ def _boosted(vals: np.ndarray) -> np.ndarray:
     return np.minimum(vals * ROLLBACK_PREFER_FACTOR, MAX_PREFER_BIAS).astype(np.float32)
 
 
-def _argmax_rows(logits: torch.Tensor, rows: list[int]) -> list[int] | dict[int, int]:
+def _argmax_rows(logits: torch.Tensor, rows: list[int] | None
+                 ) -> np.ndarray | dict[int, int]:
     """The argmax (first maximum, NaN counting as the maximum) of each of ``rows``, in
     torch, indexed by row: the rollback check's path for logits numpy cannot read (half
     precision, a GPU; CPU float32 goes through :func:`argmax_if_in`). When the rows are a
-    large share of the batch, one argmax of every row (a list over the whole batch, no
-    row upload); else a dict of the rows'."""
-    if 4 * len(rows) >= logits.shape[0]:
-        return logits.argmax(dim=-1).tolist()
+    large share of the batch (or None: every row), one argmax of every row (an int64
+    array over the whole batch, no row upload); else a dict of the rows'."""
+    if rows is None or 4 * len(rows) >= logits.shape[0]:
+        return logits.argmax(dim=-1).cpu().numpy()
     sub = logits.index_select(0, torch.as_tensor(rows, dtype=torch.long).to(logits.device))
     return dict(zip(rows, sub.argmax(dim=-1).tolist(), strict=True))
 

@@ -157,9 +157,11 @@ def test_argmax_rows_gives_each_row_its_argmax_by_row_index():
     want = logits.argmax(dim=-1).tolist()
     few = _argmax_rows(logits, [3, 10])  # a small share: only those rows (a dict)
     many = _argmax_rows(logits, [0, 3, 4, 9])  # a quarter or more: the whole batch's
+    every = _argmax_rows(logits, None)  # every row
     assert isinstance(few, dict) and set(few) == {3, 10}
     assert [few[i] for i in (3, 10)] == [want[3], want[10]] and want[3] == 7
-    assert [many[i] for i in (0, 3, 4, 9)] == [want[i] for i in (0, 3, 4, 9)]
+    for whole in (many, every):  # an int64 array over the whole batch
+        assert whole.dtype == np.int64 and whole.tolist() == want
 
 
 @pytest.mark.parametrize("contiguous", [True, False])
