@@ -913,8 +913,9 @@ class SteeringBatch:
         plan = self.controls(idx, v, fed if fed is not None and fed.lanes.size == len(idx)
                              and len(idx) == len(self.rows) else None)
         cpu_lists = self.sparse_ids and x is not None  # (the CPU's path: per-row lists)
-        # the rows the plan controls, when not the whole batch
-        extra = {} if len(idx) == b else {"logit_rows": np.asarray(idx, dtype=np.int32)}
+        # the rows the plan controls, when not the whole batch (the kernels' argument)
+        extra = ({} if cpu_lists or len(idx) == b
+                 else {"logit_rows": np.asarray(idx, dtype=np.int32)})
         early = self.early_upload and not self.sparse_ids  # (a CPU has nothing to overlap)
         kw = plan.kwargs(self._send, extra) if early else None
         anticipated = self.anticipated
