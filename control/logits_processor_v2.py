@@ -9,8 +9,18 @@ idx_mapping_np``: batch row → slot; ``ctx.input_ids``: the token fed at each r
 the newest output token of a decoding row; ``ctx.pos``: its position). So this adapter
 
 * keeps, per steered slot, the output token list the core advances over, appending each
-  step's ``input_ids[row]`` when the row's position moved past the prompt (one small
-  device-to-host copy of the steered rows' tokens and positions per step);
+  step's fed token when the row's position moved past the prompt;
+* learns those tokens *before the forward pass is queued* where it can (see
+  :meth:`SteeringLogitsProcessorV2.apply_staged_writes`): the previous step's
+  ``post_update`` has committed each slot's newest token to ``all_token_ids`` and its
+  length to ``total_len`` on the device by then, so one gather and one asynchronous copy
+  queued there bring them to the host, and ``apply`` waits for that copy only, not for
+  the forward pass. The plan is then built and uploaded while the forward pass runs, as
+  with runner V1 (``SteeringBatch.early_upload``). The host's positions
+  (``ctx.seq_lens_upper_bound_np``, exact without speculative decoding) must agree with
+  the device's committed lengths for every steered row; where they do not, or no read
+  was staged (a dummy run), ``apply`` reads ``ctx.input_ids`` and ``ctx.pos`` back after
+  a stream synchronisation instead (one small device-to-host copy), and plans after it;
 * reads, in ``apply_staged_writes`` (after the runner flushed the slot's tokens), the
   prompt tail a rollback continuation resumes from and the output a preempted request
   already has;
@@ -75,6 +85,16 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         self._last = np.full(n, -1, dtype=np.int64)
         self._fed: torch.Tensor | None = None  # host buffer of apply's read-back
         self._fed_np: np.ndarray | None = None
+        # the read started in apply_staged_writes (see _stage_fed), None when none is
+        # pending: (the slots read, ascending; the event after the copy or None; the host
+        # view of their committed lengths and newest tokens, [2, n])
+        self._staged: tuple[np.ndarray, Any, np.ndarray] | None = None
+        self._stage_slots: tuple[np.ndarray, torch.Tensor] | None = None  # (see _stage_fed)
+        self._stage_dev: torch.Tensor | None = None  # the staged read's device buffer
+        self._stage_host: torch.Tensor | None = None  # and its host buffer
+        self._stage_np: np.ndarray | None = None
+        self._stage_event: Any = None
+        self.staged_steps = 0  # steps planned from a staged read (tests and logs)
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -94,9 +114,64 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         return True
 
     def apply_staged_writes(self) -> None:
-        """Set up the slots added this step, from the tokens the runner just flushed."""
-        if not self._pending:
+        """Set up the slots added this step, from the tokens the runner just flushed; then
+        start reading the steered slots' fed tokens back (:meth:`_stage_fed`). The runner
+        calls this once a step, before it queues the forward pass."""
+        self._staged = None
+        if self._pending:
+            self._set_up_pending()
+        if self._slots:
+            self._stage_fed()
+
+    def _stage_fed(self) -> None:
+        """Queue, before the forward pass, the read of every steered slot's committed
+        length (``total_len``) and newest committed token (``all_token_ids`` at
+        ``total_len - 1``), which the previous step's ``post_update`` wrote on the device:
+        a gather into one device buffer and an asynchronous copy to a page-locked one,
+        then an event. ``apply`` waits for that event, which comes before the forward
+        pass on the stream."""
+        rs = self.req_states
+        total_len = getattr(getattr(rs, "total_len", None), "gpu", None)
+        history = rs.all_token_ids.gpu
+        if total_len is None or history.dim() != 2 or not history.is_contiguous():
+            return  # (nothing to read it from: apply reads the fed tokens back)
+        cached = self._stage_slots
+        slots = self._steered.nonzero()[0]
+        if not slots.size:
             return
+        if cached is None or not np.array_equal(cached[0], slots):
+            # the slots on the device, and each slot's row offset in the flat history
+            # less one (its newest token is at offset + total_len - 1); kept while the
+            # steered slots stay the same (sent from page-locked memory: no wait)
+            host_slots = torch.from_numpy(slots.astype(np.int64))
+            if history.is_cuda:
+                host_slots = host_slots.pin_memory()
+            at = host_slots.to(history.device, non_blocking=history.is_cuda)
+            cached = self._stage_slots = (slots, at, at * history.stride(0) - 1)
+        slots, at, base = cached
+        n = slots.size
+        dev = self._stage_dev  # (in the history's dtype: int32 in vLLM)
+        if dev is None or dev.numel() < 2 * n or dev.dtype != history.dtype:
+            size = max(64, 1 << (2 * n - 1).bit_length())
+            cuda = history.is_cuda
+            dev = self._stage_dev = torch.empty(size, dtype=history.dtype,
+                                                device=history.device)
+            self._stage_host = torch.empty(size, dtype=history.dtype, pin_memory=cuda)
+            self._stage_np = self._stage_host.numpy()
+            self._stage_event = torch.cuda.Event() if cuda else None
+        lengths, newest = dev[:n], dev[n:2 * n]
+        if total_len.dtype == history.dtype:
+            torch.index_select(total_len, 0, at, out=lengths)
+        else:
+            lengths.copy_(total_len.index_select(0, at))
+        # (clamped: a slot with no token yet must not index before its row)
+        torch.index_select(history.view(-1), 0, (base + lengths).clamp_(min=0), out=newest)
+        self._stage_host[:2 * n].copy_(dev[:2 * n], non_blocking=history.is_cuda)
+        if self._stage_event is not None:
+            self._stage_event.record()
+        self._staged = (slots, self._stage_event, self._stage_np[:2 * n].reshape(2, n))
+
+    def _set_up_pending(self) -> None:
         rs = self.req_states
         for slot, (args, params) in self._pending.items():
             prompt_len = int(rs.prompt_len.np[slot])
@@ -141,9 +216,11 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         """Append each steered row's fed token to its slot's output (when the row's
         position is the output's next), then apply the core to the batch, its rows
         mapped to their slots' core rows. The bookkeeping runs with no Python frame per
-        row: the steered rows are found with numpy, their tokens and positions come to
-        the host with one wait (sliced, not gathered, when every row is steered:
+        row: the steered rows are found with numpy, their tokens and positions come from
+        the read staged before the forward pass (:meth:`_staged_fed`) or, failing that,
+        to the host with one wait (sliced, not gathered, when every row is steered:
         :meth:`_read_back`), and the appends and the row map are ``map`` calls."""
+        staged, self._staged = self._staged, None  # (a read serves the step after it only)
         if not self._slots:
             return logits
         slots = ctx.idx_mapping_np
@@ -155,30 +232,37 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
             rows = self._steered[slots].nonzero()[0]
         if not rows.size:
             return logits
-        ids, pos = ctx.input_ids, ctx.pos
         count = rows.size
-        if count == n:  # every row steered: the first n entries as they are
-            ids, pos = ids[:n], pos[:n]
-            row_slots = slots
+        row_slots = slots if count == n else slots[rows]
+        lengths = self._length[row_slots]
+        fed = None if staged is None else self._staged_fed(staged, ctx, rows, row_slots,
+                                                           lengths)
+        # the plan goes before the check's wait only when nothing waited for the stream
+        self.batch.early_upload = fed is not None
+        if fed is not None:
+            self.staged_steps += 1
+            newest, grow = fed
         else:
-            index = torch.as_tensor(rows, dtype=torch.long, device=ids.device)
-            ids, pos = ids.index_select(0, index), pos.index_select(0, index)
-            row_slots = slots[rows]
-        fed = self._read_back(ids, pos, count)
+            ids, pos = ctx.input_ids, ctx.pos
+            if count == n:  # every row steered: the first n entries as they are
+                ids, pos = ids[:n], pos[:n]
+            else:
+                index = torch.as_tensor(rows, dtype=torch.long, device=ids.device)
+                ids, pos = ids.index_select(0, index), pos.index_select(0, index)
+            back = self._read_back(ids, pos, count)
+            newest = back[0]
+            # the token fed at this step is output token k: appended when it is the next
+            grow = back[1] - self.req_states.prompt_len.np[row_slots] == lengths
         slot_list = row_slots.tolist()
         outs = list(map(self._outs.__getitem__, slot_list))
-        # the token fed at this step is output token k: appended when it is the next one
-        k = fed[1] - self.req_states.prompt_len.np[row_slots]
-        lengths = self._length[row_slots]
-        grow = k == lengths
-        tokens = fed[0].tolist()
+        tokens = newest.tolist()
         if np.count_nonzero(grow) == grow.size:
             deque(map(list.append, outs, tokens), maxlen=0)
-            last = fed[0].copy()
+            last = newest.copy()
         else:
             for m in grow.nonzero()[0].tolist():
                 outs[m].append(tokens[m])
-            last = np.where(grow, fed[0], self._last[row_slots])
+            last = np.where(grow, newest, self._last[row_slots])
         lengths += grow
         self._length[row_slots] = lengths
         self._last[row_slots] = last
@@ -188,6 +272,35 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
             return self.batch.apply(logits, FedRows(self._lane[row_slots], lengths, last))
         finally:
             self.batch.rows = {}
+
+    def _staged_fed(self, staged: tuple, ctx, rows: np.ndarray, row_slots: np.ndarray,
+                    lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(each row's newest committed token, whether its output grows by it) from the
+        read :meth:`_stage_fed` queued before the forward pass, after waiting for that
+        read only; None when it cannot serve: a row's slot was not read, the step gives
+        no host positions, or the positions disagree with the committed lengths.
+
+        Without speculative decoding a row's fed token sits at position
+        ``seq_lens_upper_bound_np[row] - 1``: output token ``k`` = that less the prompt's
+        length. The output grows by it when ``k`` is the output's length (as with the
+        device positions); the device must then hold exactly one output token more than
+        the adapter has seen, the fed one, at ``total_len - 1``, and elsewhere exactly as
+        many. Any other count (a position the host got wrong, a step the read missed)
+        falls back to the read after the stream's wait."""
+        seq_lens = getattr(ctx, "seq_lens_upper_bound_np", None)
+        if seq_lens is None:
+            return None
+        read, event, host = staged
+        at = np.searchsorted(read, row_slots)
+        if int(at.max()) >= read.size or not np.array_equal(read[at], row_slots):
+            return None
+        if event is not None:
+            event.synchronize()  # (queued before the forward pass: it does not wait for it)
+        prompt = self.req_states.prompt_len.np[row_slots].astype(np.int64)
+        grow = np.asarray(seq_lens, dtype=np.int64)[rows] - 1 - prompt == lengths
+        if not np.array_equal(host[0, at] - prompt, lengths + grow):
+            return None
+        return host[1, at].astype(np.int64), grow
 
 
 def steered_output(processor: SteeringLogitsProcessorV2, slot: int) -> list[int]:

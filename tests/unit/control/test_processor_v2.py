@@ -15,12 +15,14 @@ vllm = pytest.importorskip("vllm")
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
 
+from greyelephant.control import steering_batch  # noqa: E402
 from greyelephant.control.logits_processor import SteeringLogitsProcessor  # noqa: E402
 from greyelephant.control.logits_processor_v2 import (  # noqa: E402
     SteeringLogitsProcessorV2,
     steered_output,
 )
 from greyelephant.control.spec import parse_steering  # noqa: E402
+from greyelephant.control.step_upload import StepUpload  # noqa: E402
 
 SIGNAL = 16
 MAX_LEN = 256
@@ -52,6 +54,9 @@ class Ctx:
     idx_mapping_np: np.ndarray
     input_ids: torch.Tensor
     pos: torch.Tensor
+    # per batch row: its fed token's position + 1 (vLLM's, exact without speculative
+    # decoding); None: a context without it (the adapter then reads the positions back)
+    seq_lens_upper_bound_np: np.ndarray | None = None
 
 
 def params(steering: dict | None, **kw) -> SamplingParams:
@@ -78,16 +83,47 @@ def _lanes_from(n, *adapters) -> None:
             a.batch.lane_min_rows = n
 
 
-def test_v2_steers_like_v1(vocab_index, tokenizer, lanes_from):
+# how the fake runner feeds the V2 adapter each step: "sync", positions on the device only
+# (the adapter reads them back after a wait); "staged", as vLLM's runner V2 does: the
+# previous step's tokens committed to the history and total_len (its post_update), then
+# apply_staged_writes (the adapter's read before the forward pass), then apply with the
+# host's positions; "stale", "unstaged": as "staged", but every third step the commit is
+# missing (the read disagrees with the positions) or apply_staged_writes is not called
+# (a dummy run's step): those steps fall back to the read after the wait
+FEEDS = ("sync", "staged", "stale", "unstaged")
+
+
+def _commit(states, slot: int, history: list[int]) -> None:
+    """The fake runner's post_update: a slot's committed history and total_len."""
+    states.all_token_ids.gpu[slot, :len(history)] = torch.tensor(history)
+    states.total_len.gpu[slot] = len(history)
+
+
+@pytest.mark.parametrize("device_form", [False, True], ids=["cpu-path", "device-form"])
+@pytest.mark.parametrize("feed", FEEDS)
+def test_v2_steers_like_v1(vocab_index, tokenizer, lanes_from, feed, device_form,
+                           monkeypatch):
+    """V2's adapter steers as V1's, however it learns its fed tokens (``FEEDS``); in the
+    device form (a GPU's host path on the CPU: no id lists, one packed upload), the
+    staged steps send the plan before the rollback check, as V1 does."""
     slots = 4
+    # the history's and total_len's dtypes: vLLM's (int32) with "staged", mixed with
+    # "stale", int64 otherwise
+    history_dtype = torch.int32 if feed in ("staged", "stale") else torch.int64
     states = ReqStates(torch.device("cpu"), slots, vocab_index.vocab_size,
-                       Gpu(torch.zeros(slots, MAX_LEN, dtype=torch.int64)),
-                       Uva(np.zeros(slots, dtype=np.int64)), Uva(np.zeros(slots, dtype=np.int64)),
-                       Gpu(torch.zeros(slots, dtype=np.int64 and torch.int64)))
+                       Gpu(torch.zeros(slots, MAX_LEN, dtype=history_dtype)),
+                       Uva(np.zeros(slots, dtype=np.int32)), Uva(np.zeros(slots, dtype=np.int32)),
+                       Gpu(torch.zeros(slots, dtype=torch.int32 if feed == "staged"
+                                       else torch.int64)))
     v2 = SteeringLogitsProcessorV2(None, states, index=vocab_index)
     v1 = SteeringLogitsProcessor(None, torch.device("cpu"), False, index=vocab_index)
     _lanes_from(lanes_from, v1, v2)
-    # (V2 reads its fed tokens back with a stream synchronisation: no plan before the check)
+    if device_form:  # (and numpy "cannot read" the logits, as on a GPU)
+        v2.batch.sparse_ids = False
+        v2.batch._upload = StepUpload("cpu", pack=True)
+        monkeypatch.setattr(steering_batch, "_numpy_view", lambda t: None)
+    # (until a read staged before the forward pass serves a step, V2's adapter reads its
+    # fed tokens back after a wait: no plan before the check)
     assert v1.batch.early_upload and not v2.batch.early_upload
     steer = {"avoid": [{"entity": "Coca-Cola", "aliases": ["Coke"]}, "Nike"],
              "prefer": ["Pepsi"]}
@@ -104,7 +140,7 @@ def test_v2_steers_like_v1(vocab_index, tokenizer, lanes_from):
     v1_outs = {}
     for slot, prompt in prompts.items():
         history = prompt + (early if slot == 1 else [])
-        states.all_token_ids.gpu[slot, :len(history)] = torch.tensor(history)
+        _commit(states, slot, history)
         states.prompt_len.np[slot] = len(prompt)
         states.prefill_len.np[slot] = len(history)
         assert v2.add_request(slot, reqs[slot]) == (reqs[slot].extra_args is not None)
@@ -115,21 +151,43 @@ def test_v2_steers_like_v1(vocab_index, tokenizer, lanes_from):
     v1.update_state(BatchUpdate(batch_size=slots, removed=[], moved=[], added=[
         (slot, reqs[slot], prompts[slot], v1_outs[slot]) for slot in range(slots)]))
     text = tokenizer.encode(" Coca-Cola and Nike, a Coke, then Pepsi and the Louvre")
+    coca, whole = tokenizer.encode(" Coca")[0], tokenizer.encode(" Coke")[0]
     rng = np.random.default_rng(0)
+    staged = []  # the steps a staged read served
     for step in range(len(text)):
         order = rng.permutation(slots)
         fed = [v1_outs[int(s)][-1] if v1_outs[int(s)] else prompts[int(s)][-1] for s in order]
         pos = [len(prompts[int(s)]) + len(v1_outs[int(s)]) - 1 for s in order]
+        odd = step % 3 == 2  # (this step's commit is missing, or its staging)
+        if feed != "sync" and step and not (odd and feed == "stale"):
+            for slot in range(slots):
+                _commit(states, slot, prompts[slot] + v1_outs[slot])
+        if step and feed != "sync" and not (odd and feed == "unstaged"):
+            v2.apply_staged_writes()
+        seq_lens = None if feed == "sync" else np.array(pos, dtype=np.int32) + 1
         logits = torch.randn(slots, vocab_index.vocab_size,
                              generator=torch.Generator().manual_seed(step))
+        if step >= len(text) // 2:  # (the first half: the rows on their lanes)
+            logits[0, coca] += 3.0  # slot 0's model heads into the name: checks, a signal
+            if step % 3 == 1:  # slot 2's: a whole form in one token (anticipated bans)
+                logits[2, whole] += 6.0
+        before = v2.staged_steps
         a = v2.apply(logits[torch.as_tensor(order)].clone(),
-                     Ctx(order.astype(np.int64), torch.tensor(fed), torch.tensor(pos)))
+                     Ctx(order.astype(np.int64), torch.tensor(fed), torch.tensor(pos), seq_lens))
         b = v1.apply(logits.clone())
         assert torch.equal(a, b[torch.as_tensor(order)]), step
+        if v2.staged_steps > before:
+            staged.append(step)
+        assert v2.batch.early_upload == (v2.staged_steps > before)
         for slot in range(slots):
             v1_outs[slot].append(text[(step + slot) % len(text)])
     for slot in (0, 1, 2):
         assert steered_output(v2, slot) == v1_outs[slot][:-1]  # the last one was not fed yet
+    # every step but the odd ones (with "sync": none) planned before the check's wait
+    expect = {"sync": [], "staged": list(range(len(text)))}.get(
+        feed, [s for s in range(len(text)) if s % 3 != 2])
+    assert staged == expect
+    assert v2.batch.signals > 0 and v2.batch.anticipated > 0
     if lanes_from is not None:  # the lanes ran on what the adapter fed them
         assert v2.batch.fast_rows > 0 and v2.batch.fast_rows == v1.batch.fast_rows
 
