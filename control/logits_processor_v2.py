@@ -86,10 +86,11 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         self._fed: torch.Tensor | None = None  # host buffer of apply's read-back
         self._fed_np: np.ndarray | None = None
         # the read started in apply_staged_writes (see _stage_fed), None when none is
-        # pending: (the slots read, ascending; the event after the copy or None; the host
-        # view of their committed lengths and newest tokens, [2, n])
+        # pending: (per slot, its place in the read or -1; the event after the copy or
+        # None; the host view of the read slots' committed lengths and newest tokens)
         self._staged: tuple[np.ndarray, Any, np.ndarray] | None = None
-        self._stage_slots: tuple[np.ndarray, torch.Tensor] | None = None  # (see _stage_fed)
+        # (see _stage_fed: the slots read, on the host and device, their offsets, places)
+        self._stage_slots: tuple | None = None
         self._stage_dev: torch.Tensor | None = None  # the staged read's device buffer
         self._stage_host: torch.Tensor | None = None  # and its host buffer
         self._stage_np: np.ndarray | None = None
@@ -147,8 +148,11 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
             if history.is_cuda:
                 host_slots = host_slots.pin_memory()
             at = host_slots.to(history.device, non_blocking=history.is_cuda)
-            cached = self._stage_slots = (slots, at, at * history.stride(0) - 1)
-        slots, at, base = cached
+            # per slot: its place in the read (-1: not read), for apply's lookup
+            place = np.full(self._steered.size, -1, dtype=np.int64)
+            place[slots] = np.arange(slots.size)
+            cached = self._stage_slots = (slots, at, at * history.stride(0) - 1, place)
+        slots, at, base, place = cached
         n = slots.size
         dev = self._stage_dev  # (in the history's dtype: int32 in vLLM)
         if dev is None or dev.numel() < 2 * n or dev.dtype != history.dtype:
@@ -169,7 +173,7 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         self._stage_host[:2 * n].copy_(dev[:2 * n], non_blocking=history.is_cuda)
         if self._stage_event is not None:
             self._stage_event.record()
-        self._staged = (slots, self._stage_event, self._stage_np[:2 * n].reshape(2, n))
+        self._staged = (place, self._stage_event, self._stage_np[:2 * n].reshape(2, n))
 
     def _set_up_pending(self) -> None:
         rs = self.req_states
@@ -290,9 +294,9 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         seq_lens = getattr(ctx, "seq_lens_upper_bound_np", None)
         if seq_lens is None:
             return None
-        read, event, host = staged
-        at = np.searchsorted(read, row_slots)
-        if int(at.max()) >= read.size or not np.array_equal(read[at], row_slots):
+        place, event, host = staged
+        at = place[row_slots] if int(row_slots.max()) < place.size else None
+        if at is None or int(at.min()) < 0:
             return None
         if event is not None:
             event.synchronize()  # (queued before the forward pass: it does not wait for it)
