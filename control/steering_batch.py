@@ -921,44 +921,51 @@ class SteeringBatch:
         anticipated = self.anticipated
         signal = (self._check(logits, x, plan, v)
                   if plan.watch or plan.anticipate or plan.pooled_checks is not None else [])
-        if signal:  # their rows are overwritten below: nothing else to apply there
-            for i in signal:
+        # the plan goes (again) after the check: not sent before it, or the check changed it
+        resend = kw is None or self.anticipated != anticipated
+        if signal and resend:  # their rows are overwritten below: nothing else to apply
+            for i in signal:   # there (a plan already sent leaves them to the overwrite)
                 plan.drop(bisect.bisect_left(idx, i))  # (idx ascends)
-        for i in signal:
-            r = self.rows[i]
-            if r.on_lane:
-                r.leave_lane()
-            r.signalled = True  # (it never takes a lane again)
-            self.signals += 1
-        if cpu_lists:
-            # ids come below the index's vocabulary size (masks', bans': below v)
-            plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v,
-                            flat=self.flat_controls, x=x)
-            for i in signal:
-                _force_token(logits, i, self.rows[i].args.signal)
+        try:
+            if cpu_lists:
+                # ids come below the index's vocabulary size (masks', bans': below v)
+                plan.apply_rows(logits, idx, in_range=self.index.vocab_size <= v,
+                                flat=self.flat_controls, x=x)
+                for i in signal:
+                    _force_token(logits, i, self.rows[i].args.signal)
+                return logits
+            # the tokens to force (int64: the index ops' own type, no conversion on the
+            # device)
+            forced = [self.rows[i].args.signal for i in signal]
+            forced = [-1 if t is None or not 0 <= t < v else t for t in forced]
+            force = {}
+            flat = False  # (contiguous logits: forced tokens by flat offset)
+            if signal:
+                flat = logits.is_contiguous()
+                rows = np.array(signal, dtype=np.int64)
+                force = {"force_rows": rows, "force_at": np.array(forced, dtype=np.int64)
+                         + (rows * v if flat else 0)}
+            if resend:
+                # one upload for the plan's arrays, the rows they control and the tokens
+                # to force (early: the check changed the plan, so it goes again; rare)
+                kw = plan.kwargs(self._send, {**extra, **force})
+            elif force:  # (the plan went before the check: the tokens to force on their own)
+                kw = {**kw, **self._send(force)}
+            force_rows, force_at = kw.pop("force_rows", None), kw.pop("force_at", None)
+            if len(kw) > ("logit_rows" in kw):
+                apply_logit_controls(logits, **kw)
+            if force_rows is not None:
+                _force_tokens(logits, force_rows, force_at, forced, flat=flat)
             return logits
-        # the tokens to force (int64: the index ops' own type, no conversion on the device)
-        forced = [self.rows[i].args.signal for i in signal]
-        forced = [-1 if t is None or not 0 <= t < v else t for t in forced]
-        force = {}
-        flat = False  # (contiguous logits: forced tokens by flat offset)
-        if signal:
-            flat = logits.is_contiguous()
-            rows = np.array(signal, dtype=np.int64)
-            force = {"force_rows": rows,
-                     "force_at": np.array(forced, dtype=np.int64) + (rows * v if flat else 0)}
-        if kw is None or self.anticipated != anticipated:
-            # one upload for the plan's arrays, the rows they control and the tokens to
-            # force (early: the check changed the plan, so it goes again; rare)
-            kw = plan.kwargs(self._send, {**extra, **force})
-        elif force:  # (the plan went before the check: the tokens to force on their own)
-            kw = {**kw, **self._send(force)}
-        force_rows, force_at = kw.pop("force_rows", None), kw.pop("force_at", None)
-        if len(kw) > ("logit_rows" in kw):
-            apply_logit_controls(logits, **kw)
-        if force_rows is not None:
-            _force_tokens(logits, force_rows, force_at, forced, flat=flat)
-        return logits
+        finally:
+            # after the launches (on a GPU the kernels run meanwhile), come what may: the
+            # signalled rows leave their lanes for good
+            for i in signal:
+                r = self.rows[i]
+                if r.on_lane:
+                    r.leave_lane()
+                r.signalled = True  # (it never takes a lane again)
+                self.signals += 1
 
     def _end_failed(self, logits: torch.Tensor, i: int, vocab: int) -> None:
         """A row that could not be steered takes its signal token (or a stop token)."""
