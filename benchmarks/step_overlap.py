@@ -8,8 +8,9 @@ state only (the rows' output lists), so it runs while the GPU is still busy; the
 first waits for the GPU at the rollback check's argmax. What steering adds to the step
 is then the host work after that wait (the check's bookkeeping, the upload, the kernel
 launch, the forced tokens) plus whatever the plan takes beyond the forward's time. (Runner
-V2's adapter reads the step's fed tokens back with a stream synchronisation first, so
-its plan does not overlap the forward: not measured here.)
+V2's adapter takes the same order on the steps whose fed tokens it read before the
+forward pass was queued, ``apply_staged_writes``; the core's path is the one measured
+here. After its fallback, a read-back's wait, the whole plan is exposed.)
 
 Per batch size, over the same decode loop as ``steering_step_compare`` (every row
 steered with the dev set's 30 entities, greedy, rollback on; see ``step_phases``):

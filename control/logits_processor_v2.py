@@ -69,8 +69,8 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
                     kernel_path(device))
         self.req_states = req_states
         self.batch = SteeringBatch(index, device)
-        # the plan cannot overlap the forward pass here (apply reads the fed tokens back
-        # with a stream synchronisation first), so it goes in one upload after the check
+        # the plan goes before the check only on steps planned from a staged read (set
+        # per step in apply); after a read-back's wait, one upload after the check
         self.batch.early_upload = False
         self._slots: dict[int, Any] = {}  # slot -> the core's row
         self._outs: dict[int, list[int]] = {}  # slot -> output token ids seen
