@@ -14,6 +14,10 @@ import torch
 vllm = pytest.importorskip("vllm")
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
+from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402
+    LogitsContext,
+    LogitsProcRequestState,
+)
 
 from greyelephant.control import steering_batch  # noqa: E402
 from greyelephant.control.logits_processor import SteeringLogitsProcessor  # noqa: E402
@@ -110,7 +114,10 @@ def test_v2_steers_like_v1(vocab_index, tokenizer, lanes_from, feed, device_form
     # the history's and total_len's dtypes: vLLM's (int32) with "staged", mixed with
     # "stale", int64 otherwise
     history_dtype = torch.int32 if feed in ("staged", "stale") else torch.int64
-    states = ReqStates(torch.device("cpu"), slots, vocab_index.vocab_size,
+    # "staged": vLLM's own dataclasses for the request states and the step's context (their
+    # buffers faked: vLLM's need a GPU), so that the fields the adapter reads are theirs
+    states_class = LogitsProcRequestState if feed == "staged" else ReqStates
+    states = states_class(torch.device("cpu"), slots, vocab_index.vocab_size,
                        Gpu(torch.zeros(slots, MAX_LEN, dtype=history_dtype)),
                        Uva(np.zeros(slots, dtype=np.int32)), Uva(np.zeros(slots, dtype=np.int32)),
                        Gpu(torch.zeros(slots, dtype=torch.int32 if feed == "staged"
@@ -172,8 +179,17 @@ def test_v2_steers_like_v1(vocab_index, tokenizer, lanes_from, feed, device_form
             if step % 3 == 1:  # slot 2's: a whole form in one token (anticipated bans)
                 logits[2, whole] += 6.0
         before = v2.staged_steps
-        a = v2.apply(logits[torch.as_tensor(order)].clone(),
-                     Ctx(order.astype(np.int64), torch.tensor(fed), torch.tensor(pos), seq_lens))
+        if feed == "staged":
+            slot_rows = torch.as_tensor(order, dtype=torch.int32)
+            ctx = LogitsContext(expanded_idx_mapping=slot_rows, idx_mapping=slot_rows,
+                                idx_mapping_np=order.astype(np.int32),
+                                expanded_local_pos=torch.zeros(slots, dtype=torch.int32),
+                                input_ids=torch.tensor(fed, dtype=torch.int32),
+                                pos=torch.tensor(pos, dtype=torch.int64),
+                                seq_lens_upper_bound_np=seq_lens)
+        else:
+            ctx = Ctx(order.astype(np.int64), torch.tensor(fed), torch.tensor(pos), seq_lens)
+        a = v2.apply(logits[torch.as_tensor(order)].clone(), ctx)
         b = v1.apply(logits.clone())
         assert torch.equal(a, b[torch.as_tensor(order)]), step
         if v2.staged_steps > before:
