@@ -10,7 +10,11 @@ Triton's interpreter):
 * a decode through ``SteeringBatch`` on the GPU (one packed upload a step, the table,
   ``logit_rows``, forced signals) against the same decode on the CPU (per-row id lists,
   numpy): the logits equal bit for bit every step (float32), partly steered batches,
-  rollback signals and loop-guard bans included.
+  rollback signals and loop-guard bans included;
+* runner V2's staged read (``control/fed_read.py``: each slot's committed length and
+  newest token, gathered and copied to page-locked memory before the forward pass is
+  queued) gives the values read, in vLLM's int32, and its wait returns while a stand-in
+  for the forward pass queued after it still runs (on a GPU; on a CPU, the values only).
 
     python benchmarks/steering_device_check.py --out DIR      # on a GPU machine
 
@@ -37,6 +41,8 @@ from greyelephant.benchmarks.steering_step import (  # noqa: E402
     smollm2_vocab,
     steering_args,
 )
+from greyelephant.benchmarks.step_overlap import forward_stand_in  # noqa: E402
+from greyelephant.control.fed_read import StagedFedRead  # noqa: E402
 from greyelephant.control.steering_batch import RequestInfo, SteeringBatch  # noqa: E402
 from greyelephant.kernels import apply_logit_controls, pack_token_bitmask  # noqa: E402
 from greyelephant.kernels.logit_controls_torch import apply_logit_controls_torch  # noqa: E402
@@ -156,6 +162,34 @@ def decode_against_cpu(device: str, b: int = 24, steps: int = 120, lanes: bool =
           and gpu.anticipated == cpu.anticipated)
 
 
+def staged_read(device: str, n_slots: int = 512, width: int = 4096) -> None:
+    """Runner V2's staged read against the tensors read (see the module doc)."""
+    g = torch.Generator().manual_seed(3)
+    history = torch.randint(0, 152_000, (n_slots, width), generator=g,
+                            dtype=torch.int32).to(device)
+    total_len = torch.randint(1, width - 2, (n_slots,), generator=g,
+                              dtype=torch.int32).to(device)
+    reader = StagedFedRead()
+    forward, _ = forward_stand_in(device, 50.0)  # (None on a CPU)
+    for step, slots in enumerate((np.arange(0, n_slots, 2), np.arange(n_slots),
+                                  np.arange(1, n_slots, 3))):
+        if device == "cuda":
+            torch.cuda.synchronize()  # (the stream idle before each read)
+        read = reader.start(history, total_len, slots, n_slots)
+        if forward is not None:
+            forward()  # the forward pass, queued after the read
+        read.wait()
+        busy = forward is not None and not torch.cuda.current_stream().query()
+        got = read.host.astype(np.int64)
+        lengths = total_len.cpu().numpy()[slots].astype(np.int64)
+        newest = history.cpu().numpy()[slots, lengths - 1].astype(np.int64)
+        check(f"staged read {step}: lengths and newest tokens ({slots.size} slots)",
+              np.array_equal(got[0], lengths) and np.array_equal(got[1], newest))
+        if forward is not None:
+            check(f"staged read {step}: waited for the read, not the forward pass", busy)
+        total_len += 1  # (the next step's lengths)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         kernel_forms(a.device, ((9, 5, 3001),), (torch.float32,))
         for lanes in (False, True):
             decode_against_cpu(a.device, b=6, steps=40, lanes=lanes)
+        staged_read(a.device, n_slots=16, width=32)
     else:
         kernel_forms(a.device, ((9, 5, 49152), (256, 200, 152064)))
         for lanes in (False, True):
             decode_against_cpu(a.device, lanes=lanes)
+        staged_read(a.device)
     failed = [c for c in CHECKS if not c["ok"]]
     print(f"{len(CHECKS) - len(failed)}/{len(CHECKS)} checks passed", flush=True)
     if a.out:

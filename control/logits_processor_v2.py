@@ -43,6 +43,7 @@ from vllm import SamplingParams
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor
 
 from .engine_args import EngineSteering
+from .fed_read import FedRead, StagedFedRead
 from .logits_processor import EXTRA_ARGS_KEY, kernel_path, load_vocab_index, request_info
 from .steering_batch import FedRows, SteeringBatch
 from .vocab_index import VocabIndex
@@ -86,15 +87,9 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         self._fed: torch.Tensor | None = None  # host buffer of apply's read-back
         self._fed_np: np.ndarray | None = None
         # the read started in apply_staged_writes (see _stage_fed), None when none is
-        # pending: (per slot, its place in the read or -1; the event after the copy or
-        # None; the host view of the read slots' committed lengths and newest tokens)
-        self._staged: tuple[np.ndarray, Any, np.ndarray] | None = None
-        # (see _stage_fed: the slots read, on the host and device, their offsets, places)
-        self._stage_slots: tuple | None = None
-        self._stage_dev: torch.Tensor | None = None  # the staged read's device buffer
-        self._stage_host: torch.Tensor | None = None  # and its host buffer
-        self._stage_np: np.ndarray | None = None
-        self._stage_event: Any = None
+        # pending; it serves the step after it only
+        self._reader = StagedFedRead()
+        self._staged: FedRead | None = None
         self.staged_steps = 0  # steps planned from a staged read (tests and logs)
 
     @classmethod
@@ -127,53 +122,15 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
     def _stage_fed(self) -> None:
         """Queue, before the forward pass, the read of every steered slot's committed
         length (``total_len``) and newest committed token (``all_token_ids`` at
-        ``total_len - 1``), which the previous step's ``post_update`` wrote on the device:
-        a gather into one device buffer and an asynchronous copy to a page-locked one,
-        then an event. ``apply`` waits for that event, which comes before the forward
-        pass on the stream."""
+        ``total_len - 1``), which the previous step's ``post_update`` wrote on the device
+        (:class:`.fed_read.StagedFedRead`: a gather, an asynchronous copy, an event).
+        ``apply`` waits for that read only, which comes before the forward pass on the
+        stream."""
         rs = self.req_states
         total_len = getattr(getattr(rs, "total_len", None), "gpu", None)
-        history = rs.all_token_ids.gpu
-        if total_len is None or history.dim() != 2 or not history.is_contiguous():
-            return  # (nothing to read it from: apply reads the fed tokens back)
-        cached = self._stage_slots
-        slots = self._steered.nonzero()[0]
-        if not slots.size:
-            return
-        if cached is None or not np.array_equal(cached[0], slots):
-            # the slots on the device, and each slot's row offset in the flat history
-            # less one (its newest token is at offset + total_len - 1); kept while the
-            # steered slots stay the same (sent from page-locked memory: no wait)
-            host_slots = torch.from_numpy(slots.astype(np.int64))
-            if history.is_cuda:
-                host_slots = host_slots.pin_memory()
-            at = host_slots.to(history.device, non_blocking=history.is_cuda)
-            # per slot: its place in the read (-1: not read), for apply's lookup
-            place = np.full(self._steered.size, -1, dtype=np.int64)
-            place[slots] = np.arange(slots.size)
-            cached = self._stage_slots = (slots, at, at * history.stride(0) - 1, place)
-        slots, at, base, place = cached
-        n = slots.size
-        dev = self._stage_dev  # (in the history's dtype: int32 in vLLM)
-        if dev is None or dev.numel() < 2 * n or dev.dtype != history.dtype:
-            size = max(64, 1 << (2 * n - 1).bit_length())
-            cuda = history.is_cuda
-            dev = self._stage_dev = torch.empty(size, dtype=history.dtype,
-                                                device=history.device)
-            self._stage_host = torch.empty(size, dtype=history.dtype, pin_memory=cuda)
-            self._stage_np = self._stage_host.numpy()
-            self._stage_event = torch.cuda.Event() if cuda else None
-        lengths, newest = dev[:n], dev[n:2 * n]
-        if total_len.dtype == history.dtype:
-            torch.index_select(total_len, 0, at, out=lengths)
-        else:
-            lengths.copy_(total_len.index_select(0, at))
-        # (clamped: a slot with no token yet must not index before its row)
-        torch.index_select(history.view(-1), 0, (base + lengths).clamp_(min=0), out=newest)
-        self._stage_host[:2 * n].copy_(dev[:2 * n], non_blocking=history.is_cuda)
-        if self._stage_event is not None:
-            self._stage_event.record()
-        self._staged = (place, self._stage_event, self._stage_np[:2 * n].reshape(2, n))
+        if total_len is not None:  # (else: apply reads the fed tokens back after a wait)
+            self._staged = self._reader.start(rs.all_token_ids.gpu, total_len,
+                                              self._steered.nonzero()[0], self._steered.size)
 
     def _set_up_pending(self) -> None:
         rs = self.req_states
@@ -277,7 +234,7 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         finally:
             self.batch.rows = {}
 
-    def _staged_fed(self, staged: tuple, ctx, rows: np.ndarray, row_slots: np.ndarray,
+    def _staged_fed(self, staged: FedRead, ctx, rows: np.ndarray, row_slots: np.ndarray,
                     lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(each row's newest committed token, whether its output grows by it) from the
         read :meth:`_stage_fed` queued before the forward pass, after waiting for that
@@ -294,12 +251,11 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         seq_lens = getattr(ctx, "seq_lens_upper_bound_np", None)
         if seq_lens is None:
             return None
-        place, event, host = staged
-        at = place[row_slots] if int(row_slots.max()) < place.size else None
+        at = staged.place[row_slots] if int(row_slots.max()) < staged.place.size else None
         if at is None or int(at.min()) < 0:
             return None
-        if event is not None:
-            event.synchronize()  # (queued before the forward pass: it does not wait for it)
+        staged.wait()  # (queued before the forward pass: it does not wait for it)
+        host = staged.host
         prompt = self.req_states.prompt_len.np[row_slots].astype(np.int64)
         grow = np.asarray(seq_lens, dtype=np.int64)[rows] - 1 - prompt == lengths
         if not np.array_equal(host[0, at] - prompt, lengths + grow):

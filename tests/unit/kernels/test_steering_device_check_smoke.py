@@ -22,3 +22,4 @@ def test_steering_device_check_smoke(tmp_path):
     assert any("signals" in c["check"] for c in checks)
     lanes = [c for c in checks if "with lanes" in c["check"]]
     assert len(lanes) == 1 and lanes[0]["fast_rows"] > 0
+    assert len([c for c in checks if c["check"].startswith("staged read")]) == 3
