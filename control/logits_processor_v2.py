@@ -88,7 +88,7 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         self._fed_np: np.ndarray | None = None
         # the read started in apply_staged_writes (see _stage_fed), None when none is
         # pending; it serves the step after it only
-        self._reader = StagedFedRead()
+        self._reader: StagedFedRead | None = StagedFedRead()  # (None: it failed once)
         self._staged: FedRead | None = None
         self.staged_steps = 0  # steps planned from a staged read (tests and logs)
 
@@ -128,9 +128,16 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         stream."""
         rs = self.req_states
         total_len = getattr(getattr(rs, "total_len", None), "gpu", None)
-        if total_len is not None:  # (else: apply reads the fed tokens back after a wait)
+        if total_len is None or self._reader is None:
+            return  # (apply reads the fed tokens back after a wait)
+        try:
             self._staged = self._reader.start(rs.all_token_ids.gpu, total_len,
                                               self._steered.nonzero()[0], self._steered.size)
+        except Exception:  # noqa: BLE001 - the read after the wait still serves every step
+            logger.warning("steering (runner V2): the fed tokens cannot be read before the "
+                           "forward pass here; reading them after it from now on",
+                           exc_info=True)
+            self._reader = None
 
     def _set_up_pending(self) -> None:
         rs = self.req_states

@@ -274,3 +274,26 @@ def test_v2_appends_only_the_rows_whose_position_moved_on(vocab_index, tokenizer
     v2.apply(logits.clone(), Ctx(np.array([1, 0]), torch.tensor([13, 11]),
                                  torch.tensor([start[1] + 1, start[0]])))
     assert steered_output(v2, 0) == [11] and steered_output(v2, 1) == [12, 13]
+
+
+def test_v2_reads_after_the_wait_once_the_staged_read_fails(vocab_index, tokenizer, caplog):
+    """A staged read that raises (e.g. no page-locked memory) is logged once and given up:
+    every step then reads its fed tokens back after the wait, and steers as before."""
+    v2, _, prompts, _ = _v2_with_slots(vocab_index, tokenizer, 2, {"avoid": ["Nike"]})
+
+    def broken(*args):
+        raise RuntimeError("no pinned memory")
+
+    v2._reader.start = broken
+    start = [len(prompts[s]) for s in (0, 1)]
+    with caplog.at_level("WARNING", logger="greyelephant.control"):
+        for step in range(3):
+            v2.apply_staged_writes()
+            seq_lens = np.array([start[0] + step, start[1] + step], dtype=np.int32)
+            v2.apply(torch.zeros(2, vocab_index.vocab_size),
+                     Ctx(np.array([0, 1]), torch.tensor([11 + step, 21 + step]),
+                         torch.tensor([start[0] + step - 1, start[1] + step - 1]), seq_lens))
+    assert v2._reader is None and v2.staged_steps == 0
+    assert sum("cannot be read before the forward pass" in r.message
+               for r in caplog.records) == 1
+    assert steered_output(v2, 0) == [12, 13] and steered_output(v2, 1) == [22, 23]
