@@ -35,6 +35,7 @@ from vllm.v1.sample.logits_processor import (
 
 from .engine_args import EngineSteering
 from .steering_batch import RequestInfo, SteeringBatch
+from .step_stats import StepStats
 from .vocab_index import VocabIndex
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class SteeringLogitsProcessor(LogitsProcessor):
             logger.info("steering: vocabulary index built in %.2f s", index.build_seconds)
         logger.info("steering: logit controls on %s via %s", device, kernel_path(device))
         self.batch = SteeringBatch(index, device)
+        self.stats = StepStats.for_this_process()  # (the server's /metrics reads them)
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams):
@@ -130,4 +132,9 @@ class SteeringLogitsProcessor(LogitsProcessor):
             batch.move(a, b, direction == MoveDirectionality.SWAP)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.batch.apply(logits)
+        batch = self.batch
+        steps = batch.steps
+        out = batch.apply(logits)
+        if batch.steps != steps:  # (a step that steered: its counters moved)
+            self.stats.publish((*batch.counters(), 0, 0))
+        return out

@@ -46,6 +46,7 @@ from .engine_args import EngineSteering
 from .fed_read import FedRead, StagedFedRead
 from .logits_processor import EXTRA_ARGS_KEY, kernel_path, load_vocab_index, request_info
 from .steering_batch import FedRows, SteeringBatch
+from .step_stats import StepStats
 from .vocab_index import VocabIndex
 
 if TYPE_CHECKING:
@@ -90,7 +91,9 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
         # pending; it serves the step after it only
         self._reader: StagedFedRead | None = StagedFedRead()  # (None: it failed once)
         self._staged: FedRead | None = None
-        self.staged_steps = 0  # steps planned from a staged read (tests and logs)
+        self.staged_steps = 0  # steps planned from a staged read (/metrics, tests, logs)
+        self.read_back_steps = 0  # steps that read the fed tokens after the wait
+        self.stats = StepStats.for_this_process()  # (the server's /metrics reads them)
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -211,6 +214,7 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
             self.staged_steps += 1
             newest, grow = fed
         else:
+            self.read_back_steps += 1
             ids, pos = ctx.input_ids, ctx.pos
             if count == n:  # every row steered: the first n entries as they are
                 ids, pos = ids[:n], pos[:n]
@@ -240,6 +244,8 @@ class SteeringLogitsProcessorV2(LogitsProcessor):
             return self.batch.apply(logits, FedRows(self._lane[row_slots], lengths, last))
         finally:
             self.batch.rows = {}
+            self.stats.publish((*self.batch.counters(), self.staged_steps,
+                                self.read_back_steps))
 
     def _staged_fed(self, staged: FedRead, ctx, rows: np.ndarray, row_slots: np.ndarray,
                     lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -359,6 +359,8 @@ class SteeringBatch:
         # rollback check, which is the step's first wait for the device, so that under
         # runner V1 that work overlaps the forward pass (see apply); False: after it
         self.early_upload = True
+        self.steps = 0  # steps that steered at least one row (for /metrics, tests, logs)
+        self.row_steps = 0  # steered rows summed over those steps
         self.signals = 0  # rollback signals sent (for tests and logs)
         self.anticipated = 0  # start bans applied without a rollback
         self.fast_rows = 0  # row steps taken on the lanes' fast path (for tests and logs)
@@ -910,6 +912,8 @@ class SteeringBatch:
                 idx = [i for i in idx if i < b]
         if not idx:
             return logits
+        self.steps += 1
+        self.row_steps += len(idx)
         plan = self.controls(idx, v, fed if fed is not None and fed.lanes.size == len(idx)
                              and len(idx) == len(self.rows) else None)
         cpu_lists = self.sparse_ids and x is not None  # (the CPU's path: per-row lists)
@@ -966,6 +970,12 @@ class SteeringBatch:
                     r.leave_lane()
                 r.signalled = True  # (it never takes a lane again)
                 self.signals += 1
+
+    def counters(self) -> tuple[int, int, int, int, int, int]:
+        """(steps, row steps, fast-path row steps, pooled row steps, rollback signals,
+        anticipated starts) so far: the first six of :data:`.step_stats.FIELDS`."""
+        return (self.steps, self.row_steps, self.fast_rows, self.pooled_rows,
+                self.signals, self.anticipated)
 
     def _end_failed(self, logits: torch.Tensor, i: int, vocab: int) -> None:
         """A row that could not be steered takes its signal token (or a stop token)."""

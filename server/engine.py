@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from greyelephant.control.step_stats import STATS_DIR_ENV
 
 logger = logging.getLogger("greyelephant.engine")
 
@@ -50,6 +53,9 @@ class EngineHandle:
         # Called when the engine cannot start (serve_main stops the HTTP server then, so a
         # supervisor sees the process exit instead of a server answering 503 forever).
         self.on_failed = None
+        # where the engine's processes write the steering step counters (/metrics reads
+        # them: control/step_stats.py); made at start, removed at shutdown
+        self._stats_dir: tempfile.TemporaryDirectory | None = None
 
     @property
     def ready(self) -> bool:
@@ -61,6 +67,8 @@ class EngineHandle:
 
         started = time.perf_counter()
         try:
+            self._stats_dir = tempfile.TemporaryDirectory(prefix="greyelephant-steering-")
+            os.environ[STATS_DIR_ENV] = self._stats_dir.name  # (the engine inherits it)
             self.engine = await asyncio.to_thread(
                 AsyncLLM.from_engine_args,
                 self.engine_args,
@@ -98,6 +106,9 @@ class EngineHandle:
     def shutdown(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()
+        if self._stats_dir is not None:
+            self._stats_dir.cleanup()
+            self._stats_dir = None
         self.state = "stopped"
 
 

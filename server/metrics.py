@@ -1,9 +1,16 @@
 """Prometheus metrics. /metrics serves these plus vLLM's own engine metrics (vllm:*, e.g.
-vllm:num_requests_waiting — the scheduler's queue), which share the default registry."""
+vllm:num_requests_waiting — the scheduler's queue), which share the default registry, and
+the steering processor's step counters, which the engine's processes write
+(:mod:`greyelephant.control.step_stats`; read at each scrape)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+
+from greyelephant.control.step_stats import FIELDS, STATS_DIR_ENV, read_stats
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -63,5 +70,30 @@ class Metrics:
             self.loop_stalls = Counter("greyelephant_event_loop_stalls_total",
                                        "Event-loop stalls of 1 s or more (each is logged with "
                                        "the loop's stack)")
+            REGISTRY.register(SteeringStepCollector())
             cls._instance = self
         return cls._instance
+
+
+class SteeringStepCollector:
+    """``greyelephant_steering_<field>_total{pid}`` for each of
+    :data:`greyelephant.control.step_stats.FIELDS`: the totals each engine process that
+    steers wrote to its stats file in the directory :class:`.engine.EngineHandle` made
+    (named by :data:`~greyelephant.control.step_stats.STATS_DIR_ENV`), read at each
+    scrape."""
+
+    def describe(self):
+        return [CounterMetricFamily(_steering_name(name), text, labels=["pid"])
+                for name, text in FIELDS]
+
+    def collect(self):
+        stats = read_stats(os.environ.get(STATS_DIR_ENV))
+        for name, text in FIELDS:
+            family = CounterMetricFamily(_steering_name(name), text, labels=["pid"])
+            for pid, values in stats.items():
+                family.add_metric([pid], values[name])
+            yield family
+
+
+def _steering_name(field: str) -> str:
+    return f"greyelephant_steering_{field}"  # (exported with the suffix _total)

@@ -52,7 +52,7 @@ def server(model_dir, tmp_path_factory):
              "--adapter-root", str(shipped_root())]
     with LocalServer([*SERVER_ARGS, *roots], log_path=log, cwd=str(REPO), timeout=600) as srv:
         yield {"base": srv.base, "v1": srv.v1, "model": "SmolLM2-135M-Instruct",
-               "admin_key": ADMIN_KEY, "log": log}
+               "admin_key": ADMIN_KEY, "log": log, "pid": srv.proc.pid}
 
 
 @pytest.fixture(scope="session")

@@ -206,6 +206,15 @@ def test_v2_steers_like_v1(vocab_index, tokenizer, lanes_from, feed, device_form
     assert v2.batch.signals > 0 and v2.batch.anticipated > 0
     if lanes_from is not None:  # the lanes ran on what the adapter fed them
         assert v2.batch.fast_rows > 0 and v2.batch.fast_rows == v1.batch.fast_rows
+    # the counters /metrics reads (memory only here): both adapters' steps as they ran
+    published, v1_published = v2.stats.as_dict(), v1.stats.as_dict()
+    assert published["steps"] == len(text) == v1_published["steps"]
+    assert published["row_steps"] == len(text) * 3 == v1_published["row_steps"]
+    assert published["rollback_signals"] == v2.batch.signals == v1_published["rollback_signals"]
+    assert published["fast_row_steps"] == v1_published["fast_row_steps"]
+    assert published["v2_staged_steps"] == len(staged)
+    assert published["v2_read_back_steps"] == len(text) - len(staged)
+    assert v1_published["v2_staged_steps"] == v1_published["v2_read_back_steps"] == 0
 
 
 
