@@ -19,7 +19,8 @@
 #   5. step_phases' split of a B=256 step with the lanes off, then (lanes on, the
 #      default) with cProfile's top functions (this checkout), then the many-spec
 #      step's parts (--distinct 10 --own-prefer --parts default).
-# Everything lands in $OUT (default /tmp/steering_gpu): env.txt, run.log,
+# Everything lands in $OUT (default /tmp/steering_gpu): env.txt, run.log, phases.txt (each
+# phase's seconds; no phase starts after BUDGET_S, default 540, and none runs past it),
 # steering_device_check.json, steering_step-cuda.{json,md}, step_overlap-cuda.{json,md},
 # steering_step_compare-cuda[-distinct10-own-prefer|-v2].{json,md}.
 # (Up to 8f158e3, step 4 was two alternating rounds of steering_step before and after;
@@ -55,31 +56,53 @@ export PYTHONUNBUFFERED=1
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
 LOG="$OUT/run.log"
+: > "$LOG"
+# A device call stops at 600 s (then only what is in $OUT comes back): no phase starts
+# after BUDGET_S seconds, and each runs under `timeout` for what is left of it; each
+# phase's time goes to run.log and phases.txt, and a phase cut short or skipped says so.
+BUDGET_S=${BUDGET_S:-540}
+START=$SECONDS
 rc=0
-python3 benchmarks/steering_device_check.py --device "$DEVICE" --out "$OUT" 2>&1 | tee "$LOG" \
-  || rc=1
-python3 benchmarks/device_primitives.py --device "$DEVICE" 2>&1 | tee -a "$LOG" || rc=1
-python3 benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" --out "$OUT" 2>&1 \
-  | tee -a "$LOG" || rc=1
-python3 benchmarks/step_overlap.py --device "$DEVICE" --batches 64,256 --forward-ms 10 \
-  --out "$OUT" 2>&1 | tee -a "$LOG" || rc=1
+phase() {  # phase NAME COMMAND...
+  local name=$1 left=$((BUDGET_S - (SECONDS - START))) t0=$SECONDS status
+  shift
+  if [ "$left" -le 0 ]; then
+    echo "[phase] $name: skipped (BUDGET_S=$BUDGET_S s spent)" | tee -a "$LOG" "$OUT/phases.txt"
+    rc=1
+    return
+  fi
+  timeout "$left" "$@" 2>&1 | tee -a "$LOG"
+  status=${PIPESTATUS[0]}
+  if [ "$status" = 124 ]; then
+    echo "[phase] $name: cut short at $((SECONDS - t0)) s (BUDGET_S=$BUDGET_S s)" \
+      | tee -a "$LOG" "$OUT/phases.txt"
+  else
+    echo "[phase] $name: $((SECONDS - t0)) s, exit $status" | tee -a "$LOG" "$OUT/phases.txt"
+  fi
+  [ "$status" = 0 ] || rc=1
+}
+phase device_check python3 benchmarks/steering_device_check.py --device "$DEVICE" --out "$OUT"
+phase primitives python3 benchmarks/device_primitives.py --device "$DEVICE"
+phase steering_step python3 benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" \
+  --out "$OUT"
+phase step_overlap python3 benchmarks/step_overlap.py --device "$DEVICE" --batches 64,256 \
+  --forward-ms 10 --out "$OUT"
 if [ -d .base/control ]; then
-  python3 benchmarks/steering_step_compare.py --ref-tree .base --device "$DEVICE" \
-    --batches 1,16,64,256 --rounds 5 --steps 200 --lanes --out "$OUT" 2>&1 \
-    | tee -a "$LOG" || rc=1
+  phase compare python3 benchmarks/steering_step_compare.py --ref-tree .base \
+    --device "$DEVICE" --batches 1,16,64,256 --rounds 5 --steps 200 --lanes --out "$OUT"
   if [ "${MANY:-1}" = 1 ]; then
-    python3 benchmarks/steering_step_compare.py --ref-tree .base --device "$DEVICE" \
-      --batches 64,256 --rounds 3 --steps 200 --runner v2 --out "$OUT" 2>&1 \
-      | tee -a "$LOG" || rc=1
-    python3 benchmarks/steering_step_compare.py --ref-tree .base --device "$DEVICE" \
-      --batches 64,256 --rounds 3 --steps 200 --distinct 10 --own-prefer --out "$OUT" \
-      2>&1 | tee -a "$LOG" || rc=1
+    phase compare_v2 python3 benchmarks/steering_step_compare.py --ref-tree .base \
+      --device "$DEVICE" --batches 64,256 --rounds 3 --steps 200 --runner v2 --out "$OUT"
+    phase compare_many_specs python3 benchmarks/steering_step_compare.py --ref-tree .base \
+      --device "$DEVICE" --batches 64,256 --rounds 3 --steps 200 --distinct 10 \
+      --own-prefer --out "$OUT"
   fi
 fi
-python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 100 \
-  --lanes off 2>&1 | tee -a "$LOG" || rc=1
-python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 100 \
-  --profile 300 2>&1 | tee -a "$LOG" || rc=1
-python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 --steps 300 --warmup 300 \
-  --distinct 10 --own-prefer --parts default 2>&1 | tee -a "$LOG" || rc=1
+phase phases_lanes_off python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 \
+  --steps 300 --warmup 100 --lanes off
+phase phases_profile python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 \
+  --steps 300 --warmup 100 --profile 300
+phase phases_many_specs python3 benchmarks/step_phases.py --device "$DEVICE" --batch 256 \
+  --steps 300 --warmup 300 --distinct 10 --own-prefer --parts default
+echo "[phase] all: $((SECONDS - START)) s" | tee -a "$LOG" "$OUT/phases.txt"
 exit $rc
