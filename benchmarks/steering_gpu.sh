@@ -2,11 +2,12 @@
 # The steering step's GPU check, as one run on a GPU machine with torch, Triton and numpy
 # but no vLLM (the device machine):
 #   1. steering_device_check.py: the device path against the CPU path, bit for bit;
-#   2. device_primitives.py: the host time of a step's primitives (a diagnosis);
+#   2. step_overlap.py: what a steered step adds while a 10 ms stand-in for the forward
+#      pass is in flight (runner V1's order: the plan overlaps the forward), B = 64, 256
+#      (the issue's target: first, after correctness, so a short run still answers it);
 #   3. steering_step on the GPU, this checkout ($STEPS timed steps, default 60): the whole
 #      matrix of batch sizes, steered rows and vocabularies, with the phases;
-#   3b. step_overlap.py: what a steered step adds while a 10 ms stand-in for the forward
-#      pass is in flight (runner V1's order: the plan overlaps the forward), B = 64, 256;
+#   3b. device_primitives.py: the host time of a step's primitives (a diagnosis);
 #   4. if .base/ holds older code: steering_step_compare, the older code against this
 #      checkout with their steps interleaved in one process, 5 rounds (on a noisy host
 #      the ratios hold where separate runs do not), with this checkout's lanes off (the
@@ -82,11 +83,11 @@ phase() {  # phase NAME COMMAND...
   [ "$status" = 0 ] || rc=1
 }
 phase device_check python3 benchmarks/steering_device_check.py --device "$DEVICE" --out "$OUT"
-phase primitives python3 benchmarks/device_primitives.py --device "$DEVICE"
-phase steering_step python3 benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" \
-  --out "$OUT"
 phase step_overlap python3 benchmarks/step_overlap.py --device "$DEVICE" --batches 64,256 \
   --forward-ms 10 --out "$OUT"
+phase steering_step python3 benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" \
+  --out "$OUT"
+phase primitives python3 benchmarks/device_primitives.py --device "$DEVICE"
 if [ -d .base/control ]; then
   phase compare python3 benchmarks/steering_step_compare.py --ref-tree .base \
     --device "$DEVICE" --batches 1,16,64,256 --rounds 5 --steps 200 --lanes --out "$OUT"
