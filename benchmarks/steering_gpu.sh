@@ -5,6 +5,11 @@
 #   2. step_overlap.py: what a steered step adds while a 10 ms stand-in for the forward
 #      pass is in flight (runner V1's order: the plan overlaps the forward), B = 64, 256
 #      (the issue's target: first, after correctness, so a short run still answers it);
+#   2b. v2_adapter_step.py: runner V2's adapter on the GPU (its core stubbed), fed as
+#      vLLM's runner feeds it, with a 2 ms stand-in for the forward pass queued between
+#      apply_staged_writes and apply: with the staged read (--feed staged) apply should
+#      not wait for it, with the read-back after the wait (--feed sync) it does; vLLM's
+#      names come from benchmarks/vllm_standin.py (no vLLM on that machine);
 #   3. steering_step on the GPU, this checkout ($STEPS timed steps, default 60): the whole
 #      matrix of batch sizes, steered rows and vocabularies, with the phases;
 #   3b. device_primitives.py: the host time of a step's primitives (a diagnosis);
@@ -23,7 +28,8 @@
 # Everything lands in $OUT (default /tmp/steering_gpu): env.txt, run.log, phases.txt (each
 # phase's seconds; no phase starts after BUDGET_S, default 540, and none runs past it),
 # steering_device_check.json, steering_step-cuda.{json,md}, step_overlap-cuda.{json,md},
-# steering_step_compare-cuda[-distinct10-own-prefer|-v2].{json,md}.
+# steering_step_compare-cuda[-distinct10-own-prefer|-v2].{json,md},
+# v2_adapter_step-cuda-{staged,sync}.{json,md}.
 # (Up to 8f158e3, step 4 was two alternating rounds of steering_step before and after;
 # benchmarks/steering_gpu_summary.py reads such a log.)
 #
@@ -85,6 +91,11 @@ phase() {  # phase NAME COMMAND...
 phase device_check python3 benchmarks/steering_device_check.py --device "$DEVICE" --out "$OUT"
 phase step_overlap python3 benchmarks/step_overlap.py --device "$DEVICE" --batches 64,256 \
   --forward-ms 10 --out "$OUT"
+for feed in staged sync; do
+  phase "v2_adapter_$feed" python3 benchmarks/v2_adapter_step.py --device "$DEVICE" \
+    --feed "$feed" --forward-ms 2 --batches 16,64,256 --steps 300 --warmup 100 --rounds 1 \
+    --out "$OUT"
+done
 phase steering_step python3 benchmarks/steering_step.py --device "$DEVICE" --steps "$STEPS" \
   --out "$OUT"
 phase primitives python3 benchmarks/device_primitives.py --device "$DEVICE"

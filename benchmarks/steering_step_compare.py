@@ -78,6 +78,12 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not insta
     sys.path.insert(0, str(HERE))
     import steering_step  # noqa: F401  (maps the checkout into a greyelephant package)
 
+def _without_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is None
+
+
 def _cpu_model() -> str:
     """The host CPU's model and vector features (see ``greyelephant.cpu_features``)."""
     try:
@@ -102,6 +108,11 @@ if cfg["threads"]:
 spec_loop = importlib.util.spec_from_file_location("step_loop", cfg["loop"])
 loop = importlib.util.module_from_spec(spec_loop)
 spec_loop.loader.exec_module(loop)
+if cfg["runner"] == "v2":  # (no vLLM on the machine: stand-ins for the names it imports)
+    spec_standin = importlib.util.spec_from_file_location("vllm_standin", cfg["standin"])
+    standin = sys.modules["vllm_standin"] = importlib.util.module_from_spec(spec_standin)
+    spec_standin.loader.exec_module(standin)
+    standin.install_if_missing()
 doc = json.loads(gzip.open(cfg["vocab"], "rt").read())
 token_bytes = [None if t is None else bytes.fromhex(t) for t in doc["tokens"]]
 tokens = json.loads(open(cfg["tokens"]).read())
@@ -403,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
                "host_path": args.host_path, "distinct": args.distinct,
                "own_prefer": args.own_prefer, "prefers": [c["prefer"] for c in cases],
-               "runner": args.runner,
+               "runner": args.runner, "standin": str(HERE / "vllm_standin.py"),
                "batches": [int(x) for x in args.batches.split(",")],
                "versions": [
                    {"name": "ref", "root": ref_root, "steering": steering},
@@ -469,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
                         + ", logits strategy, each version's defaults), greedy; "
                         + ("each version's runner-V2 adapter around its core, the timed "
                            "call its apply; " if args.runner == "v2" else "")
+                        + ("vLLM's names from benchmarks/vllm_standin.py (no vLLM here); "
+                           if args.runner == "v2" and _without_vllm() else "")
                         + f"{args.warmup} warm-up + {args.steps} timed steps per version, "
                         "the versions' steps interleaved in one process (each takes "
                         "each place in the order in turn); median step per round, "
