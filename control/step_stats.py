@@ -16,6 +16,7 @@ the total since the process started. The writer overwrites them after a step (al
 
 from __future__ import annotations
 
+import itertools
 import logging
 import mmap
 import os
@@ -47,6 +48,7 @@ NAMES = tuple(name for name, _ in FIELDS)
 _FILE_PREFIX = "steering-"
 _FILE_SUFFIX = ".stats"
 _SIZE = len(MAGIC) + 8 * len(FIELDS)
+_INSTANCES = itertools.count()
 
 
 class StepStats:
@@ -75,7 +77,9 @@ class StepStats:
         directory = os.environ.get(STATS_DIR_ENV)
         if not directory:
             return cls()
-        path = Path(directory) / f"{_FILE_PREFIX}{os.getpid()}{_FILE_SUFFIX}"
+        n = next(_INSTANCES)  # (a second processor in one process: a file of its own)
+        name = f"{os.getpid()}" if n == 0 else f"{os.getpid()}-{n}"
+        path = Path(directory) / f"{_FILE_PREFIX}{name}{_FILE_SUFFIX}"
         try:
             return cls(path)
         except OSError:
@@ -93,7 +97,7 @@ class StepStats:
 
 def read_stats(directory: str | os.PathLike | None) -> dict[str, dict[str, int]]:
     """The counters of each engine process that wrote a stats file in ``directory``,
-    keyed by its pid (as a string); files that are not (yet) whole stats files are
+    keyed by its pid (as a string; a second processor in one process: "<pid>-1"); files that are not (yet) whole stats files are
     skipped, and so is a missing directory."""
     if not directory:
         return {}

@@ -1,5 +1,6 @@
 """The step counters the engine's processes share with the server (control/step_stats.py)."""
 
+import itertools
 import os
 
 import numpy as np
@@ -19,6 +20,7 @@ def test_memory_only_without_the_directory(monkeypatch):
 
 def test_the_server_reads_what_the_process_wrote(monkeypatch, tmp_path):
     monkeypatch.setenv(STATS_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(step_stats, "_INSTANCES", itertools.count())  # (the first one)
     stats = StepStats.for_this_process()
     assert stats.path == tmp_path / f"steering-{os.getpid()}.stats"
     assert read_stats(tmp_path) == {str(os.getpid()): dict.fromkeys(NAMES, 0)}
@@ -50,3 +52,14 @@ def test_an_unwritable_directory_falls_back_to_memory(monkeypatch, tmp_path, cap
 def test_a_wrong_number_of_values_raises():
     with pytest.raises(ValueError):
         StepStats().publish([1, 2])
+
+
+def test_a_second_processor_in_one_process_writes_its_own_file(monkeypatch, tmp_path):
+    monkeypatch.setenv(STATS_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(step_stats, "_INSTANCES", itertools.count())
+    first, second = StepStats.for_this_process(), StepStats.for_this_process()
+    first.publish([1] * len(FIELDS))
+    second.publish([2] * len(FIELDS))
+    pid = str(os.getpid())
+    assert read_stats(tmp_path) == {pid: dict.fromkeys(NAMES, 1),
+                                    f"{pid}-1": dict.fromkeys(NAMES, 2)}
