@@ -97,8 +97,8 @@ class StepStats:
 
 def read_stats(directory: str | os.PathLike | None) -> dict[str, dict[str, int]]:
     """The counters of each engine process that wrote a stats file in ``directory``,
-    keyed by its pid (as a string; a second processor in one process: "<pid>-1"); files that are not (yet) whole stats files are
-    skipped, and so is a missing directory."""
+    keyed by its pid (as a string; a second processor in one process: "<pid>-1"); files
+    that are not (yet) whole stats files are skipped, and so is a missing directory."""
     if not directory:
         return {}
     out: dict[str, dict[str, int]] = {}
