@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                   mask_table=table, mask_rows=torch.ones(b, dtype=torch.int32, device=dev))
         calls[f"apply_logit_controls B={b} V=49152 (bias + mask table)"] = (
             lambda b=b, kw=kw: apply_logit_controls(x[:b], **kw))
+    calls["apply_logit_controls B=256, host_bound (one launch)"] = (
+        lambda kw=kw: apply_logit_controls(x, **kw, host_bound=True))
     print(f"host µs per call, median of {a.n} (device {a.device}"
           f"{' ' + torch.cuda.get_device_name() if cuda else ''}, torch {torch.__version__})")
     for name, call in calls.items():

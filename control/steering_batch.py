@@ -923,8 +923,9 @@ class SteeringBatch:
         early = self.early_upload and not self.sparse_ids  # (a CPU has nothing to overlap)
         kw = plan.kwargs(self._send, extra) if early else None
         anticipated = self.anticipated
-        signal = (self._check(logits, x, plan, v)
-                  if plan.watch or plan.anticipate or plan.pooled_checks is not None else [])
+        # the rollback check reads the rows' choices: on a GPU, the step's wait for it
+        checked = bool(plan.watch or plan.anticipate or plan.pooled_checks is not None)
+        signal = self._check(logits, x, plan, v) if checked else []
         # the plan goes (again) after the check: not sent before it, or the check changed it
         resend = kw is None or self.anticipated != anticipated
         if signal and resend:  # their rows are overwritten below: nothing else to apply
@@ -957,7 +958,8 @@ class SteeringBatch:
                 kw = {**kw, **self._send(force)}
             force_rows, force_at = kw.pop("force_rows", None), kw.pop("force_at", None)
             if len(kw) > ("logit_rows" in kw):
-                apply_logit_controls(logits, **kw)
+                # after the check's wait the GPU idles until this launch: one launch
+                apply_logit_controls(logits, **kw, host_bound=checked)
             if force_rows is not None:
                 _force_tokens(logits, force_rows, force_at, forced, flat=flat)
             return logits

@@ -43,6 +43,7 @@ def apply_logit_controls(
     banned_indptr: torch.Tensor | None = None,
     banned_token_ids: torch.Tensor | None = None,
     logit_rows: torch.Tensor | None = None,
+    host_bound: bool = False,
 ) -> torch.Tensor:
     """Apply bias, penalties, banned bitmask and temperature to ``logits`` [B, V] in place.
 
@@ -71,6 +72,9 @@ def apply_logit_controls(
     CPU, the caller's guarantee when it is already on the GPU (no synchronisation). On
     CUDA the kernels index the rows in place; elsewhere the rows are gathered, controlled
     and scattered back.
+    ``host_bound``: the caller has just waited for the device, so the GPU idles until the
+    launch: on CUDA one launch wherever the lists are short, at any batch size (see
+    :func:`.logit_controls_triton.pick_mode`); elsewhere no effect.
     """
     check_logits(logits)
     if logit_rows is not None:
@@ -79,7 +83,7 @@ def apply_logit_controls(
     return _apply(logits, None, bias_indptr, bias_token_ids, bias_values, banned_bitmask,
                   penalty_indptr, penalty_token_ids, penalty_output_counts, penalty_in_prompt,
                   repetition_penalty, presence_penalty, frequency_penalty, temperature,
-                  mask_table, mask_rows, banned_indptr, banned_token_ids)
+                  mask_table, mask_rows, banned_indptr, banned_token_ids, host_bound)
 
 
 def _apply_to_rows(logits: torch.Tensor, logit_rows: torch.Tensor,
@@ -104,7 +108,8 @@ def _apply(logits, logit_rows, bias_indptr=None, bias_token_ids=None, bias_value
            banned_bitmask=None, penalty_indptr=None, penalty_token_ids=None,
            penalty_output_counts=None, penalty_in_prompt=None, repetition_penalty=None,
            presence_penalty=None, frequency_penalty=None, temperature=None, mask_table=None,
-           mask_rows=None, banned_indptr=None, banned_token_ids=None) -> torch.Tensor:
+           mask_rows=None, banned_indptr=None, banned_token_ids=None,
+           host_bound=False) -> torch.Tensor:
     """The dispatcher's body; ``logit_rows`` (CUDA only): int32 rows on the device."""
     v = logits.shape[1]
     b = logits.shape[0] if logit_rows is None else logit_rows.numel()
@@ -177,7 +182,7 @@ def _apply(logits, logit_rows, bias_indptr=None, bias_token_ids=None, bias_value
 
         bans = kw.pop("banned_indptr", None), kw.pop("banned_token_ids", None)
         if kw:
-            apply_logit_controls_triton(logits, **kw)
+            apply_logit_controls_triton(logits, **kw, host_bound=host_bound)
         if bans[0] is None:
             return logits
         # after the kernel: -inf then is -inf at the mask stage (no later stage moves it)

@@ -379,12 +379,17 @@ def pick_config(batch: int, vocab: int, elem_size: int, device: torch.device,
     return block, 4
 
 
-def pick_mode(batch: int, nnz: int) -> str:
+def pick_mode(batch: int, nnz: int, host_bound: bool = False) -> str:
     """One fused launch for small batches (one launch less of host time); the split form
     from B = 128 and whenever the sparse lists are long (more than 1024 entries per row on
     average), because every fused program rescans its row's lists. docs/kernels.md has
-    the measurements."""
-    if batch >= 128 or nnz > 1024 * max(batch, 1):
+    the measurements. ``host_bound`` (the caller has just waited for the device, so the
+    GPU idles until the launch): fused at any batch while the lists are short, since a
+    second launch costs ~40 µs of host time (H200, docs/kernels.md) where the split form
+    saves 1.6-13 µs of GPU time at B = 256."""
+    if nnz > 1024 * max(batch, 1):
+        return "split"
+    if batch >= 128 and not host_bound:
         return "split"
     return "fused"
 
@@ -417,11 +422,12 @@ def apply_logit_controls_triton(
     block: int | None = None,
     num_warps: int | None = None,
     hoist: bool | None = None,
+    host_bound: bool = False,
 ) -> torch.Tensor:
     """Launch the kernel(s). Arguments must already be normalised (see logit_controls.py).
     ``mode``: "fused" (one launch, sparse stages then the tile), "split" (sparse kernel,
     then dense kernel) or "auto"
-    (see :func:`pick_mode`). ``hoist``: True = sparse stages with all independent loads
+    (see :func:`pick_mode`, which ``host_bound`` informs). ``hoist``: True = sparse stages with all independent loads
     issued up front, False = the staged form, None = :func:`pick_hoist`.
     ``mask_rows`` int32 [k]: ``banned_bitmask`` is a table and row j's mask is its row
     ``mask_rows[j]``, read in place (a slot outside the table bans the whole row).
@@ -481,7 +487,7 @@ def apply_logit_controls_triton(
     if mode == "auto":
         nnz = (0 if bias_token_ids is None else bias_token_ids.numel()) + (
             0 if penalty_token_ids is None else penalty_token_ids.numel())
-        mode = pick_mode(b, nnz)
+        mode = pick_mode(b, nnz, host_bound)
     if mode not in ("fused", "split"):
         raise ValueError(f"mode must be 'fused', 'split' or 'auto', got {mode!r}")
     if block is None:

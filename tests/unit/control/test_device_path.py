@@ -46,10 +46,18 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads
     else after it in one upload with the forced tokens."""
     from greyelephant.control import steering_batch
 
+    host_bound = []  # per launch of the controls: whether a check had just waited
+    launch = steering_batch.apply_logit_controls
+
+    def recording_launch(logits, **kw):
+        host_bound.append(kw["host_bound"])
+        return launch(logits, **kw)
+
     def device_apply(batch, logits):
         with monkeypatch.context() as m:
             if not numpy_reads_logits:
                 m.setattr(steering_batch, "_numpy_view", lambda t: None)
+            m.setattr(steering_batch, "apply_logit_controls", recording_launch)
             return batch.apply(logits)
 
     text = tokenizer.encode(" I drank a Coca-Cola in Rome, the cat sat on the mat, the cat"
@@ -99,6 +107,8 @@ def test_the_device_form_equals_the_cpu_path(vocab_index, tokenizer, numpy_reads
     assert a.signals > 0 and (a.signals, a.anticipated) == (b.signals, b.anticipated)
     assert a.anticipated > 0  # (the check changed plans: sent again when early)
     assert sent_before_check and set(sent_before_check) == {early}
+    # after the rollback check (on a GPU, its wait) the controls ask for one launch
+    assert host_bound.count(True) == len(sent_before_check) > 0
     assert (b.fast_rows > 0) == lanes
     assert (b.pooled_rows > b.fast_rows // 2) == lanes  # masks by slot, bias merged
     assert b._upload.copies >= 50 and a._upload.copies == 0

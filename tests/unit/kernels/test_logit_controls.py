@@ -308,9 +308,31 @@ def test_auto_mode_picks_split_for_large_batches_and_long_lists():
 
     assert pick_mode(1, 600) == "fused" and pick_mode(32, 32 * 600) == "fused"
     assert pick_mode(256, 0) == "split" and pick_mode(4, 4 * 4096) == "split"
+    # after a wait for the device (host_bound): one launch while the lists are short
+    assert pick_mode(256, 256 * 600, host_bound=True) == "fused"
+    assert pick_mode(256, 256 * 4096, host_bound=True) == "split"
+    assert pick_mode(4, 4 * 600, host_bound=True) == "fused"
     g = torch.Generator().manual_seed(13)
     x = torch.randn(128, 64, generator=g)
     run_case("triton", torch.float32, x, rand_inputs(g, 128, 64))  # auto -> split
+
+
+def test_host_bound_takes_one_launch_at_large_batches_with_the_same_result(monkeypatch):
+    """After the caller's wait for the device, B = 128 with short lists runs the fused
+    form (one launch), bit for bit what the split form gives."""
+    from greyelephant.kernels import logit_controls_triton as lct
+
+    picked = []
+    pick = lct.pick_mode
+    monkeypatch.setattr(lct, "pick_mode", lambda *a: picked.append(pick(*a)) or picked[-1])
+    g = torch.Generator().manual_seed(17)
+    x = torch.randn(128, 64, generator=g)
+    kw = rand_inputs(g, 128, 64)
+    split, fused = x.clone(), x.clone()
+    lct.apply_logit_controls_triton(split, **kw)
+    lct.apply_logit_controls_triton(fused, **kw, host_bound=True)
+    assert picked == ["split", "fused"]
+    assert torch.equal(split, fused)
 
 
 def test_dispatch_rules_from_run4():
@@ -531,7 +553,7 @@ def test_logit_rows_control_only_the_listed_rows(path, dtype, monkeypatch):
         monkeypatch.setattr(logit_controls, "_use_triton", lambda t: True)
         mode = path.split("_")[1]
         monkeypatch.setattr("greyelephant.kernels.logit_controls_triton.pick_mode",
-                            lambda b, nnz: mode)
+                            lambda b, nnz, host_bound=False: mode)
         apply_logit_controls(y, logit_rows=rows, **kw)
     expected = x.clone()
     expected[rows.long()] = sub
