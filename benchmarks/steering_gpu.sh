@@ -4,7 +4,9 @@
 #   1. steering_device_check.py: the device path against the CPU path, bit for bit;
 #   2. step_overlap.py: what a steered step adds while a 10 ms stand-in for the forward
 #      pass is in flight (runner V1's order: the plan overlaps the forward), B = 64, 256
-#      (the issue's target: first, after correctness, so a short run still answers it);
+#      (the issue's target: first, after correctness, so a short run still answers it),
+#      then the same under runner V2's order (--runner v2: its adapter, the fed tokens
+#      read before the forward pass, and read back after it as the fallback);
 #   2b. v2_adapter_step.py: runner V2's adapter on the GPU (its core stubbed), fed as
 #      vLLM's runner feeds it, with a 2 ms stand-in for the forward pass queued between
 #      apply_staged_writes and apply: with the staged read (--feed staged) apply should
@@ -27,7 +29,7 @@
 #      step's parts (--distinct 10 --own-prefer --parts default).
 # Everything lands in $OUT (default /tmp/steering_gpu): env.txt, run.log, phases.txt (each
 # phase's seconds; no phase starts after BUDGET_S, default 540, and none runs past it),
-# steering_device_check.json, steering_step-cuda.{json,md}, step_overlap-cuda.{json,md},
+# steering_device_check.json, steering_step-cuda.{json,md}, step_overlap-cuda[-v2].{json,md},
 # steering_step_compare-cuda[-distinct10-own-prefer|-v2].{json,md},
 # v2_adapter_step-cuda-{staged,sync}.{json,md}.
 # (Up to 8f158e3, step 4 was two alternating rounds of steering_step before and after;
@@ -91,6 +93,8 @@ phase() {  # phase NAME COMMAND...
 phase device_check python3 benchmarks/steering_device_check.py --device "$DEVICE" --out "$OUT"
 phase step_overlap python3 benchmarks/step_overlap.py --device "$DEVICE" --batches 64,256 \
   --forward-ms 10 --out "$OUT"
+phase step_overlap_v2 python3 benchmarks/step_overlap.py --device "$DEVICE" \
+  --batches 64,256 --forward-ms 10 --runner v2 --out "$OUT"
 for feed in staged sync; do
   phase "v2_adapter_$feed" python3 benchmarks/v2_adapter_step.py --device "$DEVICE" \
     --feed "$feed" --forward-ms 2 --batches 16,64,256 --steps 300 --warmup 100 --rounds 1 \
