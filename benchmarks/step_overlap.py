@@ -57,20 +57,24 @@ import platform
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 if __package__ in (None, ""):  # run as a file from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import steering_step  # noqa: F401  (maps the checkout into a greyelephant package)
 
-import numpy as np  # noqa: E402
-
 from greyelephant.benchmarks import vllm_standin  # noqa: E402
 from greyelephant.benchmarks.step_loop import DecodeLoop  # noqa: E402
 from greyelephant.benchmarks.step_phases import STOP, make_loop  # noqa: E402
+from greyelephant.benchmarks.v2_runner_states import (  # noqa: E402
+    Device,
+    Host,
+    RequestStates,
+    StepContext,
+)
 from greyelephant.benchmarks.steering_step import (  # noqa: E402
     corpus,
     encode,
@@ -109,10 +113,10 @@ class V2Feed:
         self.device, self.b, self.length = dev, b, length
         history = torch.zeros(b, length, dtype=torch.int32, device=dev)
         history[:, :p] = torch.tensor(self.PROMPT, dtype=torch.int32, device=dev)
-        self.states = _V2States(dev, b, _OnDevice(history),
-                                _OnHost(np.full(b, p, dtype=np.int32)),
-                                _OnHost(np.full(b, p, dtype=np.int32)),
-                                _OnDevice(torch.full((b,), p, dtype=torch.int32, device=dev)))
+        self.states = RequestStates(dev, b, Device(history),
+                                Host(np.full(b, p, dtype=np.int32)),
+                                Host(np.full(b, p, dtype=np.int32)),
+                                Device(torch.full((b,), p, dtype=torch.int32, device=dev)))
         self.adapter = SteeringLogitsProcessorV2(None, self.states, index=index)
         self.batch = self.adapter.batch
         self.params = SamplingParams(temperature=0.0, max_tokens=1 << 20,
@@ -142,7 +146,7 @@ class V2Feed:
         history[rows, torch.from_numpy(at).to(self.device)] = (
             torch.from_numpy(newest).to(self.device, torch.int32))
         total.copy_(torch.from_numpy(at + 1).to(self.device, torch.int32))
-        self.ctx = _V2Context(self.order, torch.from_numpy(newest).to(self.device),
+        self.ctx = StepContext(self.order, torch.from_numpy(newest).to(self.device),
                               torch.from_numpy(at).to(self.device),
                               (at + 1).astype(np.int32))
 
@@ -153,38 +157,6 @@ class V2Feed:
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         return self.adapter.apply(logits, self.ctx)
-
-
-@dataclass
-class _OnHost:
-    np: np.ndarray
-
-
-@dataclass
-class _OnDevice:
-    gpu: torch.Tensor
-
-
-@dataclass
-class _V2States:
-    """What the V2 adapter reads of runner V2's request states."""
-
-    device: torch.device
-    max_num_reqs: int
-    all_token_ids: _OnDevice
-    prompt_len: _OnHost
-    prefill_len: _OnHost
-    total_len: _OnDevice
-
-
-@dataclass
-class _V2Context:
-    """What the V2 adapter reads of runner V2's per-step ``LogitsContext``."""
-
-    idx_mapping_np: np.ndarray
-    input_ids: torch.Tensor
-    pos: torch.Tensor
-    seq_lens_upper_bound_np: np.ndarray
 
 
 def make_v2_loop(b: int, device: str) -> tuple[DecodeLoop, V2Feed]:
@@ -206,36 +178,23 @@ def measure_v2(b: int, device: str, steps: int, warmup: int,
     ``b`` under runner V2's order (see the module doc), ``exposed``, ``exposed_read_back``
     and the share of the ``steered`` steps the staged read served."""
     steered, feed = make_v2_loop(b, device)
-    plain = DecodeLoop(_Unsteered(), [[] for _ in range(b)], [0, 1, 2, 3],
-                       steered.logits_pool, ends=frozenset(), restart=lambda i: [])
     forward = in_flight or (lambda: None)
 
     def with_forward() -> None:
         feed.before_forward()
         forward()
 
-    steered.in_flight = with_forward
-    for _ in range(warmup):
-        steered.step(count=False)
-        plain.step(count=False)
-    plain.in_flight = in_flight
-    modes = ("host", "steered", "read_back")
-    took: dict[str, list[float]] = {name: [] for name in (*modes, "forward")}
-    staged = 0
-    for k in range(3 * steps):
-        mode = modes[k % 3]
+    def set_mode(mode: str) -> None:
         feed.stage = mode != "read_back"
         steered.in_flight = feed.before_forward if mode == "host" else with_forward
-        before = feed.adapter.staged_steps
-        took[mode].append(steered.step())
-        if mode == "steered":
-            staged += feed.adapter.staged_steps - before
-            took["forward"].append(plain.step())
+
+    steered.in_flight = with_forward
+    ms, staged = _interleaved(steered, in_flight, ("host", "steered", "read_back"),
+                              set_mode, steps, warmup,
+                              counter=lambda: feed.adapter.staged_steps)
     feed.stage = True
-    ms = {name: statistics.median(xs) * 1e3 for name, xs in took.items()}
-    ms["exposed"] = ms["steered"] - ms["forward"]
     ms["exposed_read_back"] = ms["read_back"] - ms["forward"]
-    ms["staged_share"] = staged / steps
+    ms["staged_share"] = staged["steered"] / steps
     return ms
 
 
@@ -261,26 +220,48 @@ def measure(b: int, device: str, steps: int, warmup: int,
     """Median ms of ``host``, ``steered``, ``late`` and ``forward`` steps at batch ``b``
     (see the module doc), ``exposed`` and ``exposed_late``."""
     steered = make_loop(b, device=device)
+
+    def set_mode(mode: str) -> None:
+        steered.in_flight = None if mode == "host" else in_flight
+        steered.batch.early_upload = mode != "late"
+
+    ms, _ = _interleaved(steered, in_flight, ("host", "steered", "late"), set_mode, steps,
+                         warmup)
+    steered.batch.early_upload = True
+    ms["exposed_late"] = ms["late"] - ms["forward"]
+    return ms
+
+
+def _interleaved(steered: DecodeLoop, in_flight: Callable[[], None] | None,
+                 modes: tuple[str, ...], set_mode: Callable[[str], None], steps: int,
+                 warmup: int, counter: Callable[[], int] | None = None
+                 ) -> tuple[dict[str, float], dict[str, int]]:
+    """Run ``steered``'s steps in the ``modes`` in turn (``set_mode`` sets each up), each
+    ``"steered"`` one followed by a step of an unsteered batch with ``in_flight`` (the
+    forward alone), after ``warmup`` steps of both; returns the median ms of each mode and
+    of ``forward``, with ``exposed`` = steered - forward, and per mode how much
+    ``counter()`` grew over its steps."""
+    b = len(steered.outs)
     plain = DecodeLoop(_Unsteered(), [[] for _ in range(b)], [0, 1, 2, 3],
                        steered.logits_pool, ends=frozenset(), restart=lambda i: [])
     for _ in range(warmup):
         steered.step(count=False)
         plain.step(count=False)
     plain.in_flight = in_flight
-    modes = ("host", "steered", "late")
     took: dict[str, list[float]] = {name: [] for name in (*modes, "forward")}
-    for k in range(3 * steps):
-        mode = modes[k % 3]
-        steered.in_flight = None if mode == "host" else in_flight
-        steered.batch.early_upload = mode != "late"
+    grew = dict.fromkeys(modes, 0)
+    for k in range(len(modes) * steps):
+        mode = modes[k % len(modes)]
+        set_mode(mode)
+        before = counter() if counter is not None else 0
         took[mode].append(steered.step())
+        if counter is not None:
+            grew[mode] += counter() - before
         if mode == "steered":
             took["forward"].append(plain.step())
-    steered.batch.early_upload = True
     ms = {name: statistics.median(xs) * 1e3 for name, xs in took.items()}
     ms["exposed"] = ms["steered"] - ms["forward"]
-    ms["exposed_late"] = ms["late"] - ms["forward"]
-    return ms
+    return ms, grew
 
 
 def main(argv: list[str] | None = None) -> int:

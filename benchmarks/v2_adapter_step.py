@@ -51,7 +51,6 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,41 +63,15 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not insta
 from greyelephant.benchmarks import vllm_standin  # noqa: E402
 from greyelephant.benchmarks.ref_module import git_rev, load_ref_module, run_meta  # noqa: E402
 from greyelephant.benchmarks.step_overlap import forward_stand_in  # noqa: E402
+from greyelephant.benchmarks.v2_runner_states import (  # noqa: E402
+    Device,
+    Host,
+    RequestStates,
+    StepContext,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PAD = 8  # entries past the batch in the fed-token and position buffers
-
-
-@dataclass
-class _Host:
-    np: np.ndarray
-
-
-@dataclass
-class _Device:
-    gpu: torch.Tensor
-
-
-@dataclass
-class _ReqStates:
-    """What the adapter reads of runner V2's request states."""
-
-    device: torch.device
-    max_num_reqs: int
-    all_token_ids: _Device
-    prompt_len: _Host
-    prefill_len: _Host
-    total_len: _Device
-
-
-@dataclass
-class _Ctx:
-    """What the adapter reads of runner V2's per-step ``LogitsContext``."""
-
-    idx_mapping_np: np.ndarray
-    input_ids: torch.Tensor
-    pos: torch.Tensor
-    seq_lens_upper_bound_np: np.ndarray | None = None  # (--feed staged)
 
 
 def load_ref_adapter(ref: str):
@@ -119,11 +92,11 @@ def make_adapter(cls, index, b: int, steered: set[int], prompt: list[int], lengt
 
     args = steering_args()
     dtype = torch.int32 if device.type == "cuda" else torch.int64
-    states = _ReqStates(device, b,
-                        _Device(torch.zeros(b, length, dtype=dtype, device=device)),
-                        _Host(np.full(b, len(prompt), dtype=np.int64)),
-                        _Host(np.full(b, len(prompt), dtype=np.int64)),
-                        _Device(torch.full((b,), len(prompt), dtype=dtype, device=device)))
+    states = RequestStates(device, b,
+                        Device(torch.zeros(b, length, dtype=dtype, device=device)),
+                        Host(np.full(b, len(prompt), dtype=np.int64)),
+                        Host(np.full(b, len(prompt), dtype=np.int64)),
+                        Device(torch.full((b,), len(prompt), dtype=dtype, device=device)))
     states.all_token_ids.gpu[:, :len(prompt)] = torch.tensor(prompt, dtype=dtype)
     adapter = cls(None, states, index=index)
     for slot in range(b):
@@ -176,7 +149,7 @@ def run(versions: dict, index, b: int, steps: int, warmup: int, steered_share: s
                 states.total_len.gpu.fill_(at + 1)
             if cuda:  # (each step from an idle GPU, as after the sampler's read-back)
                 torch.cuda.synchronize()
-            ctx = _Ctx(order, fed, pos, seq_lens)
+            ctx = StepContext(order, fed, pos, seq_lens)
             t0 = time.perf_counter()
             if staged:
                 adapter.apply_staged_writes()
