@@ -426,9 +426,9 @@ def apply_logit_controls_triton(
 ) -> torch.Tensor:
     """Launch the kernel(s). Arguments must already be normalised (see logit_controls.py).
     ``mode``: "fused" (one launch, sparse stages then the tile), "split" (sparse kernel,
-    then dense kernel) or "auto"
-    (see :func:`pick_mode`, which ``host_bound`` informs). ``hoist``: True = sparse stages with all independent loads
-    issued up front, False = the staged form, None = :func:`pick_hoist`.
+    then dense kernel) or "auto" (see :func:`pick_mode`, which ``host_bound`` informs).
+    ``hoist``: True = sparse stages with all independent loads issued up front, False =
+    the staged form, None = :func:`pick_hoist`.
     ``mask_rows`` int32 [k]: ``banned_bitmask`` is a table and row j's mask is its row
     ``mask_rows[j]``, read in place (a slot outside the table bans the whole row).
     ``logit_rows`` int32 [k]: the controls' row j applies to logits row ``logit_rows[j]``

@@ -49,19 +49,13 @@ def test_logits_strategy_removes_the_mention(http, server, strategies):
     assert report["violations"] == 0 and report["revisions"] == 0
 
 
-def _steering_counter(http, name):
-    """greyelephant_steering_<name>_total summed over the engine processes (0: none yet)."""
-    prefix = f"greyelephant_steering_{name}_total{{"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in http.get("/metrics").text.splitlines()
-               if line.startswith(prefix))
-
-
 def test_metrics_count_the_engine_processes_steering_steps(http, server):
     """The processor runs in vLLM's engine process; its step counters reach /metrics."""
-    names = ("steps", "row_steps", "v2_staged_steps", "v2_read_back_steps")
-    before = {n: _steering_counter(http, n) for n in names}
+    from greyelephant.benchmarks.lanes_engine_check import steering_counters
+
+    before = steering_counters(http.get("/metrics").text)
     body = chat(http, server, {**SPEC, "strategies": ["logits"]}, max_tokens=24)
-    after = {n: _steering_counter(http, n) for n in names}
+    after = steering_counters(http.get("/metrics").text)
     steps = after["steps"] - before["steps"]
     # each generated token but the last was sampled from steered logits (a rollback's
     # continuation is steered too, so there may be more)
